@@ -1,0 +1,52 @@
+"""The `cd125gate` command.
+
+Each subcommand lives in its own module, which exposes ``add_arguments(parser)``
+and ``run(args) -> int``. Modules are imported only when their subcommand runs,
+so that `cd125gate inspect` does not pay for matplotlib or scikit-learn.
+"""
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import InputError
+
+SUBCOMMANDS = {
+    "inspect": ("cd125gate.inspect", "summarise FCS files (version, instrument, channels, spillover)"),
+    "simulate": ("cd125gate.simulate", "write simulated stained/control tubes with known truth"),
+    "analyze": ("cd125gate.analyze", "analyse one stained tube (and its control) into a result"),
+    "screening": ("cd125gate.screening", "collect per-sample results into screening.tsv/json"),
+    "report": ("cd125gate.report", "build the batch review page report.html"),
+    "validate-sheet": ("cd125gate.samplesheet", "check a sample sheet before a run"),
+}
+
+
+def build_parser(argv):
+    parser = argparse.ArgumentParser(prog="cd125gate", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cd125gate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wanted = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        # Only the chosen subcommand's module is imported; `--help` imports them all.
+        if wanted is None or name == wanted:
+            importlib.import_module(module_name).add_arguments(sp)
+            sp.set_defaults(_module=module_name)
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return importlib.import_module(args._module).run(args)
+    except InputError as exc:
+        print(f"cd125gate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

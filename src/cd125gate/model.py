@@ -1,0 +1,112 @@
+"""Values that flow between the analysis, the plots, the report and the results.
+
+Everything here is a plain dataclass: the analysis returns them, nothing keeps
+hidden state. Events are kept once per tube, compensated and transformed
+(``TubeAnalysis.data``); every gate keeps a boolean mask over those events.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Gate names, in hierarchy order. Plots and reports rely on these names.
+GATE_ORDER = (
+    "time_qc",      # acquisition QC: time bins with flow-rate / signal anomalies removed
+    "margins",      # events below the detector ceiling on every channel
+    "cells",        # debris out (FSC-A / SSC-A)
+    "singlets",     # FSC-A vs FSC-H diagonal
+    "viable",       # viability dye negative (absent when the panel has no viability dye)
+    "leukocytes",   # CD45+
+    "blast_region", # CD45-dim / SSC-low
+    "blasts",       # blast_region minus basophils, monocytes, lymphocytes, eosinophils
+    "cd125_pos",    # blasts above the CD125 threshold
+)
+
+
+@dataclass
+class Scale:
+    """How one channel is displayed and gated: raw (compensated) units <-> transformed units."""
+
+    channel: str            # $PnN
+    kind: str               # "linear" | "logicle" | "arcsinh"
+    params: dict            # e.g. {"T": 262144, "W": 0.5, "M": 4.5, "A": 0} or {"cofactor": 150}
+
+    def forward(self, raw):
+        from .transforms import forward  # lazy: keeps model import light
+        return forward(self, raw)
+
+    def inverse(self, transformed):
+        from .transforms import inverse
+        return inverse(self, transformed)
+
+
+@dataclass
+class GateStep:
+    """One gate of the hierarchy, applied to one tube."""
+
+    name: str               # one of GATE_ORDER, or an annotation population ("basophils", ...)
+    parent: str | None      # name of the parent step (None for the root)
+    gate: object            # the FlowKit gate object (flowkit.gates.*) that defines it
+    x: str                  # channel ($PnN) on the x axis of its plot
+    y: str | None           # channel on the y axis, None for a 1-D gate
+    mask: np.ndarray        # bool over all events of the tube: in this gate and all its ancestors
+    parent_count: int
+    note: str = ""          # how the gate was found, for the reviewer
+    exclusion: bool = False  # True for populations removed from the parent (e.g. basophils)
+
+    @property
+    def count(self):
+        return int(self.mask.sum())
+
+    @property
+    def percent_of_parent(self):
+        return 100.0 * self.count / self.parent_count if self.parent_count else 0.0
+
+
+@dataclass
+class TimeQC:
+    """Acquisition QC over time bins."""
+
+    bin_edges: np.ndarray   # Time-channel values, len = bins + 1
+    rate: np.ndarray        # events per second in each bin
+    signal: dict            # channel -> median transformed signal per bin
+    kept: np.ndarray        # bool per bin
+    removed_fraction: float  # share of events in removed bins
+
+
+@dataclass
+class TubeAnalysis:
+    """One tube, read, compensated, transformed and gated."""
+
+    role: str               # "stained" | "control"
+    fcs: object             # cd125gate.fcs.FCSData (raw events as read)
+    channels: list          # $PnN of the columns of `data`
+    markers: dict           # marker name (e.g. "CD125") -> $PnN
+    data: np.ndarray        # compensated, transformed events (n_events, n_channels)
+    scales: dict            # $PnN -> Scale
+    steps: list             # GateStep, in hierarchy order (annotation populations included)
+    time_qc: TimeQC | None = None
+    compensation: str = "none"   # "file" | "override" | "none"
+    flags: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+    def step(self, name):
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def column(self, channel):
+        return self.data[:, self.channels.index(channel)]
+
+
+@dataclass
+class Threshold:
+    """The CD125 cut-off and where it came from."""
+
+    method: str             # "control_percentile" | "internal_negative" | "fixed"
+    value: float            # in transformed units of the CD125 channel
+    value_raw: float        # in compensated raw units
+    percentile: float | None
+    reference_events: int   # events the cut-off was computed from (0 for fixed)
+    description: str        # one line for the reviewer
