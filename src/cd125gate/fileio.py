@@ -16,6 +16,7 @@ def atomic_write_bytes(path, data):
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -29,3 +30,9 @@ def atomic_write_text(path, text):
 def atomic_write_json(path, value):
     """Canonical JSON (sorted keys, fixed indent) so identical results are identical bytes."""
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
