@@ -1,0 +1,534 @@
+"""Reading FCS 2.0, 3.0, 3.1 and 3.2 files into numpy arrays.
+
+Why an own HEADER/TEXT/DATA parser instead of flowio 1.4 (which FlowKit uses):
+flowio refuses or mis-reads several files that clinical instruments write and
+that we must accept -- blank HEADER data offsets (files over 99,999,999 bytes),
+24-bit integer channels (Cytek xP5), the one-byte-long DATA segment of MACSQuant
+files (only behind a flag that also relaxes other checks) -- and it reads the
+DATA segment before checking that the file holds it. The FCS layout is simple
+enough that a short parser which checks every offset against the file size,
+then decodes the bytes with ``np.frombuffer``, is the cleaner way to handle all
+of these. Event values are then preprocessed exactly as flowio/FlowKit do
+(``FlowData.as_array(preprocess=True)``), so results match FlowKit's raw events.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+VERSIONS = ("FCS2.0", "FCS3.0", "FCS3.1", "FCS3.2")
+HEADER_SIZE = 58
+# Vendor spellings of the spillover keyword, in the order we prefer them.
+SPILLOVER_KEYWORDS = ("$SPILLOVER", "SPILL", "$SPILL", "SPILLOVER")
+# Bytes that some writers pad TEXT with after its last delimiter (CyFlow pads with spaces).
+TEXT_PADDING = " \0\r\n\t"
+
+
+@dataclass(frozen=True)
+class Channel:
+    index: int            # n of $PnN (1-based)
+    name: str             # $PnN, made unique if the file repeats a name
+    stain: str | None     # $PnS, None if absent or blank
+    range: float          # $PnR
+    bits: int | None      # $PnB
+    amplification: tuple  # $PnE as (decades, offset) floats, (0.0, 0.0) when linear or absent
+    gain: float | None    # $PnG
+
+
+@dataclass(frozen=True)
+class Spillover:
+    channels: tuple       # $PnN names, in matrix order
+    matrix: np.ndarray    # square float64
+    keyword: str          # which keyword held it: "$SPILLOVER" | "SPILL" | "$SPILL" | "SPILLOVER"
+
+
+@dataclass
+class FCSData:
+    """One FCS data set, read and checked.
+
+    ``events`` are float64, one row per event, one column per channel, in the
+    units FlowKit calls "raw" (preprocessed): log-amplified integer channels
+    converted to linear, values divided by $PnG, and the channel named "Time"
+    multiplied by $TIMESTEP (so it is in seconds when $TIMESTEP is given;
+    ``timestep`` is kept for the record, do not apply it again).
+    ``events`` is None when the file was read with ``read_events=False``.
+    """
+
+    path: str
+    sha256: str
+    version: str
+    cytometer: str | None
+    event_count: int
+    channels: list
+    keywords: dict
+    events: np.ndarray | None
+    spillover: Spillover | None
+    warnings: list
+    dataset_count: int
+    byte_order: str
+    datatype: str
+    timestep: float | None
+
+    def channel_names(self):
+        """Return the $PnN names (made unique), in file order."""
+        return [channel.name for channel in self.channels]
+
+    def column(self, name):
+        """Return the events of channel ``name`` ($PnN) as a 1-D view."""
+        names = self.channel_names()
+        if name not in names:
+            raise InputError(self.path, f"no channel named {name!r} (channels: {', '.join(names)})")
+        return self.events[:, names.index(name)]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How one channel is stored in the DATA segment."""
+
+    kind: str             # "u" (unsigned integer) or "f" (IEEE float)
+    nbytes: int
+    mask: int | None      # bit mask for integer channels, from $PnR
+
+
+def read_fcs(path, *, read_events=True):
+    """Read the first data set of an FCS file.
+
+    Parameters
+    ----------
+    path : str or Path
+        FCS file. It is opened read-only and never modified.
+    read_events : bool
+        If False, check the file's structure (including that the DATA
+        segment is wholly present) but do not decode events.
+
+    Returns
+    -------
+    FCSData
+
+    Raises
+    ------
+    InputError
+        If the file cannot be opened, is not FCS, is truncated or corrupt, or
+        its keywords do not describe its data consistently.
+    """
+    path = str(path)
+    try:
+        with open(path, "rb") as handle:
+            # One read of the whole file: it is hashed anyway, and every offset is
+            # then checked against what is really there before any event is decoded.
+            content = handle.read()
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from None
+    return _parse(content, path, read_events)
+
+
+def _parse(content, path, read_events):
+    warnings = []
+    size = len(content)
+    header = _parse_header(content[:HEADER_SIZE], path, size)
+    text_start, text_end = header["text"]
+    keywords = _parse_text(content[text_start:text_end + 1], path, warnings)
+    datatype = _keyword(keywords, "$DATATYPE", path).strip().upper()
+    if datatype not in ("I", "F", "D"):
+        raise InputError(path, f"$DATATYPE {datatype!r} is not supported (only I, F, D)")
+    mode = keywords.get("$MODE", "L").strip().upper()
+    if mode != "L":
+        raise InputError(path, f"$MODE {mode!r} (histogram data) is not supported, only list mode L")
+    byte_order = _byte_order(_keyword(keywords, "$BYTEORD", path), path)
+    channels = _channels(keywords, path, warnings)
+    layouts = [_layout(keywords, datatype, channel, path, warnings) for channel in channels]
+    event_size = sum(layout.nbytes for layout in layouts)
+    data_start, data_end = _data_offsets(header, keywords, path)
+    event_count = _event_count(keywords, data_start, data_end, event_size, path, warnings)
+    _check_data_segment(data_start, data_end, event_count * event_size, size, header, path, warnings)
+    timestep = _timestep(keywords, warnings)
+    events = None
+    if read_events:
+        raw = memoryview(content)[data_start:data_start + event_count * event_size]
+        events = _decode(raw, event_count, layouts, byte_order)
+        events = _preprocess(events, channels, layouts, timestep)
+    dataset_count = _count_datasets(content, keywords, path, warnings)
+    return FCSData(
+        path=path,
+        sha256=hashlib.sha256(content).hexdigest(),
+        version=header["version"],
+        cytometer=keywords.get("$CYT", "").strip() or None,
+        event_count=event_count,
+        channels=channels,
+        keywords=keywords,
+        events=events,
+        spillover=_spillover(keywords, channels, warnings),
+        warnings=warnings,
+        dataset_count=dataset_count,
+        byte_order=byte_order,
+        datatype=datatype,
+        timestep=timestep,
+    )
+
+
+def _parse_header(raw, path, size, where=""):
+    """Parse the 58-byte HEADER: the version and the byte offsets of TEXT and DATA."""
+    if len(raw) < HEADER_SIZE:
+        raise InputError(path, f"{where}file is {size} bytes, too short for an FCS HEADER (58 bytes)")
+    version = raw[:6].decode("ascii", "replace")
+    if not version.startswith("FCS"):
+        raise InputError(path, f"{where}not an FCS file (starts with {raw[:6]!r}, expected 'FCSx.y')")
+    if version not in VERSIONS:
+        raise InputError(path, f"{where}FCS version {version!r} is not supported ({', '.join(VERSIONS)})")
+    fields = [raw[10 + 8 * i:18 + 8 * i] for i in range(6)]
+    offsets = []
+    for name, field in zip(("TEXT start", "TEXT end", "DATA start", "DATA end"), fields):
+        text = field.decode("ascii", "replace").strip()
+        # Blank DATA offsets are legal: files over 99,999,999 bytes keep them only in TEXT.
+        if text == "" and name.startswith("DATA"):
+            offsets.append(0)
+        elif text.isdigit():
+            offsets.append(int(text))
+        else:
+            raise InputError(path, f"{where}HEADER {name} offset is not a number: {field!r}")
+    text_start, text_end = offsets[0], offsets[1]
+    if not HEADER_SIZE <= text_start < text_end:
+        raise InputError(path, f"{where}HEADER gives an impossible TEXT segment (bytes {text_start}-{text_end})")
+    if text_end >= size:
+        raise InputError(
+            path, f"{where}TEXT segment ends at byte {text_end} but the file has {size} bytes: truncated")
+    return {"version": version, "text": (text_start, text_end), "data": (offsets[2], offsets[3])}
+
+
+def _parse_text(raw, path, warnings):
+    """Split the TEXT segment into a keyword -> value dict (keys upper-cased, '$' kept)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # FCS 3.1 asks for UTF-8, older writers used Latin-1 or Mac Roman. Latin-1
+        # maps every byte, so keywords and numbers stay readable.
+        text = raw.decode("latin-1")
+        warnings.append(f"TEXT is not valid UTF-8 (byte {exc.start}); decoded as Latin-1")
+    delimiter = text[0]
+    body = text[1:]
+    if body.endswith(delimiter):
+        body = body[:-1]
+    else:
+        last = body.rfind(delimiter)
+        if last >= 0 and body[last + 1:].strip(TEXT_PADDING) == "":
+            body = body[:last]
+    tokens = _split_escaped(body, delimiter)
+    if len(tokens) % 2:
+        warnings.append(f"TEXT has an odd number of keywords and values; unpaired {tokens[-1][:40]!r} ignored")
+        tokens = tokens[:-1]
+    keywords = {}
+    for key, value in zip(tokens[::2], tokens[1::2]):
+        key = key.strip().upper()
+        if key in keywords:
+            if keywords[key] != value:
+                warnings.append(f"keyword {key} appears twice with different values; the first is used")
+            continue
+        keywords[key] = value
+    return keywords
+
+
+def _split_escaped(body, delimiter):
+    """Split on ``delimiter``, where a doubled delimiter stands for the character itself."""
+    parts = body.split(delimiter)
+    tokens = [parts[0]]
+    i = 1
+    while i < len(parts):
+        # An empty part between two delimiters is an escaped delimiter inside a value.
+        if parts[i] == "" and i + 1 < len(parts):
+            tokens[-1] += delimiter + parts[i + 1]
+            i += 2
+        else:
+            tokens.append(parts[i])
+            i += 1
+    return tokens
+
+
+def _keyword(keywords, key, path):
+    if key not in keywords:
+        raise InputError(path, f"required keyword {key} is missing from TEXT")
+    return keywords[key]
+
+
+def _int_keyword(keywords, key, path):
+    value = _keyword(keywords, key, path)
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise InputError(path, f"keyword {key} is not a whole number: {value[:40]!r}") from None
+
+
+def _float_keyword(keywords, key, path):
+    value = _keyword(keywords, key, path)
+    try:
+        return float(value.strip())
+    except ValueError:
+        raise InputError(path, f"keyword {key} is not a number: {value[:40]!r}") from None
+
+
+def _byte_order(value, path):
+    order = [part.strip() for part in value.split(",")]
+    ascending = [str(i) for i in range(1, len(order) + 1)]
+    if order == ascending:
+        return "little"
+    if order == ascending[::-1]:
+        return "big"
+    raise InputError(path, f"$BYTEORD {value!r} is neither little- nor big-endian")
+
+
+def _channels(keywords, path, warnings):
+    count = _int_keyword(keywords, "$PAR", path)
+    if count < 1:
+        raise InputError(path, f"$PAR is {count}: the file has no channels")
+    channels = []
+    seen = set()
+    for n in range(1, count + 1):
+        name = _keyword(keywords, f"$P{n}N", path).strip()
+        unique = _unique_name(name, seen)
+        if unique != name:
+            warnings.append(f"channel name {name!r} repeats; $P{n}N renamed to {unique!r}")
+        seen.add(unique)
+        channels.append(Channel(
+            index=n,
+            name=unique,
+            stain=keywords.get(f"$P{n}S", "").strip() or None,
+            range=_float_keyword(keywords, f"$P{n}R", path),
+            bits=_bits(keywords, n, path),
+            amplification=_amplification(keywords, n, path),
+            gain=_float_keyword(keywords, f"$P{n}G", path) if f"$P{n}G" in keywords else None,
+        ))
+    return channels
+
+
+def _unique_name(name, seen):
+    unique, k = name, 1
+    while unique in seen:
+        k += 1
+        unique = f"{name}_{k}"
+    return unique
+
+
+def _bits(keywords, n, path):
+    value = _keyword(keywords, f"$P{n}B", path).strip()
+    # '*' is legal only for ASCII data, which we refuse elsewhere.
+    return int(value) if value.isdigit() else None
+
+
+def _amplification(keywords, n, path):
+    value = keywords.get(f"$P{n}E", "0,0")
+    try:
+        decades, offset = (float(part) for part in value.split(","))
+    except ValueError:
+        raise InputError(path, f"$P{n}E is not 'decades,offset': {value[:40]!r}") from None
+    if decades > 0 and offset == 0:
+        offset = 1.0  # the FCS standard says to read a log offset of 0 as 1 (flowio does the same)
+    return (decades, offset)
+
+
+def _layout(keywords, datatype, channel, path, warnings):
+    """How channel ``channel`` is stored; FCS 3.2 may override $DATATYPE per channel."""
+    kind = keywords.get(f"$P{channel.index}DATATYPE", datatype).strip().upper()
+    if kind == "F":
+        return _float_layout(channel, 4, warnings)
+    if kind == "D":
+        return _float_layout(channel, 8, warnings)
+    if kind != "I":
+        raise InputError(path, f"$P{channel.index}DATATYPE {kind!r} is not supported")
+    bits = channel.bits
+    if bits is None or bits == 0 or bits % 8 or bits > 64:
+        raise InputError(path, f"$P{channel.index}B={bits}: only whole-byte integer widths up to 64 bits "
+                               "are supported")
+    # $PnR bounds the values; bits above the next power of two at or over $PnR are
+    # flags or noise and must be masked off (FCS 3.1 section 3.3.x, as flowio does).
+    limit = 1 << max(int(channel.range) - 1, 0).bit_length()
+    mask = limit - 1 if limit < (1 << bits) else None
+    return _Layout("u", bits // 8, mask)
+
+
+def _float_layout(channel, nbytes, warnings):
+    if channel.amplification[0] > 0:
+        # FCS 3.1: floating-point data are linear; flowio would anti-log them anyway.
+        warnings.append(f"{channel.name}: $P{channel.index}E={channel.amplification[0]:g},"
+                        f"{channel.amplification[1]:g} ignored for float data")
+    if channel.bits not in (None, nbytes * 8):
+        warnings.append(f"$P{channel.index}B is {channel.bits} for {nbytes * 8}-bit float data; "
+                        f"read as {nbytes * 8}-bit")
+    return _Layout("f", nbytes, None)
+
+
+def _data_offsets(header, keywords, path):
+    """Locate DATA, from the HEADER and the TEXT copy of its offsets.
+
+    The two are copies of the same fact. When both are given and disagree the
+    file contradicts itself about where its events are, and nothing in the file
+    says which copy is right (FlowKit's noncompliant examples): refuse. HEADER
+    offsets of 0 or blank mean "see TEXT" (files over 99,999,999 bytes); FCS 2.0
+    files have no TEXT copy.
+    """
+    header_start, header_end = header["data"]
+    if "$BEGINDATA" not in keywords and "$ENDDATA" not in keywords:
+        if header_start == 0 and header_end == 0:
+            raise InputError(path, "HEADER gives no DATA offsets and TEXT has no $BEGINDATA/$ENDDATA")
+        return header_start, header_end
+    text_start = _int_keyword(keywords, "$BEGINDATA", path)
+    text_end = _int_keyword(keywords, "$ENDDATA", path)
+    if (header_start, header_end) not in ((0, 0), (text_start, text_end)):
+        raise InputError(
+            path,
+            f"HEADER and TEXT disagree on where DATA is (HEADER bytes {header_start}-{header_end}, "
+            f"TEXT $BEGINDATA/$ENDDATA {text_start}-{text_end}); refusing to guess")
+    return text_start, text_end
+
+
+def _event_count(keywords, data_start, data_end, event_size, path, warnings):
+    if "$TOT" in keywords:
+        count = _int_keyword(keywords, "$TOT", path)
+        if count < 0:
+            raise InputError(path, f"$TOT is negative ({count})")
+        return count
+    # $TOT became required only in FCS 3.0; older files imply it by the DATA size.
+    length = data_end - data_start + 1
+    if length <= 0 or length % event_size:
+        raise InputError(path, f"no $TOT, and the DATA segment ({length} bytes) is not a whole number of "
+                               f"{event_size}-byte events")
+    warnings.append(f"no $TOT keyword; {length // event_size} events inferred from the DATA segment size")
+    return length // event_size
+
+
+def _check_data_segment(start, end, needed, size, header, path, warnings):
+    """Check the DATA segment is wholly in the file and holds exactly the events described.
+
+    Runs before any event bytes are read, so a HEADER claiming 10^12 events
+    fails here instead of exhausting memory.
+    """
+    if needed == 0:
+        return
+    text_start, text_end = header["text"]
+    if start < HEADER_SIZE or end < start or text_start <= start <= text_end:
+        raise InputError(path, f"DATA segment offsets are impossible (bytes {start}-{end})")
+    if end >= size:
+        raise InputError(
+            path, f"DATA segment ends at byte {end} but the file has {size} bytes: truncated")
+    length = end - start + 1
+    if length == needed + 1:
+        # MACSQuant (and other writers) give the end offset one past the last byte.
+        # The start and the size in $TOT x bytes per event agree, so the events are
+        # unambiguous; the extra byte is ignored.
+        warnings.append("DATA end offset is one byte past the data (written exclusive, as MACSQuant "
+                        "and some other writers do); the extra byte is ignored")
+    elif length != needed:
+        raise InputError(
+            path, f"DATA segment holds {length} bytes but $TOT and $PnB describe {needed}: "
+                  f"{'truncated' if length < needed else 'the keywords do not match the data'}")
+
+
+def _timestep(keywords, warnings):
+    if "$TIMESTEP" not in keywords:
+        return None
+    value = keywords["$TIMESTEP"].strip()
+    try:
+        return float(value) if value else None
+    except ValueError:
+        warnings.append(f"$TIMESTEP is not a number ({value[:40]!r}); Time left in acquisition units")
+        return None
+
+
+def _decode(raw, count, layouts, byte_order):
+    """Decode ``count`` events from DATA bytes into a float64 array (count, channels)."""
+    endian = "<" if byte_order == "little" else ">"
+    first = layouts[0]
+    if all((l.kind, l.nbytes) == (first.kind, first.nbytes) for l in layouts) and first.nbytes in (1, 2, 4, 8):
+        # Fast path: one dtype for every channel, one vectorised read.
+        values = np.frombuffer(raw, np.dtype(f"{endian}{first.kind}{first.nbytes}"), count * len(layouts))
+        values = values.reshape(count, len(layouts))
+        if any(layout.mask is not None for layout in layouts):
+            everything = (1 << (8 * first.nbytes)) - 1
+            masks = [everything if layout.mask is None else layout.mask for layout in layouts]
+            values = values & np.array(masks, dtype=values.dtype)
+        return values.astype(np.float64)
+    rows = np.frombuffer(raw, np.uint8).reshape(count, -1)
+    events = np.empty((count, len(layouts)), dtype=np.float64)
+    offset = 0
+    for i, layout in enumerate(layouts):
+        events[:, i] = _decode_column(rows[:, offset:offset + layout.nbytes], layout, endian)
+        offset += layout.nbytes
+    return events
+
+
+def _decode_column(columns, layout, endian):
+    if layout.nbytes in (1, 2, 4, 8):
+        values = np.ascontiguousarray(columns).view(f"{endian}{layout.kind}{layout.nbytes}")[:, 0]
+    else:
+        # Odd widths (24-bit Cytek xP5 channels): numpy has no such dtype, so
+        # assemble each value from its bytes.
+        order = range(layout.nbytes) if endian == "<" else range(layout.nbytes - 1, -1, -1)
+        values = np.zeros(len(columns), dtype=np.uint64)
+        for shift, k in enumerate(order):
+            values |= columns[:, k].astype(np.uint64) << np.uint64(8 * shift)
+    if layout.mask is not None:
+        values = values & np.asarray(layout.mask, dtype=values.dtype)
+    return values
+
+
+def _preprocess(events, channels, layouts, timestep):
+    """Apply $TIMESTEP, $PnE and $PnG in the order and form flowio's ``as_array`` uses."""
+    for i, (channel, layout) in enumerate(zip(channels, layouts)):
+        is_time = channel.name.lower() == "time"
+        if is_time and timestep is not None:
+            events[:, i] = events[:, i] * timestep
+        decades, offset = channel.amplification
+        # Floating-point data are already linear (FCS 3.1); _float_layout warned about any log $PnE.
+        if decades > 0 and layout.kind == "u":
+            events[:, i] = (10 ** (decades * events[:, i] / channel.range)) * offset
+        # flowio ignores a gain on the Time channel: instruments copy the timestep
+        # or a detector gain there, which would mis-scale time.
+        if not is_time and channel.gain not in (None, 0.0, 1.0):
+            events[:, i] = events[:, i] / channel.gain
+    return events
+
+
+def _spillover(keywords, channels, warnings):
+    """Parse the first spillover keyword present: 'n,name1..namen,v11..vnn'."""
+    present = [key for key in SPILLOVER_KEYWORDS if keywords.get(key, "").strip()]
+    if not present:
+        return None
+    keyword = present[0]
+    parts = [part.strip() for part in keywords[keyword].split(",")]
+    try:
+        n = int(parts[0])
+        names = tuple(parts[1:n + 1])
+        values = np.array([float(v) for v in parts[n + 1:]], dtype=np.float64)
+    except ValueError:
+        warnings.append(f"{keyword} is not a spillover matrix ('n,names,values'); ignored")
+        return None
+    if n < 1 or len(names) != n or values.size != n * n:
+        warnings.append(f"{keyword} is incomplete ({n} channels need {n} names and {n * n} values, "
+                        f"it holds {len(parts) - 1} fields); ignored")
+        return None
+    missing = [name for name in names if name not in {channel.name for channel in channels}]
+    if missing:
+        warnings.append(f"{keyword} names channels not in the file: {', '.join(missing)}")
+    return Spillover(channels=names, matrix=values.reshape(n, n), keyword=keyword)
+
+
+def _count_datasets(content, keywords, path, warnings):
+    """Follow the $NEXTDATA chain (offsets relative to each data set) and count data sets."""
+    count, start = 1, 0
+    step = keywords.get("$NEXTDATA", "0").strip()
+    while step.isdigit() and int(step) > 0:
+        start += int(step)
+        where = f"data set {count + 1} (byte {start}): "
+        try:
+            header = _parse_header(content[start:start + HEADER_SIZE], path, len(content) - start, where)
+            text_start, text_end = header["text"]
+            text = _parse_text(content[start + text_start:start + text_end + 1], path, [])
+        except InputError as exc:
+            warnings.append(f"$NEXTDATA points to a data set that cannot be read ({exc.problem})")
+            break
+        count += 1
+        step = text.get("$NEXTDATA", "0").strip()
+    if count > 1:
+        warnings.append(f"file holds {count} data sets ($NEXTDATA); only the first is read")
+    return count

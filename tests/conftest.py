@@ -1,0 +1,95 @@
+"""Shared test fixtures: where the test FCS files are, and a tiny FCS writer for crafted files."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).parents[1]
+TEST_CORPUS = ROOT / "test_data" / "corpus"
+SHARED_CORPUS = ROOT / ".." / "shared" / "corpus"
+
+
+@pytest.fixture
+def test_corpus():
+    """The always-present copies of real FCS files (see test_data/corpus/SOURCES.md)."""
+    return TEST_CORPUS
+
+
+@pytest.fixture
+def shared_corpus():
+    """The full shared corpus; tests using it skip when the folder is absent."""
+    if not SHARED_CORPUS.is_dir():
+        pytest.skip("../shared/corpus is not present")
+    return SHARED_CORPUS
+
+
+def build_fcs(columns, *, names=None, version="FCS3.1", datatype="F", byteorder="1,2,3,4", bits=None,
+              ranges=None, keywords=None, delimiter="/", blank_header_data=False, data_end_extra=0):
+    """Return the bytes of a small list-mode FCS file.
+
+    Parameters
+    ----------
+    columns : 2-D array-like, shape (events, channels)
+        Values as stored (integers for $DATATYPE I).
+    bits : list of int, optional
+        $PnB per channel; integer widths that are not 8/16/32/64 are written byte by byte.
+    keywords : dict, optional
+        Extra or overriding TEXT keywords (str -> str), written after the standard ones.
+    blank_header_data : bool
+        Leave the HEADER DATA offsets blank, as writers do for files over 99,999,999 bytes.
+    data_end_extra : int
+        Added to the DATA end offset in both HEADER and TEXT (1 mimics MACSQuant files).
+    """
+    columns = np.asarray(columns)
+    n_events, n_channels = columns.shape
+    names = names or [f"FL{i}-A" for i in range(1, n_channels + 1)]
+    width = {"F": 32, "D": 64}.get(datatype)
+    bits = bits or [width or 16] * n_channels
+    ranges = ranges or [1024] * n_channels
+    data = _encode(columns, datatype, bits, byteorder.startswith("1"))
+    text = {"$BYTEORD": byteorder, "$DATATYPE": datatype, "$MODE": "L", "$NEXTDATA": "0",
+            "$PAR": str(n_channels), "$TOT": str(n_events)}
+    for i in range(n_channels):
+        text.update({f"$P{i + 1}N": names[i], f"$P{i + 1}B": str(bits[i]), f"$P{i + 1}R": str(ranges[i]),
+                     f"$P{i + 1}E": "0,0"})
+    text.update(keywords or {})
+
+    def segment(begin_data, end_data):
+        pairs = dict(text, **{"$BEGINDATA": f"{begin_data:020d}", "$ENDDATA": f"{end_data:020d}"})
+        escaped = [part.replace(delimiter, delimiter * 2) for kv in pairs.items() for part in kv]
+        return (delimiter + delimiter.join(escaped) + delimiter).encode("latin-1")
+
+    text_length = len(segment(0, 0))  # offsets are fixed-width, so the length does not change
+    data_start = 58 + text_length
+    data_end = data_start + len(data) - 1 + data_end_extra
+    header_data = (0, 0) if blank_header_data else (data_start, data_end)
+    header = f"{version}    " + "".join(
+        f"{value:>8}" for value in (58, 58 + text_length - 1, *header_data, 0, 0))
+    if blank_header_data:
+        header = header[:26] + " " * 16 + header[42:]
+    return header.encode("ascii") + segment(data_start, data_end) + data + b"\0" * data_end_extra
+
+
+def _encode(columns, datatype, bits, little):
+    endian = "<" if little else ">"
+    if datatype in ("F", "D"):
+        return columns.astype(f"{endian}f{4 if datatype == 'F' else 8}").tobytes()
+    # Written value by value with int.to_bytes, independently of the reader's numpy decoding.
+    order = "little" if little else "big"
+    return b"".join(
+        int(value).to_bytes(width // 8, order)
+        for row in columns for value, width in zip(row, bits))
+
+
+@pytest.fixture
+def make_fcs(tmp_path):
+    """Write ``build_fcs(...)`` bytes to a file in tmp_path and return its path."""
+    counter = iter(range(1_000_000))
+
+    def make(columns, name=None, **options):
+        path = tmp_path / (name or f"crafted_{next(counter)}.fcs")
+        path.write_bytes(build_fcs(columns, **options))
+        return path
+
+    return make
