@@ -1,0 +1,265 @@
+"""Spillover compensation: choose the matrix, check it, apply it as FlowKit does.
+
+The matrix is the file's own ($SPILLOVER / $SPILL) unless a CSV overrides it.
+Compensated events are ``raw[:, idx] @ inv(M)`` on the matrix's channels
+(flowutils' ``compensate``, which FlowKit's ``Matrix.apply`` also calls), so
+gates exported with this matrix re-apply in FlowKit to the same counts.
+"""
+
+import csv
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+# Spillover matrices of real panels have condition numbers well under 1e3;
+# far above that the matrix is a typo or a wrong file, and compensation would
+# amplify noise rather than remove spillover.
+MAX_CONDITION = 1e6
+DIAGONAL_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Compensation:
+    """The spillover matrix an analysis uses and where it came from."""
+
+    channels: tuple         # $PnN of the matrix rows/columns, in matrix order
+    matrix: np.ndarray      # spillover (not its inverse), square float64; (0, 0) when none
+    source: str             # "file" | "override" | "none"
+    detail: str             # one line for the reviewer
+
+    @property
+    def is_identity(self):
+        """True when the matrix changes nothing (no matrix, or an identity matrix)."""
+        return bool(np.array_equal(self.matrix, np.eye(len(self.channels))))
+
+
+def read_matrix_csv(path):
+    """Read a spillover matrix CSV as FlowJo and FlowKit write it.
+
+    A header row of channel names, then one row of numbers per channel.
+    Tolerated: a byte-order mark, a leading '#' before the header, tab instead
+    of comma, whitespace and quotes around cells, blank lines, trailing empty
+    cells, and a leading column of row labels (which must repeat the header).
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file.
+
+    Returns
+    -------
+    channels : tuple of str
+        Channel names from the header, in matrix order.
+    matrix : numpy.ndarray
+        Square float64 spillover matrix.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read or is not a square numeric matrix.
+    """
+    rows = _csv_rows(path)
+    if not rows:
+        raise InputError(path, "spillover matrix CSV is empty")
+    header, body = rows[0], rows[1:]
+    header[0] = header[0].lstrip("#").strip()
+    if body and all(len(row) == len(header) + 1 and not _is_number(row[0]) for row in body):
+        labels = [row[0] for row in body]
+        body = [row[1:] for row in body]
+    elif body and header[0] == "" and all(not _is_number(row[0]) for row in body):
+        # pandas-style: an empty corner cell above a column of row labels
+        header = header[1:]
+        labels = [row[0] for row in body]
+        body = [row[1:] for row in body]
+    else:
+        labels = None
+    _check_header(header, path)
+    if labels is not None and labels != header:
+        raise InputError(path, f"row labels ({', '.join(labels)}) do not repeat the column names "
+                               f"({', '.join(header)}) in the same order")
+    if len(body) != len(header):
+        raise InputError(path, f"{len(header)} channel names but {len(body)} matrix rows")
+    matrix = np.array([_numbers(row, n, len(header), path) for n, row in enumerate(body, 2)])
+    return tuple(header), matrix
+
+
+def _csv_rows(path):
+    """Non-blank CSV rows with cells stripped and trailing empty cells removed."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8-sig")
+    except OSError as exc:
+        raise InputError(path, f"cannot read spillover matrix: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "spillover matrix CSV is not UTF-8 text") from None
+    delimiter = "\t" if "\t" in text.split("\n", 1)[0] else ","
+    rows = []
+    for row in csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True):
+        cells = [cell.strip() for cell in row]
+        while cells and cells[-1] == "":
+            cells.pop()
+        if cells:
+            rows.append(cells)
+    return rows
+
+
+def _check_header(header, path):
+    if not header or any(name == "" for name in header):
+        raise InputError(path, "spillover matrix CSV header has an empty channel name")
+    try:
+        float(header[0])
+    except ValueError:
+        return
+    raise InputError(path, "spillover matrix CSV has no header row of channel names")
+
+
+def _numbers(row, line, n, path):
+    if len(row) != n:
+        raise InputError(path, f"row {line} has {len(row)} values, expected {n}")
+    try:
+        return [float(cell) for cell in row]
+    except ValueError:
+        bad = next(cell for cell in row if not _is_number(cell))
+        raise InputError(path, f"row {line}: {bad!r} is not a number") from None
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def validate_matrix(channels, matrix, file_channels, source):
+    """Refuse a spillover matrix that cannot be right for this file.
+
+    Parameters
+    ----------
+    channels : sequence of str
+        $PnN names of the matrix rows/columns.
+    matrix : array_like
+        The spillover matrix.
+    file_channels : sequence of str
+        $PnN names of the FCS file the matrix is applied to.
+    source : str
+        The file the matrix came from, for the error message.
+
+    Raises
+    ------
+    InputError
+        If the matrix is not square, not finite, has duplicate or unknown
+        channel names, a diagonal other than 1, or is not invertible.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    n = len(channels)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise InputError(source, f"spillover matrix is not square (shape {m.shape})")
+    if m.shape[0] != n or n == 0:
+        raise InputError(source, f"spillover matrix has {m.shape[0]} rows but {n} channel names")
+    if not np.isfinite(m).all():
+        raise InputError(source, "spillover matrix holds non-finite values (NaN or infinity)")
+    duplicates = sorted({name for name in channels if list(channels).count(name) > 1})
+    if duplicates:
+        raise InputError(source, f"spillover matrix names channel(s) twice: {', '.join(duplicates)}")
+    off = [f"{name}={m[i, i]:g}" for i, name in enumerate(channels)
+           if abs(m[i, i] - 1.0) > DIAGONAL_TOLERANCE]
+    if off:
+        raise InputError(source, "spillover matrix diagonal must be 1 (is it an inverse or a "
+                                 f"percentage matrix?): {', '.join(off)}")
+    missing = [name for name in channels if name not in file_channels]
+    if missing:
+        raise InputError(source, f"spillover matrix channel(s) not in the FCS file: {', '.join(missing)} "
+                                 f"(file channels: {', '.join(file_channels)})")
+    condition = np.linalg.cond(m)
+    if not condition < MAX_CONDITION:  # also catches inf for a singular matrix
+        raise InputError(source, f"spillover matrix is singular or nearly so "
+                                 f"(condition number {condition:.3g}, limit {MAX_CONDITION:g})")
+
+
+def choose_matrix(fcs, override_path=None, allow_uncompensated=False):
+    """The spillover matrix to compensate ``fcs`` with.
+
+    Parameters
+    ----------
+    fcs : cd125gate.fcs.FCSData
+        The tube as read.
+    override_path : str or Path, optional
+        A matrix CSV that replaces the file's own matrix.
+    allow_uncompensated : bool
+        Without any matrix, analyse uncompensated (source "none") instead of failing.
+
+    Returns
+    -------
+    Compensation
+
+    Raises
+    ------
+    InputError
+        If the chosen matrix is invalid, or there is none and
+        ``allow_uncompensated`` is false.
+    """
+    names = fcs.channel_names()
+    if override_path is not None:
+        channels, matrix = read_matrix_csv(override_path)
+        validate_matrix(channels, matrix, names, override_path)
+        replaced = f" (replaces the file's {fcs.spillover.keyword})" if fcs.spillover else ""
+        return Compensation(channels, matrix, "override", f"matrix CSV {override_path}{replaced}")
+    if fcs.spillover is not None:
+        spill = fcs.spillover
+        matrix = np.asarray(spill.matrix, dtype=np.float64)
+        validate_matrix(spill.channels, matrix, names, f"{fcs.path} ({spill.keyword})")
+        return Compensation(tuple(spill.channels), matrix, "file", f"{spill.keyword} keyword of {fcs.path}")
+    if not allow_uncompensated:
+        raise InputError(fcs.path, "no spillover matrix in the file ($SPILLOVER/$SPILL) and none given; "
+                                   "give a matrix CSV or set compensation.allow_uncompensated")
+    return Compensation((), np.zeros((0, 0)), "none", "no spillover matrix: analysed uncompensated")
+
+
+def compensate(events, channel_names, comp):
+    """Compensated float64 copy of ``events``; only the matrix's channels change.
+
+    Parameters
+    ----------
+    events : numpy.ndarray
+        Raw events, (n_events, n_channels).
+    channel_names : sequence of str
+        $PnN of the columns of ``events``.
+    comp : Compensation
+
+    Returns
+    -------
+    numpy.ndarray
+        ``events`` with ``events[:, idx] @ inv(M)`` on the matrix channels.
+    """
+    from flowutils.compensate import compensate as flowutils_compensate
+
+    data = np.array(events, dtype=np.float64, copy=True)
+    if comp.source == "none":
+        return data
+    names = list(channel_names)
+    missing = [c for c in comp.channels if c not in names]
+    if missing:
+        raise ValueError(f"events lack the matrix channel(s) {', '.join(missing)}")
+    idx = [names.index(c) for c in comp.channels]
+    # flowutils solves M^T y = x rather than forming inv(M): the same numbers FlowKit gets.
+    return flowutils_compensate(data, comp.matrix, idx)
+
+
+def to_flowkit(comp):
+    """The ``flowkit.Matrix`` of ``comp`` (None when uncompensated).
+
+    Gating-ML names compensated dimensions after the matrix's fluorochromes.
+    Using the detector ($PnN) names for those too keeps gates that refer to
+    $PnN valid both in FlowKit (which looks $PnN up first) and in readers that
+    resolve compensated dimensions through the fluorochrome list.
+    """
+    import flowkit as fk
+
+    if comp.source == "none":
+        return None
+    detectors = list(comp.channels)
+    return fk.Matrix(comp.matrix.copy(), detectors=detectors, fluorochromes=list(detectors))
