@@ -69,7 +69,7 @@ class TimeQC:
 
     bin_edges: np.ndarray   # Time-channel values, len = bins + 1
     rate: np.ndarray        # events per second in each bin
-    signal: dict            # channel -> median transformed signal per bin
+    signal: dict            # channel -> mean transformed signal per bin
     kept: np.ndarray        # bool per bin
     removed_fraction: float  # share of events in removed bins
 

@@ -1,0 +1,45 @@
+"""Proportions, their confidence intervals, and the screening criterion."""
+
+import math
+from statistics import NormalDist
+
+
+def wilson_interval(successes, trials, confidence=0.95):
+    """Wilson score interval for a binomial proportion.
+
+    Preferred over the normal (Wald) interval because it stays inside [0, 1]
+    and keeps its coverage for small counts and proportions near 0 or 1.
+
+    :return: (low, high); (0.0, 1.0) when there are no trials
+    """
+    if trials <= 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def decide(positive, blasts, settings, doubts=()):
+    """The trial criterion from the CD125+ and total blast counts.
+
+    :param settings: the ``criterion`` block of the config
+    :param doubts: reasons from QC that put the number itself in doubt
+    :return: (criterion, fraction, ci_low, ci_high, reasons)
+    """
+    fraction = positive / blasts if blasts else None
+    low, high = wilson_interval(positive, blasts, settings["confidence"])
+    cut = settings["positive_fraction"]
+    reasons = list(doubts)
+    if blasts < settings["min_blasts"]:
+        reasons.append(f"only {blasts} blasts, fewer than the {settings['min_blasts']} needed to decide")
+    elif low < cut <= high:
+        reasons.append(
+            f"the {settings['confidence']:.0%} confidence interval {low:.1%}-{high:.1%} "
+            f"includes the {cut:.0%} threshold"
+        )
+    if reasons:
+        return "REVIEW", fraction, low, high, reasons
+    return ("MET" if fraction >= cut else "NOT_MET"), fraction, low, high, reasons

@@ -1,0 +1,109 @@
+"""The CD125 cut-off: from the control tube's blasts, else an internal negative, else a fixed value."""
+
+from statistics import NormalDist
+
+import numpy as np
+
+from .model import Threshold
+
+
+def from_control(control, cd125_scale, settings):
+    """Upper percentile of CD125 on the control tube's blasts (gated like the stained tube).
+
+    :return: a Threshold, or None when the control has too few blasts to trust
+    """
+    values = control.column(control.markers["CD125"])[control.step("blasts").mask]
+    if values.size < settings["min_control_blasts"]:
+        return None
+    pct = settings["control_percentile"]
+    return _percentile_threshold(
+        values, cd125_scale, pct, "control_percentile",
+        f"{pct}th percentile of CD125 on {values.size} control-tube blasts",
+    )
+
+
+def from_internal_negative(stained, cd125_scale, settings, seed=0):
+    """The CD125-negative blasts' own peak, else the stained tube's lymphocytes.
+
+    Without a control, the best negative reference is the CD125-negative part
+    of the blasts themselves: same cells, same autofluorescence. A two-component
+    Gaussian mixture on the blasts' transformed CD125 finds it when the blasts
+    are clearly bimodal; the cut-off is then the configured upper percentile of
+    that negative component. Otherwise (all blasts negative, or all positive)
+    the reference is the lymphocytes, which carry no CD125 but are less
+    autofluorescent than blasts, so that cut-off may sit lower. Either way the
+    result is flagged.
+    """
+    ch = stained.markers["CD125"]
+    pct = settings["internal_percentile"]
+    blasts = stained.column(ch)[stained.step("blasts").mask]
+    peak = _negative_peak(blasts, seed)
+    if peak is not None:
+        mean, sd, weight = peak
+        value = mean + NormalDist().inv_cdf(pct / 100) * sd
+        raw = float(cd125_scale.inverse(np.array([value]))[0])
+        return Threshold("internal_negative", float(value), raw, pct, int(round(weight * blasts.size)),
+                         f"{pct}th percentile of the CD125-negative blast peak (no usable control)")
+    values = stained.column(ch)[stained.step("lymphocytes").mask]
+    if values.size < settings["min_control_blasts"]:
+        return None
+    return _percentile_threshold(
+        values, cd125_scale, pct, "internal_negative",
+        f"{pct}th percentile of CD125 on {values.size} lymphocytes of the stained tube (no usable control)",
+    )
+
+
+def _negative_peak(values, seed, min_separation=3.0, min_weight=0.05, max_fit=50000):
+    """(mean, sd, weight) of the lower of two well-separated Gaussian components, or None."""
+    from sklearn.mixture import GaussianMixture
+
+    if values.size < 200:
+        return None
+    rng = np.random.default_rng(seed)
+    fit = values if values.size <= max_fit else rng.choice(values, max_fit, replace=False)
+    gm = GaussianMixture(2, random_state=seed).fit(fit[:, None])
+    means, sds = gm.means_[:, 0], np.sqrt(gm.covariances_[:, 0, 0])
+    lo, hi = np.argsort(means)
+    separation = (means[hi] - means[lo]) / np.hypot(sds[lo], sds[hi])
+    if separation < min_separation or min(gm.weights_) < min_weight:
+        return None
+    return float(means[lo]), float(sds[lo]), float(gm.weights_[lo])
+
+
+def fixed(cd125_scale, settings):
+    """The configured fixed cut-off in compensated raw units, or None when none is set."""
+    raw = settings["fixed_cutoff"]
+    if raw is None:
+        return None
+    value = float(cd125_scale.forward(np.array([raw], dtype=float))[0])
+    return Threshold("fixed", value, float(raw), None, 0, f"fixed cut-off {raw} from the config")
+
+
+def _percentile_threshold(values, scale, pct, method, description):
+    value = float(np.percentile(values, pct))
+    raw = float(scale.inverse(np.array([value]))[0])
+    return Threshold(method, value, raw, pct, int(values.size), description)
+
+
+def choose(stained, control, cd125_scale, settings):
+    """The threshold to use and the flags that say which one it is.
+
+    :return: (Threshold or None, list of flags)
+    """
+    flags = []
+    if control is not None:
+        found = from_control(control, cd125_scale, settings)
+        if found is not None:
+            return found, flags
+        flags.append("control tube has too few blasts to set the threshold")
+    else:
+        flags.append("no control tube")
+    fallbacks = [lambda: fixed(cd125_scale, settings)]
+    if settings["fallback"] == "internal":
+        fallbacks.insert(0, lambda: from_internal_negative(stained, cd125_scale, settings))
+    for make in fallbacks:
+        found = make()
+        if found is not None:
+            flags.append(f"threshold from {found.method.replace('_', ' ')}, not from a control tube")
+            return found, flags
+    return None, flags
