@@ -1,0 +1,621 @@
+"""QC figures: one page per tube showing which events every gate took.
+
+The reviewer reads a tube's figure left to right, top to bottom, in gating
+order. Every panel shows the parent population as a density (2-D histogram,
+log colour), the gate outline drawn from the very FlowKit gate object that
+counted the events, and a title with the parent count, the gate count and the
+percentage. Axes are in transformed units with tick labels in raw units.
+
+matplotlib is imported inside the functions: importing this module stays cheap.
+"""
+
+import io
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from .fileio import atomic_write_bytes
+from .model import GATE_ORDER
+
+CRITERION_COLOURS = {"MET": "#1a7f37", "NOT_MET": "#1f4e9c", "REVIEW": "#d97706", "FAILED": "#c62828"}
+# Excluded populations: vivid colours that stand out on the grey density of the blasts.
+EXCLUSION_COLOURS = ("#e6007e", "#ff8c00", "#00a651", "#00aeef", "#8e44ad", "#b5651d")
+# Gate outlines in one panel: the first gate black, the blast region red, any extra population purple.
+PANEL_COLOURS = ("#000000", "#c62828", "#6a1b9a", "#00695c")
+STAINED_COLOUR = "#1f77b4"
+CONTROL_COLOUR = "#7f7f7f"
+THRESHOLD_COLOUR = "#c62828"
+FORMATS = ("png", "svg", "pdf")
+BINS = 200              # density resolution per axis
+NCOLS = 4               # panels per row
+PANEL_INCHES = (4.3, 3.9)
+HEADER_INCHES = 1.25
+FOOTER_INCHES = 0.6     # how each gate was found, below the panels so no note covers events
+DPI = 100
+# No dates or software versions in the files: the same input gives the same bytes.
+METADATA = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+    "pdf": {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None},
+}
+
+
+def plot_sample(stained, control, threshold, result, out_dir, formats=("png",)):
+    """Draw the QC figures of one analysed sample.
+
+    Parameters
+    ----------
+    stained : TubeAnalysis
+        The stained tube, gated.
+    control : TubeAnalysis or None
+        The control tube (FMO or isotype), gated; None when there is none.
+    threshold : Threshold or None
+        The CD125 cut-off applied to the blasts.
+    result : dict
+        The sample's result (``result.schema.json``): header text and criterion.
+    out_dir : str or Path
+        Folder to write into.
+    formats : sequence of str
+        Any of "png", "svg", "pdf"; PNG is always written.
+
+    Returns
+    -------
+    list of Path
+        ``qc.<fmt>`` for the stained tube, then ``qc_control.<fmt>`` for the control.
+    """
+    formats = _check_formats(formats)
+    paths = _save(_tube_figure(stained, stained, control, threshold, result), out_dir, "qc", formats)
+    if control is not None:
+        fig = _tube_figure(control, stained, control, threshold, result)
+        paths += _save(fig, out_dir, "qc_control", formats)
+    return paths
+
+
+def plot_failure(result, out_dir, formats=("png",)):
+    """Draw the FAILED card of a sample that could not be analysed.
+
+    Parameters
+    ----------
+    result : dict
+        The sample's result; its ``reasons`` and ``warnings`` are printed.
+    out_dir : str or Path
+        Folder to write ``qc.<fmt>`` into.
+    formats : sequence of str
+        Any of "png", "svg", "pdf"; PNG is always written.
+
+    Returns
+    -------
+    list of Path
+    """
+    from matplotlib.figure import Figure
+
+    formats = _check_formats(formats)
+    fig = Figure(figsize=(10, 4.5), dpi=DPI)
+    criterion = result.get("criterion", "FAILED")
+    fig.text(0.03, 0.86, str(result.get("sample_id", "?")), fontsize=18, weight="bold")
+    _badge(fig, 0.97, 0.86, criterion, ha="right", size=18)
+    lines = ["This tube could not be analysed; no CD125 result exists for it.", ""]
+    lines += [f"Reason: {r}" for r in result.get("reasons") or ["(no reason recorded)"]]
+    lines += [f"Warning: {w}" for w in result.get("warnings") or []]
+    fcs = (result.get("inputs") or {}).get("fcs") or {}
+    if fcs.get("path"):
+        lines += ["", f"Input: {fcs['path']}"]
+    fig.text(0.03, 0.74, _wrap(lines, 110), fontsize=11, va="top", family="monospace")
+    fig.patches.append(_frame(fig, CRITERION_COLOURS.get(criterion, "#c62828")))
+    return _save(fig, out_dir, "qc", formats)
+
+
+# --- figure layout -----------------------------------------------------------
+
+
+def _tube_figure(tube, stained, control, threshold, result):
+    """One page of panels for ``tube``, in gating order."""
+    from matplotlib.figure import Figure
+
+    panels = _panels(tube)
+    panels.append(lambda fig, spec, ctx: _cd125_panel(fig, spec, ctx, stained, control, threshold, result))
+    nrows = -(-len(panels) // NCOLS)
+    width = PANEL_INCHES[0] * NCOLS
+    height = PANEL_INCHES[1] * nrows + HEADER_INCHES + FOOTER_INCHES
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    grid = fig.add_gridspec(nrows, NCOLS, left=0.045, right=0.99, bottom=(FOOTER_INCHES + 0.45) / height,
+                            top=1 - (HEADER_INCHES + 0.35) / height, wspace=0.3, hspace=0.5)
+    ctx = _Context(tube)
+    for i, draw in enumerate(panels):
+        draw(fig, grid[i // NCOLS, i % NCOLS], ctx)
+    _header(fig, tube, result, threshold, height)
+    _footer(fig, tube, height)
+    return fig
+
+
+def _panels(tube):
+    """The panel drawers for the gates present in ``tube``, in hierarchy order."""
+    names = {s.name for s in tube.steps}
+    panels = []
+    if tube.time_qc is not None:
+        panels.append(_time_panel)
+    for name in ("cells", "singlets", "viable"):
+        if name in names:
+            panels.append(lambda fig, spec, ctx, name=name: _gate_panel(fig, spec, ctx, [name]))
+    cd45_panel = [n for n in ("leukocytes", "blast_region") if n in names]
+    extras = [s for s in tube.steps if s.name not in GATE_ORDER and not s.exclusion]
+    if cd45_panel:
+        # Extra populations on the same axes (the lymphocytes used as an internal
+        # CD125-negative reference) are drawn with the gates they derive from.
+        axes = (tube.step(cd45_panel[-1]).x, tube.step(cd45_panel[-1]).y)
+        cd45_panel += [s.name for s in extras if (s.x, s.y) == axes]
+        panels.append(lambda fig, spec, ctx: _gate_panel(fig, spec, ctx, cd45_panel))
+    for step in extras:
+        if step.name not in cd45_panel:
+            panels.append(lambda fig, spec, ctx, name=step.name: _gate_panel(fig, spec, ctx, [name]))
+    if "blasts" in names:
+        panels.append(_blasts_panel)
+    return panels
+
+
+class _Context:
+    """Per-figure caches: axis limits and labels of the tube's channels."""
+
+    def __init__(self, tube):
+        self.tube = tube
+        self.names = {channel: marker for marker, channel in tube.markers.items()}
+        self._limits = {}
+
+    def limits(self, channel):
+        if channel not in self._limits:
+            self._limits[channel] = _limits(self.tube.column(channel), self.tube.scales[channel])
+        return self._limits[channel]
+
+    def label(self, channel):
+        marker = self.names.get(channel)
+        return f"{marker} ({channel})" if marker and marker != channel else channel
+
+    def axis(self, ax, which, channel):
+        _raw_ticks(ax, which, self.tube.scales[channel], self.limits(channel))
+        (ax.set_xlabel if which == "x" else ax.set_ylabel)(self.label(channel), fontsize=8)
+
+
+def _header(fig, tube, result, threshold, height):
+    """Sample id, tube, criterion badge, fraction with CI, reasons and flags."""
+    top = 1 - 0.18 / height
+    role = "stained tube" if tube.role == "stained" else "control tube (FMO / isotype)"
+    fig.text(0.01, top, f"{result.get('sample_id', '?')}  —  {role}", fontsize=15, weight="bold", va="top")
+    criterion = result.get("criterion", "REVIEW")
+    _badge(fig, 0.99, top, criterion, ha="right", size=15)
+    lines = [_fraction_text(result)]
+    if threshold is not None:
+        lines.append(f"Threshold ({threshold.method}): {threshold.description}")
+    lines += [f"Reason: {r}" for r in result.get("reasons") or []]
+    flags = list(result.get("flags") or []) + [f for f in tube.flags if f not in (result.get("flags") or [])]
+    if flags:
+        lines.append("Flags: " + "; ".join(flags))
+    fig.text(0.01, top - 0.33 / height, _wrap(lines, 190, max_lines=5), fontsize=9, va="top")
+
+
+def _footer(fig, tube, height):
+    """The note of every gate, in hierarchy order."""
+    notes = [f"{s.name}: {s.note}" for s in tube.steps if s.note]
+    if notes:
+        text = _wrap(["How each gate was found — " + " · ".join(notes)], 250, max_lines=4)
+        fig.text(0.01, (FOOTER_INCHES - 0.05) / height, text, fontsize=7, va="top", color="#333333")
+
+
+def _fraction_text(result):
+    fraction = result.get("cd125_pos_fraction")
+    if fraction is None:
+        return "CD125+ fraction of blasts: not available"
+    ci = ""
+    if result.get("ci_low") is not None and result.get("ci_high") is not None:
+        ci = f" (95% CI {100 * result['ci_low']:.1f}–{100 * result['ci_high']:.1f}%)"
+    settings = result.get("criterion_settings") or {}
+    cut = settings.get("positive_fraction")
+    need = f"; criterion: ≥ {100 * cut:.0f}%" if cut is not None else ""
+    return (f"CD125+ {100 * fraction:.1f}%{ci} of {result.get('blast_events') or 0:,} blasts"
+            f" ({result.get('cd125_pos_events') or 0:,} positive){need}")
+
+
+def _badge(fig, x, y, criterion, ha, size):
+    fig.text(x, y, f" {criterion.replace('_', ' ')} ", fontsize=size, weight="bold", color="white", ha=ha, va="top",
+             bbox={"boxstyle": "round,pad=0.3", "facecolor": CRITERION_COLOURS.get(criterion, "#555555"),
+                   "edgecolor": "none"})
+
+
+def _frame(fig, colour):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((0.005, 0.005), 0.99, 0.99, transform=fig.transFigure, fill=False,
+                     edgecolor=colour, linewidth=6)
+
+
+def _wrap(lines, width, max_lines=None):
+    wrapped = [part for line in lines for part in (textwrap.wrap(line, width) or [""])]
+    if max_lines is not None and len(wrapped) > max_lines:
+        wrapped = wrapped[: max_lines - 1] + ["… (see the result for the full text)"]
+    return "\n".join(wrapped)
+
+
+def _title(step, parent_label=None):
+    parent = parent_label or step.parent or "all events"
+    return f"{step.name}: {parent} {step.parent_count:,} → {step.count:,} ({step.percent_of_parent:.1f}%)"
+
+
+# --- panels ------------------------------------------------------------------
+
+
+def _time_panel(fig, spec, ctx):
+    """Event rate and median signals per time bin, removed bins shaded."""
+    qc = ctx.tube.time_qc
+    inner = spec.subgridspec(2, 1, hspace=0.08)
+    rate_ax = fig.add_subplot(inner[0])
+    signal_ax = fig.add_subplot(inner[1], sharex=rate_ax)
+    edges = np.asarray(qc.bin_edges, dtype=float)
+    rate_ax.stairs(qc.rate, edges, color="black", linewidth=1, baseline=None)
+    # Scatter (linear, ~1e5) and fluorescence (transformed, ~1) share one axis as
+    # a position on each channel's plotted range, so a drift reads as on the plots.
+    for channel in sorted(qc.signal, key=ctx.label):
+        lo, hi = ctx.limits(channel)
+        position = (np.asarray(qc.signal[channel], dtype=float) - lo) / (hi - lo)
+        signal_ax.stairs(position, edges, linewidth=1, baseline=None, label=ctx.names.get(channel, channel))
+    for ax in (rate_ax, signal_ax):
+        for i in np.flatnonzero(~np.asarray(qc.kept, dtype=bool)):
+            ax.axvspan(edges[i], edges[i + 1], color="#c62828", alpha=0.3, linewidth=0)
+        ax.tick_params(labelsize=7)
+    rate_ax.set_ylabel("events/s", fontsize=8)
+    rate_ax.tick_params(labelbottom=False)
+    signal_ax.set_ylabel("mean signal\n(share of plot range)", fontsize=7)
+    signal_ax.set_xlabel(ctx.label(ctx.tube.markers.get("Time", "Time")), fontsize=8)
+    if qc.signal:
+        signal_ax.legend(fontsize=5.5, ncol=3, loc="lower left", frameon=False, handlelength=1)
+    title = f"time QC: {np.count_nonzero(~np.asarray(qc.kept, dtype=bool))} of {len(qc.kept)} bins removed"
+    if "time_qc" in {s.name for s in ctx.tube.steps}:
+        title = _title(ctx.tube.step("time_qc")) + f"\n{title}"
+    rate_ax.set_title(title + f" ({100 * qc.removed_fraction:.1f}% of events)", fontsize=8.5)
+
+
+def _gate_panel(fig, spec, ctx, names):
+    """Density of the first gate's parent with the outlines of the named gates."""
+    tube = ctx.tube
+    steps = [tube.step(n) for n in names]
+    x, y = _panel_axes(ctx, steps)
+    ax = fig.add_subplot(spec)
+    _density(ax, ctx, _parent_mask(tube, steps[0]), x, y)
+    for step, colour in zip(steps, PANEL_COLOURS):
+        _draw_gate(ax, step.gate, x, y, colour, f"{step.name} {step.percent_of_parent:.1f}%")
+    ax.set_title("\n".join(_title(s) for s in steps), fontsize=8.5)
+
+
+def _blasts_panel(fig, spec, ctx):
+    """The backbone refinement: blast_region events with the excluded populations in colour."""
+    from matplotlib.patches import Patch
+
+    tube = ctx.tube
+    blasts = tube.step("blasts")
+    exclusions = [s for s in tube.steps if s.exclusion and s.parent == blasts.parent]
+    x, y = _refinement_axes(ctx, exclusions, blasts)
+    ax = fig.add_subplot(spec)
+    _density(ax, ctx, blasts.mask, x, y, cmap="Greys")
+    _draw_gate(ax, blasts.gate, x, y, PANEL_COLOURS[0], None)
+    handles = [Patch(color="#555555", label=f"blasts {blasts.count:,}")]
+    for step, colour in zip(exclusions, EXCLUSION_COLOURS * 4):
+        _overlay(ax, ctx, step.mask, x, y, colour)
+        _draw_gate(ax, step.gate, x, y, colour, None)
+        handles.append(Patch(color=colour, label=f"{step.name} {step.count:,} ({step.percent_of_parent:.1f}%)"))
+    ax.legend(handles=handles, fontsize=6.5, loc="upper right", framealpha=0.8)
+    ax.set_title(_title(blasts) + "\nexcluded populations in colour", fontsize=8.5)
+
+
+def _cd125_panel(fig, spec, ctx, stained, control, threshold, result):
+    """CD125 of the stained blasts against the control blasts, with the cut-off."""
+    channel = stained.markers["CD125"]
+    ax = fig.add_subplot(spec)
+    # one x range for both tubes, so neither tube's blasts are piled on the edge
+    ranges = [_limits(t.column(t.markers["CD125"]), t.scales[t.markers["CD125"]])
+              for t in (stained, control) if t is not None]
+    lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    tubes = [(stained, STAINED_COLOUR, "stained")]
+    if control is not None:
+        tubes.append((control, CONTROL_COLOUR, "control"))
+    # Coarser bins for small populations: a control of ~1,000 blasts in 200 bins is noise.
+    fewest = min(int(_blast_mask(t).sum()) for t, _, _ in tubes)
+    edges = np.linspace(lo, hi, int(np.clip(fewest // 15, 30, 120)) + 1)
+    texts = []
+    for tube, colour, label in tubes:
+        values = tube.column(tube.markers["CD125"])[_blast_mask(tube)]
+        percent = _percent_histogram(values, edges)
+        ax.stairs(percent, edges, fill=label == "stained", color=colour, alpha=0.45 if label == "stained" else 1,
+                  linewidth=1.2, label=f"{label} blasts ({values.size:,})")
+        if threshold is not None and values.size:
+            texts.append(f"{label}: {100 * np.mean(values > threshold.value):.1f}% above")
+    ax.set_xlim(lo, hi)
+    ax.set_ylabel("% of blasts per bin", fontsize=8)
+    _raw_ticks(ax, "x", stained.scales[channel], (lo, hi))
+    ax.set_xlabel(ctx.label(channel), fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    if threshold is not None:
+        ax.axvline(threshold.value, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5,
+                   label=f"threshold {threshold.value_raw:,.4g} raw")
+        ax.axvspan(threshold.value, hi, color=THRESHOLD_COLOUR, alpha=0.06, linewidth=0)
+    ax.legend(fontsize=6.5, loc="upper left", framealpha=0.8)
+    ax.text(0.98, 0.97, "\n".join([_fraction_short(result)] + texts), transform=ax.transAxes, ha="right",
+            va="top", fontsize=7, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#bbbbbb"})
+    step = _maybe_step(stained, "cd125_pos")
+    ax.set_title(_title(step) if step else "CD125 on blasts", fontsize=8.5)
+
+
+def _fraction_short(result):
+    fraction = result.get("cd125_pos_fraction")
+    if fraction is None:
+        return "CD125+: n/a"
+    if result.get("ci_low") is None:
+        return f"CD125+ {100 * fraction:.1f}%"
+    return f"CD125+ {100 * fraction:.1f}% [{100 * result['ci_low']:.1f}–{100 * result['ci_high']:.1f}]"
+
+
+# --- events and axes ---------------------------------------------------------
+
+
+def _maybe_step(tube, name):
+    return next((s for s in tube.steps if s.name == name), None)
+
+
+def _parent_mask(tube, step):
+    parent = _maybe_step(tube, step.parent) if step.parent else None
+    return parent.mask if parent is not None else np.ones(tube.data.shape[0], dtype=bool)
+
+
+def _blast_mask(tube):
+    step = _maybe_step(tube, "blasts")
+    return step.mask if step is not None else np.zeros(tube.data.shape[0], dtype=bool)
+
+
+def _panel_axes(ctx, steps):
+    """The (x, y) channels of a panel: the first 2-D step's, else the 1-D gate against SSC-A."""
+    for step in steps:
+        if step.y is not None:
+            return step.x, step.y
+    return steps[0].x, ctx.tube.markers.get("SSC-A", steps[0].x)
+
+
+def _refinement_axes(ctx, exclusions, blasts):
+    """The blasts gate's own axes, else the first exclusion's, else CD123 vs HLA-DR, else the region's."""
+    for step in [blasts] + exclusions:
+        if step.y is not None:
+            return step.x, step.y
+    markers = ctx.tube.markers
+    if "CD123" in markers and "HLA-DR" in markers:
+        return markers["HLA-DR"], markers["CD123"]
+    return _panel_axes(ctx, [ctx.tube.step("blast_region")])
+
+
+def _limits(values, scale):
+    """Axis range covering all but the most extreme 0.05% of events on each side.
+
+    Events beyond it are piled on the edge of the plot (as cytometry software
+    does), so nothing is hidden and one stray event does not squash the plot.
+    """
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.quantile(finite, [0.0005, 0.9995])
+    if scale.kind == "linear":
+        lo = min(lo, 0.0)
+    pad = 0.03 * (hi - lo) if hi > lo else 1.0
+    return (float(lo - pad), float(hi + pad))
+
+
+def _histogram2d(x, y, xlim, ylim):
+    """Counts on a BINS x BINS grid, off-scale events piled on the edges.
+
+    np.histogram2d drops out-of-range events and is several times slower on
+    a million events than binning by hand with bincount.
+    """
+    ix = np.clip(((x - xlim[0]) * (BINS / (xlim[1] - xlim[0]))).astype(np.intp), 0, BINS - 1)
+    iy = np.clip(((y - ylim[0]) * (BINS / (ylim[1] - ylim[0]))).astype(np.intp), 0, BINS - 1)
+    return np.bincount(iy * BINS + ix, minlength=BINS * BINS).reshape(BINS, BINS)
+
+
+def _density(ax, ctx, mask, x, y, cmap="turbo"):
+    """Pseudo-colour density (log colour) of the masked events."""
+    import matplotlib
+    from matplotlib.colors import LogNorm
+
+    xlim, ylim = ctx.limits(x), ctx.limits(y)
+    counts = _histogram2d(ctx.tube.column(x)[mask], ctx.tube.column(y)[mask], xlim, ylim)
+    colours = matplotlib.colormaps[cmap]
+    if cmap == "Greys":
+        # keep the faintest blasts visible against the white background
+        colours = matplotlib.colors.ListedColormap(colours(np.linspace(0.3, 1.0, 256)))
+    colours = colours.with_extremes(bad="white")
+    image = np.ma.masked_equal(counts, 0)
+    ax.imshow(image, origin="lower", extent=(*xlim, *ylim), aspect="auto", interpolation="nearest",
+              cmap=colours, norm=LogNorm(vmin=1, vmax=max(int(counts.max()), 2)))
+    ctx.axis(ax, "x", x)
+    ctx.axis(ax, "y", y)
+    ax.text(0.99, 0.01, f"{int(mask.sum()):,} events", transform=ax.transAxes, ha="right", va="bottom",
+            fontsize=6.5, color="#333333")
+
+
+def _overlay(ax, ctx, mask, x, y, colour):
+    """Events of one population in a single colour, opacity by log density."""
+    from matplotlib.colors import to_rgb
+
+    xlim, ylim = ctx.limits(x), ctx.limits(y)
+    counts = _histogram2d(ctx.tube.column(x)[mask], ctx.tube.column(y)[mask], xlim, ylim)
+    rgba = np.zeros((BINS, BINS, 4))
+    rgba[..., :3] = to_rgb(colour)
+    if counts.max() > 0:
+        rgba[..., 3] = np.where(counts > 0, 0.45 + 0.55 * np.log1p(counts) / np.log1p(counts.max()), 0.0)
+    ax.imshow(rgba, origin="lower", extent=(*xlim, *ylim), aspect="auto", interpolation="nearest")
+
+
+def _raw_ticks(ax, which, scale, limits):
+    """Ticks at ``scale.forward(raw)`` labelled in raw units."""
+    if scale.kind == "linear":
+        raw, labels = _linear_ticks(scale, limits)
+        minor = []
+    else:
+        raw, labels, minor = _decade_ticks(scale, limits)
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    positions = np.asarray(scale.forward(np.asarray(raw, dtype=float)), dtype=float)
+    keep = _spaced(positions, limits)
+    axis.set_ticks(positions[keep], [labels[i] for i in keep])
+    if len(minor):
+        minor_pos = np.asarray(scale.forward(np.asarray(minor, dtype=float)), dtype=float)
+        axis.set_ticks(minor_pos[(minor_pos >= limits[0]) & (minor_pos <= limits[1])], minor=True)
+    (ax.set_xlim if which == "x" else ax.set_ylim)(*limits)
+    ax.tick_params(axis=which, labelsize=7)
+
+
+def _linear_ticks(scale, limits):
+    from matplotlib.ticker import MaxNLocator
+
+    lo, hi = np.asarray(scale.inverse(np.asarray(limits, dtype=float)), dtype=float)
+    raw = [t for t in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi) if lo <= t <= hi]
+    return raw, [_short_number(t) for t in raw]
+
+
+def _decade_ticks(scale, limits):
+    decades = range(1, 8)
+    raw = [-(10.0**d) for d in reversed(decades)] + [0.0] + [10.0**d for d in decades]
+    labels = [f"−10$^{{{d}}}$" for d in reversed(decades)] + ["0"] + [f"10$^{{{d}}}$" for d in decades]
+    minor = [sign * m * 10.0**d for d in range(1, 7) for m in range(2, 10) for sign in (-1, 1)]
+    return raw, labels, sorted(minor)
+
+
+def _spaced(positions, limits, min_gap=0.06):
+    """Indices of in-range ticks far enough apart to read: 0 first, then the largest magnitudes.
+
+    Near zero a logicle/arcsinh scale is linear, so 10^1, 10^2 and 0 all land
+    on top of each other; keep the one that matters.
+    """
+    span = limits[1] - limits[0]
+    inside = [i for i, p in enumerate(positions) if limits[0] <= p <= limits[1] and np.isfinite(p)]
+    centre = int(np.argmin(np.abs(positions)))  # the tick at raw 0 (or the closest one)
+    order = sorted(inside, key=lambda i: (i != centre, -abs(i - centre)))
+    kept = []
+    for i in order:
+        if all(abs(positions[i] - positions[k]) >= min_gap * span for k in kept):
+            kept.append(i)
+    return sorted(kept)
+
+
+def _short_number(value):
+    """50000 -> '50K', 1.5e6 -> '1.5M': scatter axes in the units cytometrists read."""
+    for size, suffix in ((1e6, "M"), (1e3, "K")):
+        if abs(value) >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
+
+
+def _percent_histogram(values, edges):
+    counts = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0]
+    return 100.0 * counts / max(values.size, 1)
+
+
+# --- gate outlines -----------------------------------------------------------
+
+
+def _draw_gate(ax, gate, x, y, colour, label):
+    """Outline a FlowKit gate on the (x, y) axes; gates without geometry draw nothing.
+
+    BooleanGates (NOT / OR of other gates) have no outline: their events are
+    shown instead by the caller.
+    """
+    kind = type(gate).__name__
+    if kind == "PolygonGate":
+        vertices = _oriented(gate, np.asarray(gate.vertices, dtype=float), x, y)
+    elif kind == "RectangleGate":
+        vertices = _rectangle(gate, ax, x, y)
+    elif kind == "EllipsoidGate":
+        vertices = _ellipse(gate, x, y)
+    else:
+        return
+    if vertices is None:
+        return
+    from matplotlib.patches import Polygon
+
+    ax.add_patch(Polygon(vertices, closed=True, fill=False, edgecolor=colour, linewidth=1.4))
+    if label:
+        ax.text(*_label_anchor(ax, vertices), label, ha="center", va="bottom", fontsize=7, color=colour,
+                weight="bold", bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 0.5})
+
+
+def _label_anchor(ax, vertices):
+    """Above the gate's top edge, kept inside the plot so it never covers the title."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    xs = np.clip(vertices[:, 0], x0, x1)
+    x = np.clip((xs.min() + xs.max()) / 2, x0 + 0.15 * (x1 - x0), x1 - 0.15 * (x1 - x0))
+    y = min(vertices[:, 1].max(), y1 - 0.09 * (y1 - y0))
+    return x, y
+
+
+def _dimension_ids(gate):
+    return [getattr(d, "id", None) for d in gate.dimensions]
+
+
+def _oriented(gate, points, x, y):
+    """Points (n, 2) in the gate's dimension order, swapped when the panel's axes are reversed."""
+    ids = _dimension_ids(gate)
+    if ids == [y, x]:
+        return points[:, ::-1]
+    if ids == [x, y]:
+        return points
+    return None  # drawn on other axes than this panel's
+
+
+def _rectangle(gate, ax, x, y):
+    """Corners of a RectangleGate; open bounds reach the plot edges."""
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    bounds = {"x": list(xlim), "y": list(ylim)}
+    matched = False
+    for dim in gate.dimensions:
+        which = "x" if dim.id == x else "y" if dim.id == y else None
+        if which is None:
+            continue
+        matched = True
+        if dim.min is not None:
+            bounds[which][0] = dim.min
+        if dim.max is not None:
+            bounds[which][1] = dim.max
+    if not matched:
+        return None
+    (x0, x1), (y0, y1) = bounds["x"], bounds["y"]
+    return np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], dtype=float)
+
+
+def _ellipse(gate, x, y):
+    """Boundary of a 2-D EllipsoidGate: mean + sqrt(d²) * chol(cov) @ unit circle."""
+    if len(gate.dimensions) != 2:
+        return None
+    angles = np.linspace(0, 2 * np.pi, 121)
+    circle = np.stack([np.cos(angles), np.sin(angles)])
+    cholesky = np.linalg.cholesky(np.asarray(gate.covariance_matrix, dtype=float))
+    points = (np.asarray(gate.coordinates, dtype=float)[:, None]
+              + np.sqrt(gate.distance_square) * cholesky @ circle).T
+    return _oriented(gate, points, x, y)
+
+
+# --- writing -----------------------------------------------------------------
+
+
+def _check_formats(formats):
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown figure format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    return ["png"] + [f for f in FORMATS[1:] if f in formats]
+
+
+def _save(fig, out_dir, stem, formats):
+    """Write ``stem.<fmt>`` atomically for each format, with no dates in the files."""
+    import matplotlib
+
+    paths = []
+    for fmt in formats:
+        buffer = io.BytesIO()
+        with matplotlib.rc_context({"svg.hashsalt": "cd125gate", "pdf.compression": 6}):
+            fig.savefig(buffer, format=fmt, dpi=DPI, metadata=METADATA[fmt])
+        path = Path(out_dir) / f"{stem}.{fmt}"
+        atomic_write_bytes(path, buffer.getvalue())
+        paths.append(path)
+    return paths

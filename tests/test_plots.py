@@ -1,0 +1,299 @@
+"""QC figures: built from a fake but realistic gated tube (numpy blobs + FlowKit gates)."""
+
+
+import flowkit
+import numpy as np
+import pandas as pd
+import pytest
+from flowkit import Dimension
+from flowkit import gates as fk_gates
+BooleanGate, PolygonGate, RectangleGate = fk_gates.BooleanGate, fk_gates.PolygonGate, fk_gates.RectangleGate
+
+from cd125gate import plots
+from cd125gate.model import GateStep, Scale, Threshold, TimeQC, TubeAnalysis
+
+CHANNELS = ["FSC-A", "FSC-H", "SSC-A", "V500-A", "APC-A", "BV421-A", "PE-A", "APC-Cy7-A", "Time"]
+MARKERS = {"FSC-A": "FSC-A", "FSC-H": "FSC-H", "SSC-A": "SSC-A", "CD45": "V500-A", "CD123": "APC-A",
+           "HLA-DR": "BV421-A", "CD125": "PE-A", "viability": "APC-Cy7-A", "Time": "Time"}
+COFACTOR = 150.0
+
+
+class FakeScale(Scale):
+    """A Scale with the transform inline, so these tests do not depend on cd125gate.transforms."""
+
+    def forward(self, raw):
+        raw = np.asarray(raw, dtype=float)
+        return raw if self.kind == "linear" else np.arcsinh(raw / COFACTOR)
+
+    def inverse(self, transformed):
+        transformed = np.asarray(transformed, dtype=float)
+        return transformed if self.kind == "linear" else COFACTOR * np.sinh(transformed)
+
+
+# Populations: (share, FSC-A, SSC-A, CD45, CD123, HLA-DR, CD125, viability) in raw units (median)
+POPULATIONS = {
+    "debris": (0.08, 8e3, 6e3, 50, 10, 10, 10, 300),
+    "dead": (0.04, 50e3, 30e3, 800, 30, 30, 20, 20000),
+    "lymphocytes": (0.12, 60e3, 20e3, 20000, 40, 300, 20, 100),
+    "monocytes": (0.06, 110e3, 60e3, 9000, 400, 5000, 60, 100),
+    "granulocytes": (0.15, 130e3, 160e3, 4000, 30, 30, 40, 100),
+    "basophils": (0.03, 80e3, 25e3, 1200, 15000, 40, 2500, 100),
+    "blasts": (0.52, 90e3, 35e3, 1500, 1500, 6000, None, 100),
+}
+
+
+def fake_tube(role="stained", n=20000, seed=0, cd125_pos_share=0.6, threshold=None):
+    """A gated TubeAnalysis whose masks come from applying the FlowKit gates to its events."""
+    rng = np.random.default_rng(seed)
+    shares = np.array([p[0] for p in POPULATIONS.values()])
+    sizes = rng.multinomial(n, shares / shares.sum())
+    blocks = []
+    for (name, pop), size in zip(POPULATIONS.items(), sizes):
+        fsc, ssc, cd45, cd123, hladr, cd125, via = pop[1:]
+        if cd125 is None:  # blasts: a CD125+ share in the stained tube, none in the control
+            positive = rng.random(size) < (cd125_pos_share if role == "stained" else 0.0)
+            cd125 = np.where(positive, 3000.0, 30.0)
+        columns = [fsc, 0.0, ssc, cd45, cd123, hladr, cd125, via]
+        block = np.column_stack([np.broadcast_to(np.asarray(c, dtype=float), size) for c in columns])
+        block *= rng.lognormal(0, 0.25, block.shape)
+        block[:, 1] = block[:, 0] * rng.normal(0.8, 0.02, size)  # FSC-H tracks FSC-A for singlets
+        blocks.append(block)
+    raw = np.vstack(blocks)
+    raw[: n // 20, 1] *= 0.6  # doublets: high FSC-A for their FSC-H
+    raw[:, 3:8] += rng.normal(0, 60, (n, 5))  # spread of compensated fluorescence around zero
+    raw = raw[rng.permutation(n)]
+    raw = np.column_stack([raw, np.sort(rng.uniform(0, 300, n))])
+    scales = {c: FakeScale(c, "linear" if c in ("FSC-A", "FSC-H", "SSC-A", "Time") else "arcsinh", {})
+              for c in CHANNELS}
+    data = np.column_stack([scales[c].forward(raw[:, i]) for i, c in enumerate(CHANNELS)])
+    time_qc, kept_events = fake_time_qc(data, n)
+    steps = gate_steps(data, kept_events, threshold)
+    return TubeAnalysis(role=role, fcs=None, channels=list(CHANNELS), markers=dict(MARKERS), data=data,
+                        scales=scales, steps=steps, time_qc=time_qc, compensation="file")
+
+
+def fake_time_qc(data, n):
+    edges = np.linspace(0, 300, 31)
+    time = data[:, -1]
+    bins = np.clip(np.digitize(time, edges) - 1, 0, 29)
+    kept = np.ones(30, dtype=bool)
+    kept[12:14] = False  # a clog
+    signal = {c: np.array([np.median(data[bins == b, i]) for b in range(30)])
+              for i, c in enumerate(CHANNELS[3:8], start=3)}
+    rate = np.bincount(bins, minlength=30) / 10.0
+    kept_events = kept[bins]
+    return TimeQC(edges, rate, signal, kept, float(1 - kept_events.mean())), kept_events
+
+
+def dims(*ids, **bounds):
+    return [Dimension(i, range_min=bounds.get(f"{i}_min"), range_max=bounds.get(f"{i}_max")) for i in ids]
+
+
+def gate_steps(data, time_mask, threshold):
+    """The hierarchy, each mask = FlowKit's own gate.apply on the events and the parent's mask."""
+    frame = pd.DataFrame(data, columns=CHANNELS)
+    t = {"CD125": np.arcsinh(300 / COFACTOR) if threshold is None else threshold}
+    gates = [
+        ("margins", "time_qc", RectangleGate("margins", [Dimension("FSC-A", range_max=262143)]), "FSC-A", None),
+        ("cells", "margins", PolygonGate("cells", dims("FSC-A", "SSC-A"),
+                                         [(25e3, 2e3), (250e3, 2e3), (250e3, 250e3), (25e3, 250e3)]),
+         "FSC-A", "SSC-A"),
+        ("singlets", "cells", PolygonGate("singlets", dims("FSC-A", "FSC-H"),
+                                          [(0, 0), (250e3, 170e3), (250e3, 230e3), (0, 30e3)]), "FSC-A", "FSC-H"),
+        ("viable", "singlets", RectangleGate("viable", [Dimension("APC-Cy7-A", range_max=np.arcsinh(3000 / 150))]),
+         "APC-Cy7-A", "SSC-A"),
+        ("leukocytes", "viable", RectangleGate("leukocytes", [Dimension("V500-A", range_min=np.arcsinh(300 / 150))]),
+         "V500-A", None),
+        ("blast_region", "leukocytes", PolygonGate("blast_region", dims("V500-A", "SSC-A"),
+                                                   [(2.0, 5e3), (3.4, 5e3), (3.6, 70e3), (2.0, 70e3)]),
+         "V500-A", "SSC-A"),
+        ("basophils", "blast_region", PolygonGate("basophils", dims("APC-A", "BV421-A"),
+                                                  [(3.5, -2), (7, -2), (7, 2.0), (3.5, 2.0)]), "APC-A", "BV421-A"),
+        ("blasts", "blast_region", BooleanGate("blasts", "not", [{"ref": "basophils", "path": (), "complement": True}]),
+         "APC-A", "BV421-A"),
+        ("cd125_pos", "blasts", RectangleGate("cd125_pos", [Dimension("PE-A", range_min=t["CD125"])]), "PE-A", None),
+    ]
+    masks = {"time_qc": time_mask}
+    steps = [GateStep("time_qc", None, None, "Time", None, time_mask, len(time_mask), note="2 bins removed")]
+    for name, parent, gate, x, y in gates:
+        if name == "blasts":
+            inside = ~masks["basophils"]
+        else:
+            inside = gate.apply(frame)
+        masks[name] = masks[parent] & inside
+        steps.append(GateStep(name, parent, gate, x, y, masks[name], int(masks[parent].sum()),
+                              note=f"{name} found by the fake", exclusion=name == "basophils"))
+    return steps
+
+
+def fake_sample(sample_id="P001", n=20000, criterion="MET"):
+    threshold_value = float(np.arcsinh(300 / COFACTOR))
+    stained = fake_tube("stained", n=n, seed=1)
+    control = fake_tube("control", n=n, seed=2)
+    threshold = Threshold("control_percentile", threshold_value, 300.0, 99.5, control.step("blasts").count,
+                          "99.5th percentile of the control's blasts")
+    blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
+    result = {"sample_id": sample_id, "criterion": criterion, "reasons": [], "flags": [], "warnings": [],
+              "cd125_pos_fraction": positive / blasts, "ci_low": positive / blasts - 0.02,
+              "ci_high": positive / blasts + 0.02, "blast_events": blasts, "cd125_pos_events": positive,
+              "criterion_settings": {"positive_fraction": 0.5}}
+    return stained, control, threshold, result
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return fake_sample()
+
+
+def test_plot_sample_writes_one_png_per_tube(sample, tmp_path):
+    paths = plots.plot_sample(*sample, tmp_path)
+    assert [p.name for p in paths] == ["qc.png", "qc_control.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_sample_is_deterministic_in_every_format(sample, tmp_path):
+    first = plots.plot_sample(*sample, tmp_path / "a", formats=("png", "svg", "pdf"))
+    second = plots.plot_sample(*sample, tmp_path / "b", formats=("svg", "pdf"))
+    assert sorted(p.name for p in first) == sorted(p.name for p in second)
+    assert len(first) == 6
+    for a in first:
+        assert a.read_bytes() == (tmp_path / "b" / a.name).read_bytes(), a.name
+    assert b"Date" not in (tmp_path / "a" / "qc.svg").read_bytes()
+    assert b"CreationDate" not in (tmp_path / "a" / "qc.pdf").read_bytes()
+
+
+def test_unknown_format_is_refused(sample, tmp_path):
+    with pytest.raises(ValueError, match="jpeg"):
+        plots.plot_sample(*sample, tmp_path, formats=("png", "jpeg"))
+
+
+def test_svg_shows_every_gate_with_its_counts(sample, tmp_path):
+    stained = sample[0]
+    plots.plot_sample(*sample, tmp_path, formats=("svg",))
+    svg = (tmp_path / "qc.svg").read_text()
+    # svg.fonttype "path" draws glyphs, so look for the titles in the <!-- text --> comments
+    for name in ("cells", "singlets", "viable", "leukocytes", "blast_region", "blasts", "cd125_pos"):
+        step = stained.step(name)
+        assert f"{name}: {step.parent} {step.parent_count:,}" in svg, name
+        assert f"{step.count:,} ({step.percent_of_parent:.1f}%)" in svg, name
+    assert f"basophils {stained.step('basophils').count:,}" in svg
+    assert "How each gate was found" in svg and "blast_region: blast_region found by the fake" in svg
+    assert "MET" in svg and "P001" in svg
+
+
+def test_polygon_outline_is_the_gate_vertices(sample):
+    from matplotlib.figure import Figure
+
+    stained = sample[0]
+    gate = stained.step("blast_region").gate
+    ax = Figure().add_subplot()
+    plots._draw_gate(ax, gate, "V500-A", "SSC-A", "black", "blast_region")
+    np.testing.assert_allclose(ax.patches[0].get_xy()[:-1], np.asarray(gate.vertices))
+    # the same gate on swapped axes is drawn transposed; on unrelated axes not at all
+    ax2 = Figure().add_subplot()
+    plots._draw_gate(ax2, gate, "SSC-A", "V500-A", "black", None)
+    np.testing.assert_allclose(ax2.patches[0].get_xy()[:-1], np.asarray(gate.vertices)[:, ::-1])
+    ax3 = Figure().add_subplot()
+    plots._draw_gate(ax3, gate, "APC-A", "BV421-A", "black", None)
+    plots._draw_gate(ax3, stained.step("blasts").gate, "APC-A", "BV421-A", "black", None)
+    assert len(ax3.patches) == 0
+
+
+def test_open_rectangle_reaches_the_plot_edge():
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    ax.set_xlim(-1, 9)
+    ax.set_ylim(0, 100)
+    plots._draw_gate(ax, RectangleGate("g", [Dimension("x", range_min=2.5)]), "x", "y", "black", None)
+    corners = ax.patches[0].get_xy()[:-1]
+    assert corners[:, 0].min() == 2.5 and corners[:, 0].max() == 9
+    assert corners[:, 1].min() == 0 and corners[:, 1].max() == 100
+
+
+def test_ellipse_outline_lies_at_the_mahalanobis_distance():
+    from matplotlib.figure import Figure
+
+    cov = np.array([[4.0, 1.0], [1.0, 2.0]])
+    gate = flowkit.gates.EllipsoidGate("e", dims("x", "y"), [1.0, 2.0], cov.tolist(), 9.0)
+    ax = Figure().add_subplot()
+    plots._draw_gate(ax, gate, "x", "y", "black", None)
+    offsets = ax.patches[0].get_xy() - [1.0, 2.0]
+    distance2 = np.einsum("ij,jk,ik->i", offsets, np.linalg.inv(cov), offsets)
+    np.testing.assert_allclose(distance2, 9.0, rtol=1e-9)
+
+
+def test_density_counts_every_event_piling_off_scale_ones_on_the_edge():
+    x = np.array([-5.0, 0.1, 0.1, 0.999, 7.0])
+    y = np.array([0.5, 0.5, 0.5, 0.5, 0.5])
+    counts = plots._histogram2d(x, y, (0.0, 1.0), (0.0, 1.0))
+    assert counts.sum() == 5
+    row = counts[plots.BINS // 2]
+    assert row[0] == 1 and row[-1] == 2 and row[int(0.1 * plots.BINS)] == 2
+
+
+def test_fluorescence_ticks_are_raw_decades_at_forward_positions():
+    from matplotlib.figure import Figure
+
+    scale = FakeScale("PE-A", "arcsinh", {})
+    limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
+    ax = Figure().add_subplot()
+    plots._raw_ticks(ax, "x", scale, limits)
+    positions = ax.get_xticks()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert "0" in labels and "10$^{5}$" in labels and "−10$^{3}$" in labels
+    np.testing.assert_allclose(positions[labels.index("10$^{4}$")], np.arcsinh(1e4 / COFACTOR))
+    # 10^1 lands almost on 0 on an arcsinh scale: it is dropped rather than overprinted
+    assert "10$^{1}$" not in labels
+    assert np.min(np.diff(positions)) >= 0.06 * (limits[1] - limits[0])
+
+
+def test_scatter_ticks_read_in_thousands():
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    plots._raw_ticks(ax, "y", FakeScale("SSC-A", "linear", {}), (0.0, 262144.0))
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert "100K" in labels and "0" in labels
+
+
+def test_failure_card(tmp_path):
+    result = {"sample_id": "P009", "criterion": "FAILED", "reasons": ["only 120 events after time QC"],
+              "warnings": [], "inputs": {"fcs": {"path": "runs/P009.fcs", "sha256": None}}}
+    first = plots.plot_failure(result, tmp_path / "a", formats=("png", "svg"))
+    plots.plot_failure(result, tmp_path / "b", formats=("png", "svg"))
+    assert [p.name for p in first] == ["qc.png", "qc.svg"]
+    svg = first[1].read_text()
+    assert "only 120 events after time QC" in svg and "FAILED" in svg and "runs/P009.fcs" in svg
+    assert first[0].read_bytes() == (tmp_path / "b" / "qc.png").read_bytes()
+
+
+def test_tube_without_viability_or_control_still_plots(tmp_path):
+    stained, _, threshold, result = fake_sample()
+    stained.steps = [s for s in stained.steps if s.name != "viable"]
+    for step in stained.steps:
+        if step.parent == "viable":
+            step.parent = "singlets"
+    paths = plots.plot_sample(stained, None, threshold, result, tmp_path, formats=("svg",))
+    assert [p.name for p in paths] == ["qc.png", "qc.svg"]
+    svg = paths[1].read_text()
+    assert "viable:" not in svg and "leukocytes: singlets" in svg
+    assert "control blasts" not in svg
+
+
+def test_extra_populations_and_time_windows_land_in_the_right_panels(tmp_path):
+    """As the real gating does: a lymphocytes reference on CD45/SSC-A, time windows as exclusions."""
+    stained, control, threshold, result = fake_sample()
+    leuko = stained.step("leukocytes")
+    lymph_gate = PolygonGate("lymphocytes", dims("V500-A", "SSC-A"), [(4.5, 0), (6, 0), (6, 4e4), (4.5, 4e4)])
+    lymph_mask = leuko.mask & lymph_gate.apply(pd.DataFrame(stained.data, columns=CHANNELS))
+    stained.steps.insert(7, GateStep("lymphocytes", "leukocytes", lymph_gate, "V500-A", "SSC-A", lymph_mask,
+                                     leuko.count, note="CD45-bright"))
+    window = RectangleGate("time_anomaly_1", [Dimension("Time", range_min=120, range_max=140)])
+    stained.steps.insert(0, GateStep("time_anomaly_1", None, window, "Time", None, ~stained.step("time_qc").mask,
+                                     len(lymph_mask), exclusion=True))
+    paths = plots.plot_sample(stained, None, threshold, result, tmp_path, formats=("svg",))
+    svg = paths[1].read_text()
+    assert f"lymphocytes: leukocytes {leuko.count:,} → {int(lymph_mask.sum()):,}" in svg
+    assert "time_anomaly_1 " not in svg  # not drawn as an excluded blast population
