@@ -1,0 +1,168 @@
+"""The sample sheet: one stained tube (and its control) per row, checked before any analysis.
+
+A sheet is a tab-separated file with a header row. ``sample_id`` and ``fcs``
+are required; ``control``, ``patient_id``, ``specimen``, ``compensation`` and
+``notes`` are optional. Relative paths resolve against the sheet's folder, so
+a sheet and its FCS files can move together.
+
+A bad sheet stops a run before any job; a listed file that exists but cannot be
+read is a bad *sample* instead, and ends as a FAILED result.
+"""
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+REQUIRED_COLUMNS = ("sample_id", "fcs")
+OPTIONAL_COLUMNS = ("control", "patient_id", "specimen", "compensation", "notes")
+COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+PATH_COLUMNS = ("fcs", "control", "compensation")
+
+# A sample ID names an output folder and appears in Snakemake job names and
+# shell commands: no separators, spaces, quotes or a leading dot.
+SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One row of the sample sheet, with paths made absolute."""
+
+    sample_id: str
+    fcs: Path
+    control: Path | None = None
+    compensation: Path | None = None
+    patient_id: str | None = None
+    specimen: str | None = None
+    notes: str | None = None
+    line: int = 0          # line of the sheet the sample came from, for messages
+
+
+def read_sheet(path):
+    """
+    Read and check a sample sheet.
+
+    Parameters
+    ----------
+    path : str or Path
+        Tab-separated sample sheet.
+
+    Returns
+    -------
+    list of Sample
+        In sheet order.
+
+    Raises
+    ------
+    InputError
+        Naming the sheet, the line and the problem: unreadable sheet, missing
+        or unknown column, empty sheet, bad or duplicate sample ID, missing
+        file.
+    """
+    path = Path(path)
+    header, rows = _read_table(path)
+    _check_header(path, header)
+    samples = [_parse_row(path, header, cells, line) for line, cells in rows]
+    if not samples:
+        raise InputError(path, "the sheet lists no samples")
+    _check_unique(path, samples)
+    return samples
+
+
+def _read_table(path):
+    """Header and ``(line number, cells)`` of the non-blank rows; cells stripped."""
+    try:
+        # utf-8-sig: sheets saved by spreadsheet programs often start with a BOM.
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(path, "sample sheet not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read sample sheet: {exc}") from None
+    lines = [
+        (number, [cell.strip() for cell in cells])
+        for number, cells in enumerate(csv.reader(text.splitlines(), delimiter="\t"), start=1)
+        if any(cell.strip() for cell in cells)
+    ]
+    if not lines:
+        raise InputError(path, "the sheet is empty (expected a header row: sample_id, fcs, ...)")
+    return lines[0][1], lines[1:]
+
+
+def _check_header(path, header):
+    seen = set()
+    for name in header:
+        if name not in COLUMNS:
+            raise InputError(
+                path, f"line 1: unknown column '{name}' (allowed: {', '.join(COLUMNS)})"
+            )
+        if name in seen:
+            raise InputError(path, f"line 1: column '{name}' appears twice")
+        seen.add(name)
+    for name in REQUIRED_COLUMNS:
+        if name not in seen:
+            raise InputError(path, f"line 1: required column '{name}' is missing")
+
+
+def _parse_row(path, header, cells, line):
+    if len(cells) > len(header):
+        raise InputError(
+            path, f"line {line}: {len(cells)} cells but the header has {len(header)} columns"
+        )
+    # Editors drop trailing empty cells; a short row leaves the optional columns empty.
+    values = {name: (cells[i] if i < len(cells) else "") for i, name in enumerate(header)}
+    sample_id = values["sample_id"]
+    if not re.fullmatch(SAMPLE_ID_PATTERN, sample_id):
+        raise InputError(
+            path,
+            f"line {line}: sample_id '{sample_id}' is not allowed: use 1-100 letters, digits,"
+            " '.', '_' or '-', starting with a letter or digit",
+        )
+    if not values["fcs"]:
+        raise InputError(path, f"line {line}: sample '{sample_id}' has no fcs file")
+    paths = {
+        name: _existing_file(path, line, sample_id, name, values.get(name, ""))
+        for name in PATH_COLUMNS
+    }
+    texts = {name: values.get(name) or None for name in ("patient_id", "specimen", "notes")}
+    return Sample(sample_id=sample_id, line=line, **paths, **texts)
+
+
+def _existing_file(sheet, line, sample_id, column, value):
+    """Absolute path of ``value`` (relative to the sheet's folder), or None if empty."""
+    if not value:
+        return None
+    file = Path(os.path.abspath(sheet.parent / value))
+    if not file.is_file():
+        problem = "is a folder, not a file" if file.is_dir() else "does not exist"
+        raise InputError(
+            sheet, f"line {line}: sample '{sample_id}': {column} file {value} ({file}) {problem}"
+        )
+    return file
+
+
+def _check_unique(path, samples):
+    # Case-insensitive: on macOS and Windows, S1 and s1 would share one output folder.
+    first = {}
+    for sample in samples:
+        key = sample.sample_id.lower()
+        if key in first:
+            raise InputError(
+                path,
+                f"line {sample.line}: sample_id '{sample.sample_id}' duplicates"
+                f" '{first[key].sample_id}' on line {first[key].line}",
+            )
+        first[key] = sample
+
+
+def add_arguments(parser):
+    parser.add_argument("sheet", help="sample sheet (TSV: sample_id, fcs, control, ...)")
+
+
+def run(args):
+    samples = read_sheet(args.sheet)
+    controls = sum(sample.control is not None for sample in samples)
+    print(f"{args.sheet}: {len(samples)} samples, {controls} with a control tube: OK")
+    return 0

@@ -1,0 +1,150 @@
+"""The screening table: rows from results, TSV/JSON formats, schema checks, batch summary."""
+
+import csv
+import json
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from cd125gate import cli, screening
+from cd125gate.errors import InputError
+
+DIGEST = "ab" * 32
+REQUIRED_TSV_COLUMNS = (
+    "sample_id criterion cd125_pos_fraction ci_low ci_high blast_events cd125_pos_events"
+    " threshold_method reasons flags patient_id specimen fcs_sha256 control_sha256"
+    " cd125gate_version config_digest"
+).split()
+
+
+def make_result(sample_id, criterion="MET", fraction=0.6, reasons=(), control=True):
+    """A result that follows data/result.schema.json."""
+    failed = criterion == "FAILED"
+    return {
+        "schema_version": "1",
+        "sample_id": sample_id,
+        "patient_id": f"P-{sample_id}",
+        "specimen": "bone marrow",
+        "criterion": criterion,
+        "reasons": list(reasons),
+        "flags": [] if failed else ["uncompensated"],
+        "warnings": [],
+        "cd125_pos_fraction": None if failed else fraction,
+        "ci_low": None if failed else fraction - 0.05,
+        "ci_high": None if failed else fraction + 0.05,
+        "blast_events": None if failed else 1000,
+        "cd125_pos_events": None if failed else round(1000 * fraction),
+        "threshold": None if failed else {
+            "method": "control_percentile", "value": 1.2, "value_raw": 850.0,
+            "percentile": 99.5, "reference_events": 1400, "description": "99.5th pct of FMO blasts",
+        },
+        "gates": [],
+        "inputs": {
+            "fcs": {"path": f"/data/{sample_id}.fcs", "sha256": "f" * 64},
+            "control": {"path": f"/data/{sample_id}_c.fcs", "sha256": "c" * 64} if control else None,
+        },
+        "provenance": {"cd125gate_version": "0.1.0", "config_digest": DIGEST},
+    }
+
+
+def write_results(folder, results):
+    paths = []
+    for result in results:
+        path = folder / result["sample_id"] / "result.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(result))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def batch(tmp_path):
+    return write_results(tmp_path, [
+        make_result("s2", "NOT_MET", 0.2),
+        make_result("s1", "MET", 0.8, control=False),
+        make_result("s3", "REVIEW", 0.51, reasons=["CI straddles 50%"]),
+        make_result("s4", "FAILED", reasons=["s4.fcs: truncated\tDATA segment", "second\nline"]),
+    ])
+
+
+def test_rows_follow_the_given_order_and_carry_the_result_values(batch):
+    rows = screening.collect(batch)
+    assert [row["sample_id"] for row in rows] == ["s2", "s1", "s3", "s4"]
+    met = rows[1]
+    assert met["criterion"] == "MET"
+    assert met["cd125_pos_fraction"] == 0.8 and met["cd125_pos_events"] == 800
+    assert (met["ci_low"], met["ci_high"]) == (pytest.approx(0.75), pytest.approx(0.85))
+    assert met["threshold_method"] == "control_percentile"
+    assert met["control_sha256"] is None and met["fcs_sha256"] == "f" * 64
+    assert met["patient_id"] == "P-s1" and met["config_digest"] == DIGEST
+    failed = rows[3]
+    assert failed["threshold_method"] is None and failed["cd125_pos_fraction"] is None
+    assert failed["reasons"] == ["s4.fcs: truncated\tDATA segment", "second\nline"]
+
+
+def test_tsv_has_one_row_per_sample_and_blank_cells_for_missing_values(batch, tmp_path):
+    text = screening.format_tsv(screening.collect(batch))
+    table = list(csv.DictReader(text.splitlines(), delimiter="\t"))
+    assert set(REQUIRED_TSV_COLUMNS) <= set(table[0])
+    assert len(text.splitlines()) == 5  # tabs and newlines inside reasons did not split rows
+    assert [row["criterion"] for row in table] == ["NOT_MET", "MET", "REVIEW", "FAILED"]
+    assert float(table[0]["cd125_pos_fraction"]) == 0.2
+    assert table[1]["control_sha256"] == "" and table[1]["flags"] == "uncompensated"
+    assert table[3]["cd125_pos_fraction"] == "" and table[3]["blast_events"] == ""
+    assert table[3]["reasons"] == "s4.fcs: truncated DATA segment; second line"
+
+
+def test_json_document_follows_its_schema_and_counts_criteria(batch):
+    document = screening.screening_document(screening.collect(batch))
+    Draft202012Validator(screening.load_schema("screening.schema.json")).validate(document)
+    summary = document["summary"]
+    assert summary["samples"] == 4
+    assert summary["criteria"] == {"MET": 1, "NOT_MET": 1, "REVIEW": 1, "FAILED": 1}
+    assert summary["config_digests"] == [DIGEST]
+    assert document["samples"][0]["sample_id"] == "s2"
+
+
+def test_schema_rejects_a_row_with_a_missing_column(batch):
+    document = screening.screening_document(screening.collect(batch))
+    del document["samples"][0]["criterion"]
+    errors = list(Draft202012Validator(screening.load_schema("screening.schema.json"))
+                  .iter_errors(document))
+    assert errors
+
+
+def test_mixed_settings_are_visible_in_the_summary(tmp_path):
+    other = make_result("b")
+    other["provenance"]["config_digest"] = "cd" * 32
+    rows = screening.collect(write_results(tmp_path, [make_result("a"), other]))
+    assert screening.summarize(rows)["config_digests"] == sorted([DIGEST, "cd" * 32])
+
+
+def test_invalid_result_stops_the_table_naming_file_and_field(tmp_path):
+    broken = make_result("x")
+    broken["criterion"] = "MAYBE"
+    (path,) = write_results(tmp_path, [broken])
+    with pytest.raises(InputError) as caught:
+        screening.collect([path])
+    assert caught.value.source == str(path)
+    assert "not a valid cd125gate result at criterion" in caught.value.problem
+
+
+def test_unreadable_and_duplicate_results_are_refused(tmp_path):
+    torn = tmp_path / "torn.json"
+    torn.write_text('{"sample_id": "x", ')
+    with pytest.raises(InputError, match="cannot read result"):
+        screening.collect([torn])
+    first, second = write_results(tmp_path, [make_result("x"), make_result("X")])
+    second.write_text(first.read_text())
+    with pytest.raises(InputError, match="sample_id 'x' was already given by"):
+        screening.collect([first, second])
+
+
+def test_screening_command_writes_both_tables(batch, tmp_path, capsys):
+    tsv, js = tmp_path / "out" / "screening.tsv", tmp_path / "out" / "screening.json"
+    argv = ["screening", *map(str, batch), "--tsv", str(tsv), "--json", str(js)]
+    assert cli.main(argv) == 0
+    assert "MET 1, NOT_MET 1, REVIEW 1, FAILED 1 (4 samples)" in capsys.readouterr().out
+    assert tsv.read_text() == screening.format_tsv(screening.collect(batch))
+    assert json.loads(js.read_text())["summary"]["samples"] == 4
+    assert sorted(p.name for p in tsv.parent.iterdir()) == ["screening.json", "screening.tsv"]

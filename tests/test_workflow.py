@@ -1,0 +1,295 @@
+"""The Snakemake workflow, run for real: outputs, schemas, bad sheets, crashes, kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+
+from cd125gate import samplesheet, screening
+from cd125gate.config import default_config
+
+ROOT = Path(__file__).parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+SAMPLE_FILES = ("result.json", "gates.xml", "gate_counts.tsv", "qc.png")
+BATCH_FILES = ("screening.tsv", "screening.json", "report.html")
+# Tubes that cannot be analysed must end as FAILED rows without stopping the batch.
+MUST_FAIL = ("corrupt", "no_cd125")
+
+
+def snakemake_command(workdir, samples, outdir, *extra):
+    return [
+        str(SNAKEMAKE), "--snakefile", str(ROOT / "workflow/Snakefile"),
+        "--directory", str(workdir), "--configfile", str(ROOT / "config/config.yaml"),
+        "--config", f"samples={samples}", f"outdir={outdir}", *extra,
+    ]
+
+
+def run_snakemake(workdir, samples, outdir, *extra, timeout=600, env=None):
+    return subprocess.run(snakemake_command(workdir, samples, outdir, *extra),
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def write_subset_sheet(path, sample_ids):
+    """A sheet of some test_data samples, elsewhere, with absolute paths."""
+    lines = (ROOT / "test_data/samples.tsv").read_text().splitlines()
+    keep = [lines[0]]
+    for line in lines[1:]:
+        cells = line.split("\t")
+        if cells[0] in sample_ids:
+            cells[1:3] = [str(ROOT / "test_data" / c) if c else "" for c in cells[1:3]]
+            keep.append("\t".join(cells))
+    path.write_text("\n".join(keep) + "\n")
+    return path
+
+
+def sample_ids(sheet):
+    return [sample.sample_id for sample in samplesheet.read_sheet(sheet)]
+
+
+# --- settings, without running Snakemake --------------------------------------------------------
+
+def test_config_analysis_block_equals_the_packaged_defaults():
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    assert config["analysis"] == default_config()
+
+
+def test_config_sample_sheet_lists_the_test_data_samples():
+    def key(sample):  # notes are free text and may be reworded
+        return (sample.sample_id, sample.fcs.resolve(), sample.control and sample.control.resolve(),
+                sample.patient_id, sample.specimen)
+
+    ours = samplesheet.read_sheet(ROOT / "config/samples.tsv")
+    theirs = samplesheet.read_sheet(ROOT / "test_data/samples.tsv")
+    assert list(map(key, ours)) == list(map(key, theirs))
+
+
+def test_every_config_key_is_explained_in_the_readme():
+    readme = (ROOT / "config/README.md").read_text()
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    keys = set(config) | {f"analysis.{section}" for section in config["analysis"]}
+    keys |= {f"{section}.{key}" for section, block in config["analysis"].items()
+             for key in block}
+    assert [key for key in sorted(keys) if f"`{key.split('.')[-1]}`" not in readme] == []
+
+
+# --- conventions ---------------------------------------------------------------------------------
+
+def test_snakefmt_leaves_the_workflow_unchanged():
+    proc = subprocess.run([str(Path(sys.executable).with_name("snakefmt")), "--check",
+                           str(ROOT / "workflow")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_lint_reports_nothing(tmp_path):
+    proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", "--lint")
+    assert proc.returncode == 0, proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition!" in output
+    assert "Lints for" not in output
+
+
+# --- a bad sheet stops before any job ------------------------------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("sample_id\tfcs\nA\t{fcs}\nA\t{fcs}\n", "line 3: sample_id 'A' duplicates 'A' on line 2"),
+    ("sample_id\tfcs\n../x\t{fcs}\n", "line 2: sample_id '../x' is not allowed"),
+    ("sample_id\tfcs\nA\tmissing.fcs\n", "line 2: sample 'A': fcs file missing.fcs"),
+])
+def test_bad_sheet_stops_the_run_with_one_line(tmp_path, text, message):
+    sheet = tmp_path / "bad.tsv"
+    sheet.write_text(text.format(fcs=ROOT / "test_data/low_fmo_stained.fcs"))
+    proc = run_snakemake(tmp_path, sheet, tmp_path / "out")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("cd125gate:")]
+    assert len(errors) == 1 and errors[0].startswith(f"cd125gate: {sheet}: {message}")
+    assert "Traceback" not in proc.stderr and "File \"" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_analysis_key_stops_the_run(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("analysis:\n  gating:\n    min_event: 10\n")
+    proc = subprocess.run(
+        [*snakemake_command(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out"),
+         "--configfile", str(ROOT / "config/config.yaml"), str(extra)],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "cd125gate: workflow config, analysis block: unknown config key 'min_event'" \
+        in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# --- the batch, run for real ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """The whole test_data batch, run once on 2 cores."""
+    workdir = tmp_path_factory.mktemp("batch")
+    start = time.monotonic()
+    proc = run_snakemake(workdir, ROOT / "config/samples.tsv", workdir / "results")
+    print(f"\nbatch of {len(sample_ids(ROOT / 'config/samples.tsv'))} samples:"
+          f" {time.monotonic() - start:.1f} s wall")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, workdir / "results"
+
+
+@pytest.mark.slow
+def test_batch_writes_every_output_and_valid_tables(batch):
+    _, outdir = batch
+    ids = sample_ids(ROOT / "config/samples.tsv")
+    for name in BATCH_FILES:
+        assert (outdir / name).stat().st_size > 0
+    result_validator = Draft202012Validator(screening.load_schema("result.schema.json"))
+    for sample_id in ids:
+        for name in SAMPLE_FILES:
+            assert (outdir / "samples" / sample_id / name).stat().st_size > 0, (sample_id, name)
+        result = json.loads((outdir / "samples" / sample_id / "result.json").read_text())
+        result_validator.validate(result)
+        assert result["sample_id"] == sample_id
+    document = json.loads((outdir / "screening.json").read_text())
+    Draft202012Validator(screening.load_schema("screening.schema.json")).validate(document)
+    assert [row["sample_id"] for row in document["samples"]] == ids
+    assert document["summary"]["samples"] == len(ids)
+    assert sum(document["summary"]["criteria"].values()) == len(ids)
+    tsv = (outdir / "screening.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in tsv[1:]] == ids
+
+
+@pytest.mark.slow
+def test_unreadable_tubes_become_failed_rows(batch):
+    _, outdir = batch
+    rows = {row["sample_id"]: row
+            for row in json.loads((outdir / "screening.json").read_text())["samples"]}
+    for sample_id in MUST_FAIL:
+        assert rows[sample_id]["criterion"] == "FAILED"
+        assert rows[sample_id]["reasons"]
+
+
+@pytest.mark.slow
+def test_jobs_are_logged_and_benchmarked(batch):
+    _, outdir = batch
+    for sample_id in sample_ids(ROOT / "config/samples.tsv"):
+        log = (outdir / "logs/analyze" / f"{sample_id}.log").read_text()
+        assert log.startswith("slurm_job_id=none\n")
+        assert (outdir / "benchmarks/analyze" / f"{sample_id}.tsv").is_file()
+    for rule in ("screening", "review_page"):
+        assert (outdir / "benchmarks" / f"{rule}.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_second_run_has_nothing_to_do(batch):
+    workdir, outdir = batch
+    proc = run_snakemake(workdir, ROOT / "config/samples.tsv", outdir, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_snakemake_report_builds_with_plots_and_tables(batch, tmp_path):
+    workdir, outdir = batch
+    report = tmp_path / "report.zip"
+    proc = run_snakemake(workdir, ROOT / "config/samples.tsv", outdir, "--report", str(report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with zipfile.ZipFile(report) as archive:
+        names = archive.namelist()
+        page = archive.read(next(n for n in names if n.count("/") == 1 and n.endswith(".html")))
+    n_samples = len(sample_ids(ROOT / "config/samples.tsv"))
+    raw = [name.rsplit("/", 1)[1] for name in names if "/data/raw/" in name]
+    assert sorted(raw) == sorted(["qc.png", "gate_counts.tsv"] * n_samples
+                                 + ["screening.tsv", "report.html"])
+    for caption in ("QC plots of one sample", "Screening table of the batch",
+                    "cd125gate run over the samples"):
+        assert caption.encode() in page
+
+
+# --- crashes of our own code fail the run ---------------------------------------------------------
+
+CRASH_HOOK = '''
+import os, sys
+# Test hook: make `cd125gate analyze` crash for one sample, as a bug in our code would.
+if "analyze" in sys.argv and os.environ.get("CD125GATE_TEST_CRASH") in sys.argv:
+    import cd125gate.analyze
+
+    def run(args):
+        raise RuntimeError("injected crash")
+
+    cd125gate.analyze.run = run
+'''
+
+
+@pytest.mark.slow
+def test_a_crash_fails_the_run_and_is_shown(tmp_path):
+    sheet = write_subset_sheet(tmp_path / "two.tsv", {"low_fmo", "low_nocontrol"})
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CRASH_HOOK)
+    env = dict(os.environ, PYTHONPATH=str(hook), CD125GATE_TEST_CRASH="low_fmo")
+    proc = run_snakemake(tmp_path, sheet, tmp_path / "out", env=env)
+    assert proc.returncode != 0
+    assert "RuntimeError: injected crash" in proc.stderr  # the failed job's log is printed
+    assert not (tmp_path / "out/samples/low_fmo/result.json").exists()
+    assert not (tmp_path / "out/screening.tsv").exists()
+    # keep-going: the sample that did not crash is finished.
+    assert (tmp_path / "out/samples/low_nocontrol/result.json").is_file()
+
+
+# --- kill and resume -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_killed_run_resumes_redoing_only_what_is_missing(batch, tmp_path):
+    subset = ("low_fmo", "high_fmo", "near50_fmo", "low_nocontrol")
+    sheet = write_subset_sheet(tmp_path / "subset.tsv", set(subset))
+    outdir = tmp_path / "out"
+    proc = subprocess.Popen(snakemake_command(tmp_path, sheet, outdir),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(outdir.glob("samples/*/result.json")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # A sample is finished once Snakemake recorded it: outputs there, no incomplete mark.
+    finished = {sid: (outdir / "samples" / sid / "result.json").stat().st_mtime_ns
+                for sid in subset if is_recorded_complete(tmp_path, outdir, sid)}
+    assert len(finished) < len(subset), "the run was killed too late to test resuming"
+
+    # The kill leaves Snakemake's lock behind; --unlock is the documented way out.
+    assert run_snakemake(tmp_path, sheet, outdir, "--unlock").returncode == 0
+    resumed = run_snakemake(tmp_path, sheet, outdir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for sid, mtime in finished.items():
+        assert (outdir / "samples" / sid / "result.json").stat().st_mtime_ns == mtime, sid
+
+    _, full_outdir = batch
+    for sid in subset:
+        for name in ("result.json", "gate_counts.tsv"):
+            assert (outdir / "samples" / sid / name).read_bytes() == \
+                   (full_outdir / "samples" / sid / name).read_bytes(), (sid, name)
+    full_rows = {line.split("\t")[0]: line
+                 for line in (full_outdir / "screening.tsv").read_text().splitlines()}
+    assert (outdir / "screening.tsv").read_text().splitlines() == \
+           [full_rows["sample_id"], *(full_rows[sid] for sid in subset)]
+
+
+def is_recorded_complete(workdir, outdir, sample_id):
+    """True when all outputs of the sample exist and Snakemake holds no incomplete mark."""
+    import base64
+
+    folder = outdir / "samples" / sample_id
+    marks = {p.name for p in (workdir / ".snakemake/incomplete").glob("*")}
+    for name in SAMPLE_FILES:
+        key = base64.urlsafe_b64encode(str(folder / name).encode()).decode()
+        if not (folder / name).exists() or key in marks:
+            return False
+    return True

@@ -1,0 +1,60 @@
+# Per-batch outputs: the screening table and the review page.
+
+
+rule screening:
+    input:
+        results=all_samples("result.json"),
+    output:
+        tsv=report(
+            batch_path("screening.tsv"),
+            caption="../report/screening.rst",
+            category="Batch",
+            labels={"file": "screening table"},
+        ),
+        json=batch_path("screening.json"),
+    log:
+        batch_path("logs/screening.log"),
+    benchmark:
+        batch_path("benchmarks/screening.tsv")
+    localrule: True
+    conda:
+        "../envs/cd125gate.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "cd125gate screening {input.results:q}"
+        " --tsv {output.tsv:q} --json {output.json:q} > {log:q} 2>&1"
+
+
+rule review_page:
+    input:
+        screening=batch_path("screening.json"),
+        results=all_samples("result.json"),
+        plots=all_samples("qc.png"),
+    output:
+        report(
+            batch_path("report.html"),
+            caption="../report/review_page.rst",
+            category="Batch",
+            labels={"file": "review page"},
+        ),
+    log:
+        batch_path("logs/review_page.log"),
+    benchmark:
+        batch_path("benchmarks/review_page.tsv")
+    localrule: True
+    conda:
+        "../envs/cd125gate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        results_dir=lambda wildcards, input: os.path.dirname(
+            os.path.dirname(input.results[0])
+        ),
+    shell:
+        "cd125gate report --results-dir {params.results_dir:q}"
+        " --out {output:q} --screening {input.screening:q} > {log:q} 2>&1"

@@ -1,0 +1,117 @@
+# Settings, sample sheet and input functions shared by the rules.
+
+import os
+import shlex
+import sys
+
+import yaml
+from snakemake.utils import validate
+
+from cd125gate import samplesheet
+from cd125gate.config import load_config
+from cd125gate.errors import InputError
+from cd125gate.fileio import atomic_write_text
+
+validate(config, "../schemas/config.schema.yaml")
+
+
+def check_analysis_settings():
+    """Refuse unknown analysis keys before any job, rather than in every job."""
+    try:
+        load_config(overrides=config["analysis"])
+    except InputError as exc:
+        sys.exit(f"cd125gate: workflow config, analysis block: {exc.problem}")
+
+
+def load_samples():
+    """The checked sample sheet, or a one-line stop before any job runs."""
+    # sys.exit prints just the message; an exception would add Snakemake's traceback.
+    try:
+        samples = samplesheet.read_sheet(config["samples"])
+    except InputError as exc:
+        sys.exit(f"cd125gate: {exc}")
+    for sample in samples:
+        validate(sheet_record(sample), "../schemas/samples.schema.yaml")
+    return {sample.sample_id: sample for sample in samples}
+
+
+def sheet_record(sample):
+    """A sample as the sample sheet schema sees it: the filled columns, as text."""
+    return {
+        name: str(getattr(sample, name))
+        for name in samplesheet.COLUMNS
+        if getattr(sample, name) is not None
+    }
+
+
+check_analysis_settings()
+SAMPLES = load_samples()
+OUTDIR = os.path.normpath(config["outdir"])
+EXTRA_PLOT_FORMATS = [fmt for fmt in config["plot_formats"] if fmt != "png"]
+
+
+envvars:
+    "PATH",
+
+
+# Jobs run the `cd125gate` installed beside the Python that runs Snakemake, also
+# when its environment is not activated (.venv/bin/snakemake) and in SLURM jobs.
+os.environ["PATH"] = os.pathsep.join(
+    [os.path.dirname(sys.executable), os.environ["PATH"]]
+)
+
+
+wildcard_constraints:
+    sample_id=samplesheet.SAMPLE_ID_PATTERN.strip("^$"),
+
+
+def sample_path(name):
+    """Output path of one per-sample file, with the {sample_id} wildcard."""
+    return os.path.join(OUTDIR, "samples", "{sample_id}", name)
+
+
+def batch_path(name):
+    return os.path.join(OUTDIR, name)
+
+
+def all_samples(name):
+    """The per-sample file ``name`` of every sample in the sheet, in sheet order."""
+    return expand(sample_path(name), sample_id=SAMPLES)
+
+
+def batch_outputs():
+    return [
+        batch_path(name) for name in ("screening.tsv", "screening.json", "report.html")
+    ]
+
+
+def analyze_inputs(wildcards):
+    """The tubes and matrix of one sample, plus the settings file of the batch."""
+    sample = SAMPLES[wildcards.sample_id]
+    files = {"fcs": sample.fcs, "config": batch_path("analysis_config.yaml")}
+    for name in ("control", "compensation"):
+        if getattr(sample, name) is not None:
+            files[name] = getattr(sample, name)
+    return files
+
+
+def analyze_options(wildcards, input):
+    """The optional `cd125gate analyze` arguments of one sample, shell-quoted."""
+    sample = SAMPLES[wildcards.sample_id]
+    options = {
+        "--control": input.get("control"),
+        "--compensation": input.get("compensation"),
+        "--patient-id": sample.patient_id,
+        "--specimen": sample.specimen,
+        "--notes": sample.notes,
+    }
+    return " ".join(
+        f"{flag} {shlex.quote(str(value))}"
+        for flag, value in options.items()
+        if value is not None
+    )
+
+
+def write_analysis_config(path, analysis):
+    """The batch's analysis settings as a config file that `cd125gate analyze --config` reads."""
+    atomic_write_text(path, yaml.safe_dump({"analysis": analysis}, sort_keys=False))
