@@ -122,7 +122,7 @@ def test_unknown_analysis_key_stops_the_run(tmp_path):
          "--configfile", str(ROOT / "config/config.yaml"), str(extra)],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
-    assert "cd125gate: workflow config, analysis block: unknown config key 'min_event'" \
+    assert "cd125gate: workflow config, analysis block: unknown config key 'gating.min_event'" \
         in proc.stderr
     assert not (tmp_path / "out").exists()
 

@@ -229,8 +229,10 @@ def _tube(role, fcs, compensated, markers, scales, comp):
     missing = [c for c in scales if c not in names]
     if missing:
         raise InputError(fcs.path, f"channel(s) {', '.join(missing)} missing")
-    ordered = [names.index(c) for c in scales]
-    data = transforms.apply_scales(compensated[:, ordered], list(scales), scales)
+    if list(scales) != names:
+        compensated = compensated[:, [names.index(c) for c in scales]]
+    # `compensated` is this function's own array: transform it in place.
+    data = transforms.apply_scales(compensated, list(scales), scales, copy=False)
     return TubeAnalysis(role, fcs, list(scales), markers, data, scales, [],
                         compensation=comp.source)
 

@@ -237,15 +237,16 @@ def compensate(events, channel_names, comp):
     """
     from flowutils.compensate import compensate as flowutils_compensate
 
-    data = np.array(events, dtype=np.float64, copy=True)
+    data = np.asarray(events, dtype=np.float64)
     if comp.source == "none":
-        return data
+        return data.copy()
     names = list(channel_names)
     missing = [c for c in comp.channels if c not in names]
     if missing:
         raise ValueError(f"events lack the matrix channel(s) {', '.join(missing)}")
     idx = [names.index(c) for c in comp.channels]
-    # flowutils solves M^T y = x rather than forming inv(M): the same numbers FlowKit gets.
+    # flowutils solves M^T y = x rather than forming inv(M): the same numbers FlowKit gets
+    # (it works on a copy, so the input is left as it is).
     return flowutils_compensate(data, comp.matrix, idx)
 
 

@@ -17,14 +17,15 @@ def default_config():
     return yaml.safe_load(text)
 
 
-def merge(base, override):
-    """Deep-merge ``override`` into a copy of ``base``; unknown keys are refused."""
+def merge(base, override, path=""):
+    """Deep-merge ``override`` into a copy of ``base``; an unknown key raises KeyError with its path."""
     merged = copy.deepcopy(base)
     for key, value in (override or {}).items():
+        where = f"{path}.{key}" if path else str(key)
         if key not in merged:
-            raise KeyError(key)
+            raise KeyError(where)
         if isinstance(merged[key], dict) and isinstance(value, dict) and key != "markers":
-            merged[key] = merge(merged[key], value)
+            merged[key] = merge(merged[key], value, where)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -38,7 +39,7 @@ def load_config(path=None, overrides=None):
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise InputError(path, f"cannot read config: {exc}") from None
+            raise InputError(path, "cannot read config: " + " ".join(str(exc).split())) from None
         layers.append((path, data.get("analysis", data)))
     if overrides:
         layers.append(("config overrides", overrides))
@@ -46,7 +47,7 @@ def load_config(path=None, overrides=None):
         try:
             config = merge(config, layer)
         except KeyError as exc:
-            raise InputError(source, f"unknown config key {exc}") from None
+            raise InputError(source, f"unknown config key '{exc.args[0]}'") from None
     return config
 
 

@@ -62,7 +62,7 @@ def load_samples(results_dir, screening=None):
     results_dir : Path
         Folder with one sub-folder per sample, each holding ``result.json``.
     screening : Path or None
-        ``screening.json``; its ``samples`` rows (``sample_id``) set the order.
+        ``screening.json``; its ``samples`` rows (``sample_id``) set the batch and its order.
 
     Returns
     -------
@@ -136,7 +136,12 @@ def _screening_ids(path):
 
 
 def _in_screening_order(found, ids):
-    """Screening order; a listed sample without a result becomes a FAILED row, extras go last."""
+    """Screening order; a listed sample without a result becomes a FAILED row.
+
+    Result folders that screening.json does not list (left over from an
+    earlier sample sheet written to the same output folder) are not part of
+    this batch and are left out.
+    """
     samples = []
     for sample_id in dict.fromkeys(ids):
         if sample_id in found:
@@ -145,9 +150,6 @@ def _in_screening_order(found, ids):
             missing = {"sample_id": sample_id, "criterion": "FAILED",
                        "reasons": ["listed in screening.json but no result.json was found"]}
             samples.append(Sample(sample_id, missing, problems=["result.json missing"]))
-    for sample_id in sorted(set(found) - set(ids)):
-        found[sample_id].problems.append("not listed in screening.json")
-        samples.append(found[sample_id])
     return samples
 
 

@@ -246,9 +246,9 @@ def _check_settings(settings):
         raise InputError("config", f"transform.arcsinh.cofactor must be > 0, got {cofactor}")
 
 
-def apply_scales(events, channel_names, scales):
-    """Transformed float64 copy of ``events``, columns in the same order."""
-    out = np.array(events, dtype=np.float64, copy=True)
+def apply_scales(events, channel_names, scales, copy=True):
+    """Transformed float64 ``events`` (a copy, or in place with ``copy=False``), columns in order."""
+    out = np.array(events, dtype=np.float64, copy=copy)
     for j, name in enumerate(channel_names):
         scale = scales[name]
         if scale.kind != "linear":
