@@ -138,3 +138,11 @@ def test_arcsinh_gates_also_reproduce_in_flowkit(clog_case, tmp_path):
     ours = {g["name"]: g["count"] for g in analysis.result["gates"]}
     assert gatingml.reapply(tmp_path / "gates.xml", stained) == ours
     assert analysis.result["criterion"] in ("MET", "NOT_MET")
+
+
+def test_control_from_another_specimen_is_sent_to_review():
+    # The blast-rich stained tube with the blast-poor tube's control: not the same specimen.
+    analysis = analyze_sample(TEST_DATA / "high_fmo_stained.fcs", TEST_DATA / "few_blasts_control.fcs",
+                              load_config(), sample_id="mixup")
+    assert analysis.result["criterion"] == "REVIEW"
+    assert any("control may be from another specimen" in r for r in analysis.result["reasons"])

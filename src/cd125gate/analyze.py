@@ -251,7 +251,22 @@ def _qc_doubts(stained, control, config, result):
                           f"(more than {limit:.0%})")
         elif removed > 0:
             result["flags"].append(f"time QC removed {removed:.1%} of the {tube.role} tube's events")
+    if control is not None:
+        doubts += _control_consistency(stained, control, config["qc"]["max_control_blast_share_ratio"])
     return doubts
+
+
+def _control_consistency(stained, control, max_ratio):
+    """A control from the same specimen has about the same share of blasts among leukocytes."""
+    def share(tube):
+        leukocytes = tube.step("leukocytes").count
+        return tube.step("blasts").count / leukocytes if leukocytes else 0.0
+
+    s, c = share(stained), share(control)
+    if c == 0 or not 1 / max_ratio <= s / c <= max_ratio:
+        return [f"blasts are {s:.1%} of leukocytes in the stained tube but {c:.1%} in the control tube: "
+                "the control may be from another specimen, or the gates may not fit it"]
+    return []
 
 
 def _medians(stained, control):
