@@ -31,6 +31,8 @@ class SampleAnalysis:
     threshold: object = None
     compensation: object = None
     timings: dict = field(default_factory=dict)  # stage -> seconds (for the benchmark)
+    # role -> compensated events, kept only until `gating.settle` has used them
+    compensated: dict = field(default_factory=dict, repr=False)
 
     @contextmanager
     def stage(self, name):
@@ -132,7 +134,7 @@ def _prepare(analysis, stained_fcs, control_fcs, markers, config):
     fluor = panel.fluorescence_channels(stained_fcs.channels, markers)
     ranges = {c.name: c.range for c in stained_fcs.channels}
     scales = transforms.make_scales(compensated, stained_fcs.channel_names(), fluor, ranges, config)
-    analysis.stained = _tube("stained", stained_fcs, compensated, markers, scales, comp)
+    analysis.stained = _tube(analysis, "stained", stained_fcs, compensated, markers, scales, comp)
     minimum = config["gating"]["min_events"]
     if len(stained_fcs.events) < minimum:
         raise InputError(stained_fcs.path, f"only {len(stained_fcs.events)} events; "
@@ -142,7 +144,7 @@ def _prepare(analysis, stained_fcs, control_fcs, markers, config):
             compensation.validate_matrix(comp.channels, comp.matrix, control_fcs.channel_names(),
                                          control_fcs.path)
         compensated = compensation.compensate(control_fcs.events, control_fcs.channel_names(), comp)
-        analysis.control = _tube("control", control_fcs, compensated, markers, scales, comp)
+        analysis.control = _tube(analysis, "control", control_fcs, compensated, markers, scales, comp)
 
 
 def _gate(analysis, config):
@@ -168,6 +170,7 @@ def _decide(analysis, config, doubts):
     analysis.threshold = cut
     for tube in filter(None, (stained, control)):
         gating.cd125_positive(tube, cut)
+        gating.settle(tube, analysis.compensated.pop(tube.role))
     doubts += _qc_doubts(stained, control, config, result)
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
     criterion, fraction, low, high, reasons = stats.decide(positive, blasts, config["criterion"], doubts)
@@ -222,7 +225,8 @@ def _control_mismatch(control, markers, panel_config):
     return None
 
 
-def _tube(role, fcs, compensated, markers, scales, comp):
+def _tube(analysis, role, fcs, compensated, markers, scales, comp):
+    """A TubeAnalysis of compensated events, transformed fast (see `gating.settle`)."""
     from . import transforms
 
     names = fcs.channel_names()
@@ -231,8 +235,8 @@ def _tube(role, fcs, compensated, markers, scales, comp):
         raise InputError(fcs.path, f"channel(s) {', '.join(missing)} missing")
     if list(scales) != names:
         compensated = compensated[:, [names.index(c) for c in scales]]
-    # `compensated` is this function's own array: transform it in place.
-    data = transforms.apply_scales(compensated, list(scales), scales, copy=False)
+    analysis.compensated[role] = compensated
+    data = transforms.apply_scales(compensated, list(scales), scales, fast=True)
     return TubeAnalysis(role, fcs, list(scales), markers, data, scales, [],
                         compensation=comp.source)
 
