@@ -246,7 +246,8 @@ def blast_region(tube, cfg):
     peaks. CD45: among the agranular cells, the valley between the CD45-dim
     blasts and the CD45-bright lymphocytes and monocytes. Where a population is
     too small to make a valley, a robust spread of the blasts sets the edge
-    (see ``_upper_cut``), and the note says so.
+    (see ``_upper_cut``), and the note says so. The lower CD45 edge and the
+    SSC-A top then close in on the blast cluster (its mode + 4 robust SD).
     """
     cd45, ssc = tube.markers["CD45"], tube.markers["SSC-A"]
     leuko = tube.step("leukocytes")
@@ -256,7 +257,14 @@ def blast_region(tube, cfg):
     agranular = x[log_ssc < ssc_cut]
     cd45_cut, cd45_note = _upper_cut(agranular, "CD45", "CD45-bright")
     notes = [n for n in (ssc_note, cd45_note) if n]
-    left, bottom, top = leuko.gate.dimensions[0].min, float(y.min()) - 1.0, 10.0 ** ssc_cut
+    left = leuko.gate.dimensions[0].min
+    core = (log_ssc < ssc_cut) & (x < cd45_cut)
+    if core.sum() >= 50:
+        # Hug the blast cluster: debris tails below it and granulocyte tails above it
+        # can pass the valleys; 4 robust SD of its own spread keeps the blasts.
+        left = max(left, _cluster_edge(x[core], -1))
+        ssc_cut = min(ssc_cut, _cluster_edge(log_ssc[core], +1))
+    bottom, top = float(y.min()) - 1.0, 10.0 ** ssc_cut
     vertices = [(left, bottom), (cd45_cut, bottom), (cd45_cut, top), (left, top)]
     gate = gates.PolygonGate("blast_region", [dim(tube, cd45), dim(tube, ssc)], vertices)
     note = f"CD45 below {cd45_cut:.3f} (display), SSC-A below {top:.0f}"
@@ -277,6 +285,14 @@ def _upper_cut(x, channel, population, spread=4.0):
         return cut, ""
     cut = float(np.median(x) + spread * density.robust_sd(x))
     return cut, f"no {population} valley on {channel}: median + {spread:g} SD"
+
+
+def _cluster_edge(x, side, spread=4.0):
+    """Mode of ``x`` plus (side +1) or minus (side -1) ``spread`` robust SD of that side of it."""
+    peak = density.mode(x, *np.percentile(x, [0.5, 99.5]))
+    half = x[x > peak] if side > 0 else x[x < peak]
+    sd = 1.4826 * float(np.median(np.abs(half - peak))) if half.size else 0.0
+    return peak + side * spread * sd
 
 
 # Display-scale bounds wide enough to hold every transformed event.
