@@ -322,7 +322,7 @@ def blasts(tube, cfg):
     Basophils share the blasts' CD45-dim / SSC-low place and carry CD125, so
     leaving them in would raise the CD125+ fraction. The CD123 cut is the
     valley between blasts and the CD123-bright cells (or, without one, the
-    blasts' median + 5 robust SD); the HLA-DR cut is the valley between
+    blasts' mode + 4 robust SD of their upper side); the HLA-DR cut is the valley between
     HLA-DR-negative and -positive cells (without one, every CD123-bright event
     is excluded). CD34 is not required: some blasts lack it.
     """
@@ -337,7 +337,7 @@ def blasts(tube, cfg):
     lo, hi = np.percentile(y, [0.5, 99.9])
     c123 = density.deepest_valley(y, density.mode(y, lo, hi), hi)
     if c123 is None:
-        c123 = float(np.median(y) + 5 * density.robust_sd(y))
+        c123 = _cluster_edge(y, +1)
     cdr = density.deepest_valley(x, *np.percentile(x, [0.5, 99.5]))
     cdr = FAR if cdr is None else cdr
     box = gates.RectangleGate("basophils", [dim(tube, hladr, hi=cdr), dim(tube, cd123, lo=c123)])
