@@ -93,3 +93,16 @@ def make_fcs(tmp_path):
         return path
 
     return make
+
+
+def write_subset_sheet(path, sample_ids):
+    """A sheet of some test_data samples, elsewhere, with absolute paths."""
+    lines = (ROOT / "test_data/samples.tsv").read_text().splitlines()
+    keep = [lines[0]]
+    for line in lines[1:]:
+        cells = line.split("\t")
+        if cells[0] in sample_ids:
+            cells[1:3] = [str(ROOT / "test_data" / c) if c else "" for c in cells[1:3]]
+            keep.append("\t".join(cells))
+    path.write_text("\n".join(keep) + "\n")
+    return path

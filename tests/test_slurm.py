@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_subset_sheet
 
 ROOT = Path(__file__).parents[1]
 HPC = ROOT / "tools/hpc"
@@ -32,18 +33,6 @@ def slurm_cluster(tmp_path_factory):
     subprocess.run([str(HPC / "stop-local-slurm"), str(state), "--purge"], timeout=120)
 
 
-def subset_sheet(path):
-    lines = (ROOT / "test_data/samples.tsv").read_text().splitlines()
-    rows = [lines[0]]
-    for line in lines[1:]:
-        cells = line.split("\t")
-        if cells[0] in SUBSET:
-            cells[1:3] = [str(ROOT / "test_data" / c) if c else "" for c in cells[1:3]]
-            rows.append("\t".join(cells))
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
 def run(workdir, sheet, *extra, timeout):
     command = [
         "timeout", "-k", "30", str(timeout), str(SNAKEMAKE),
@@ -56,7 +45,7 @@ def run(workdir, sheet, *extra, timeout):
 
 
 def test_workflow_runs_through_slurm_like_locally(slurm_cluster, tmp_path):
-    sheet = subset_sheet(tmp_path / "samples.tsv")
+    sheet = write_subset_sheet(tmp_path / "samples.tsv", SUBSET)
     local = run(tmp_path / "local", sheet, timeout=600)
     assert local.returncode == 0, local.stderr[-3000:]
 

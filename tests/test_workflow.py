@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 
 from cd125gate import samplesheet, screening
 from cd125gate.config import default_config
+from conftest import write_subset_sheet
 
 ROOT = Path(__file__).parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -35,19 +36,6 @@ def snakemake_command(workdir, samples, outdir, *extra):
 def run_snakemake(workdir, samples, outdir, *extra, timeout=600, env=None):
     return subprocess.run(snakemake_command(workdir, samples, outdir, *extra),
                           capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def write_subset_sheet(path, sample_ids):
-    """A sheet of some test_data samples, elsewhere, with absolute paths."""
-    lines = (ROOT / "test_data/samples.tsv").read_text().splitlines()
-    keep = [lines[0]]
-    for line in lines[1:]:
-        cells = line.split("\t")
-        if cells[0] in sample_ids:
-            cells[1:3] = [str(ROOT / "test_data" / c) if c else "" for c in cells[1:3]]
-            keep.append("\t".join(cells))
-    path.write_text("\n".join(keep) + "\n")
-    return path
 
 
 def sample_ids(sheet):
