@@ -47,7 +47,9 @@ def _frame(gate, tube, rows=slice(None)):
         source = tube.fcs.events if raw else tube.data
         index = tube.fcs.channel_names().index(d.id) if raw else tube.channels.index(d.id)
         columns[d.id] = source[rows, index]
-    return pd.DataFrame(columns)
+    # copy=False: pandas would otherwise stack the columns into one new block,
+    # a full copy of every column per gate (a third of the gating time at 1M events).
+    return pd.DataFrame(columns, copy=False)
 
 
 def apply_gate(gate, tube, parent_mask, steps_by_name=None):
@@ -345,8 +347,9 @@ def blasts(tube, cfg):
              "CD123-bright, HLA-DR-negative", exclusion=True)
     vertices = [(-FAR, -FAR), (FAR, -FAR), (FAR, FAR), (cdr, FAR), (cdr, c123), (-FAR, c123)]
     gate = gates.PolygonGate("blasts", [dim(tube, hladr), dim(tube, cd123)], vertices)
+    hladr_note = f" with HLA-DR < {cdr:.3f}" if cdr < FAR else " at any HLA-DR (no HLA-DR valley)"
     add_step(tube, "blasts", "blast_region", gate, hladr, cd123,
-             f"basophils excluded: CD123 >= {c123:.3f} with HLA-DR < {cdr:.3f} (display)")
+             f"basophils excluded: CD123 >= {c123:.3f}{hladr_note} (display units)")
 
 
 def cd125_positive(tube, threshold):
