@@ -239,6 +239,17 @@ def test_compensation_undoes_spillover_and_touches_only_matrix_channels(fcs):
     assert not np.allclose(ours[:, idx], before[:, idx])
 
 
+def test_blocks_of_rows_give_flowutils_whole_tube_numbers_to_the_bit(fcs):
+    from flowutils.compensate import compensate as flowutils_compensate
+
+    comp = choose_matrix(fcs, override_path=CSV)
+    rng = np.random.default_rng(4)
+    events = rng.normal(2000, 5000, (3 * compensation.BLOCK_EVENTS + 123, len(fcs.channels)))
+    idx = [fcs.channel_names().index(c) for c in comp.channels]
+    whole = flowutils_compensate(events, comp.matrix, idx)
+    assert np.array_equal(compensate(events, fcs.channel_names(), comp), whole)
+
+
 def test_uncompensated_is_a_float_copy():
     events = np.arange(12, dtype=np.float32).reshape(4, 3)
     comp = choose_matrix(fake_fcs(["A", "B", "C"]), allow_uncompensated=True)

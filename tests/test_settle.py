@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flowkit import gates
 
-from cd125gate import compensation, gating, gatingml
+from cd125gate import compensation, gating, gatingml, transforms
 from cd125gate.analyze import analyze_sample
 from cd125gate.config import load_config
 from cd125gate.simulate import CaseSpec, write_case
@@ -18,6 +18,19 @@ def test_fast_logicle_error_is_far_below_the_settle_margin(W):
                         -np.exp(rng.uniform(0, 11, 20000)), [0.0, 262144.0, 1e7, -1e7]])
     error = np.abs(fast_logicle(x, 262144.0, W, 4.5, 0.0) - logicle(x, 262144.0, W, 4.5, 0.0))
     assert error.max() < gating.SETTLE_DELTA / 10
+
+
+def test_fast_logicle_over_several_blocks_with_non_finite_values():
+    rng = np.random.default_rng(2)
+    n = 3 * transforms.BLOCK_VALUES + 7
+    x = np.exp(rng.uniform(-3, 12, n)) * rng.choice([-0.01, 1.0], n)
+    holes = [5, transforms.BLOCK_VALUES, n - 1]
+    x[holes] = [np.nan, np.inf, -np.inf]
+    args = (262144.0, 0.7, 4.5, 0.0)
+    y = fast_logicle(x, *args)
+    assert np.isnan(y[holes]).all()
+    finite = np.isfinite(x)
+    assert np.abs(y[finite] - logicle(x[finite], *args)).max() < gating.SETTLE_DELTA / 10
 
 
 def test_fast_logicle_is_flowutils_itself_when_w_is_zero():

@@ -219,6 +219,10 @@ def choose_matrix(fcs, override_path=None, allow_uncompensated=False):
     return Compensation((), np.zeros((0, 0)), "none", "no spillover matrix: analysed uncompensated")
 
 
+# Rows per block when compensating: small enough for the temporaries to stay in cache.
+BLOCK_EVENTS = 1 << 14
+
+
 def compensate(events, channel_names, comp):
     """Compensated float64 copy of ``events``; only the matrix's channels change.
 
@@ -246,8 +250,15 @@ def compensate(events, channel_names, comp):
         raise ValueError(f"events lack the matrix channel(s) {', '.join(missing)}")
     idx = [names.index(c) for c in comp.channels]
     # flowutils solves M^T y = x rather than forming inv(M): the same numbers FlowKit gets
-    # (it works on a copy, so the input is left as it is).
-    return flowutils_compensate(data, comp.matrix, idx)
+    # (it works on a copy, so the input is left as it is). On a whole tube its full-size
+    # temporaries make it slow (~0.3-0.7 s per million events here, mostly fresh memory);
+    # each event is solved on its own, so blocks of rows give the very same numbers
+    # (a test checks bit-identity) in a third of the time.
+    out = np.empty_like(data)
+    for start in range(0, len(data), BLOCK_EVENTS):
+        block = slice(start, start + BLOCK_EVENTS)
+        out[block] = flowutils_compensate(data[block], comp.matrix, idx)
+    return out
 
 
 def to_flowkit(comp):

@@ -94,20 +94,39 @@ def fast_logicle(values, T, W, M, A):
     if W == 0 or x.size == 0:
         return logicle(x, T, W, M, A)
     check_logicle(T, W, M, A)
-    a, b, c, d, f, x1 = _biexponential(T, W, M, A)
+    biexp = _biexponential(T, W, M, A)
+    a, b, c, d, _, x1 = biexp
     s = (a * b * math.exp(b * x1) + c * d * math.exp(-d * x1)) / b  # slope of B at x1, per b
     finite = np.isfinite(x)
-    u = np.arcsinh(np.where(finite, x, 0.0) / s)
-    u_lo = float(u.min())
-    nodes = int((float(u.max()) - u_lo) / TABLE_STEP) + 3
-    grid = logicle(s * np.sinh(u_lo + TABLE_STEP * np.arange(nodes)), T, W, M, A)
-    position = (u - u_lo) / TABLE_STEP
+    x = np.where(finite, x, 0.0)
+    # arcsinh is increasing, so the table spans arcsinh of the extremes
+    u_lo, u_hi = (float(u) for u in np.arcsinh(np.array([x.min(), x.max()]) / s))
+    grid = logicle(s * np.sinh(u_lo + TABLE_STEP * np.arange(int((u_hi - u_lo) / TABLE_STEP) + 3)),
+                   T, W, M, A)
+    table = (grid, np.diff(grid), s, u_lo)
+    y = np.empty_like(x)
+    # In blocks: the dozen temporaries of one block stay in cache (twice as fast at 1M events).
+    for start in range(0, x.size, BLOCK_VALUES):
+        block = slice(start, start + BLOCK_VALUES)
+        y[block] = _table_logicle(x[block], table, biexp)
+    y[~finite] = np.nan
+    return y
+
+
+# Values per block in `fast_logicle`.
+BLOCK_VALUES = 1 << 16
+
+
+def _table_logicle(x, table, biexp):
+    """Logicle of finite ``x`` from the table, polished by one Newton step on B(y) = x."""
+    grid, slope, s, u_lo = table
+    a, b, c, d, f, x1 = biexp
+    position = (np.arcsinh(x / s) - u_lo) / TABLE_STEP
     i = position.astype(np.intp)
-    y = grid[i] + (position - i) * np.diff(grid)[i]
+    y = grid[i] + (position - i) * slope[i]
     r = np.abs(y - x1) + x1
     up, down = a * np.exp(b * r), c * np.exp(-d * r)
     y -= (np.copysign(up - down + f, y - x1) - x) / (b * up + d * down)
-    y[~finite] = np.nan
     return y
 
 
