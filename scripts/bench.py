@@ -22,6 +22,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, choices=(1, 2),
+                        help="threads of analyze_sample (2: the tubes side by side)")
     parser.add_argument("--outputs", action="store_true", help="also time writing gates and figures")
     args = parser.parse_args()
 
@@ -45,7 +47,8 @@ def main():
     best = None
     for _ in range(args.repeat):
         start = time.perf_counter()
-        analysis = analyze_sample(stained, control, config, sample_id="bench")
+        analysis = analyze_sample(stained, control, config, sample_id="bench",
+                                  threads=args.threads)
         gates = gatingml.export(analysis.stained, analysis.compensation)
         total = time.perf_counter() - start
         if best is None or total < best[0]:

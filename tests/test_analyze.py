@@ -35,10 +35,13 @@ def test_flowkit_reproduces_every_count_from_the_exported_gates(clog_case, tmp_p
 
 def test_same_input_gives_byte_identical_outputs(clog_case, tmp_path):
     stained, control = clog_case
-    for run in ("a", "b"):
-        write_outputs(analyze_sample(stained, control, load_config(), sample_id="s"), tmp_path / run)
+    runs = {"a": 1, "b": 1, "two_threads": 2}
+    for run, threads in runs.items():
+        write_outputs(analyze_sample(stained, control, load_config(), sample_id="s", threads=threads),
+                      tmp_path / run)
     for name in ("result.json", "gates.xml", "control_gates.xml", "gate_counts.tsv", "qc.png"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+        for run in ("b", "two_threads"):
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / run / name).read_bytes(), (run, name)
 
 
 def test_cli_writes_a_schema_valid_result(tmp_path, capsys):
@@ -55,13 +58,14 @@ def test_cli_writes_a_schema_valid_result(tmp_path, capsys):
         assert (tmp_path / name).is_file()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case, reason", [
     ("corrupt", "truncated"),
     ("no_cd125", "CD125 not found"),
 ])
-def test_unanalysable_tube_fails_with_its_reason(tmp_path, case, reason):
+def test_unanalysable_tube_fails_with_its_reason(tmp_path, case, reason, threads):
     analysis = analyze_sample(TEST_DATA / f"{case}_stained.fcs", TEST_DATA / f"{case}_control.fcs",
-                              load_config(), sample_id=case)
+                              load_config(), sample_id=case, threads=threads)
     write_outputs(analysis, tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["criterion"] == "FAILED"
@@ -69,9 +73,10 @@ def test_unanalysable_tube_fails_with_its_reason(tmp_path, case, reason):
     assert (tmp_path / "qc.png").stat().st_size > 0 and (tmp_path / "gates.xml").is_file()
 
 
-def test_unreadable_control_sends_to_review(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_unreadable_control_sends_to_review(tmp_path, threads):
     analysis = analyze_sample(TEST_DATA / "high_fmo_stained.fcs", TEST_DATA / "corrupt_stained.fcs",
-                              load_config(), sample_id="x")
+                              load_config(), sample_id="x", threads=threads)
     result = analysis.result
     assert result["criterion"] == "REVIEW"
     assert any("control tube unusable" in r for r in result["reasons"])

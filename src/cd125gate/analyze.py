@@ -7,6 +7,7 @@ control tube that cannot be used, a REVIEW) result with the reason.
 """
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class SampleAnalysis:
     threshold: object = None
     compensation: object = None
     timings: dict = field(default_factory=dict)  # stage -> seconds (for the benchmark)
+    threads: int = 1
     # role -> compensated events, kept only until `gating.settle` has used them
     compensated: dict = field(default_factory=dict, repr=False)
 
@@ -42,14 +44,26 @@ class SampleAnalysis:
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
+    def both(self, stained_call, control_call):
+        """``(stained_call(), control_call())``, side by side when ``threads`` > 1."""
+        if self.threads < 2:
+            return stained_call(), control_call()
+        with ThreadPoolExecutor(1) as pool:
+            control = pool.submit(control_call)
+            return stained_call(), control.result()
+
 
 def analyze_sample(fcs_path, control_path=None, config=None, *, sample_id=None,
-                   compensation_path=None, meta=None):
-    """Analyse one sample; bad input ends as a FAILED result, never as an exception."""
+                   compensation_path=None, meta=None, threads=1):
+    """Analyse one sample; bad input ends as a FAILED result, never as an exception.
+
+    With ``threads=2`` the two tubes are read, compensated and transformed side
+    by side (numpy releases the GIL); the result is the same to the byte.
+    """
     config = config or load_config()
     compensation_path = compensation_path or config["compensation"]["matrix"]
     result = _skeleton(fcs_path, control_path, compensation_path, config, sample_id, meta or {})
-    analysis = SampleAnalysis(result)
+    analysis = SampleAnalysis(result, threads=threads)
     try:
         _run(analysis, fcs_path, control_path, compensation_path, config)
     except InputError as exc:
@@ -104,7 +118,7 @@ def _read_inputs(analysis, fcs_path, control_path, compensation_path, config):
     from .fcs import read_fcs
 
     result = analysis.result
-    stained = read_fcs(fcs_path)
+    stained, control = analysis.both(lambda: read_fcs(fcs_path), lambda: _try_read(control_path))
     result["inputs"]["fcs"]["sha256"] = stained.sha256
     result["warnings"] += [f"stained tube: {w}" for w in stained.warnings]
     markers = panel.resolve_markers(stained.channels, config["panel"], fcs_path)
@@ -117,7 +131,7 @@ def _read_inputs(analysis, fcs_path, control_path, compensation_path, config):
     if analysis.compensation.source == "none":
         doubts.append("no compensation matrix: the tube was analysed uncompensated")
         result["flags"].append("uncompensated")
-    control = _read_control(control_path, markers, config, result, doubts)
+    control = _usable_control(control, control_path, markers, config, result, doubts)
     return stained, control, markers, doubts
 
 
@@ -130,21 +144,31 @@ def _prepare(analysis, stained_fcs, control_fcs, markers, config):
     from . import compensation, panel, transforms
 
     comp = analysis.compensation
-    compensated = compensation.compensate(stained_fcs.events, stained_fcs.channel_names(), comp)
-    fluor = panel.fluorescence_channels(stained_fcs.channels, markers)
-    ranges = {c.name: c.range for c in stained_fcs.channels}
-    scales = transforms.make_scales(compensated, stained_fcs.channel_names(), fluor, ranges, config)
-    analysis.stained = _tube(analysis, "stained", stained_fcs, compensated, markers, scales, comp)
     minimum = config["gating"]["min_events"]
     if len(stained_fcs.events) < minimum:
         raise InputError(stained_fcs.path, f"only {len(stained_fcs.events)} events; "
                                            f"at least {minimum} are needed")
-    if control_fcs is not None:
+
+    def compensate_control():
+        if control_fcs is None:
+            return None
         if comp.source != "none":
             compensation.validate_matrix(comp.channels, comp.matrix, control_fcs.channel_names(),
                                          control_fcs.path)
-        compensated = compensation.compensate(control_fcs.events, control_fcs.channel_names(), comp)
-        analysis.control = _tube(analysis, "control", control_fcs, compensated, markers, scales, comp)
+        return compensation.compensate(control_fcs.events, control_fcs.channel_names(), comp)
+
+    compensated = analysis.both(
+        lambda: compensation.compensate(stained_fcs.events, stained_fcs.channel_names(), comp),
+        compensate_control)
+    fluor = panel.fluorescence_channels(stained_fcs.channels, markers)
+    ranges = {c.name: c.range for c in stained_fcs.channels}
+    scales = transforms.make_scales(compensated[0], stained_fcs.channel_names(), fluor, ranges, config)
+    stained, control = analysis.both(
+        lambda: _tube("stained", stained_fcs, compensated[0], markers, scales, comp),
+        lambda: control_fcs and _tube("control", control_fcs, compensated[1], markers, scales, comp))
+    analysis.stained, analysis.compensated["stained"] = stained
+    if control is not None:
+        analysis.control, analysis.compensated["control"] = control
 
 
 def _gate(analysis, config):
@@ -184,15 +208,25 @@ def _decide(analysis, config, doubts):
     result["flags"] += stained.flags
 
 
-def _read_control(control_path, markers, config, result, doubts):
-    """The control tube, or None (with the reason as a REVIEW doubt) when it cannot be used."""
-    from . import panel
+def _try_read(path):
+    """The FCS file at ``path`` (None without a path), or the InputError that refused it."""
     from .fcs import read_fcs
 
-    if control_path is None:
+    if path is None:
         return None
     try:
-        control = read_fcs(control_path)
+        return read_fcs(path)
+    except InputError as exc:
+        return exc
+
+
+def _usable_control(control, control_path, markers, config, result, doubts):
+    """The control tube as read, or None (with the reason as a REVIEW doubt) when it cannot be used."""
+    if control is None:
+        return None
+    try:
+        if isinstance(control, InputError):
+            raise control
         result["inputs"]["control"]["sha256"] = control.sha256
         problem = _control_mismatch(control, markers, config["panel"])
     except InputError as exc:
@@ -225,8 +259,11 @@ def _control_mismatch(control, markers, panel_config):
     return None
 
 
-def _tube(analysis, role, fcs, compensated, markers, scales, comp):
-    """A TubeAnalysis of compensated events, transformed fast (see `gating.settle`)."""
+def _tube(role, fcs, compensated, markers, scales, comp):
+    """A TubeAnalysis of compensated events, transformed fast (see `gating.settle`).
+
+    Returns the tube and its compensated events, columns as the tube's channels.
+    """
     from . import transforms
 
     names = fcs.channel_names()
@@ -235,10 +272,9 @@ def _tube(analysis, role, fcs, compensated, markers, scales, comp):
         raise InputError(fcs.path, f"channel(s) {', '.join(missing)} missing")
     if list(scales) != names:
         compensated = compensated[:, [names.index(c) for c in scales]]
-    analysis.compensated[role] = compensated
     data = transforms.apply_scales(compensated, list(scales), scales, fast=True)
-    return TubeAnalysis(role, fcs, list(scales), markers, data, scales, [],
-                        compensation=comp.source)
+    tube = TubeAnalysis(role, fcs, list(scales), markers, data, scales, [], compensation=comp.source)
+    return tube, compensated
 
 
 def _qc_doubts(stained, control, config, result):
@@ -374,6 +410,8 @@ def add_arguments(parser):
     parser.add_argument("--notes")
     parser.add_argument("--plot-formats", default="png",
                         help="comma-separated figure formats: png (always), svg, pdf")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="2 or more: read, compensate and transform the two tubes side by side")
 
 
 def run(args):
@@ -387,7 +425,7 @@ def run(args):
     config = load_config(args.config)
     meta = {"patient_id": args.patient_id, "specimen": args.specimen, "notes": args.notes}
     analysis = analyze_sample(args.fcs, args.control, config, sample_id=args.sample_id,
-                              compensation_path=args.compensation, meta=meta)
+                              compensation_path=args.compensation, meta=meta, threads=args.threads)
     write_outputs(analysis, args.out, formats)
     print(summary_line(analysis.result))
     return 0
