@@ -80,10 +80,6 @@ POPULATIONS = {
         "CD45": (3000, 0.12), "CD34": (6000, 0.15), "CD117": (3000, 0.15), "HLA-DR": (5000, 0.15),
         "CD33": (4000, 0.15), "CD123": (1500, 0.15)}),
 }
-# CD125 on positive blasts: dim (8x below eosinophils) yet resolvable. Its 1st
-# percentile (~400 compensated) sits well above the FMO blasts' 99.5th
-# percentile (~210), so >= 99% of positive blasts clear an FMO-based cut-off.
-BLAST_CD125 = (1200, 0.2)
 # Nonspecific binding: an isotype antibody on live cells (monocytes carry Fc
 # receptors), and every antibody on dead cells.
 ISOTYPE_BINDING = {"default": (40, 0.2), "monocyte": (120, 0.2), "dead": (400, 0.25)}
@@ -111,6 +107,11 @@ class CaseSpec:
     n_events: int = 10000
     blast_fraction: float = 0.35
     cd125_pos_fraction: float = 0.6
+    # CD125 on positive blasts (median, log10 sd): by default dim (8x below eosinophils)
+    # yet resolvable, its 1st percentile (~400 compensated) well above the FMO blasts'
+    # 99.5th percentile (~210). A median of a few hundred makes it overlap the control.
+    cd125_median: float = 1200.0
+    cd125_sd: float = 0.2
     basophil_fraction: float = 0.01
     eosinophil_fraction: float = 0.05
     dead_fraction: float = 0.05
@@ -250,7 +251,7 @@ def _blasts(rng, n, spec):
     """Blasts, the first ``round(n * cd125_pos_fraction)`` of them CD125-positive."""
     cells = _cells(rng, "blast", n, spec)
     n_pos = int(round(n * spec.cd125_pos_fraction))
-    cells["abundance"][:n_pos, CD125] = _lognormal(rng, n_pos, *BLAST_CD125)
+    cells["abundance"][:n_pos, CD125] = _lognormal(rng, n_pos, spec.cd125_median, spec.cd125_sd)
     labels = np.array(["blast_cd125pos"] * n_pos + ["blast_cd125neg"] * (n - n_pos))
     return cells, labels
 
