@@ -51,6 +51,33 @@ def test_fraction_and_criterion_match_truth(tmp_path, spec, seed):
             result["cd125_pos_fraction"], truth["true_fraction"])
     if abs(truth["true_fraction"] - 0.5) >= 0.05 and truth["blasts"] >= 1000:
         assert result["criterion"] == truth["expected_criterion"], result["reasons"]
+    if result["threshold"]["overlap"] is not None:  # resolved CD125: the dim-CD125 guard stays quiet
+        assert not result["threshold"]["overlap"]["missed"], result["threshold"]["overlap"]
+
+
+# Positive blasts with a dim CD125 (median 200 instead of 1,200) overlap the FMO blasts: a
+# 99.5th-percentile cut-off counts only part of them.
+DIM = dict(n_events=N, cd125_median=200.0)
+
+
+@pytest.mark.parametrize("seed", [101, 202])
+def test_dim_cd125_hiding_a_met_goes_to_review(tmp_path, seed):
+    analysis, truth = run_case(tmp_path, CaseSpec("dim", cd125_pos_fraction=0.60, **DIM), seed)
+    result = analysis.result
+    assert truth["true_fraction"] >= 0.55 and result["cd125_pos_fraction"] < 0.5  # the count alone says NOT_MET
+    assert result["criterion"] == "REVIEW"
+    assert any("dim CD125+ blasts lie under the threshold" in r for r in result["reasons"]), result["reasons"]
+    overlap = result["threshold"]["overlap"]
+    assert overlap["cumulative_subtraction"] - overlap["counted"] > overlap["tolerance"]
+
+
+@pytest.mark.parametrize("seed", [101, 202])
+def test_dim_cd125_on_a_met_is_flagged_as_a_lower_bound(tmp_path, seed):
+    analysis, truth = run_case(tmp_path, CaseSpec("dim", cd125_pos_fraction=0.90, **DIM), seed)
+    result = analysis.result
+    assert result["criterion"] == "MET"
+    assert result["cd125_pos_fraction"] < truth["true_fraction"] - 0.1
+    assert any("the fraction is a lower bound" in f for f in result["flags"]), result["flags"]
 
 
 PURITY_CASES = [

@@ -1,6 +1,7 @@
+import numpy as np
 import pytest
 
-from cd125gate.stats import decide, wilson_interval
+from cd125gate.stats import cumulative_subtraction, decide, ks_margin, wilson_interval
 
 SETTINGS = {"positive_fraction": 0.5, "min_blasts": 200, "confidence": 0.95}
 
@@ -33,3 +34,22 @@ def test_qc_doubts_withhold_a_clear_answer():
     criterion, *_, reasons = decide(900, 1000, SETTINGS, ["time QC removed 40%"])
     assert criterion == "REVIEW"
     assert reasons == ["time QC removed 40%"]
+
+
+def test_cumulative_subtraction_is_the_share_brighter_than_the_control():
+    control = np.arange(1000.0)
+    # 70% control-like, 30% above every control value: exactly 0.3 must be positive
+    stained = np.concatenate([np.arange(0.0, 1000.0, 1000 / 700), 2000 + np.arange(300.0)])
+    assert cumulative_subtraction(stained, control) == pytest.approx(0.3, abs=1e-3)
+    # Positives inside the control's range (its 50th to 80th percentile): none clears a 99.5th
+    # percentile cut-off, yet half of them show: max_x F_c - F_s = 0.3 * 500/1000 at x = 500.
+    stained = np.concatenate([np.arange(0.0, 1000.0, 1000 / 700), 500 + np.arange(300.0)])
+    assert np.mean(stained >= np.percentile(control, 99.5)) < 0.01
+    assert cumulative_subtraction(stained, control) == pytest.approx(0.15, abs=2e-3)
+    assert cumulative_subtraction(control - 100, control) == 0.0  # a dimmer tube: nothing positive
+
+
+def test_ks_margin_is_the_asymptotic_one_sided_critical_value():
+    # sqrt(-ln(alpha) / 2 * (n + m) / (n m)); for n = m = 1000, alpha = 0.05: 0.0547
+    assert ks_margin(1000, 1000, 0.05) == pytest.approx(0.05473, abs=1e-5)
+    assert ks_margin(4000, 4000, 0.05) == pytest.approx(ks_margin(1000, 1000, 0.05) / 2)

@@ -197,6 +197,8 @@ def _decide(analysis, config, doubts):
         gating.settle(tube, analysis.compensated.pop(tube.role))
     doubts += _qc_doubts(stained, control, config, result)
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
+    overlap = threshold.overlap(stained, control, cut, config["threshold"])
+    doubts += _overlap_doubts(overlap, positive / blasts, config["criterion"]["positive_fraction"], result)
     criterion, fraction, low, high, reasons = stats.decide(positive, blasts, config["criterion"], doubts)
     result.update(criterion=criterion, reasons=reasons, cd125_pos_fraction=fraction,
                   ci_low=low, ci_high=high, blast_events=blasts, cd125_pos_events=positive,
@@ -204,7 +206,7 @@ def _decide(analysis, config, doubts):
                   control_gates=gate_table(control) if control is not None else None)
     result["threshold"] = {"method": cut.method, "value": cut.value, "value_raw": cut.value_raw,
                            "percentile": cut.percentile, "reference_events": cut.reference_events,
-                           "description": cut.description}
+                           "description": cut.description, "overlap": overlap}
     result["flags"] += stained.flags
 
 
@@ -294,6 +296,24 @@ def _qc_doubts(stained, control, config, result):
     if control is not None:
         doubts += _control_consistency(stained, control, config["qc"]["max_control_blast_share_ratio"])
     return doubts
+
+
+def _overlap_doubts(overlap, fraction, needed, result):
+    """Dim CD125 under the cut-off: REVIEW where the missed positives could reach MET, else a flag.
+
+    Below ``needed``, a significant shortfall against cumulative subtraction, or
+    cumulative subtraction alone reaching ``needed``, withholds the NOT_MET.
+    """
+    if overlap is None:
+        return []
+    share = overlap["cumulative_subtraction"]
+    finding = (f"CD125 overlaps the control: {fraction:.1%} of blasts are above the cut-off, "
+               f"but cumulative subtraction shows at least {share:.1%} brighter than the control's blasts")
+    if fraction < needed and (overlap["missed"] or share >= needed):
+        return [finding + "; dim CD125+ blasts lie under the threshold"]
+    if overlap["missed"]:
+        result["flags"].append(finding + "; the fraction is a lower bound")
+    return []
 
 
 def _control_consistency(stained, control, max_ratio):

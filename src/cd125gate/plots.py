@@ -326,7 +326,10 @@ def _cd125_panel(fig, spec, ctx, stained, control, threshold, result):
         ax.stairs(percent, edges, fill=label == "stained", color=colour, alpha=0.45 if label == "stained" else 1,
                   linewidth=1.2, label=f"{label} blasts ({values.size:,})")
         if threshold is not None and values.size:
-            texts.append(f"{label}: {100 * np.mean(values > threshold.value):.1f}% above")
+            texts.append(f"{label}: {100 * np.mean(values >= threshold.value):.1f}% above")
+    overlap = (result.get("threshold") or {}).get("overlap")
+    if overlap:  # the dim-CD125 guard: at least this share is brighter than the control
+        texts.append(f"cumulative subtraction: {100 * overlap['cumulative_subtraction']:.1f}%")
     ax.set_xlim(lo, hi)
     ax.set_ylabel("% of blasts per bin", fontsize=8)
     _raw_ticks(ax, "x", stained.scales[channel], (lo, hi))

@@ -22,6 +22,24 @@ def wilson_interval(successes, trials, confidence=0.95):
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def cumulative_subtraction(stained, control):
+    """Overton's cumulative subtraction: the least share of ``stained`` brighter than ``control``.
+
+    The largest gap ``F_control(x) - F_stained(x)`` between the empirical
+    distribution functions (scipy's one-sided two-sample Kolmogorov-Smirnov
+    statistic). If the stained values are control-like negatives plus brighter
+    positives, at least that share is positive, wherever a cut-off is put.
+    """
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(stained, control, alternative="less", method="asymp").statistic)
+
+
+def ks_margin(n1, n2, alpha):
+    """The one-sided two-sample KS statistic's asymptotic critical value at level ``alpha``."""
+    return math.sqrt(-math.log(alpha) / 2 * (n1 + n2) / (n1 * n2))
+
+
 def decide(positive, blasts, settings, doubts=()):
     """The trial criterion from the CD125+ and total blast counts.
 

@@ -79,6 +79,33 @@ def fixed(cd125_scale, settings):
     return Threshold("fixed", value, float(raw), None, 0, f"fixed cut-off {raw} from the config")
 
 
+def overlap(stained, control, threshold, settings):
+    """Whether CD125+ blasts hide under a control-based cut-off.
+
+    A high percentile of the control counts only the positive blasts brighter
+    than nearly every control blast. When CD125 is dim, positives overlap the
+    control and that count falls short of the share that cumulative
+    subtraction shows must be positive: the counted fraction is then only a
+    lower bound. The gap is judged against the KS statistic's own noise.
+
+    :return: None unless the threshold comes from the control, else a dict:
+        ``cumulative_subtraction``, ``counted`` (share at or above the cut-off),
+        ``tolerance`` and ``missed`` (cumulative_subtraction - counted > tolerance)
+    """
+    from . import stats
+
+    if threshold.method != "control_percentile":
+        return None
+    ch = stained.markers["CD125"]
+    s = stained.column(ch)[stained.step("blasts").mask]
+    c = control.column(ch)[control.step("blasts").mask]
+    share = stats.cumulative_subtraction(s, c)
+    counted = float(np.mean(s >= threshold.value))
+    tolerance = max(settings["overlap_min_gap"], stats.ks_margin(s.size, c.size, settings["overlap_alpha"]))
+    return {"cumulative_subtraction": share, "counted": counted, "tolerance": tolerance,
+            "missed": share - counted > tolerance}
+
+
 def _percentile_threshold(values, scale, pct, method, description):
     value = float(np.percentile(values, pct))
     raw = float(scale.inverse(np.array([value]))[0])
