@@ -197,7 +197,7 @@ def _decide(analysis, config, doubts):
         gating.settle(tube, analysis.compensated.pop(tube.role))
     doubts += _qc_doubts(stained, control, config, result)
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
-    overlap = threshold.overlap(stained, control, cut, config["threshold"])
+    overlap = threshold.overlap(stained, control, cut, positive / blasts, config["threshold"])
     doubts += _overlap_doubts(overlap, positive / blasts, config["criterion"]["positive_fraction"], result)
     criterion, fraction, low, high, reasons = stats.decide(positive, blasts, config["criterion"], doubts)
     result.update(criterion=criterion, reasons=reasons, cd125_pos_fraction=fraction,

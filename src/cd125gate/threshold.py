@@ -79,7 +79,7 @@ def fixed(cd125_scale, settings):
     return Threshold("fixed", value, float(raw), None, 0, f"fixed cut-off {raw} from the config")
 
 
-def overlap(stained, control, threshold, settings):
+def overlap(stained, control, threshold, counted, settings):
     """Whether CD125+ blasts hide under a control-based cut-off.
 
     A high percentile of the control counts only the positive blasts brighter
@@ -88,9 +88,10 @@ def overlap(stained, control, threshold, settings):
     subtraction shows must be positive: the counted fraction is then only a
     lower bound. The gap is judged against the KS statistic's own noise.
 
+    :param counted: the share of stained blasts at or above the cut-off
     :return: None unless the threshold comes from the control, else a dict:
-        ``cumulative_subtraction``, ``counted`` (share at or above the cut-off),
-        ``tolerance`` and ``missed`` (cumulative_subtraction - counted > tolerance)
+        ``cumulative_subtraction``, ``tolerance`` and ``missed``
+        (cumulative_subtraction - counted > tolerance)
     """
     from . import stats
 
@@ -100,10 +101,8 @@ def overlap(stained, control, threshold, settings):
     s = stained.column(ch)[stained.step("blasts").mask]
     c = control.column(ch)[control.step("blasts").mask]
     share = stats.cumulative_subtraction(s, c)
-    counted = float(np.mean(s >= threshold.value))
     tolerance = max(settings["overlap_min_gap"], stats.ks_margin(s.size, c.size, settings["overlap_alpha"]))
-    return {"cumulative_subtraction": share, "counted": counted, "tolerance": tolerance,
-            "missed": share - counted > tolerance}
+    return {"cumulative_subtraction": share, "tolerance": tolerance, "missed": share - counted > tolerance}
 
 
 def _percentile_threshold(values, scale, pct, method, description):
