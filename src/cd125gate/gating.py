@@ -228,8 +228,8 @@ def leukocytes(tube, cfg, parent):
     """CD45+: above the valley under the dimmest CD45 population."""
     ch = tube.markers["CD45"]
     x = tube.column(ch)[tube.step(parent).mask]
-    lo, hi = np.percentile(x, [0.1, 99.9])
-    cut = density.deepest_valley(x, lo, float(np.percentile(x, 30)))
+    lo, upper = np.percentile(x, [0.1, 30])
+    cut = density.deepest_valley(x, lo, float(upper))
     note = "valley below the CD45-dim cells"
     if cut is None:
         cut = float(np.median(x) - 6 * density.robust_sd(x))
