@@ -41,7 +41,9 @@ def make_result(sample_id, criterion, fraction=0.6, reasons=(), flags=(), notes=
         "criterion_settings": {"positive_fraction": 0.5},
         "threshold": None if failed else {"method": "control_percentile", "value": 0.31, "value_raw": 412.0,
                                           "percentile": 99.5, "reference_events": 900,
-                                          "description": "99.5th percentile of 900 control blasts"},
+                                          "description": "99.5th percentile of 900 control blasts",
+                                          "overlap": {"cumulative_subtraction": 0.4321, "tolerance": 0.03,
+                                                      "missed": False}},
         "gates": [] if failed else gates,
         "inputs": {"fcs": {"path": f"runs/{sample_id}.fcs", "sha256": "ab" * 32}},
         "outputs": {"result": "result.json", "qc": "qc.png"},
@@ -134,6 +136,12 @@ def test_table_row_carries_fraction_ci_blasts_and_method(batch, tmp_path):
     assert 'data-sort="0.52"' in row
     failed = re.search(r'<tr class="row-FAILED".*?</tr>', page).group(0)
     assert 'data-sort="-1"' in failed
+
+
+def test_card_shows_the_threshold_and_the_dim_cd125_guard(batch, tmp_path):
+    page = build(tmp_path)
+    assert "cut-off 412 raw" in page
+    assert "cumulative subtraction 43.2%" in page
 
 
 def test_screening_order_missing_and_extra_samples(batch, tmp_path):

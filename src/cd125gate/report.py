@@ -302,6 +302,9 @@ def _threshold(result):
         return ""
     median = result.get("cd125_median") or {}
     ratio = f" · CD125 median stained/control {median['ratio']:.2f}" if median.get("ratio") is not None else ""
+    overlap = threshold.get("overlap")
+    if overlap:
+        ratio += f" · cumulative subtraction {overlap['cumulative_subtraction']:.1%}"
     return (f"<p><b>Threshold</b> ({escape(str(threshold.get('method')))}): "
             f"{escape(str(threshold.get('description', '')))} · cut-off {threshold.get('value_raw', 0):,.4g} raw"
             f"{escape(ratio)}</p>")
