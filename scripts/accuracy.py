@@ -2,6 +2,7 @@
 """Accuracy against simulated truth over many new seeds (the test suite runs two).
 
 Usage: .venv/bin/python scripts/accuracy.py [--seeds 8] [--first 1000]
+(after `bash scripts/setup.sh --test`: it reuses the cases of the accuracy tests)
 
 Runs every case of tests/test_analysis_accuracy.py (CASES) per seed and prints,
 per case, the worst |CD125+ fraction - truth| over tubes with >= 1,000 blasts
