@@ -421,7 +421,7 @@ def _near_boundary(step, tube):
              else 0.0 for d in gate.dimensions]
     if not any(reach):
         return near
-    rows = np.flatnonzero(_parent_mask(tube, step))
+    rows = np.flatnonzero(tube.parent_mask(step))
     frame = _frame(gate, tube, rows)
     values = [frame[d.id].to_numpy() for d in gate.dimensions]
     if isinstance(gate, gates.PolygonGate):
@@ -447,12 +447,6 @@ def _box_meets_polygon(values, reach, vertices):
                 & (np.minimum(y1, y2) <= y + ry) & (np.maximum(y1, y2) >= y - ry)
                 & (np.abs(side) <= abs(dy) * rx + abs(dx) * ry))
     return hit
-
-
-def _parent_mask(tube, step):
-    if step.parent is None:
-        return np.ones(len(tube.data), dtype=bool)
-    return tube.step(step.parent).mask
 
 
 def reapply(tube):

@@ -96,6 +96,12 @@ class TubeAnalysis:
                 return s
         raise KeyError(name)
 
+    def parent_mask(self, step):
+        """Events of ``step``'s parent gate (every event for a top-level gate)."""
+        if step.parent is None:
+            return np.ones(len(self.data), dtype=bool)
+        return self.step(step.parent).mask
+
     def column(self, channel):
         return self.data[:, self.channels.index(channel)]
 

@@ -279,7 +279,7 @@ def _gate_panel(fig, spec, ctx, names):
     steps = [tube.step(n) for n in names]
     x, y = _panel_axes(ctx, steps)
     ax = fig.add_subplot(spec)
-    _density(ax, ctx, _parent_mask(tube, steps[0]), x, y)
+    _density(ax, ctx, tube.parent_mask(steps[0]), x, y)
     for step, colour in zip(steps, PANEL_COLOURS):
         _draw_gate(ax, step.gate, x, y, colour, f"{step.name} {step.percent_of_parent:.1f}%")
     ax.set_title("\n".join(_title(s) for s in steps), fontsize=8.5)
@@ -360,11 +360,6 @@ def _fraction_short(result):
 
 def _maybe_step(tube, name):
     return next((s for s in tube.steps if s.name == name), None)
-
-
-def _parent_mask(tube, step):
-    parent = _maybe_step(tube, step.parent) if step.parent else None
-    return parent.mask if parent is not None else np.ones(tube.data.shape[0], dtype=bool)
 
 
 def _blast_mask(tube):
