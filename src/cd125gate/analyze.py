@@ -407,13 +407,11 @@ def counts_tsv(result):
 
 def validate_result(result):
     """Check a result against the packaged JSON schema (a failure is a bug of ours, not bad input)."""
-    import json
-    from importlib import resources
-
     import jsonschema
 
-    schema = json.loads(resources.files("cd125gate").joinpath("data/result.schema.json").read_text())
-    jsonschema.validate(result, schema)
+    from .screening import load_schema
+
+    jsonschema.validate(result, load_schema("result.schema.json"))
 
 
 # -- command line ----------------------------------------------------------------------------
