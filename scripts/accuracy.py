@@ -40,10 +40,10 @@ def main():
         worst, wrong = 0.0, []
         for seed in seeds:
             result, truth = analyse(spec, seed)
-            if truth["blasts"] >= 1000 and result["cd125_pos_fraction"] is not None:
-                worst = max(worst, abs(result["cd125_pos_fraction"] - truth["true_fraction"]))
-            if abs(truth["true_fraction"] - 0.5) >= 0.05 and result["criterion"] != truth["expected_criterion"]:
-                wrong.append(f"seed {seed}: {result['criterion']}")
+            if truth["blasts"] >= 1000 and result.cd125_pos_fraction is not None:
+                worst = max(worst, abs(result.cd125_pos_fraction - truth["true_fraction"]))
+            if abs(truth["true_fraction"] - 0.5) >= 0.05 and result.criterion != truth["expected_criterion"]:
+                wrong.append(f"seed {seed}: {result.criterion}")
         print(f"{spec.name:16s} {100 * worst:9.2f} pt  {', '.join(wrong) or '-'}")
 
     print("\ndim CD125 (positive blasts' median 200, the FMO cut-off ~200):")

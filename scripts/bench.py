@@ -32,7 +32,8 @@ def main():
     import sklearn.mixture  # noqa: F401
 
     from cd125gate import gatingml
-    from cd125gate.analyze import analyze_sample, write_outputs
+    from cd125gate.analyze import analyze_sample
+    from cd125gate.outputs import write_outputs
     from cd125gate.config import load_config
     from cd125gate.simulate import CaseSpec, write_case
 
@@ -54,8 +55,8 @@ def main():
         if best is None or total < best[0]:
             best = (total, dict(analysis.timings), len(gates))
     total, timings, _ = best
-    print(f"events per tube: {args.events:,}; criterion {analysis.result['criterion']}, "
-          f"CD125+ {analysis.result['cd125_pos_fraction']:.4f} (truth {truth['true_fraction']:.4f})")
+    print(f"events per tube: {args.events:,}; criterion {analysis.result.criterion}, "
+          f"CD125+ {analysis.result.cd125_pos_fraction:.4f} (truth {truth['true_fraction']:.4f})")
     for stage, seconds in timings.items():
         print(f"  {stage:22s} {seconds:7.3f} s")
     print(f"  {'gating-ml export':22s} {total - sum(timings.values()):7.3f} s")
@@ -75,7 +76,7 @@ def panel_timings(analysis):
 
     from cd125gate import plots
 
-    stained, control, result = analysis.stained, analysis.control, analysis.result
+    stained, control, result = analysis.stained, analysis.control, analysis.result.to_json()
     drawers = plots._panels(stained)
     drawers.append(lambda fig, spec, ctx: plots._cd125_panel(
         fig, spec, ctx, stained, control, analysis.threshold, result))

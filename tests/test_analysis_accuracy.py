@@ -45,14 +45,14 @@ def run_case(tmp_path, spec, seed):
 def test_fraction_and_criterion_match_truth(tmp_path, spec, seed):
     analysis, truth = run_case(tmp_path, spec, seed)
     result = analysis.result
-    assert result["criterion"] != "FAILED", result["reasons"]
+    assert result.criterion != "FAILED", result.reasons
     if truth["blasts"] >= 1000:
-        assert abs(result["cd125_pos_fraction"] - truth["true_fraction"]) <= 0.02, (
-            result["cd125_pos_fraction"], truth["true_fraction"])
+        assert abs(result.cd125_pos_fraction - truth["true_fraction"]) <= 0.02, (
+            result.cd125_pos_fraction, truth["true_fraction"])
     if abs(truth["true_fraction"] - 0.5) >= 0.05 and truth["blasts"] >= 1000:
-        assert result["criterion"] == truth["expected_criterion"], result["reasons"]
-    if result["threshold"]["overlap"] is not None:  # resolved CD125: the dim-CD125 guard stays quiet
-        assert not result["threshold"]["overlap"]["missed"], result["threshold"]["overlap"]
+        assert result.criterion == truth["expected_criterion"], result.reasons
+    if result.threshold["overlap"] is not None:  # resolved CD125: the dim-CD125 guard stays quiet
+        assert not result.threshold["overlap"]["missed"], result.threshold["overlap"]
 
 
 # Positive blasts with a dim CD125 (median 200 instead of 1,200) overlap the FMO blasts: a
@@ -64,20 +64,20 @@ DIM = dict(n_events=N, cd125_median=200.0)
 def test_dim_cd125_hiding_a_met_goes_to_review(tmp_path, seed):
     analysis, truth = run_case(tmp_path, CaseSpec("dim", cd125_pos_fraction=0.60, **DIM), seed)
     result = analysis.result
-    assert truth["true_fraction"] >= 0.55 and result["cd125_pos_fraction"] < 0.5  # the count alone says NOT_MET
-    assert result["criterion"] == "REVIEW"
-    assert any("dim CD125+ blasts lie under the threshold" in r for r in result["reasons"]), result["reasons"]
-    overlap = result["threshold"]["overlap"]
-    assert overlap["cumulative_subtraction"] - result["cd125_pos_fraction"] > overlap["tolerance"]
+    assert truth["true_fraction"] >= 0.55 and result.cd125_pos_fraction < 0.5  # the count alone says NOT_MET
+    assert result.criterion == "REVIEW"
+    assert any("dim CD125+ blasts lie under the threshold" in r for r in result.reasons), result.reasons
+    overlap = result.threshold["overlap"]
+    assert overlap["cumulative_subtraction"] - result.cd125_pos_fraction > overlap["tolerance"]
 
 
 @pytest.mark.parametrize("seed", [101, 202])
 def test_dim_cd125_on_a_met_is_flagged_as_a_lower_bound(tmp_path, seed):
     analysis, truth = run_case(tmp_path, CaseSpec("dim", cd125_pos_fraction=0.90, **DIM), seed)
     result = analysis.result
-    assert result["criterion"] == "MET"
-    assert result["cd125_pos_fraction"] < truth["true_fraction"] - 0.1
-    assert any("the fraction is a lower bound" in f for f in result["flags"]), result["flags"]
+    assert result.criterion == "MET"
+    assert result.cd125_pos_fraction < truth["true_fraction"] - 0.1
+    assert any("the fraction is a lower bound" in f for f in result.flags), result.flags
 
 
 PURITY_CASES = [
@@ -106,9 +106,9 @@ def test_blast_gate_is_pure_and_complete(tmp_path, spec):
 def test_no_control_falls_back_to_lymphocytes_and_says_so(tmp_path):
     analysis, _ = run_case(tmp_path, replace(CASES[0], control=None), 5)
     result = analysis.result
-    assert result["threshold"]["method"] == "internal_negative"
-    assert "no control tube" in result["flags"]
-    assert result["criterion"] in ("MET", "NOT_MET")  # a missing control alone is no reason to withhold
+    assert result.threshold["method"] == "internal_negative"
+    assert "no control tube" in result.flags
+    assert result.criterion in ("MET", "NOT_MET")  # a missing control alone is no reason to withhold
 
 
 def test_clog_is_removed_and_flagged(tmp_path):
@@ -116,4 +116,4 @@ def test_clog_is_removed_and_flagged(tmp_path):
     qc = analysis.stained.time_qc
     assert 0.02 < qc.removed_fraction < 0.25
     assert any(s.name.startswith("time_anomaly_") for s in analysis.stained.steps)
-    assert any("time QC removed" in f for f in analysis.result["flags"])
+    assert any("time QC removed" in f for f in analysis.result.flags)

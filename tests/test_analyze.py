@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from cd125gate import gatingml
-from cd125gate.analyze import analyze_sample, write_outputs
+from cd125gate.analyze import analyze_sample
+from cd125gate.outputs import write_outputs
 from cd125gate.cli import main
 from cd125gate.config import load_config
 from cd125gate.simulate import CaseSpec, write_case
@@ -26,10 +27,10 @@ def test_flowkit_reproduces_every_count_from_the_exported_gates(clog_case, tmp_p
     stained, control = clog_case
     analysis = analyze_sample(stained, control, load_config(), sample_id="clog")
     write_outputs(analysis, tmp_path)
-    ours = {g["name"]: g["count"] for g in analysis.result["gates"]}
+    ours = {g["name"]: g["count"] for g in analysis.result.gates}
     assert any(name.startswith("time_anomaly_") for name in ours)
     assert gatingml.reapply(tmp_path / "gates.xml", stained) == ours
-    ours_control = {g["name"]: g["count"] for g in analysis.result["control_gates"]}
+    ours_control = {g["name"]: g["count"] for g in analysis.result.control_gates}
     assert gatingml.reapply(tmp_path / "control_gates.xml", control) == ours_control
 
 
@@ -78,9 +79,9 @@ def test_unreadable_control_sends_to_review(tmp_path, threads):
     analysis = analyze_sample(TEST_DATA / "high_fmo_stained.fcs", TEST_DATA / "corrupt_stained.fcs",
                               load_config(), sample_id="x", threads=threads)
     result = analysis.result
-    assert result["criterion"] == "REVIEW"
-    assert any("control tube unusable" in r for r in result["reasons"])
-    assert result["threshold"]["method"] == "internal_negative"
+    assert result.criterion == "REVIEW"
+    assert any("control tube unusable" in r for r in result.reasons)
+    assert result.threshold["method"] == "internal_negative"
 
 
 def test_inputs_are_not_modified(tmp_path):
@@ -105,16 +106,16 @@ def test_matrix_csv_overrides_the_file_and_a_wrong_one_is_refused(tmp_path):
     base = analyze_sample(fcs, TEST_DATA / "high_fmo_control.fcs", load_config()).result
     override = analyze_sample(fcs, TEST_DATA / "high_fmo_control.fcs", load_config(),
                               compensation_path=same).result
-    assert override["qc"]["compensation"] == "override"
-    assert override["cd125_pos_events"] == base["cd125_pos_events"]
-    assert override["inputs"]["compensation"]["sha256"]
+    assert override.qc["compensation"] == "override"
+    assert override.cd125_pos_events == base.cd125_pos_events
+    assert override.inputs["compensation"]["sha256"]
 
     bad = spill.matrix.copy()
     bad[0, 0] = 0.5  # not a unit diagonal
     wrong = _matrix_csv(tmp_path / "wrong.csv", spill.channels, bad)
     failed = analyze_sample(fcs, None, load_config(), compensation_path=wrong).result
-    assert failed["criterion"] == "FAILED"
-    assert "wrong.csv" in failed["reasons"][0]
+    assert failed.criterion == "FAILED"
+    assert "wrong.csv" in failed.reasons[0]
 
 
 def test_uncompensated_only_when_allowed_and_then_reviewed(tmp_path):
@@ -128,11 +129,11 @@ def test_uncompensated_only_when_allowed_and_then_reviewed(tmp_path):
     write_fcs(plain, source.events.astype(np.float32), source.channel_names(),
               stains=[c.stain for c in source.channels], ranges=[c.range for c in source.channels])
     refused = analyze_sample(plain, None, load_config()).result
-    assert refused["criterion"] == "FAILED"
+    assert refused.criterion == "FAILED"
     allowed = analyze_sample(plain, None, load_config(overrides={
         "compensation": {"allow_uncompensated": True}})).result
-    assert allowed["criterion"] == "REVIEW"
-    assert "uncompensated" in allowed["flags"]
+    assert allowed.criterion == "REVIEW"
+    assert "uncompensated" in allowed.flags
 
 
 def test_arcsinh_gates_also_reproduce_in_flowkit(clog_case, tmp_path):
@@ -140,14 +141,14 @@ def test_arcsinh_gates_also_reproduce_in_flowkit(clog_case, tmp_path):
     config = load_config(overrides={"transform": {"kind": "arcsinh"}})
     analysis = analyze_sample(stained, control, config, sample_id="asinh")
     write_outputs(analysis, tmp_path)
-    ours = {g["name"]: g["count"] for g in analysis.result["gates"]}
+    ours = {g["name"]: g["count"] for g in analysis.result.gates}
     assert gatingml.reapply(tmp_path / "gates.xml", stained) == ours
-    assert analysis.result["criterion"] in ("MET", "NOT_MET")
+    assert analysis.result.criterion in ("MET", "NOT_MET")
 
 
 def test_control_from_another_specimen_is_sent_to_review():
     # The blast-rich stained tube with the blast-poor tube's control: not the same specimen.
     analysis = analyze_sample(TEST_DATA / "high_fmo_stained.fcs", TEST_DATA / "few_blasts_control.fcs",
                               load_config(), sample_id="mixup")
-    assert analysis.result["criterion"] == "REVIEW"
-    assert any("control may be from another specimen" in r for r in analysis.result["reasons"])
+    assert analysis.result.criterion == "REVIEW"
+    assert any("control may be from another specimen" in r for r in analysis.result.reasons)

@@ -6,7 +6,7 @@ import json
 import pytest
 from jsonschema import Draft202012Validator
 
-from cd125gate import cli, screening
+from cd125gate import cli, results, screening
 from cd125gate.errors import InputError
 
 DIGEST = "ab" * 32
@@ -96,7 +96,7 @@ def test_tsv_has_one_row_per_sample_and_blank_cells_for_missing_values(batch, tm
 
 def test_json_document_follows_its_schema_and_counts_criteria(batch):
     document = screening.screening_document(screening.collect(batch))
-    Draft202012Validator(screening.load_schema("screening.schema.json")).validate(document)
+    Draft202012Validator(results.load_schema("screening.schema.json")).validate(document)
     summary = document["summary"]
     assert summary["samples"] == 4
     assert summary["criteria"] == {"MET": 1, "NOT_MET": 1, "REVIEW": 1, "FAILED": 1}
@@ -107,7 +107,7 @@ def test_json_document_follows_its_schema_and_counts_criteria(batch):
 def test_schema_rejects_a_row_with_a_missing_column(batch):
     document = screening.screening_document(screening.collect(batch))
     del document["samples"][0]["criterion"]
-    errors = list(Draft202012Validator(screening.load_schema("screening.schema.json"))
+    errors = list(Draft202012Validator(results.load_schema("screening.schema.json"))
                   .iter_errors(document))
     assert errors
 
@@ -126,7 +126,7 @@ def test_invalid_result_stops_the_table_naming_file_and_field(tmp_path):
     with pytest.raises(InputError) as caught:
         screening.collect([path])
     assert caught.value.source == str(path)
-    assert "not a valid cd125gate result at criterion" in caught.value.problem
+    assert "not a cd125gate result: criterion: " in caught.value.problem
 
 
 def test_unreadable_and_duplicate_results_are_refused(tmp_path):

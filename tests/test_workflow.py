@@ -13,7 +13,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from cd125gate import samplesheet, screening
+from cd125gate import results, samplesheet, screening
 from cd125gate.config import default_config
 from conftest import write_subset_sheet
 
@@ -135,7 +135,7 @@ def test_batch_writes_every_output_and_valid_tables(batch):
     ids = sample_ids(ROOT / "config/samples.tsv")
     for name in BATCH_FILES:
         assert (outdir / name).stat().st_size > 0
-    result_validator = Draft202012Validator(screening.load_schema("result.schema.json"))
+    result_validator = Draft202012Validator(results.load_schema("result.schema.json"))
     for sample_id in ids:
         for name in SAMPLE_FILES:
             assert (outdir / "samples" / sample_id / name).stat().st_size > 0, (sample_id, name)
@@ -143,7 +143,7 @@ def test_batch_writes_every_output_and_valid_tables(batch):
         result_validator.validate(result)
         assert result["sample_id"] == sample_id
     document = json.loads((outdir / "screening.json").read_text())
-    Draft202012Validator(screening.load_schema("screening.schema.json")).validate(document)
+    Draft202012Validator(results.load_schema("screening.schema.json")).validate(document)
     assert [row["sample_id"] for row in document["samples"]] == ids
     assert document["summary"]["samples"] == len(ids)
     assert sum(document["summary"]["criteria"].values()) == len(ids)

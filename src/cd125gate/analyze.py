@@ -1,11 +1,15 @@
 """One sample: a stained tube and its control tube, from FCS files to the criterion and its evidence.
 
+This module is wiring: read both tubes, compensate and transform them, gate,
+threshold CD125, measure the evidence and let ``criterion.decide`` weigh it.
 ``analyze_sample`` returns every intermediate value (the gated tubes, the
-threshold, the result dict); ``write_outputs`` turns them into files. Bad
-input never raises out of ``analyze_sample``: it becomes a FAILED (or, for a
-control tube that cannot be used, a REVIEW) result with the reason.
+threshold, the ``SampleResult``); ``outputs.write_outputs`` turns them into
+files. Bad input never raises out of ``analyze_sample``: it becomes a FAILED
+result with the reason (a control tube that cannot be used becomes a REVIEW).
 """
 
+import copy
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -14,25 +18,28 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, controltube, criterion, results, tubes
 from .config import config_digest, load_config
 from .errors import InputError
-from .model import GATE_ORDER, TubeAnalysis
+from .model import TubeAnalysis
 
-OUTPUTS = {"result": "result.json", "gates": "gates.xml", "counts": "gate_counts.tsv"}
+# Exit status of `cd125gate analyze`, so that scripts tell the outcomes apart.
+EXIT_STATUS = {"MET": 0, "NOT_MET": 0, "REVIEW": 3, "FAILED": 4}
 
 
 @dataclass
 class SampleAnalysis:
     """Everything one sample's analysis produced."""
 
-    result: dict
+    result: results.SampleResult
     stained: TubeAnalysis | None = None
     control: TubeAnalysis | None = None
     threshold: object = None
     compensation: object = None
     timings: dict = field(default_factory=dict)  # stage -> seconds (for the benchmark)
     threads: int = 1
+    failed_stage: str | None = None              # the stage whose InputError made the result FAILED
+    progress: object = None                      # called with (stage, seconds) after each stage
     # role -> compensated events, kept only until `gating.settle` has used them
     compensated: dict = field(default_factory=dict, repr=False)
 
@@ -41,8 +48,14 @@ class SampleAnalysis:
         start = time.perf_counter()
         try:
             yield
+        except InputError:
+            self.failed_stage = self.failed_stage or name
+            raise
         finally:
-            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            self.timings[name] = self.timings.get(name, 0.0) + seconds
+            if self.progress is not None:
+                self.progress(name, seconds)
 
     def both(self, stained_call, control_call):
         """``(stained_call(), control_call())``, side by side when ``threads`` > 1."""
@@ -53,8 +66,17 @@ class SampleAnalysis:
             return stained_call(), control.result()
 
 
+@dataclass
+class Facts:
+    """What is known about the inputs so far; a FAILED result keeps it."""
+
+    inputs: dict
+    warnings: list = field(default_factory=list)
+    qc: dict = field(default_factory=dict)
+
+
 def analyze_sample(fcs_path, control_path=None, config=None, *, sample_id=None,
-                   compensation_path=None, meta=None, threads=1):
+                   compensation_path=None, meta=None, threads=1, progress=None):
     """Analyse one sample; bad input ends as a FAILED result, never as an exception.
 
     With ``threads=2`` the two tubes are read, compensated and transformed side
@@ -62,113 +84,71 @@ def analyze_sample(fcs_path, control_path=None, config=None, *, sample_id=None,
     """
     config = config or load_config()
     compensation_path = compensation_path or config["compensation"]["matrix"]
-    result = _skeleton(fcs_path, control_path, compensation_path, config, sample_id, meta or {})
-    analysis = SampleAnalysis(result, threads=threads)
+    base = results.header(sample_id or Path(fcs_path).stem,
+                          _inputs(fcs_path, control_path, compensation_path),
+                          _provenance(config), config["criterion"], meta or {})
+    analysis = SampleAnalysis(base, threads=threads, progress=progress)
+    facts = Facts(copy.deepcopy(base.inputs))
     try:
-        _run(analysis, fcs_path, control_path, compensation_path, config)
+        _run(analysis, facts, fcs_path, control_path, compensation_path, config)
     except InputError as exc:
-        _fail(result, str(exc))
+        analysis.result = results.failed(base, str(exc), inputs=facts.inputs,
+                                         warnings=tuple(facts.warnings), qc=facts.qc)
     return analysis
 
 
-def _skeleton(fcs_path, control_path, compensation_path, config, sample_id, meta):
-    import flowkit
-
-    def file_entry(path):
+def _inputs(fcs_path, control_path, compensation_path):
+    def entry(path):
         return None if path is None else {"path": str(path), "sha256": None}
 
-    return {
-        "schema_version": "1",
-        "sample_id": sample_id or Path(fcs_path).stem,
-        "patient_id": meta.get("patient_id"),
-        "specimen": meta.get("specimen"),
-        "notes": meta.get("notes"),
-        "criterion": "FAILED", "reasons": [], "flags": [], "warnings": [],
-        "cd125_pos_fraction": None, "ci_low": None, "ci_high": None,
-        "blast_events": None, "cd125_pos_events": None,
-        "criterion_settings": config["criterion"],
-        "threshold": None, "cd125_median": None, "gates": [], "control_gates": None, "qc": {},
-        "inputs": {"fcs": file_entry(fcs_path), "control": file_entry(control_path),
-                   "compensation": file_entry(compensation_path)},
-        "provenance": {"cd125gate_version": __version__, "config_digest": config_digest(config),
-                       "flowkit_version": flowkit.__version__},
-    }
+    return {"fcs": entry(fcs_path), "control": entry(control_path), "compensation": entry(compensation_path)}
 
 
-def _fail(result, reason):
-    result["criterion"] = "FAILED"
-    result["reasons"].append(reason)
+def _provenance(config):
+    from importlib.metadata import version
+
+    # The installed FlowKit's version, read without importing FlowKit (about a second).
+    return {"cd125gate_version": __version__, "config_digest": config_digest(config),
+            "flowkit_version": version("flowkit")}
 
 
-def _run(analysis, fcs_path, control_path, compensation_path, config):
+def _run(analysis, facts, fcs_path, control_path, compensation_path, config):
     with analysis.stage("read"):
-        stained_fcs, control_fcs, markers, doubts = _read_inputs(
-            analysis, fcs_path, control_path, compensation_path, config)
+        stained_fcs, control_fcs, markers, control_problem = _read_inputs(
+            analysis, facts, fcs_path, control_path, compensation_path, config)
     with analysis.stage("compensate_transform"):
-        _prepare(analysis, stained_fcs, control_fcs, markers, config)
+        analysis.stained, analysis.control, analysis.compensated = tubes.prepare(
+            stained_fcs, control_fcs, markers, analysis.compensation, config, analysis.both)
     with analysis.stage("gate"):
         _gate(analysis, config)
     with analysis.stage("threshold_statistics"):
-        _decide(analysis, config, doubts)
+        evidence = _measure(analysis, facts, config, control_problem)
+        verdict = criterion.decide(evidence, config)
+        analysis.result = results.decided(analysis.result, verdict, evidence, analysis.stained,
+                                          analysis.control, analysis.threshold, warnings=facts.warnings,
+                                          inputs=facts.inputs, qc=facts.qc)
 
 
-def _read_inputs(analysis, fcs_path, control_path, compensation_path, config):
-    """Read both tubes, find the markers and the compensation; note what puts the answer in doubt."""
+def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, config):
+    """Read both tubes, find the markers and the compensation; say why a control cannot be used."""
     from . import compensation, panel
     from .fcs import read_fcs
 
-    result = analysis.result
-    stained, control = analysis.both(lambda: read_fcs(fcs_path), lambda: _try_read(control_path))
-    result["inputs"]["fcs"]["sha256"] = stained.sha256
-    result["warnings"] += [f"stained tube: {w}" for w in stained.warnings]
+    stained, control = analysis.both(lambda: read_fcs(fcs_path), lambda: controltube.read(control_path))
+    facts.inputs["fcs"]["sha256"] = stained.sha256
+    facts.warnings += [f"stained tube: {w}" for w in stained.warnings]
     markers = panel.resolve_markers(stained.channels, config["panel"], fcs_path)
     analysis.compensation = compensation.choose_matrix(
         stained, compensation_path, config["compensation"]["allow_uncompensated"])
-    result["qc"]["compensation"] = analysis.compensation.source
+    facts.qc["compensation"] = analysis.compensation.source
     if compensation_path is not None:
-        result["inputs"]["compensation"]["sha256"] = _sha256(compensation_path)
-    doubts = []
-    if analysis.compensation.source == "none":
-        doubts.append("no compensation matrix: the tube was analysed uncompensated")
-        result["flags"].append("uncompensated")
-    control = _usable_control(control, control_path, markers, config, result, doubts)
-    return stained, control, markers, doubts
-
-
-def _prepare(analysis, stained_fcs, control_fcs, markers, config):
-    """Compensate both tubes with one matrix and transform them with the stained tube's scales.
-
-    The control shares the stained tube's scales so that its CD125 values,
-    and so the threshold, are on the same axis.
-    """
-    from . import compensation, panel, transforms
-
-    comp = analysis.compensation
-    minimum = config["gating"]["min_events"]
-    if len(stained_fcs.events) < minimum:
-        raise InputError(stained_fcs.path, f"only {len(stained_fcs.events)} events; "
-                                           f"at least {minimum} are needed")
-
-    def compensate_control():
-        if control_fcs is None:
-            return None
-        if comp.source != "none":
-            compensation.validate_matrix(comp.channels, comp.matrix, control_fcs.channel_names(),
-                                         control_fcs.path)
-        return compensation.compensate(control_fcs.events, control_fcs.channel_names(), comp)
-
-    compensated = analysis.both(
-        lambda: compensation.compensate(stained_fcs.events, stained_fcs.channel_names(), comp),
-        compensate_control)
-    fluor = panel.fluorescence_channels(stained_fcs.channels, markers)
-    ranges = {c.name: c.range for c in stained_fcs.channels}
-    scales = transforms.make_scales(compensated[0], stained_fcs.channel_names(), fluor, ranges, config)
-    stained, control = analysis.both(
-        lambda: _tube("stained", stained_fcs, compensated[0], markers, scales, comp),
-        lambda: control_fcs and _tube("control", control_fcs, compensated[1], markers, scales, comp))
-    analysis.stained, analysis.compensated["stained"] = stained
-    if control is not None:
-        analysis.control, analysis.compensated["control"] = control
+        facts.inputs["compensation"]["sha256"] = _sha256(compensation_path)
+    controltube.refuse_same_tube(stained, control, control_path)
+    if control is not None and not isinstance(control, InputError):
+        facts.inputs["control"]["sha256"] = control.sha256
+        facts.warnings += [f"control tube: {w}" for w in control.warnings]
+    control, problem = controltube.usable(control, control_path, markers, config["panel"])
+    return stained, control, markers, problem
 
 
 def _gate(analysis, config):
@@ -181,175 +161,38 @@ def _gate(analysis, config):
         gating.apply_template(analysis.control, analysis.stained, config)
 
 
-def _decide(analysis, config, doubts):
-    """Threshold CD125, count positive blasts, and decide the criterion."""
-    from . import gating, stats, threshold
+def _measure(analysis, facts, config, control_problem):
+    """Threshold CD125, count positive blasts, and gather the evidence the criterion weighs."""
+    from . import gating, threshold
 
-    stained, control, result = analysis.stained, analysis.control, analysis.result
-    cd125_scale = stained.scales[stained.markers["CD125"]]
-    cut, flags = threshold.choose(stained, control, cd125_scale, config["threshold"])
-    result["flags"] += flags
+    stained, control = analysis.stained, analysis.control
+    cut = threshold.choose(stained, control, stained.scales[stained.markers["CD125"]], config["threshold"])
     if cut is None:
         raise InputError(stained.fcs.path, "no CD125 threshold: no usable control tube and no fallback")
     analysis.threshold = cut
     for tube in filter(None, (stained, control)):
         gating.cd125_positive(tube, cut)
         gating.settle(tube, analysis.compensated.pop(tube.role))
-    doubts += _qc_doubts(stained, control, config, result)
+    time_removed = tuple((t.role, t.time_qc.removed_fraction) for t in filter(None, (stained, control))
+                         if t.time_qc is not None)
+    facts.qc.update({f"{role}_time_removed_fraction": removed for role, removed in time_removed})
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
-    overlap = threshold.overlap(stained, control, cut, positive / blasts, config["threshold"])
-    doubts += _overlap_doubts(overlap, positive / blasts, config["criterion"]["positive_fraction"], result)
-    criterion, fraction, low, high, reasons = stats.decide(positive, blasts, config["criterion"], doubts)
-    result.update(criterion=criterion, reasons=reasons, cd125_pos_fraction=fraction,
-                  ci_low=low, ci_high=high, blast_events=blasts, cd125_pos_events=positive,
-                  cd125_median=_medians(stained, control), gates=gate_table(stained),
-                  control_gates=gate_table(control) if control is not None else None)
-    result["threshold"] = {"method": cut.method, "value": cut.value, "value_raw": cut.value_raw,
-                           "percentile": cut.percentile, "reference_events": cut.reference_events,
-                           "description": cut.description, "overlap": overlap}
-    result["flags"] += stained.flags
+    return criterion.Evidence(
+        blasts=blasts, positive=positive, threshold_method=cut.method,
+        uncompensated=analysis.compensation.source == "none", control_used=control is not None,
+        control_problem=control_problem, time_removed=time_removed,
+        blast_share=_blast_shares(stained, control) if control is not None else None,
+        overlap=threshold.overlap(stained, control, cut, positive / blasts, config["threshold"]),
+        gating_flags=tuple(stained.flags))
 
 
-def _try_read(path):
-    """The FCS file at ``path`` (None without a path), or the InputError that refused it."""
-    from .fcs import read_fcs
-
-    if path is None:
-        return None
-    try:
-        return read_fcs(path)
-    except InputError as exc:
-        return exc
-
-
-def _usable_control(control, control_path, markers, config, result, doubts):
-    """The control tube as read, or None (with the reason as a REVIEW doubt) when it cannot be used."""
-    if control is None:
-        return None
-    try:
-        if isinstance(control, InputError):
-            raise control
-        result["inputs"]["control"]["sha256"] = control.sha256
-        problem = _control_mismatch(control, markers, config["panel"])
-    except InputError as exc:
-        doubts.append(f"control tube unusable: {exc}")
-        return None
-    result["warnings"] += [f"control tube: {w}" for w in control.warnings]
-    if problem:
-        doubts.append(f"control tube unusable: {control_path}: {problem}")
-        return None
-    return control
-
-
-def _control_mismatch(control, markers, panel_config):
-    """Why the control cannot be gated like the stained tube, or None.
-
-    The control must hold the stained tube's channels. Its CD125 channel
-    carries no anti-CD125 (FMO) or an isotype, so its $PnS differs by design;
-    every other marker must not sit on another channel.
-    """
-    from . import panel
-
-    names = control.channel_names()
-    missing = sorted({ch for ch in markers.values() if ch not in names})
-    if missing:
-        return f"channel(s) {', '.join(missing)} of the stained tube missing"
-    own = panel.resolve_markers(control.channels, dict(panel_config, required=[]), control.path)
-    moved = sorted(m for m in markers if m != "CD125" and m in own and own[m] != markers[m])
-    if moved:
-        return f"marker(s) {', '.join(moved)} on other channels than in the stained tube"
-    return None
-
-
-def _tube(role, fcs, compensated, markers, scales, comp):
-    """A TubeAnalysis of compensated events, transformed fast (see `gating.settle`).
-
-    Returns the tube and its compensated events, columns as the tube's channels.
-    """
-    from . import transforms
-
-    names = fcs.channel_names()
-    missing = [c for c in scales if c not in names]
-    if missing:
-        raise InputError(fcs.path, f"channel(s) {', '.join(missing)} missing")
-    if list(scales) != names:
-        compensated = compensated[:, [names.index(c) for c in scales]]
-    data = transforms.apply_scales(compensated, list(scales), scales, fast=True)
-    tube = TubeAnalysis(role, fcs, list(scales), markers, data, scales, [], compensation=comp.source)
-    return tube, compensated
-
-
-def _qc_doubts(stained, control, config, result):
-    """QC findings that put the number itself in doubt (each sends the result to REVIEW)."""
-    doubts = []
-    limit = config["qc"]["max_removed_fraction"]
-    for tube in filter(None, (stained, control)):
-        if tube.time_qc is None:
-            continue
-        removed = tube.time_qc.removed_fraction
-        result["qc"][f"{tube.role}_time_removed_fraction"] = removed
-        if removed > limit:
-            doubts.append(f"time QC removed {removed:.0%} of the {tube.role} tube's events "
-                          f"(more than {limit:.0%})")
-        elif removed > 0:
-            result["flags"].append(f"time QC removed {removed:.1%} of the {tube.role} tube's events")
-    if control is not None:
-        doubts += _control_consistency(stained, control, config["qc"]["max_control_blast_share_ratio"])
-    return doubts
-
-
-def _overlap_doubts(overlap, fraction, needed, result):
-    """Dim CD125 under the cut-off: REVIEW where the missed positives could reach MET, else a flag.
-
-    Below ``needed``, a significant shortfall against cumulative subtraction, or
-    cumulative subtraction alone reaching ``needed``, withholds the NOT_MET.
-    """
-    if overlap is None:
-        return []
-    share = overlap["cumulative_subtraction"]
-    finding = (f"CD125 overlaps the control: {fraction:.1%} of blasts are above the cut-off, "
-               f"but cumulative subtraction shows at least {share:.1%} brighter than the control's blasts")
-    if fraction < needed and (overlap["missed"] or share >= needed):
-        return [finding + "; dim CD125+ blasts lie under the threshold"]
-    if overlap["missed"]:
-        result["flags"].append(finding + "; the fraction is a lower bound")
-    return []
-
-
-def _control_consistency(stained, control, max_ratio):
-    """A control from the same specimen has about the same share of blasts among leukocytes."""
+def _blast_shares(stained, control):
+    """(stained, control) share of blasts among leukocytes: a control of the same specimen matches."""
     def share(tube):
         leukocytes = tube.step("leukocytes").count
         return tube.step("blasts").count / leukocytes if leukocytes else 0.0
 
-    s, c = share(stained), share(control)
-    if c == 0 or not 1 / max_ratio <= s / c <= max_ratio:
-        return [f"blasts are {s:.1%} of leukocytes in the stained tube but {c:.1%} in the control tube: "
-                "the control may be from another specimen, or the gates may not fit it"]
-    return []
-
-
-def _medians(stained, control):
-    """Median CD125 of blasts in compensated raw units, stained and control, and their ratio."""
-    def median(tube):
-        if tube is None:
-            return None
-        ch = tube.markers["CD125"]
-        values = tube.column(ch)[tube.step("blasts").mask]
-        return float(tube.scales[ch].inverse(np.array([np.median(values)]))[0]) if values.size else None
-
-    s, c = median(stained), median(control)
-    ratio = s / c if s is not None and c is not None and c > 0 else None
-    return {"stained": s, "control": c, "ratio": ratio}
-
-
-def gate_table(tube):
-    """Counts of every gate of a tube, in hierarchy order."""
-    rank = {name: i for i, name in enumerate(GATE_ORDER)}
-    steps = sorted(tube.steps, key=lambda s: (rank.get(s.name, len(rank)), s.name))
-    return [{"name": s.name, "parent": s.parent, "count": s.count, "parent_count": s.parent_count,
-             "percent_of_parent": round(s.percent_of_parent, 4), "note": s.note,
-             "exclusion": s.exclusion} for s in steps]
+    return share(stained), share(control)
 
 
 def _sha256(path):
@@ -361,62 +204,12 @@ def _sha256(path):
         raise InputError(path, f"cannot read: {exc.strerror}") from None
 
 
-# -- outputs ---------------------------------------------------------------------------------
-
-def write_outputs(analysis, out_dir, formats=("png",)):
-    """Write result.json, gates.xml (+ control_gates.xml), gate_counts.tsv and the QC figure.
-
-    Every file is written atomically, and result.json last, so a sample whose
-    result.json exists is complete. A FAILED sample gets the same files (an
-    empty Gating-ML, a figure stating the reason) so a batch always finds them.
-    """
-    from . import gatingml, plots
-    from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-
-    out_dir = Path(out_dir)
-    result = analysis.result
-    outputs = dict(OUTPUTS)
-    gated = analysis.stained is not None and analysis.stained.steps and result["gates"]
-    if gated:
-        atomic_write_bytes(out_dir / OUTPUTS["gates"], gatingml.export(analysis.stained, analysis.compensation))
-        if analysis.control is not None:
-            outputs["control_gates"] = "control_gates.xml"
-            atomic_write_bytes(out_dir / outputs["control_gates"],
-                               gatingml.export(analysis.control, analysis.compensation))
-        figures = plots.plot_sample(analysis.stained, analysis.control, analysis.threshold, result,
-                                    out_dir, formats)
-    else:
-        atomic_write_bytes(out_dir / OUTPUTS["gates"], gatingml.export_empty("; ".join(result["reasons"])))
-        figures = plots.plot_failure(result, out_dir, formats)
-    outputs.update({f"qc_{Path(f).suffix[1:]}": Path(f).name for f in figures})
-    atomic_write_text(out_dir / OUTPUTS["counts"], counts_tsv(result))
-    result["outputs"] = outputs
-    validate_result(result)
-    atomic_write_json(out_dir / OUTPUTS["result"], result)
-
-
-def counts_tsv(result):
-    """One row per gate and tube: tube, gate, parent, count, parent_count, percent_of_parent."""
-    lines = ["tube\tgate\tparent\tcount\tparent_count\tpercent_of_parent"]
-    for tube, table in (("stained", result["gates"]), ("control", result["control_gates"] or [])):
-        for g in table:
-            lines.append(f"{tube}\t{g['name']}\t{g['parent'] or ''}\t{g['count']}\t"
-                         f"{g['parent_count']}\t{g['percent_of_parent']:.4f}")
-    return "\n".join(lines) + "\n"
-
-
-def validate_result(result):
-    """Check a result against the packaged JSON schema (a failure is a bug of ours, not bad input)."""
-    import jsonschema
-
-    from .screening import load_schema
-
-    jsonschema.validate(result, load_schema("result.schema.json"))
-
-
 # -- command line ----------------------------------------------------------------------------
 
 def add_arguments(parser):
+    parser.epilog = ("exit status: 0 MET or NOT_MET, 3 REVIEW, 4 FAILED (the result is written for each); "
+                     "2 an input that cannot be read or analysed at all (one line on stderr). "
+                     "--exit-zero: 0 for every written result, as a batch needs.")
     parser.add_argument("fcs", help="stained tube (FCS)")
     parser.add_argument("--control", help="control tube (FMO or isotype), gated the same way")
     parser.add_argument("--out", required=True, help="output folder for this sample")
@@ -430,32 +223,30 @@ def add_arguments(parser):
                         help="comma-separated figure formats: png (always), svg, pdf")
     parser.add_argument("--threads", type=int, default=1,
                         help="2 or more: read, compensate and transform the two tubes side by side")
+    parser.add_argument("--exit-zero", action="store_true",
+                        help="exit 0 whenever a result was written, FAILED and REVIEW included (workflow jobs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def run(args):
-    from .plots import FORMATS
+    from .outputs import plot_formats, write_outputs
 
-    formats = tuple(dict.fromkeys(["png"] + [f for f in args.plot_formats.split(",") if f]))
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise InputError("--plot-formats", f"unknown format(s) {', '.join(unknown)}; "
-                                           f"choose from {', '.join(FORMATS)}")
+    formats = plot_formats(args.plot_formats)
     config = load_config(args.config)
     meta = {"patient_id": args.patient_id, "specimen": args.specimen, "notes": args.notes}
     analysis = analyze_sample(args.fcs, args.control, config, sample_id=args.sample_id,
-                              compensation_path=args.compensation, meta=meta, threads=args.threads)
-    write_outputs(analysis, args.out, formats)
-    print(summary_line(analysis.result))
-    return 0
+                              compensation_path=args.compensation, meta=meta, threads=args.threads,
+                              progress=None if args.quiet else _progress)
+    result = write_outputs(analysis, args.out, formats, progress=None if args.quiet else _progress)
+    if analysis.failed_stage == "read" and not args.exit_zero:
+        # The inputs themselves are bad (missing, unreadable, no CD125...): a one-line error.
+        print(f"cd125gate: {result.reasons[0]}", file=sys.stderr)
+        return 2
+    print(results.summary_line(result))
+    if not args.quiet:
+        print(f"results: {Path(args.out) / 'result.json'} (figures and gates beside it)", file=sys.stderr)
+    return 0 if args.exit_zero else EXIT_STATUS[result.criterion]
 
 
-def summary_line(result):
-    """One line for the bench: sample, criterion, fraction with CI, and the reasons."""
-    text = f"{result['sample_id']}: {result['criterion']}"
-    if result["cd125_pos_fraction"] is not None:
-        text += (f" CD125+ {result['cd125_pos_fraction']:.1%} "
-                 f"(95% CI {result['ci_low']:.1%}-{result['ci_high']:.1%}) "
-                 f"of {result['blast_events']} blasts")
-    if result["reasons"]:
-        text += " | " + "; ".join(result["reasons"])
-    return text
+def _progress(stage, seconds):
+    print(f"  {stage:<22} {seconds:6.2f} s", file=sys.stderr, flush=True)

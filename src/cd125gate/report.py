@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from . import __version__
+from . import __version__, results
 from .errors import InputError
 from .fileio import atomic_write_text
 
@@ -71,14 +71,9 @@ def load_samples(results_dir, screening=None):
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise InputError(results_dir, "results folder does not exist")
-    from jsonschema import Draft202012Validator
-
-    from .screening import load_schema
-
-    validator = Draft202012Validator(load_schema("result.schema.json"))
     found, paths = {}, {}
     for path in sorted(results_dir.glob("*/result.json")):
-        result = _read_result(path, validator)
+        result = results.load(path).to_json()
         sample_id = result["sample_id"]
         if sample_id in found:
             raise InputError(path, f"sample id {sample_id!r} is also the id of {paths[sample_id]}")
@@ -91,28 +86,6 @@ def load_samples(results_dir, screening=None):
     if screening is None:
         return [found[k] for k in sorted(found)]
     return _in_screening_order(found, _screening_ids(screening))
-
-
-def _read_result(path, validator):
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"cannot read result: {exc}") from None
-    error = _schema_error(result, validator)
-    if error:
-        raise InputError(path, f"not a cd125gate result: {error}")
-    return result
-
-
-def _schema_error(result, validator):
-    """First schema violation of ``result`` as one line, or None."""
-    from jsonschema.exceptions import best_match
-
-    error = best_match(validator.iter_errors(result))
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path) or "top level"
-    return f"{where}: {error.message}"
 
 
 def _figures(sample_dir, result):

@@ -6,10 +6,7 @@ Every result is checked against ``data/result.schema.json`` as it is read, so
 a malformed result stops the batch instead of becoming a plausible row.
 """
 
-import json
-from importlib import resources
-
-from . import __version__
+from . import __version__, results
 from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text
 
@@ -24,59 +21,6 @@ LIST_SEPARATOR = "; "
 BLANK_CONTROL = str.maketrans("\t\r\n", "   ")
 
 
-def load_schema(name):
-    """A JSON schema packaged in ``cd125gate/data``."""
-    return json.loads(resources.files("cd125gate").joinpath(f"data/{name}").read_text())
-
-
-def load_result(path, validator):
-    """
-    Read one ``result.json`` and check it against the result schema.
-
-    Raises
-    ------
-    InputError
-        If the file cannot be read, is not JSON or breaks the schema.
-    """
-    from jsonschema.exceptions import best_match
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            result = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read result: {exc}") from None
-    error = best_match(validator.iter_errors(result))
-    if error is not None:
-        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
-        raise InputError(path, f"not a valid cd125gate result at {where}: {error.message}")
-    return result
-
-
-def screening_row(result):
-    """The screening-table row of one result (lists stay lists; see `format_tsv`)."""
-    inputs = result["inputs"]
-    control = inputs.get("control") or {}
-    threshold = result["threshold"] or {}
-    return {
-        "sample_id": result["sample_id"],
-        "criterion": result["criterion"],
-        "cd125_pos_fraction": result["cd125_pos_fraction"],
-        "ci_low": result["ci_low"],
-        "ci_high": result["ci_high"],
-        "blast_events": result["blast_events"],
-        "cd125_pos_events": result["cd125_pos_events"],
-        "threshold_method": threshold.get("method"),
-        "reasons": list(result["reasons"]),
-        "flags": list(result["flags"]),
-        "patient_id": result.get("patient_id"),
-        "specimen": result.get("specimen"),
-        "fcs_sha256": inputs["fcs"]["sha256"],
-        "control_sha256": control.get("sha256"),
-        "cd125gate_version": result["provenance"]["cd125gate_version"],
-        "config_digest": result["provenance"]["config_digest"],
-    }
-
-
 def collect(paths):
     """
     Screening rows of the results at ``paths``, in the order given.
@@ -86,12 +30,9 @@ def collect(paths):
     InputError
         For an invalid result, or two results for one sample ID.
     """
-    from jsonschema import Draft202012Validator
-
-    validator = Draft202012Validator(load_schema("result.schema.json"))
     rows, seen = [], {}
     for path in paths:
-        row = screening_row(load_result(path, validator))
+        row = results.screening_row(results.load(path))
         if row["sample_id"] in seen:
             raise InputError(
                 path, f"sample_id '{row['sample_id']}' was already given by {seen[row['sample_id']]}"

@@ -38,26 +38,3 @@ def cumulative_subtraction(stained, control):
 def ks_margin(n1, n2, alpha):
     """The one-sided two-sample KS statistic's asymptotic critical value at level ``alpha``."""
     return math.sqrt(-math.log(alpha) / 2 * (n1 + n2) / (n1 * n2))
-
-
-def decide(positive, blasts, settings, doubts=()):
-    """The trial criterion from the CD125+ and total blast counts.
-
-    :param settings: the ``criterion`` block of the config
-    :param doubts: reasons from QC that put the number itself in doubt
-    :return: (criterion, fraction, ci_low, ci_high, reasons)
-    """
-    fraction = positive / blasts if blasts else None
-    low, high = wilson_interval(positive, blasts, settings["confidence"])
-    cut = settings["positive_fraction"]
-    reasons = list(doubts)
-    if blasts < settings["min_blasts"]:
-        reasons.append(f"only {blasts} blasts, fewer than the {settings['min_blasts']} needed to decide")
-    elif low < cut <= high:
-        reasons.append(
-            f"the {settings['confidence']:.0%} confidence interval {low:.1%}-{high:.1%} "
-            f"includes the {cut:.0%} threshold"
-        )
-    if reasons:
-        return "REVIEW", fraction, low, high, reasons
-    return ("MET" if fraction >= cut else "NOT_MET"), fraction, low, high, reasons

@@ -112,24 +112,20 @@ def _percentile_threshold(values, scale, pct, method, description):
 
 
 def choose(stained, control, cd125_scale, settings):
-    """The threshold to use and the flags that say which one it is.
+    """The threshold to use: from the control tube, else the configured fallbacks, else None.
 
-    :return: (Threshold or None, list of flags)
+    Which one it came from is ``Threshold.method``; ``criterion.threshold_source``
+    turns that into the flags a reviewer sees.
     """
-    flags = []
     if control is not None:
         found = from_control(control, cd125_scale, settings)
         if found is not None:
-            return found, flags
-        flags.append("control tube has too few blasts to set the threshold")
-    else:
-        flags.append("no control tube")
+            return found
     fallbacks = [lambda: fixed(cd125_scale, settings)]
     if settings["fallback"] == "internal":
         fallbacks.insert(0, lambda: from_internal_negative(stained, cd125_scale, settings))
     for make in fallbacks:
         found = make()
         if found is not None:
-            flags.append(f"threshold from {found.method.replace('_', ' ')}, not from a control tube")
-            return found, flags
-    return None, flags
+            return found
+    return None

@@ -63,4 +63,5 @@ rule analyze:
         "(echo slurm_job_id=${{SLURM_JOB_ID:-none}};"
         " cd125gate analyze {input.fcs:q} --out {params.out:q}"
         " --sample-id {wildcards.sample_id} --config {input.config:q}"
-        " --plot-formats {params.formats} --threads {threads} {params.options}) > {log:q} 2>&1"
+        " --plot-formats {params.formats} --threads {threads} --exit-zero {params.options})"
+        " > {log:q} 2>&1"

@@ -1,0 +1,74 @@
+"""The control tube: read it, refuse it when it is the stained tube, and say when it cannot be used.
+
+A control that cannot be read or gated like the stained tube does not stop
+the analysis: it is left out and its problem becomes a REVIEW reason (the
+threshold then falls back to an internal negative). A control that *is* the
+stained tube is refused outright: it would put the cut-off above every
+positive blast and give a confident NOT_MET.
+"""
+
+import numpy as np
+
+from .errors import InputError
+
+
+def read(path):
+    """The FCS file at ``path`` (None without a path), or the InputError that refused it."""
+    from .fcs import read_fcs
+
+    if path is None:
+        return None
+    try:
+        return read_fcs(path)
+    except InputError as exc:
+        return exc
+
+
+def refuse_same_tube(stained, control, control_path):
+    """Raise InputError when the control is the stained tube (same file, or the same events)."""
+    if control is None or isinstance(control, InputError):
+        return
+    same_file = control.sha256 == stained.sha256
+    if same_file or (control.events.shape == stained.events.shape
+                     and np.array_equal(control.events, stained.events)):
+        what = "the same file" if same_file else "the same events"
+        raise InputError(control_path, f"the control tube is {what} as the stained tube {stained.path}: "
+                                       "a control must be its own FMO or isotype tube")
+
+
+def usable(control, control_path, markers, panel_config):
+    """(the control as read, None) or (None, why it cannot be used) for a control given.
+
+    ``control`` is what ``read`` returned; the reason names the file.
+    """
+    if control is None:
+        return None, None
+    if isinstance(control, InputError):
+        return None, str(control)
+    try:
+        problem = mismatch(control, markers, panel_config)
+    except InputError as exc:
+        return None, str(exc)
+    if problem:
+        return None, f"{control_path}: {problem}"
+    return control, None
+
+
+def mismatch(control, markers, panel_config):
+    """Why the control cannot be gated like the stained tube, or None.
+
+    The control must hold the stained tube's channels. Its CD125 channel
+    carries no anti-CD125 (FMO) or an isotype, so its $PnS differs by design;
+    every other marker must not sit on another channel.
+    """
+    from . import panel
+
+    names = control.channel_names()
+    missing = sorted({ch for ch in markers.values() if ch not in names})
+    if missing:
+        return f"channel(s) {', '.join(missing)} of the stained tube missing"
+    own = panel.resolve_markers(control.channels, dict(panel_config, required=[]), control.path)
+    moved = sorted(m for m in markers if m != "CD125" and m in own and own[m] != markers[m])
+    if moved:
+        return f"marker(s) {', '.join(moved)} on other channels than in the stained tube"
+    return None

@@ -1,0 +1,167 @@
+"""The screening criterion: every rule that can withhold an answer, in one list.
+
+``decide(evidence, settings)`` turns what the analysis found (counts, QC,
+the control, the dim-CD125 guard, the gating's own checks) into ``MET``,
+``NOT_MET`` or ``REVIEW`` with its reasons and flags. A *reason* withholds
+the answer (REVIEW); a *flag* is shown to the reviewer without withholding it.
+Each rule is a small function of the evidence, so each can be read and tested
+on its own; ``RULES`` is their order, which is the order of the reasons.
+``FAILED`` (the tube could not be analysed at all) is not decided here: the
+analysis stops with the reason before there is evidence to weigh.
+"""
+
+from dataclasses import dataclass
+
+from .stats import wilson_interval
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the analysis of one sample found, as far as the criterion needs it."""
+
+    blasts: int                         # events in the blast gate
+    positive: int                       # of them, at or above the CD125 threshold
+    threshold_method: str               # Threshold.method
+    uncompensated: bool = False         # no spillover matrix: analysed as acquired
+    control_used: bool = False          # a usable control tube was gated alongside
+    control_problem: str | None = None  # why a given control tube cannot be used
+    time_removed: tuple = ()            # (tube role, share of events time QC removed)
+    blast_share: tuple | None = None    # (stained, control) blasts / leukocytes
+    overlap: dict | None = None         # threshold.overlap: the dim-CD125 guard
+    gating_doubts: tuple = ()           # the gating's self-checks that failed
+    gating_flags: tuple = ()            # notes of the gating a reviewer should see
+
+    @property
+    def fraction(self):
+        return self.positive / self.blasts if self.blasts else None
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """The decision: criterion, the reasons that withheld an answer, flags, fraction and CI."""
+
+    criterion: str
+    reasons: tuple
+    flags: tuple
+    fraction: float | None
+    ci_low: float
+    ci_high: float
+
+
+def decide(evidence, settings):
+    """The criterion for ``evidence`` under the ``criterion``, ``qc`` and ``threshold`` settings.
+
+    :param settings: the analysis settings (mapping with ``criterion``, ``qc`` and ``threshold``)
+    """
+    reasons, flags = [], []
+    for rule in RULES:
+        withheld, shown = rule(evidence, settings)
+        reasons += withheld
+        flags += shown
+    cut = settings["criterion"]["positive_fraction"]
+    low, high = wilson_interval(evidence.positive, evidence.blasts, settings["criterion"]["confidence"])
+    if reasons:
+        answer = "REVIEW"
+    else:
+        answer = "MET" if evidence.fraction >= cut else "NOT_MET"
+    return Criterion(answer, tuple(reasons), tuple(flags), evidence.fraction, low, high)
+
+
+# -- the rules, in order: each returns (reasons, flags) ------------------------------------------
+
+def uncompensated(evidence, settings):
+    """Spillover uncorrected: every fluorescence number is in doubt."""
+    if not evidence.uncompensated:
+        return [], []
+    return ["no compensation matrix: the tube was analysed uncompensated"], ["uncompensated"]
+
+
+def control_unusable(evidence, settings):
+    """A control tube was given but cannot be gated like the stained tube."""
+    if evidence.control_problem is None:
+        return [], []
+    return [f"control tube unusable: {evidence.control_problem}"], []
+
+
+def threshold_source(evidence, settings):
+    """Not withheld, but the reviewer must see when the cut-off did not come from a control tube."""
+    flags = []
+    from_control = evidence.threshold_method == "control_percentile"
+    if not evidence.control_used:
+        flags.append("no control tube")
+    elif not from_control:
+        flags.append("control tube has too few blasts to set the threshold")
+    if not from_control:
+        flags.append(f"threshold from {evidence.threshold_method.replace('_', ' ')}, not from a control tube")
+    return [], flags
+
+
+def time_qc(evidence, settings):
+    """A clog or a flow-rate jump that removed much of a tube makes its counts doubtful."""
+    limit = settings["qc"]["max_removed_fraction"]
+    reasons, flags = [], []
+    for role, removed in evidence.time_removed:
+        if removed > limit:
+            reasons.append(f"time QC removed {removed:.0%} of the {role} tube's events "
+                           f"(more than {limit:.0%})")
+        elif removed > 0:
+            flags.append(f"time QC removed {removed:.1%} of the {role} tube's events")
+    return reasons, flags
+
+
+def control_consistency(evidence, settings):
+    """A control from the same specimen has about the same share of blasts among leukocytes."""
+    if evidence.blast_share is None:
+        return [], []
+    stained, control = evidence.blast_share
+    ratio = settings["qc"]["max_control_blast_share_ratio"]
+    if control == 0 or not 1 / ratio <= stained / control <= ratio:
+        return [f"blasts are {stained:.1%} of leukocytes in the stained tube but {control:.1%} in the "
+                "control tube: the control may be from another specimen, or the gates may not fit it"], []
+    return [], []
+
+
+def gating_checks(evidence, settings):
+    """The gating's own checks that the blast gate holds blasts."""
+    return list(evidence.gating_doubts), []
+
+
+def dim_cd125(evidence, settings):
+    """Dim CD125 under the cut-off: REVIEW where the missed positives could reach MET, else a flag.
+
+    Below the needed fraction, a significant shortfall against cumulative
+    subtraction, or cumulative subtraction alone reaching it, withholds the NOT_MET.
+    """
+    overlap = evidence.overlap
+    if overlap is None or not evidence.blasts:
+        return [], []
+    needed = settings["criterion"]["positive_fraction"]
+    share, fraction = overlap["cumulative_subtraction"], evidence.fraction
+    finding = (f"CD125 overlaps the control: {fraction:.1%} of blasts are above the cut-off, "
+               f"but cumulative subtraction shows at least {share:.1%} brighter than the control's blasts")
+    if fraction < needed and (overlap["missed"] or share >= needed):
+        return [finding + "; dim CD125+ blasts lie under the threshold"], []
+    if overlap["missed"]:
+        return [], [finding + "; the fraction is a lower bound"]
+    return [], []
+
+
+def gating_notes(evidence, settings):
+    return [], list(evidence.gating_flags)
+
+
+def enough_blasts(evidence, settings):
+    """Too few blasts, or a confidence interval that straddles the threshold, cannot decide."""
+    criterion = settings["criterion"]
+    if evidence.blasts < criterion["min_blasts"]:
+        return [f"only {evidence.blasts} blasts, fewer than the {criterion['min_blasts']} needed to decide"], []
+    cut = criterion["positive_fraction"]
+    low, high = wilson_interval(evidence.positive, evidence.blasts, criterion["confidence"])
+    if low < cut <= high:
+        return [f"the {criterion['confidence']:.0%} confidence interval {low:.1%}-{high:.1%} "
+                f"includes the {cut:.0%} threshold"], []
+    return [], []
+
+
+RULES = (uncompensated, control_unusable, threshold_source, time_qc, control_consistency,
+         gating_checks, dim_cd125, gating_notes, enough_blasts)

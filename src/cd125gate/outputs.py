@@ -1,0 +1,99 @@
+"""A sample's folder: result.json, gates.xml, gate counts and QC figures of exactly one run.
+
+Every run writes its files into a fresh staging folder first and moves them
+into the sample's folder only when all of them, ``result.json`` last, are
+complete. Files an earlier run left there (a control's figure and gates after
+the control was taken off the sheet, an SVG no longer asked for) are removed,
+so the folder never shows another run's control as this run's.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from . import results
+from .errors import InputError
+
+RESULT = "result.json"
+# Every file name a run may write; only these are ever removed from a sample's folder.
+OURS = re.compile(r"^(result\.json|(control_)?gates\.xml|gate_counts\.tsv|qc(_control)?\.(png|svg|pdf))$")
+
+
+def plot_formats(text):
+    """The figure formats asked for ("png,svg"), png always first; unknown ones are refused."""
+    from .plots import FORMATS
+
+    formats = tuple(dict.fromkeys(["png"] + [f for f in text.split(",") if f]))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise InputError("--plot-formats", f"unknown format(s) {', '.join(unknown)}; "
+                                           f"choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def write_outputs(analysis, out_dir, formats=("png",), progress=None):
+    """Write the sample's files into ``out_dir`` and return its result with ``outputs`` filled in.
+
+    A FAILED sample gets the same files (an empty Gating-ML, a figure stating
+    the reason) so a batch always finds them.
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
+    except OSError as exc:
+        raise InputError(out_dir, f"cannot write the sample's folder: {exc.strerror}") from None
+    try:
+        start = time.perf_counter()
+        result = _write_all(analysis, staging, formats)
+        _move_into_place(staging, out_dir, result.outputs)
+        if progress is not None:
+            progress("figures and files", time.perf_counter() - start)
+    except OSError as exc:
+        raise InputError(out_dir, f"cannot write the sample's folder: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    analysis.result = result
+    return result
+
+
+def _write_all(analysis, folder, formats):
+    """Every file of the run in ``folder``; the result with its ``outputs``."""
+    from . import gatingml, plots
+    from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+    result = analysis.result
+    outputs = {"result": RESULT, "gates": "gates.xml", "counts": "gate_counts.tsv"}
+    if analysis.stained is not None and result.gates:
+        atomic_write_bytes(folder / outputs["gates"], gatingml.export(analysis.stained, analysis.compensation))
+        if analysis.control is not None:
+            outputs["control_gates"] = "control_gates.xml"
+            atomic_write_bytes(folder / outputs["control_gates"],
+                               gatingml.export(analysis.control, analysis.compensation))
+        figures = plots.plot_sample(analysis.stained, analysis.control, analysis.threshold,
+                                    result.to_json(), folder, formats)
+    else:
+        atomic_write_bytes(folder / outputs["gates"], gatingml.export_empty("; ".join(result.reasons)))
+        figures = plots.plot_failure(result.to_json(), folder, formats)
+    # One key per file: "qc_png", "qc_control_png", "qc_svg", ...
+    outputs.update({f"{Path(f).stem}_{Path(f).suffix[1:]}": Path(f).name for f in figures})
+    atomic_write_text(folder / outputs["counts"], results.counts_tsv(result))
+    result = result.replace(outputs=outputs)
+    results.validate(result)
+    atomic_write_json(folder / RESULT, result.to_json())
+    return result
+
+
+def _move_into_place(staging, out_dir, outputs):
+    """Replace the folder's run with the staged one; ``result.json`` goes first out and last in."""
+    (out_dir / RESULT).unlink(missing_ok=True)
+    new = set(outputs.values())
+    for path in out_dir.iterdir():
+        if OURS.match(path.name) and path.name not in new and path.is_file():
+            path.unlink()
+    for name in sorted(new - {RESULT}):
+        os.replace(staging / name, out_dir / name)
+    os.replace(staging / RESULT, out_dir / RESULT)

@@ -1,0 +1,234 @@
+"""A sample's result: one frozen value, its JSON, its schema, and the tables made from it.
+
+``SampleResult`` is what ``result.json`` holds. The analysis builds it once,
+at the end (``decided``) or at the step that failed (``failed``); the plots,
+the review page and the screening table read its fields. ``load`` reads a
+``result.json`` back and checks it against ``data/result.schema.json`` with
+one message for every way it can be wrong.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from .errors import InputError
+from .model import GATE_ORDER
+
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """One sample's result. Lists are tuples; nested tables stay plain JSON values."""
+
+    sample_id: str
+    criterion: str
+    reasons: tuple
+    flags: tuple
+    warnings: tuple
+    inputs: dict            # role -> {"path", "sha256"} (or None for a role without a file)
+    provenance: dict        # cd125gate and FlowKit versions, config digest
+    criterion_settings: dict
+    patient_id: str | None = None
+    specimen: str | None = None
+    notes: str | None = None
+    cd125_pos_fraction: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    blast_events: int | None = None
+    cd125_pos_events: int | None = None
+    threshold: dict | None = None
+    cd125_median: dict | None = None
+    gates: tuple = ()
+    control_gates: tuple | None = None
+    qc: dict = field(default_factory=dict)
+    outputs: dict | None = None     # kind -> file name in the sample's folder (set when written)
+    schema_version: str = SCHEMA_VERSION
+
+    @property
+    def decided(self):
+        """True for MET / NOT_MET: an answer the evidence supports."""
+        return self.criterion in ("MET", "NOT_MET")
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self):
+        """The ``result.json`` document (tuples as lists; ``outputs`` only once written)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("reasons", "flags", "warnings", "gates"):
+            data[name] = list(data[name])
+        if self.control_gates is not None:
+            data["control_gates"] = list(self.control_gates)
+        if self.outputs is None:
+            del data["outputs"]
+        return data
+
+    @classmethod
+    def from_json(cls, data):
+        """The value of a schema-valid ``result.json`` document."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in ("reasons", "flags", "warnings", "gates"):
+            values[name] = tuple(values.get(name) or ())
+        if values.get("control_gates") is not None:
+            values["control_gates"] = tuple(values["control_gates"])
+        values.setdefault("criterion_settings", {})
+        return cls(**values)
+
+
+def header(sample_id, inputs, provenance, criterion_settings, meta):
+    """What every result of a sample holds, decided or not: a FAILED result until decided."""
+    return SampleResult(sample_id=sample_id, criterion="FAILED", reasons=(), flags=(), warnings=(),
+                        inputs=inputs, provenance=provenance, criterion_settings=criterion_settings,
+                        patient_id=meta.get("patient_id"), specimen=meta.get("specimen"),
+                        notes=meta.get("notes"))
+
+
+def failed(base, reason, **known):
+    """``base`` as a FAILED result with ``reason`` (and whatever was ``known`` when it failed)."""
+    return base.replace(criterion="FAILED", reasons=(reason,), **known)
+
+
+def decided(base, verdict, evidence, stained, control, threshold, *, warnings, inputs, qc):
+    """The result of a sample analysed to the end: ``base`` with the criterion and its evidence."""
+    return base.replace(
+        criterion=verdict.criterion, reasons=verdict.reasons, flags=verdict.flags,
+        warnings=tuple(warnings), inputs=inputs, qc=qc,
+        cd125_pos_fraction=verdict.fraction, ci_low=verdict.ci_low, ci_high=verdict.ci_high,
+        blast_events=evidence.blasts, cd125_pos_events=evidence.positive,
+        cd125_median=cd125_medians(stained, control), gates=gate_table(stained),
+        control_gates=gate_table(control) if control is not None else None,
+        threshold={"method": threshold.method, "value": threshold.value, "value_raw": threshold.value_raw,
+                   "percentile": threshold.percentile, "reference_events": threshold.reference_events,
+                   "description": threshold.description, "overlap": evidence.overlap})
+
+
+def cd125_medians(stained, control):
+    """Median CD125 of blasts in compensated raw units, stained and control, and their ratio."""
+    def median(tube):
+        if tube is None:
+            return None
+        ch = tube.markers["CD125"]
+        values = tube.column(ch)[tube.step("blasts").mask]
+        return float(tube.scales[ch].inverse(np.array([np.median(values)]))[0]) if values.size else None
+
+    s, c = median(stained), median(control)
+    ratio = s / c if s is not None and c is not None and c > 0 else None
+    return {"stained": s, "control": c, "ratio": ratio}
+
+
+def gate_table(tube):
+    """Counts of every gate of a tube, in hierarchy order."""
+    rank = {name: i for i, name in enumerate(GATE_ORDER)}
+    steps = sorted(tube.steps, key=lambda s: (rank.get(s.name, len(rank)), s.name))
+    return tuple({"name": s.name, "parent": s.parent, "count": s.count, "parent_count": s.parent_count,
+                  "percent_of_parent": round(s.percent_of_parent, 4), "note": s.note,
+                  "exclusion": s.exclusion} for s in steps)
+
+
+# -- schema and loading ------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _schema_text(name):
+    return resources.files("cd125gate").joinpath(f"data/{name}").read_text()
+
+
+def load_schema(name):
+    """A JSON schema packaged in ``cd125gate/data`` (a fresh copy)."""
+    return json.loads(_schema_text(name))
+
+
+@lru_cache(maxsize=None)
+def _validator(name="result.schema.json"):
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(load_schema(name))
+
+
+def schema_error(document, name="result.schema.json"):
+    """The first schema violation of ``document`` as one line ("where: what"), or None."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator(name).iter_errors(document))
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path) or "top level"
+    return f"{where}: {error.message}"
+
+
+def validate(result):
+    """Check a result we made against the schema (a failure is a bug of ours, not bad input)."""
+    error = schema_error(result.to_json())
+    if error:
+        raise ValueError(f"cd125gate made a result that breaks its own schema: {error}")
+
+
+def load(path):
+    """The ``SampleResult`` in the ``result.json`` at ``path``.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read, is not JSON or is not a cd125gate result.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(path, f"cannot read result: {exc}") from None
+    error = schema_error(document)
+    if error:
+        raise InputError(path, f"not a cd125gate result: {error}")
+    return SampleResult.from_json(document)
+
+
+# -- tables made from a result -----------------------------------------------------------------
+
+def counts_tsv(result):
+    """One row per gate and tube: tube, gate, parent, count, parent_count, percent_of_parent."""
+    lines = ["tube\tgate\tparent\tcount\tparent_count\tpercent_of_parent"]
+    for tube, table in (("stained", result.gates), ("control", result.control_gates or ())):
+        for g in table:
+            lines.append(f"{tube}\t{g['name']}\t{g['parent'] or ''}\t{g['count']}\t"
+                         f"{g['parent_count']}\t{g['percent_of_parent']:.4f}")
+    return "\n".join(lines) + "\n"
+
+
+def screening_row(result):
+    """The screening-table row of one result (lists stay lists; see `screening.format_tsv`)."""
+    control = result.inputs.get("control") or {}
+    return {
+        "sample_id": result.sample_id,
+        "criterion": result.criterion,
+        "cd125_pos_fraction": result.cd125_pos_fraction,
+        "ci_low": result.ci_low,
+        "ci_high": result.ci_high,
+        "blast_events": result.blast_events,
+        "cd125_pos_events": result.cd125_pos_events,
+        "threshold_method": (result.threshold or {}).get("method"),
+        "reasons": list(result.reasons),
+        "flags": list(result.flags),
+        "patient_id": result.patient_id,
+        "specimen": result.specimen,
+        "fcs_sha256": result.inputs["fcs"]["sha256"],
+        "control_sha256": control.get("sha256"),
+        "cd125gate_version": result.provenance["cd125gate_version"],
+        "config_digest": result.provenance["config_digest"],
+    }
+
+
+def summary_line(result):
+    """One line for the bench: sample, criterion, fraction with CI, and the reasons."""
+    text = f"{result.sample_id}: {result.criterion}"
+    if result.cd125_pos_fraction is not None:
+        text += (f" CD125+ {result.cd125_pos_fraction:.1%} "
+                 f"(95% CI {result.ci_low:.1%}-{result.ci_high:.1%}) "
+                 f"of {result.blast_events} blasts")
+    if result.reasons:
+        text += " | " + "; ".join(result.reasons)
+    return text
