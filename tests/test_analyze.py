@@ -152,3 +152,80 @@ def test_control_from_another_specimen_is_sent_to_review():
                               load_config(), sample_id="mixup")
     assert analysis.result.criterion == "REVIEW"
     assert any("control may be from another specimen" in r for r in analysis.result.reasons)
+
+
+# --- outputs a bench user can trust ------------------------------------------------------------
+
+@pytest.mark.parametrize("control", ["same_file", "same_events"])
+def test_a_control_that_is_the_stained_tube_is_refused(tmp_path, capsys, control):
+    stained = TEST_DATA / "high_fmo_stained.fcs"
+    copy = stained if control == "same_file" else tmp_path / "copy.fcs"
+    if control == "same_events":  # the same events written again: another file, another SHA-256
+        from cd125gate.fcs import read_fcs
+        from cd125gate.fcs_write import write_fcs
+
+        source = read_fcs(stained)
+        write_fcs(copy, source.events, source.channel_names(), stains=[c.stain for c in source.channels],
+                  ranges=[c.range for c in source.channels], spillover=source.spillover.matrix,
+                  spill_channels=source.spillover.channels)
+    status = main(["analyze", str(stained), "--control", str(copy), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith(f"cd125gate: {copy}: the control tube is the same")
+    assert json.loads((tmp_path / "out/result.json").read_text())["criterion"] == "FAILED"
+
+
+def test_a_sample_folder_holds_exactly_one_runs_files(tmp_path):
+    out = tmp_path / "out"
+    stained, control = TEST_DATA / "high_fmo_stained.fcs", TEST_DATA / "high_fmo_control.fcs"
+    assert main(["analyze", str(stained), "--control", str(control), "--out", str(out), "--quiet",
+                 "--plot-formats", "png,svg"]) == 0
+    with_control = json.loads((out / "result.json").read_text())["outputs"]
+    assert with_control["qc_png"] == "qc.png" and with_control["qc_control_png"] == "qc_control.png"
+    assert with_control["qc_svg"] == "qc.svg" and with_control["control_gates"] == "control_gates.xml"
+    (out / "notes.txt").write_text("the user's own file")
+    assert main(["analyze", str(stained), "--out", str(out), "--quiet"]) == 0  # control taken off
+    outputs = json.loads((out / "result.json").read_text())["outputs"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(list(outputs.values()) + ["notes.txt"])
+    assert not (out / "qc_control.png").exists() and not (out / "control_gates.xml").exists()
+
+
+def test_exit_status_tells_the_outcomes_apart(tmp_path, capsys):
+    few = tmp_path / "few"
+    few.mkdir()
+    truth = write_case(few, CaseSpec("tiny", n_events=300, control=None), 1)
+    cases = {
+        "met": ([str(TEST_DATA / "high_fmo_stained.fcs"), "--control", str(TEST_DATA / "high_fmo_control.fcs")], 0),
+        "review": ([str(TEST_DATA / "few_blasts_stained.fcs"), "--control",
+                    str(TEST_DATA / "few_blasts_control.fcs")], 3),
+        "failed": ([str(few / truth["files"]["stained"])], 4),
+        "missing": ([str(tmp_path / "nowhere.fcs")], 2),
+    }
+    for name, (args, expected) in cases.items():
+        assert main(["analyze", *args, "--out", str(tmp_path / name), "--quiet"]) == expected, name
+        assert main(["analyze", *args, "--out", str(tmp_path / name), "--quiet", "--exit-zero"]) == 0, name
+    err = capsys.readouterr().err
+    assert err.count(f"cd125gate: {tmp_path / 'nowhere.fcs'}: ") == 1 and "Traceback" not in err
+    assert json.loads((tmp_path / "missing/result.json").read_text())["criterion"] == "FAILED"
+
+
+def test_progress_on_stderr_unless_quiet(tmp_path, capsys):
+    args = ["analyze", str(TEST_DATA / "high_fmo_stained.fcs"), "--out", str(tmp_path)]
+    main(args)
+    err = capsys.readouterr().err
+    for stage in ("read", "compensate_transform", "gate", "threshold_statistics", "figures and files"):
+        assert f"  {stage} " in err
+    assert f"results: {tmp_path / 'result.json'}" in err
+    main(args + ["--quiet"])
+    assert capsys.readouterr().err == ""
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    files = [str(p) for p in sorted(TEST_DATA.glob("*_stained.fcs"))]
+    script = "import sys; from cd125gate.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(f"{sys.executable} -c '{script}' inspect {' '.join(files)} | head -c 10",
+                          shell=True, capture_output=True, text=True)
+    assert proc.stdout and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

@@ -52,10 +52,9 @@ class SampleAnalysis:
             self.failed_stage = self.failed_stage or name
             raise
         finally:
-            seconds = time.perf_counter() - start
-            self.timings[name] = self.timings.get(name, 0.0) + seconds
-            if self.progress is not None:
-                self.progress(name, seconds)
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        if self.progress is not None:  # only stages that finished: an error stays one line
+            self.progress(name, self.timings[name])
 
     def both(self, stained_call, control_call):
         """``(stained_call(), control_call())``, side by side when ``threads`` > 1."""
@@ -237,8 +236,10 @@ def run(args):
     analysis = analyze_sample(args.fcs, args.control, config, sample_id=args.sample_id,
                               compensation_path=args.compensation, meta=meta, threads=args.threads,
                               progress=None if args.quiet else _progress)
-    result = write_outputs(analysis, args.out, formats, progress=None if args.quiet else _progress)
-    if analysis.failed_stage == "read" and not args.exit_zero:
+    bad_inputs = analysis.failed_stage == "read" and not args.exit_zero
+    result = write_outputs(analysis, args.out, formats,
+                           progress=None if args.quiet or bad_inputs else _progress)
+    if bad_inputs:
         # The inputs themselves are bad (missing, unreadable, no CD125...): a one-line error.
         print(f"cd125gate: {result.reasons[0]}", file=sys.stderr)
         return 2

@@ -29,8 +29,7 @@ def refuse_same_tube(stained, control, control_path):
     if control is None or isinstance(control, InputError):
         return
     same_file = control.sha256 == stained.sha256
-    if same_file or (control.events.shape == stained.events.shape
-                     and np.array_equal(control.events, stained.events)):
+    if same_file or _same_events(stained, control):
         what = "the same file" if same_file else "the same events"
         raise InputError(control_path, f"the control tube is {what} as the stained tube {stained.path}: "
                                        "a control must be its own FMO or isotype tube")
@@ -72,3 +71,12 @@ def mismatch(control, markers, panel_config):
     if moved:
         return f"marker(s) {', '.join(moved)} on other channels than in the stained tube"
     return None
+
+
+def _same_events(stained, control):
+    """The same measurements (a re-exported copy): every column equal but Time, whose unit may differ."""
+    names = stained.channel_names()
+    if control.events.shape != stained.events.shape or control.channel_names() != names:
+        return False
+    columns = [i for i, name in enumerate(names) if not name.lower().startswith("time")]
+    return bool(np.array_equal(control.events[:, columns], stained.events[:, columns]))
