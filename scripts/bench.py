@@ -34,7 +34,7 @@ def main():
     from cd125gate import gatingml
     from cd125gate.analyze import analyze_sample
     from cd125gate.outputs import write_outputs
-    from cd125gate.config import load_config
+    from cd125gate.settings import load_settings
     from cd125gate.simulate import CaseSpec, write_case
 
     folder = Path(tempfile.mkdtemp(prefix="cd125gate-bench-"))
@@ -44,11 +44,11 @@ def main():
     stained, control = folder / truth["files"]["stained"], folder / truth["files"]["control"]
     rss_before = _peak_rss_mb()
 
-    config = load_config()
+    settings = load_settings()
     best = None
     for _ in range(args.repeat):
         start = time.perf_counter()
-        analysis = analyze_sample(stained, control, config, sample_id="bench",
+        analysis = analyze_sample(stained, control, settings, sample_id="bench",
                                   threads=args.threads)
         gates = gatingml.export(analysis.stained, analysis.compensation)
         total = time.perf_counter() - start

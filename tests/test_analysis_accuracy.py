@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from cd125gate.analyze import analyze_sample
-from cd125gate.config import load_config
+from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, simulate_case, write_case
 
 N = 20000
@@ -35,7 +35,7 @@ def run_case(tmp_path, spec, seed):
     truth = write_case(tmp_path, spec, seed)
     control = truth["files"]["control"]
     analysis = analyze_sample(tmp_path / truth["files"]["stained"],
-                              tmp_path / control if control else None, load_config(),
+                              tmp_path / control if control else None, load_settings(),
                               sample_id=spec.name)
     return analysis, truth
 

@@ -9,7 +9,7 @@ from cd125gate import gatingml
 from cd125gate.analyze import analyze_sample
 from cd125gate.outputs import write_outputs
 from cd125gate.cli import main
-from cd125gate.config import load_config
+from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, write_case
 
 TEST_DATA = Path(__file__).parents[1] / "test_data"
@@ -25,7 +25,7 @@ def clog_case(tmp_path_factory):
 
 def test_flowkit_reproduces_every_count_from_the_exported_gates(clog_case, tmp_path):
     stained, control = clog_case
-    analysis = analyze_sample(stained, control, load_config(), sample_id="clog")
+    analysis = analyze_sample(stained, control, load_settings(), sample_id="clog")
     write_outputs(analysis, tmp_path)
     ours = {g["name"]: g["count"] for g in analysis.result.gates}
     assert any(name.startswith("time_anomaly_") for name in ours)
@@ -38,7 +38,7 @@ def test_same_input_gives_byte_identical_outputs(clog_case, tmp_path):
     stained, control = clog_case
     runs = {"a": 1, "b": 1, "two_threads": 2}
     for run, threads in runs.items():
-        write_outputs(analyze_sample(stained, control, load_config(), sample_id="s", threads=threads),
+        write_outputs(analyze_sample(stained, control, load_settings(), sample_id="s", threads=threads),
                       tmp_path / run)
     for name in ("result.json", "gates.xml", "control_gates.xml", "gate_counts.tsv", "qc.png"):
         for run in ("b", "two_threads"):
@@ -66,7 +66,7 @@ def test_cli_writes_a_schema_valid_result(tmp_path, capsys):
 ])
 def test_unanalysable_tube_fails_with_its_reason(tmp_path, case, reason, threads):
     analysis = analyze_sample(TEST_DATA / f"{case}_stained.fcs", TEST_DATA / f"{case}_control.fcs",
-                              load_config(), sample_id=case, threads=threads)
+                              load_settings(), sample_id=case, threads=threads)
     write_outputs(analysis, tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["criterion"] == "FAILED"
@@ -77,7 +77,7 @@ def test_unanalysable_tube_fails_with_its_reason(tmp_path, case, reason, threads
 @pytest.mark.parametrize("threads", [1, 2])
 def test_unreadable_control_sends_to_review(tmp_path, threads):
     analysis = analyze_sample(TEST_DATA / "high_fmo_stained.fcs", TEST_DATA / "corrupt_stained.fcs",
-                              load_config(), sample_id="x", threads=threads)
+                              load_settings(), sample_id="x", threads=threads)
     result = analysis.result
     assert result.criterion == "REVIEW"
     assert any("control tube unusable" in r for r in result.reasons)
@@ -87,7 +87,7 @@ def test_unreadable_control_sends_to_review(tmp_path, threads):
 def test_inputs_are_not_modified(tmp_path):
     files = [TEST_DATA / "clog_stained.fcs", TEST_DATA / "clog_control.fcs"]
     before = [(f.read_bytes(), f.stat().st_mtime_ns) for f in files]
-    write_outputs(analyze_sample(*files, load_config(), sample_id="clog"), tmp_path)
+    write_outputs(analyze_sample(*files, load_settings(), sample_id="clog"), tmp_path)
     assert [(f.read_bytes(), f.stat().st_mtime_ns) for f in files] == before
 
 
@@ -103,8 +103,8 @@ def test_matrix_csv_overrides_the_file_and_a_wrong_one_is_refused(tmp_path):
     fcs = TEST_DATA / "high_fmo_stained.fcs"
     spill = read_fcs(fcs).spillover
     same = _matrix_csv(tmp_path / "same.csv", spill.channels, spill.matrix)
-    base = analyze_sample(fcs, TEST_DATA / "high_fmo_control.fcs", load_config()).result
-    override = analyze_sample(fcs, TEST_DATA / "high_fmo_control.fcs", load_config(),
+    base = analyze_sample(fcs, TEST_DATA / "high_fmo_control.fcs", load_settings()).result
+    override = analyze_sample(fcs, TEST_DATA / "high_fmo_control.fcs", load_settings(),
                               compensation_path=same).result
     assert override.qc["compensation"] == "override"
     assert override.cd125_pos_events == base.cd125_pos_events
@@ -113,7 +113,7 @@ def test_matrix_csv_overrides_the_file_and_a_wrong_one_is_refused(tmp_path):
     bad = spill.matrix.copy()
     bad[0, 0] = 0.5  # not a unit diagonal
     wrong = _matrix_csv(tmp_path / "wrong.csv", spill.channels, bad)
-    failed = analyze_sample(fcs, None, load_config(), compensation_path=wrong).result
+    failed = analyze_sample(fcs, None, load_settings(), compensation_path=wrong).result
     assert failed.criterion == "FAILED"
     assert "wrong.csv" in failed.reasons[0]
 
@@ -128,9 +128,9 @@ def test_uncompensated_only_when_allowed_and_then_reviewed(tmp_path):
     plain = tmp_path / "nospill.fcs"
     write_fcs(plain, source.events.astype(np.float32), source.channel_names(),
               stains=[c.stain for c in source.channels], ranges=[c.range for c in source.channels])
-    refused = analyze_sample(plain, None, load_config()).result
+    refused = analyze_sample(plain, None, load_settings()).result
     assert refused.criterion == "FAILED"
-    allowed = analyze_sample(plain, None, load_config(overrides={
+    allowed = analyze_sample(plain, None, load_settings(overrides={
         "compensation": {"allow_uncompensated": True}})).result
     assert allowed.criterion == "REVIEW"
     assert "uncompensated" in allowed.flags
@@ -138,8 +138,8 @@ def test_uncompensated_only_when_allowed_and_then_reviewed(tmp_path):
 
 def test_arcsinh_gates_also_reproduce_in_flowkit(clog_case, tmp_path):
     stained, control = clog_case
-    config = load_config(overrides={"transform": {"kind": "arcsinh"}})
-    analysis = analyze_sample(stained, control, config, sample_id="asinh")
+    settings = load_settings(overrides={"transform": {"kind": "arcsinh"}})
+    analysis = analyze_sample(stained, control, settings, sample_id="asinh")
     write_outputs(analysis, tmp_path)
     ours = {g["name"]: g["count"] for g in analysis.result.gates}
     assert gatingml.reapply(tmp_path / "gates.xml", stained) == ours
@@ -149,7 +149,7 @@ def test_arcsinh_gates_also_reproduce_in_flowkit(clog_case, tmp_path):
 def test_control_from_another_specimen_is_sent_to_review():
     # The blast-rich stained tube with the blast-poor tube's control: not the same specimen.
     analysis = analyze_sample(TEST_DATA / "high_fmo_stained.fcs", TEST_DATA / "few_blasts_control.fcs",
-                              load_config(), sample_id="mixup")
+                              load_settings(), sample_id="mixup")
     assert analysis.result.criterion == "REVIEW"
     assert any("control may be from another specimen" in r for r in analysis.result.reasons)
 

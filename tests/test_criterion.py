@@ -4,9 +4,10 @@ import pytest
 
 from cd125gate import criterion
 from cd125gate.criterion import Evidence, decide
+from cd125gate.settings import load_settings
 
-SETTINGS = {"criterion": {"positive_fraction": 0.5, "min_blasts": 200, "confidence": 0.95},
-            "qc": {"max_removed_fraction": 0.25, "max_control_blast_share_ratio": 2.0}}
+SETTINGS = load_settings(overrides={"criterion": {"positive_fraction": 0.5, "min_blasts": 200, "confidence": 0.95},
+                                    "qc": {"max_removed_fraction": 0.25, "max_control_blast_share_ratio": 2.0}})
 
 
 def evidence(**changes):

@@ -10,7 +10,8 @@ from flowkit import gates as fk_gates
 BooleanGate, PolygonGate, RectangleGate = fk_gates.BooleanGate, fk_gates.PolygonGate, fk_gates.RectangleGate
 
 from cd125gate import plots
-from cd125gate.model import GateStep, Scale, Threshold, TimeQC, TubeAnalysis
+from cd125gate.model import GateStep, Threshold, TimeQC, TubeAnalysis
+from cd125gate.transforms import Scale
 
 CHANNELS = ["FSC-A", "FSC-H", "SSC-A", "V500-A", "APC-A", "BV421-A", "PE-A", "APC-Cy7-A", "Time"]
 MARKERS = {"FSC-A": "FSC-A", "FSC-H": "FSC-H", "SSC-A": "SSC-A", "CD45": "V500-A", "CD123": "APC-A",

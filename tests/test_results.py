@@ -8,7 +8,7 @@ import pytest
 
 from cd125gate import results
 from cd125gate.analyze import analyze_sample
-from cd125gate.config import load_config
+from cd125gate.settings import load_settings
 from cd125gate.errors import InputError
 
 ROOT = Path(__file__).parents[1]
@@ -21,7 +21,7 @@ def bundled_results():
     documents = {}
     for sample_id, fcs, control, patient_id, specimen, notes in rows:
         analysis = analyze_sample(f"test_data/{fcs}", f"test_data/{control}" if control else None,
-                                  load_config(), sample_id=sample_id,
+                                  load_settings(), sample_id=sample_id,
                                   meta={"patient_id": patient_id, "specimen": specimen, "notes": notes})
         documents[sample_id] = json.dumps(analysis.result.to_json(), indent=2, sort_keys=True,
                                           allow_nan=False)

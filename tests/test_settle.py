@@ -6,7 +6,7 @@ from flowkit import gates
 
 from cd125gate import compensation, gating, gatingml, transforms
 from cd125gate.analyze import analyze_sample
-from cd125gate.config import load_config
+from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, write_case
 from cd125gate.transforms import fast_logicle, logicle
 
@@ -42,7 +42,7 @@ def test_an_event_on_a_boundary_is_counted_as_flowkit_counts_it(tmp_path):
     """A gate bound placed exactly on an event's FlowKit value: fast value and FlowKit disagree until settled."""
     truth = write_case(tmp_path, CaseSpec("settle", n_events=20000, control=None), 5)
     stained = tmp_path / truth["files"]["stained"]
-    analysis = analyze_sample(stained, None, load_config(), sample_id="settle")
+    analysis = analyze_sample(stained, None, load_settings(), sample_id="settle")
     tube = analysis.stained
     channel = tube.markers["CD125"]
     j = tube.channels.index(channel)

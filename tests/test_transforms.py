@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from cd125gate import transforms
-from cd125gate.config import default_config
+from cd125gate.settings import load_settings
 from cd125gate.errors import InputError
-from cd125gate.model import Scale
+from cd125gate.transforms import Scale
 from cd125gate.transforms import fit_logicle, forward, inverse, logicle, logicle_inverse
 
 FCS = Path(__file__).parents[1] / "test_data" / "flowkit_comp" / "test_comp_example.fcs"
@@ -176,7 +176,7 @@ RANGES = dict.fromkeys(CHANNELS, 262144.0)
 
 def test_make_scales_linear_for_scatter_and_time():
     data = events()
-    scales = transforms.make_scales(data, CHANNELS, FLUOR, RANGES, default_config())
+    scales = transforms.make_scales(data, CHANNELS, FLUOR, RANGES, load_settings().transform)
     assert list(scales) == CHANNELS
     assert {c: s.kind for c, s in scales.items()} == {
         "FSC-A": "linear", "FSC-H": "linear", "SSC-A": "linear",
@@ -188,40 +188,36 @@ def test_make_scales_linear_for_scatter_and_time():
     assert scales["CD125 PE-A"].params["W"] == 0.0
 
 
-def test_make_scales_arcsinh_from_config():
-    config = default_config()
-    config["transform"]["kind"] = "arcsinh"
-    config["transform"]["arcsinh"]["cofactor"] = 300.0
-    scales = transforms.make_scales(events(), CHANNELS, FLUOR, RANGES, config)
+def test_make_scales_arcsinh_from_settings():
+    transform = load_settings(overrides={"transform": {"kind": "arcsinh", "arcsinh": {"cofactor": 300.0}}}).transform
+    scales = transforms.make_scales(events(), CHANNELS, FLUOR, RANGES, transform)
     assert scales["CD125 PE-A"] == Scale("CD125 PE-A", "arcsinh", {"cofactor": 300.0, "T": 262144.0})
     assert scales["SSC-A"].kind == "linear"
 
 
 @pytest.mark.parametrize("key, value, problem", [
-    ("kind", "log", "transform.kind"),
-    ("logicle", {"M": 4.5, "A": 0.0, "negative_quantile": 0.05, "max_width": 3.0}, "W <= M/2"),
-    ("logicle", {"M": 4.5, "A": 0.0, "negative_quantile": 1.5, "max_width": 1.5}, "negative_quantile"),
-    ("arcsinh", {"cofactor": 0}, "cofactor"),
+    ("kind", "log", "transform.kind: 'log' is not one of logicle, arcsinh"),
+    ("logicle", {"max_width": 3.0}, "W <= M/2"),
+    ("logicle", {"negative_quantile": 1.5}, "transform.logicle.negative_quantile: 1.5 is not in 0 < x <= 0.5"),
+    ("arcsinh", {"cofactor": 0}, "transform.arcsinh.cofactor: 0 is not in 0 < x <= 1e+06"),
 ])
-def test_bad_transform_settings_are_refused(key, value, problem):
-    config = default_config()
-    config["transform"][key] = value
+def test_bad_transform_settings_are_refused_when_loaded(key, value, problem):
     with pytest.raises(InputError) as err:
-        transforms.make_scales(events(), CHANNELS, FLUOR, RANGES, config)
-    assert err.value.source == "config" and problem in err.value.problem
+        load_settings(overrides={"transform": {key: value}})
+    assert problem in err.value.problem
 
 
 def test_channel_without_a_usable_range_is_refused():
     data = events()
     data[:, 4] = -np.abs(data[:, 4])
     with pytest.raises(InputError) as err:
-        transforms.make_scales(data, CHANNELS, FLUOR, dict(RANGES, **{"CD125 PE-A": 0.0}), default_config())
+        transforms.make_scales(data, CHANNELS, FLUOR, dict(RANGES, **{"CD125 PE-A": 0.0}), load_settings().transform)
     assert err.value.source == "channel CD125 PE-A" and "T > 0" in err.value.problem
 
 
 def test_apply_scales_transforms_each_column_in_place_order():
     data = events()
-    scales = transforms.make_scales(data, CHANNELS, FLUOR, RANGES, default_config())
+    scales = transforms.make_scales(data, CHANNELS, FLUOR, RANGES, load_settings().transform)
     before = data.copy()
     out = transforms.apply_scales(data, CHANNELS, scales)
     np.testing.assert_array_equal(data, before)

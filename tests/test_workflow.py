@@ -14,7 +14,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from cd125gate import results, samplesheet, screening
-from cd125gate.config import default_config
+from cd125gate.settings import default_settings_dict
 from conftest import write_subset_sheet
 
 ROOT = Path(__file__).parents[1]
@@ -46,7 +46,7 @@ def sample_ids(sheet):
 
 def test_config_analysis_block_equals_the_packaged_defaults():
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    assert config["analysis"] == default_config()
+    assert config["analysis"] == default_settings_dict()
 
 
 def test_config_sample_sheet_lists_the_test_data_samples():
@@ -110,7 +110,7 @@ def test_unknown_analysis_key_stops_the_run(tmp_path):
          "--configfile", str(ROOT / "config/config.yaml"), str(extra)],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
-    assert "cd125gate: workflow config, analysis block: unknown config key 'gating.min_event'" \
+    assert "cd125gate: workflow config, analysis block: unknown settings key 'gating.min_event'" \
         in proc.stderr
     assert not (tmp_path / "out").exists()
 

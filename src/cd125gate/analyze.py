@@ -13,13 +13,13 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, controltube, criterion, results, tubes
-from .config import config_digest, load_config
+from .settings import load_settings, settings_digest
 from .errors import InputError
 from .model import TubeAnalysis
 
@@ -74,22 +74,22 @@ class Facts:
     qc: dict = field(default_factory=dict)
 
 
-def analyze_sample(fcs_path, control_path=None, config=None, *, sample_id=None,
+def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None,
                    compensation_path=None, meta=None, threads=1, progress=None):
     """Analyse one sample; bad input ends as a FAILED result, never as an exception.
 
     With ``threads=2`` the two tubes are read, compensated and transformed side
     by side (numpy releases the GIL); the result is the same to the byte.
     """
-    config = config or load_config()
-    compensation_path = compensation_path or config["compensation"]["matrix"]
+    settings = settings or load_settings()
+    compensation_path = compensation_path or settings.compensation.matrix
     base = results.header(sample_id or Path(fcs_path).stem,
                           _inputs(fcs_path, control_path, compensation_path),
-                          _provenance(config), config["criterion"], meta or {})
+                          _provenance(settings), asdict(settings.criterion), meta or {})
     analysis = SampleAnalysis(base, threads=threads, progress=progress)
     facts = Facts(copy.deepcopy(base.inputs))
     try:
-        _run(analysis, facts, fcs_path, control_path, compensation_path, config)
+        _run(analysis, facts, fcs_path, control_path, compensation_path, settings)
     except InputError as exc:
         analysis.result = results.failed(base, str(exc), inputs=facts.inputs,
                                          warnings=tuple(facts.warnings), qc=facts.qc)
@@ -103,32 +103,32 @@ def _inputs(fcs_path, control_path, compensation_path):
     return {"fcs": entry(fcs_path), "control": entry(control_path), "compensation": entry(compensation_path)}
 
 
-def _provenance(config):
+def _provenance(settings):
     from importlib.metadata import version
 
     # The installed FlowKit's version, read without importing FlowKit (about a second).
-    return {"cd125gate_version": __version__, "config_digest": config_digest(config),
+    return {"cd125gate_version": __version__, "config_digest": settings_digest(settings),
             "flowkit_version": version("flowkit")}
 
 
-def _run(analysis, facts, fcs_path, control_path, compensation_path, config):
+def _run(analysis, facts, fcs_path, control_path, compensation_path, settings):
     with analysis.stage("read"):
         stained_fcs, control_fcs, markers, control_problem = _read_inputs(
-            analysis, facts, fcs_path, control_path, compensation_path, config)
+            analysis, facts, fcs_path, control_path, compensation_path, settings)
     with analysis.stage("compensate_transform"):
         analysis.stained, analysis.control, analysis.compensated = tubes.prepare(
-            stained_fcs, control_fcs, markers, analysis.compensation, config, analysis.both)
+            stained_fcs, control_fcs, markers, analysis.compensation, settings, analysis.both)
     with analysis.stage("gate"):
-        _gate(analysis, config)
+        _gate(analysis, settings)
     with analysis.stage("threshold_statistics"):
-        evidence = _measure(analysis, facts, config, control_problem)
-        verdict = criterion.decide(evidence, config)
+        evidence = _measure(analysis, facts, settings, control_problem)
+        verdict = criterion.decide(evidence, settings)
         analysis.result = results.decided(analysis.result, verdict, evidence, analysis.stained,
                                           analysis.control, analysis.threshold, warnings=facts.warnings,
                                           inputs=facts.inputs, qc=facts.qc)
 
 
-def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, config):
+def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, settings):
     """Read both tubes, find the markers and the compensation; say why a control cannot be used."""
     from . import compensation, panel
     from .fcs import read_fcs
@@ -136,9 +136,9 @@ def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, con
     stained, control = analysis.both(lambda: read_fcs(fcs_path), lambda: controltube.read(control_path))
     facts.inputs["fcs"]["sha256"] = stained.sha256
     facts.warnings += [f"stained tube: {w}" for w in stained.warnings]
-    markers = panel.resolve_markers(stained.channels, config["panel"], fcs_path)
+    markers = panel.resolve_markers(stained.channels, settings.panel, fcs_path)
     analysis.compensation = compensation.choose_matrix(
-        stained, compensation_path, config["compensation"]["allow_uncompensated"])
+        stained, compensation_path, settings.compensation.allow_uncompensated)
     facts.qc["compensation"] = analysis.compensation.source
     if compensation_path is not None:
         facts.inputs["compensation"]["sha256"] = _sha256(compensation_path)
@@ -146,26 +146,26 @@ def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, con
     if control is not None and not isinstance(control, InputError):
         facts.inputs["control"]["sha256"] = control.sha256
         facts.warnings += [f"control tube: {w}" for w in control.warnings]
-    control, problem = controltube.usable(control, control_path, markers, config["panel"])
+    control, problem = controltube.usable(control, control_path, markers, settings.panel)
     return stained, control, markers, problem
 
 
-def _gate(analysis, config):
+def _gate(analysis, settings):
     from . import gating
 
-    gating.find_gates(analysis.stained, config)
+    gating.find_gates(analysis.stained, settings)
     if analysis.stained.step("blasts").count == 0:
         raise InputError(analysis.stained.fcs.path, "gating found no blasts")
     if analysis.control is not None:
-        gating.apply_template(analysis.control, analysis.stained, config)
+        gating.apply_template(analysis.control, analysis.stained, settings)
 
 
-def _measure(analysis, facts, config, control_problem):
+def _measure(analysis, facts, settings, control_problem):
     """Threshold CD125, count positive blasts, and gather the evidence the criterion weighs."""
     from . import gating, threshold
 
     stained, control = analysis.stained, analysis.control
-    cut = threshold.choose(stained, control, stained.scales[stained.markers["CD125"]], config["threshold"])
+    cut = threshold.choose(stained, control, stained.scales[stained.markers["CD125"]], settings.threshold)
     if cut is None:
         raise InputError(stained.fcs.path, "no CD125 threshold: no usable control tube and no fallback")
     analysis.threshold = cut
@@ -181,7 +181,7 @@ def _measure(analysis, facts, config, control_problem):
         uncompensated=analysis.compensation.source == "none", control_used=control is not None,
         control_problem=control_problem, time_removed=time_removed,
         blast_share=_blast_shares(stained, control) if control is not None else None,
-        overlap=threshold.overlap(stained, control, cut, positive / blasts, config["threshold"]),
+        overlap=threshold.overlap(stained, control, cut, positive / blasts, settings.threshold),
         gating_flags=tuple(stained.flags))
 
 
@@ -213,7 +213,7 @@ def add_arguments(parser):
     parser.add_argument("--control", help="control tube (FMO or isotype), gated the same way")
     parser.add_argument("--out", required=True, help="output folder for this sample")
     parser.add_argument("--sample-id", help="sample id (default: the FCS file name)")
-    parser.add_argument("--config", help="config YAML (its `analysis:` block, or the whole file)")
+    parser.add_argument("--config", help="settings YAML (its `analysis:` block, or the whole file)")
     parser.add_argument("--compensation", help="spillover matrix CSV overriding the file's own")
     parser.add_argument("--patient-id")
     parser.add_argument("--specimen")
@@ -231,9 +231,9 @@ def run(args):
     from .outputs import plot_formats, write_outputs
 
     formats = plot_formats(args.plot_formats)
-    config = load_config(args.config)
+    settings = load_settings(args.config)
     meta = {"patient_id": args.patient_id, "specimen": args.specimen, "notes": args.notes}
-    analysis = analyze_sample(args.fcs, args.control, config, sample_id=args.sample_id,
+    analysis = analyze_sample(args.fcs, args.control, settings, sample_id=args.sample_id,
                               compensation_path=args.compensation, meta=meta, threads=args.threads,
                               progress=None if args.quiet else _progress)
     bad_inputs = analysis.failed_stage == "read" and not args.exit_zero

@@ -7,6 +7,8 @@ stained tube is refused outright: it would put the cut-off above every
 positive blast and give a confident NOT_MET.
 """
 
+from dataclasses import replace
+
 import numpy as np
 
 from .errors import InputError
@@ -35,7 +37,7 @@ def refuse_same_tube(stained, control, control_path):
                                        "a control must be its own FMO or isotype tube")
 
 
-def usable(control, control_path, markers, panel_config):
+def usable(control, control_path, markers, panel_settings):
     """(the control as read, None) or (None, why it cannot be used) for a control given.
 
     ``control`` is what ``read`` returned; the reason names the file.
@@ -45,7 +47,7 @@ def usable(control, control_path, markers, panel_config):
     if isinstance(control, InputError):
         return None, str(control)
     try:
-        problem = mismatch(control, markers, panel_config)
+        problem = mismatch(control, markers, panel_settings)
     except InputError as exc:
         return None, str(exc)
     if problem:
@@ -53,7 +55,7 @@ def usable(control, control_path, markers, panel_config):
     return control, None
 
 
-def mismatch(control, markers, panel_config):
+def mismatch(control, markers, panel_settings):
     """Why the control cannot be gated like the stained tube, or None.
 
     The control must hold the stained tube's channels. Its CD125 channel
@@ -66,7 +68,7 @@ def mismatch(control, markers, panel_config):
     missing = sorted({ch for ch in markers.values() if ch not in names})
     if missing:
         return f"channel(s) {', '.join(missing)} of the stained tube missing"
-    own = panel.resolve_markers(control.channels, dict(panel_config, required=[]), control.path)
+    own = panel.resolve_markers(control.channels, replace(panel_settings, required=[]), control.path)
     moved = sorted(m for m in markers if m != "CD125" and m in own and own[m] != markers[m])
     if moved:
         return f"marker(s) {', '.join(moved)} on other channels than in the stained tube"

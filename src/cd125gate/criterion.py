@@ -51,15 +51,15 @@ class Criterion:
 def decide(evidence, settings):
     """The criterion for ``evidence`` under the ``criterion``, ``qc`` and ``threshold`` settings.
 
-    :param settings: the analysis settings (mapping with ``criterion``, ``qc`` and ``threshold``)
+    :param settings: the analysis ``Settings`` (its ``criterion`` and ``qc`` sections)
     """
     reasons, flags = [], []
     for rule in RULES:
         withheld, shown = rule(evidence, settings)
         reasons += withheld
         flags += shown
-    cut = settings["criterion"]["positive_fraction"]
-    low, high = wilson_interval(evidence.positive, evidence.blasts, settings["criterion"]["confidence"])
+    cut = settings.criterion.positive_fraction
+    low, high = wilson_interval(evidence.positive, evidence.blasts, settings.criterion.confidence)
     if reasons:
         answer = "REVIEW"
     else:
@@ -98,7 +98,7 @@ def threshold_source(evidence, settings):
 
 def time_qc(evidence, settings):
     """A clog or a flow-rate jump that removed much of a tube makes its counts doubtful."""
-    limit = settings["qc"]["max_removed_fraction"]
+    limit = settings.qc.max_removed_fraction
     reasons, flags = [], []
     for role, removed in evidence.time_removed:
         if removed > limit:
@@ -114,7 +114,7 @@ def control_consistency(evidence, settings):
     if evidence.blast_share is None:
         return [], []
     stained, control = evidence.blast_share
-    ratio = settings["qc"]["max_control_blast_share_ratio"]
+    ratio = settings.qc.max_control_blast_share_ratio
     if control == 0 or not 1 / ratio <= stained / control <= ratio:
         return [f"blasts are {stained:.1%} of leukocytes in the stained tube but {control:.1%} in the "
                 "control tube: the control may be from another specimen, or the gates may not fit it"], []
@@ -135,7 +135,7 @@ def dim_cd125(evidence, settings):
     overlap = evidence.overlap
     if overlap is None or not evidence.blasts:
         return [], []
-    needed = settings["criterion"]["positive_fraction"]
+    needed = settings.criterion.positive_fraction
     share, fraction = overlap["cumulative_subtraction"], evidence.fraction
     finding = (f"CD125 overlaps the control: {fraction:.1%} of blasts are above the cut-off, "
                f"but cumulative subtraction shows at least {share:.1%} brighter than the control's blasts")
@@ -152,13 +152,13 @@ def gating_notes(evidence, settings):
 
 def enough_blasts(evidence, settings):
     """Too few blasts, or a confidence interval that straddles the threshold, cannot decide."""
-    criterion = settings["criterion"]
-    if evidence.blasts < criterion["min_blasts"]:
-        return [f"only {evidence.blasts} blasts, fewer than the {criterion['min_blasts']} needed to decide"], []
-    cut = criterion["positive_fraction"]
-    low, high = wilson_interval(evidence.positive, evidence.blasts, criterion["confidence"])
+    criterion = settings.criterion
+    if evidence.blasts < criterion.min_blasts:
+        return [f"only {evidence.blasts} blasts, fewer than the {criterion.min_blasts} needed to decide"], []
+    cut = criterion.positive_fraction
+    low, high = wilson_interval(evidence.positive, evidence.blasts, criterion.confidence)
     if low < cut <= high:
-        return [f"the {criterion['confidence']:.0%} confidence interval {low:.1%}-{high:.1%} "
+        return [f"the {criterion.confidence:.0%} confidence interval {low:.1%}-{high:.1%} "
                 f"includes the {cut:.0%} threshold"], []
     return [], []
 

@@ -24,23 +24,6 @@ GATE_ORDER = (
 
 
 @dataclass
-class Scale:
-    """How one channel is displayed and gated: raw (compensated) units <-> transformed units."""
-
-    channel: str            # $PnN
-    kind: str               # "linear" | "logicle" | "arcsinh"
-    params: dict            # e.g. {"T": 262144, "W": 0.5, "M": 4.5, "A": 0} or {"cofactor": 150}
-
-    def forward(self, raw):
-        from .transforms import forward  # lazy: keeps model import light
-        return forward(self, raw)
-
-    def inverse(self, transformed):
-        from .transforms import inverse
-        return inverse(self, transformed)
-
-
-@dataclass
 class GateStep:
     """One gate of the hierarchy, applied to one tube."""
 

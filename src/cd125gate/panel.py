@@ -27,24 +27,24 @@ def resolve_markers(channels, panel, source):
     change the answer.
 
     :param channels: the file's channels (objects with ``name`` and ``stain``)
-    :param panel: the ``panel`` block of the analysis config
+    :param panel: the ``panel`` section of the analysis settings
     :param source: file path, for error messages
     :return: dict marker -> $PnN (markers absent from the file are left out)
     """
     found = {}
     by_name = [(c.name, c.name) for c in channels]
     by_stain = [(c.name, c.stain) for c in channels if c.stain]
-    for marker, aliases in panel["scatter"].items():
+    for marker, aliases in panel.scatter.items():
         hits = _match(aliases, by_name)
         if hits:
             found[marker] = hits[0]
-    for marker, aliases in panel["markers"].items():
+    for marker, aliases in panel.markers.items():
         hits = _match(aliases, by_stain) or _match(aliases, by_name)
         if len(set(hits)) > 1:
             raise InputError(source, f"marker {marker} matches several channels: {', '.join(hits)}")
         if hits:
             found[marker] = hits[0]
-    missing = [m for m in panel["required"] if m not in found]
+    missing = [m for m in panel.required if m not in found]
     if missing:
         have = ", ".join(f"{c.name} ({c.stain})" if c.stain else c.name for c in channels)
         raise InputError(source, f"required marker(s) {', '.join(missing)} not found among channels: {have}")

@@ -21,11 +21,27 @@ re-applies, so every transform here is FlowKit's own, to the last bit:
 
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import InputError
-from .model import Scale
+
+
+@dataclass
+class Scale:
+    """How one channel is displayed and gated: raw (compensated) units <-> transformed units."""
+
+    channel: str            # $PnN
+    kind: str               # "linear" | "logicle" | "arcsinh"
+    params: dict            # e.g. {"T": 262144, "W": 0.5, "M": 4.5, "A": 0} or {"cofactor": 150}
+
+    def forward(self, raw):
+        return forward(self, raw)
+
+    def inverse(self, transformed):
+        return inverse(self, transformed)
+
 
 LN10 = math.log(10.0)
 
@@ -251,7 +267,7 @@ def _logicle_args(scale):
     return {key: float(scale.params[key]) for key in ("T", "W", "M", "A")}
 
 
-def make_scales(events, channel_names, fluorescence_channels, ranges, config):
+def make_scales(events, channel_names, fluorescence_channels, ranges, transform):
     """One Scale per channel: fitted logicle (or arcsinh) for fluorescence, else linear.
 
     Parameters
@@ -265,8 +281,8 @@ def make_scales(events, channel_names, fluorescence_channels, ranges, config):
         anything else) stay linear.
     ranges : mapping
         $PnN -> $PnR of each fluorescence channel (the logicle/arcsinh top T).
-    config : dict
-        Analysis settings; ``config["transform"]`` is used.
+    transform : settings.Transform
+        The ``transform`` section of the analysis settings (checked when loaded).
 
     Returns
     -------
@@ -276,46 +292,25 @@ def make_scales(events, channel_names, fluorescence_channels, ranges, config):
     Raises
     ------
     InputError
-        If the transform settings are not usable, or a channel has no valid
-        logicle (a non-positive range and no positive data).
+        If a channel has no valid logicle (a non-positive range and no positive data).
     """
-    settings = config["transform"]
-    kind = settings["kind"]
-    if kind not in ("logicle", "arcsinh"):
-        raise InputError("config", f"transform.kind must be 'logicle' or 'arcsinh', not {kind!r}")
-    _check_settings(settings)
     scales = {}
     for j, name in enumerate(channel_names):
         if name not in fluorescence_channels:
             scales[name] = Scale(name, "linear", {})
-        elif kind == "logicle":
+        elif transform.kind == "logicle":
             try:
-                params = fit_logicle(events[:, j], ranges[name], **settings["logicle"])
+                params = fit_logicle(events[:, j], ranges[name], M=transform.logicle.M, A=transform.logicle.A,
+                                     negative_quantile=transform.logicle.negative_quantile,
+                                     max_width=transform.logicle.max_width)
             except ValueError as exc:  # e.g. a $PnR of 0 with no positive data
                 raise InputError(f"channel {name}", f"no logicle scale: {exc}") from None
             scales[name] = Scale(name, "logicle", params)
         else:
             column = events[:, j][np.isfinite(events[:, j])]
             top = max(float(ranges[name]), float(column.max()) if column.size else 0.0)
-            params = {"cofactor": float(settings["arcsinh"]["cofactor"]), "T": top}
-            scales[name] = Scale(name, "arcsinh", params)
+            scales[name] = Scale(name, "arcsinh", {"cofactor": float(transform.arcsinh.cofactor), "T": top})
     return scales
-
-
-def _check_settings(settings):
-    """Refuse transform settings that cannot give a valid scale, naming the key."""
-    lg = settings["logicle"]
-    try:
-        # The widest W the fit can return must still make a valid logicle.
-        check_logicle(262144.0, float(lg["max_width"]), float(lg["M"]), float(lg["A"]))
-    except (TypeError, ValueError) as exc:
-        raise InputError("config", f"transform.logicle (M={lg['M']}, A={lg['A']}, "
-                                   f"max_width={lg['max_width']}): {exc}") from None
-    if not 0 < float(lg["negative_quantile"]) < 1:
-        raise InputError("config", "transform.logicle.negative_quantile must be in (0, 1)")
-    cofactor = float(settings["arcsinh"]["cofactor"])
-    if not (math.isfinite(cofactor) and cofactor > 0):
-        raise InputError("config", f"transform.arcsinh.cofactor must be > 0, got {cofactor}")
 
 
 def apply_scales(events, channel_names, scales, copy=True, fast=False):

@@ -4,7 +4,7 @@ from .errors import InputError
 from .model import TubeAnalysis
 
 
-def prepare(stained_fcs, control_fcs, markers, comp, config, both):
+def prepare(stained_fcs, control_fcs, markers, comp, settings, both):
     """Compensate both tubes with one matrix and transform them with the stained tube's scales.
 
     The control shares the stained tube's scales so that its CD125 values,
@@ -16,7 +16,7 @@ def prepare(stained_fcs, control_fcs, markers, comp, config, both):
     """
     from . import compensation, panel, transforms
 
-    minimum = config["gating"]["min_events"]
+    minimum = settings.gating.min_events
     if len(stained_fcs.events) < minimum:
         raise InputError(stained_fcs.path, f"only {len(stained_fcs.events)} events; "
                                            f"at least {minimum} are needed")
@@ -34,7 +34,8 @@ def prepare(stained_fcs, control_fcs, markers, comp, config, both):
         compensate_control)
     fluor = panel.fluorescence_channels(stained_fcs.channels, markers)
     ranges = {c.name: c.range for c in stained_fcs.channels}
-    scales = transforms.make_scales(compensated[0], stained_fcs.channel_names(), fluor, ranges, config)
+    scales = transforms.make_scales(compensated[0], stained_fcs.channel_names(), fluor, ranges,
+                                   settings.transform)
     stained, control = both(
         lambda: _tube("stained", stained_fcs, compensated[0], markers, scales, comp),
         lambda: control_fcs and _tube("control", control_fcs, compensated[1], markers, scales, comp))

@@ -8,19 +8,25 @@ import yaml
 from snakemake.utils import validate
 
 from cd125gate import samplesheet
-from cd125gate.config import load_config
 from cd125gate.errors import InputError
 from cd125gate.fileio import atomic_write_text
-
-validate(config, "../schemas/config.schema.yaml")
+from cd125gate.settings import load_settings
 
 
 def check_analysis_settings():
-    """Refuse unknown analysis keys before any job, rather than in every job."""
+    """Refuse a bad analysis setting before any job, rather than in every job.
+
+    Checked before the schema, whose analysis part is generated from the same
+    settings classes, so that the message is cd125gate's one line naming the key.
+    """
     try:
-        load_config(overrides=config["analysis"])
+        load_settings(overrides=config.get("analysis") or {})
     except InputError as exc:
         sys.exit(f"cd125gate: workflow config, analysis block: {exc.problem}")
+
+
+check_analysis_settings()
+validate(config, "../schemas/config.schema.yaml")
 
 
 def load_samples():
@@ -44,7 +50,6 @@ def sheet_record(sample):
     }
 
 
-check_analysis_settings()
 SAMPLES = load_samples()
 OUTDIR = os.path.normpath(config["outdir"])
 EXTRA_PLOT_FORMATS = [fmt for fmt in config["plot_formats"] if fmt != "png"]

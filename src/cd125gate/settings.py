@@ -1,0 +1,338 @@
+"""Analysis settings: typed, frozen, checked when loaded.
+
+The packaged defaults (``data/default_config.yaml``) are overridden by a
+user's YAML (its ``analysis:`` block, or the whole file) and then by
+``overrides``. Every value is checked against its field's type, range or
+choices as it is loaded, and a bad one stops with one line naming the key
+path and what is allowed ("criterion.positive_fraction: 50 is not in
+0 < x < 1"), instead of a traceback in every job or a silently wrong answer.
+The ``analysis`` part of the workflow's config schema is generated from these
+classes (``json_schema``; a test keeps the file in step).
+"""
+
+import copy
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed numbers: ``lo`` <= x <= ``hi`` (strict where ``open_lo`` / ``open_hi``)."""
+
+    lo: float
+    hi: float
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def __contains__(self, x):
+        above = x > self.lo if self.open_lo else x >= self.lo
+        below = x < self.hi if self.open_hi else x <= self.hi
+        return above and below
+
+    def __str__(self):
+        return f"{self.lo:g} {'<' if self.open_lo else '<='} x {'<' if self.open_hi else '<='} {self.hi:g}"
+
+
+def setting(doc, kind, *, within=None, choices=None, nullable=False):
+    """A settings field: one line of documentation and what values it takes.
+
+    ``kind`` is one of bool, int, float, str, aliases (marker -> list of
+    spellings), names (list of strings) or a Settings section class. The
+    default values live in one place, ``data/default_config.yaml``.
+    """
+    return field(metadata={"doc": doc, "kind": kind, "within": within, "choices": choices,
+                           "nullable": nullable})
+
+
+class _Section:
+    """Frozen settings section; ``section["key"]`` reads a field like ``section.key``."""
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+
+@dataclass(frozen=True)
+class Panel(_Section):
+    markers: dict = setting("marker -> spellings recognised in $PnS first, then $PnN", "aliases")
+    scatter: dict = setting("scatter / Time -> spellings recognised in $PnN", "aliases")
+    required: list = setting("markers without which a tube fails", "names")
+
+
+@dataclass(frozen=True)
+class Compensation(_Section):
+    matrix: str = setting("spillover matrix CSV overriding the one in the FCS files", "str",
+                          nullable=True)
+    allow_uncompensated: bool = setting("analyse a tube without any matrix (then REVIEW)", "bool")
+
+
+@dataclass(frozen=True)
+class Logicle(_Section):
+    M: float = setting("decades of the display", "float", within=Range(2, 7))
+    A: float = setting("extra negative decades", "float", within=Range(0, 2))
+    negative_quantile: float = setting("quantile of the negative events that sets the linear width",
+                                       "float", within=Range(0, 0.5, open_lo=True))
+    max_width: float = setting("largest linear width W", "float", within=Range(0, 3, open_lo=True))
+
+
+@dataclass(frozen=True)
+class Arcsinh(_Section):
+    cofactor: float = setting("arcsinh cofactor", "float", within=Range(0, 1e6, open_lo=True))
+
+
+@dataclass(frozen=True)
+class Transform(_Section):
+    kind: str = setting("transform of the fluorescence channels", "str",
+                        choices=("logicle", "arcsinh"))
+    logicle: Logicle = setting("logicle parameters", Logicle)
+    arcsinh: Arcsinh = setting("arcsinh parameters", Arcsinh)
+
+
+@dataclass(frozen=True)
+class QC(_Section):
+    time_qc: bool = setting("remove time bins with flow-rate or signal anomalies", "bool")
+    bin_events: int = setting("target events per time bin", "int", within=Range(10, 1e6))
+    max_rate_deviation: float = setting("robust z of the event rate per bin", "float",
+                                        within=Range(0, 100, open_lo=True))
+    max_signal_deviation: float = setting("robust z of a bin's mean signal per channel", "float",
+                                          within=Range(0, 100, open_lo=True))
+    max_removed_fraction: float = setting("time QC removing more than this share sends to REVIEW",
+                                          "float", within=Range(0, 1))
+    max_control_blast_share_ratio: float = setting(
+        "stained vs control blast share of leukocytes off by more than this factor: REVIEW",
+        "float", within=Range(1, 100))
+    margin_fraction: float = setting("events at >= this fraction of $PnR are at the ceiling",
+                                     "float", within=Range(0.5, 1, open_lo=True))
+
+
+@dataclass(frozen=True)
+class Gating(_Section):
+    seed: int = setting("seed of every random subsample and mixture fit", "int", within=Range(0, 2**32 - 1))
+    min_events: int = setting("a tube with fewer events fails", "int", within=Range(1, 1e9))
+    max_events_fit: int = setting("events subsampled to fit the mixture models", "int",
+                                  within=Range(1000, 1e8))
+    singlet_ratio_mad: float = setting("singlets: FSC-A/FSC-H within this many MADs of the median",
+                                       "float", within=Range(0, 100, open_lo=True))
+
+
+@dataclass(frozen=True)
+class Threshold(_Section):
+    control_percentile: float = setting("CD125 cut-off = this percentile of the control's blasts",
+                                        "float", within=Range(50, 100, open_hi=True))
+    min_control_blasts: int = setting("fewer control blasts and the control is not trusted", "int",
+                                      within=Range(1, 1e9))
+    fallback: str = setting("cut-off without a usable control", "str",
+                            choices=("internal", "fixed"))
+    internal_percentile: float = setting("percentile of CD125 on the internal negative population",
+                                         "float", within=Range(50, 100, open_hi=True))
+    fixed_cutoff: float = setting("raw (compensated) CD125 cut-off when fallback is fixed", "float",
+                                  nullable=True, within=Range(-1e9, 1e9))
+    overlap_alpha: float = setting("dim-CD125 guard: level of the KS critical value", "float",
+                                   within=Range(0, 0.5, open_lo=True))
+    overlap_min_gap: float = setting("dim-CD125 guard: least shortfall that withholds a NOT_MET",
+                                     "float", within=Range(0, 1))
+
+
+@dataclass(frozen=True)
+class Criterion(_Section):
+    positive_fraction: float = setting("CD125+ blasts / blasts needed for MET", "float",
+                                       within=Range(0, 1, open_lo=True, open_hi=True))
+    min_blasts: int = setting("fewer blasts: REVIEW", "int", within=Range(1, 1e9))
+    confidence: float = setting("Wilson interval level; REVIEW when it straddles the threshold",
+                                "float", within=Range(0.5, 1, open_hi=True))
+
+
+@dataclass(frozen=True)
+class Settings(_Section):
+    panel: Panel = setting("which channel carries which marker", Panel)
+    compensation: Compensation = setting("spillover correction", Compensation)
+    transform: Transform = setting("display and gating transforms", Transform)
+    qc: QC = setting("acquisition QC", QC)
+    gating: Gating = setting("automated gating", Gating)
+    threshold: Threshold = setting("the CD125 cut-off", Threshold)
+    criterion: Criterion = setting("the trial criterion", Criterion)
+
+    def as_dict(self):
+        """Plain nested dict (lists, not tuples), as in the YAML."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+def default_settings_dict():
+    """The packaged default analysis settings, as a fresh dict."""
+    text = resources.files("cd125gate").joinpath("data/default_config.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def load_settings(path=None, overrides=None):
+    """Defaults, then the ``analysis`` block (or whole file) at ``path``, then ``overrides``, checked."""
+    data = default_settings_dict()
+    layers = []
+    if path is not None:
+        try:
+            document = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(path, "cannot read settings: " + " ".join(str(exc).split())) from None
+        if not isinstance(document, dict):
+            raise InputError(path, "settings must be a mapping of keys to values")
+        layers.append((path, document.get("analysis", document)))
+    if overrides:
+        layers.append(("settings overrides", overrides))
+    source = "default settings"
+    try:
+        for source, layer in layers:
+            data = _merge(data, layer)
+        return _check_cross_fields(_build(Settings, data, ""))
+    except _Bad as exc:
+        raise InputError(source, str(exc)) from None
+
+
+class _Bad(Exception):
+    """A settings value that is not allowed; the message names its key path."""
+
+
+def _merge(base, override, path=""):
+    """Deep-merge ``override`` into a copy of ``base``; an unknown key is refused with its path."""
+    if not isinstance(override, dict):
+        raise _Bad(f"{path or 'analysis'}: expected a mapping of keys to values, got {override!r}")
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in merged:
+            raise _Bad(f"unknown settings key '{where}'")
+        if isinstance(merged[key], dict) and isinstance(value, dict) and key not in ("markers", "scatter"):
+            merged[key] = _merge(merged[key], value, where)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _build(cls, data, path):
+    if not isinstance(data, dict):
+        raise _Bad(f"{path or 'analysis'}: expected a mapping of keys to values, got {data!r}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        where = f"{path}.{f.name}" if path else f.name
+        if f.name not in data:
+            raise _Bad(f"{where}: missing")
+        values[f.name] = _value(f.metadata, data[f.name], where)
+    return cls(**values)
+
+
+def _value(meta, value, where):
+    kind = meta["kind"]
+    if value is None:
+        if meta["nullable"]:
+            return None
+        raise _Bad(f"{where}: must be set")
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        return _build(kind, value, where)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise _Bad(f"{where}: {value!r} is not true or false")
+        return value
+    if kind in ("int", "float"):
+        return _number(meta, value, where)
+    if kind == "str":
+        if not isinstance(value, str) or (meta["choices"] and value not in meta["choices"]):
+            allowed = f"one of {', '.join(meta['choices'])}" if meta["choices"] else "text"
+            raise _Bad(f"{where}: {value!r} is not {allowed}")
+        return value
+    if kind == "names":
+        return _names(value, where)
+    return _aliases(value, where)
+
+
+def _number(meta, value, where):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"{where}: {value!r} is not a number")
+    if meta["kind"] == "int" and not float(value).is_integer():
+        raise _Bad(f"{where}: {value!r} is not a whole number")
+    if value != value or (meta["within"] is not None and value not in meta["within"]):
+        raise _Bad(f"{where}: {value!r} is not in {meta['within']}")
+    return int(value) if meta["kind"] == "int" else value
+
+
+def _names(value, where):
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _Bad(f"{where}: expected a list of names, got {value!r}")
+    return list(value)
+
+
+def _aliases(value, where):
+    if not isinstance(value, dict):
+        raise _Bad(f"{where}: expected a mapping of names to lists of spellings, got {value!r}")
+    for name, spellings in value.items():
+        _names(spellings, f"{where}.{name}")
+        if not spellings:
+            raise _Bad(f"{where}.{name}: needs at least one spelling")
+    return dict(value)
+
+
+def _check_cross_fields(settings):
+    known = set(settings.panel.markers) | set(settings.panel.scatter)
+    unknown = [m for m in settings.panel.required if m not in known]
+    if unknown:
+        raise _Bad(f"panel.required: {', '.join(unknown)} not among panel.markers or panel.scatter")
+    for needed in ("FSC-A", "SSC-A", "CD45", "CD125"):
+        if needed not in settings.panel.required:
+            raise _Bad(f"panel.required: must include {needed} (the gating and the criterion need it)")
+    logicle = settings.transform.logicle
+    try:  # the widest W the fit can return must still make a valid logicle
+        from .transforms import check_logicle
+
+        check_logicle(262144.0, logicle.max_width, logicle.M, logicle.A)
+    except ValueError as exc:
+        raise _Bad(f"transform.logicle (M={logicle.M}, A={logicle.A}, max_width={logicle.max_width}): {exc}")
+    if settings.threshold.fallback == "fixed" and settings.threshold.fixed_cutoff is None:
+        raise _Bad("threshold.fixed_cutoff: must be set when threshold.fallback is fixed")
+    return settings
+
+
+def settings_digest(settings):
+    """SHA-256 of the canonical JSON of the settings: same settings, same digest."""
+    canonical = json.dumps(settings.as_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# -- the workflow's config schema ----------------------------------------------------------------
+
+def json_schema(cls=Settings):
+    """JSON schema of a settings section, from its fields (for workflow/schemas/config.schema.yaml)."""
+    properties = {}
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        kind = meta["kind"]
+        if isinstance(kind, type):
+            prop = json_schema(kind)
+        elif kind in ("bool", "str", "int", "float"):
+            prop = {"type": {"bool": "boolean", "str": "string", "int": "integer", "float": "number"}[kind]}
+            if meta["choices"]:
+                prop["enum"] = list(meta["choices"])
+            if meta["within"] is not None:
+                r = meta["within"]
+                prop["exclusiveMinimum" if r.open_lo else "minimum"] = r.lo
+                prop["exclusiveMaximum" if r.open_hi else "maximum"] = r.hi
+        elif kind == "names":
+            prop = {"type": "array", "items": {"type": "string", "minLength": 1}}
+        else:
+            prop = {"type": "object", "additionalProperties": {
+                "type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}}
+        if meta["nullable"]:
+            prop["type"] = [prop["type"], "null"]
+        prop["description"] = meta["doc"]
+        properties[f.name] = prop
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+if __name__ == "__main__":  # python -m cd125gate.settings: print the schema of the analysis block
+    yaml.safe_dump(json_schema(), sys.stdout, sort_keys=False, width=100)
