@@ -126,12 +126,20 @@ def batch(tmp_path_factory):
     print(f"\nbatch of {len(sample_ids(ROOT / 'config/samples.tsv'))} samples:"
           f" {time.monotonic() - start:.1f} s wall")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir, workdir / "results"
+    return workdir, workdir / "results", proc
+
+
+@pytest.mark.slow
+def test_batch_says_where_its_results_are_and_keeps_its_log(batch):
+    _, outdir, proc = batch
+    assert f"cd125gate: review page {outdir / 'report.html'}" in proc.stderr
+    kept = (outdir / "logs/snakemake.log").read_text()
+    assert "Finished job" in kept or "steps (100%) done" in kept
 
 
 @pytest.mark.slow
 def test_batch_writes_every_output_and_valid_tables(batch):
-    _, outdir = batch
+    _, outdir, _ = batch
     ids = sample_ids(ROOT / "config/samples.tsv")
     for name in BATCH_FILES:
         assert (outdir / name).stat().st_size > 0
@@ -153,7 +161,7 @@ def test_batch_writes_every_output_and_valid_tables(batch):
 
 @pytest.mark.slow
 def test_unreadable_tubes_become_failed_rows(batch):
-    _, outdir = batch
+    _, outdir, _ = batch
     rows = {row["sample_id"]: row
             for row in json.loads((outdir / "screening.json").read_text())["samples"]}
     for sample_id in MUST_FAIL:
@@ -163,7 +171,7 @@ def test_unreadable_tubes_become_failed_rows(batch):
 
 @pytest.mark.slow
 def test_jobs_are_logged_and_benchmarked(batch):
-    _, outdir = batch
+    _, outdir, _ = batch
     for sample_id in sample_ids(ROOT / "config/samples.tsv"):
         log = (outdir / "logs/analyze" / f"{sample_id}.log").read_text()
         assert log.startswith("slurm_job_id=none\n")
@@ -174,7 +182,7 @@ def test_jobs_are_logged_and_benchmarked(batch):
 
 @pytest.mark.slow
 def test_second_run_has_nothing_to_do(batch):
-    workdir, outdir = batch
+    workdir, outdir, _ = batch
     proc = run_snakemake(workdir, ROOT / "config/samples.tsv", outdir, "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "Nothing to be done" in proc.stdout + proc.stderr
@@ -182,7 +190,7 @@ def test_second_run_has_nothing_to_do(batch):
 
 @pytest.mark.slow
 def test_snakemake_report_builds_with_plots_and_tables(batch, tmp_path):
-    workdir, outdir = batch
+    workdir, outdir, _ = batch
     report = tmp_path / "report.zip"
     proc = run_snakemake(workdir, ROOT / "config/samples.tsv", outdir, "--report", str(report))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -259,7 +267,7 @@ def test_killed_run_resumes_redoing_only_what_is_missing(batch, tmp_path):
     for sid, mtime in finished.items():
         assert (outdir / "samples" / sid / "result.json").stat().st_mtime_ns == mtime, sid
 
-    _, full_outdir = batch
+    _, full_outdir, _ = batch
     for sid in subset:
         for name in ("result.json", "gate_counts.tsv"):
             assert (outdir / "samples" / sid / name).read_bytes() == \

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "screening": ("cd125gate.screening", "collect per-sample results into screening.tsv/json"),
     "report": ("cd125gate.report", "build the batch review page report.html"),
     "validate-sheet": ("cd125gate.samplesheet", "check a sample sheet before a run"),
+    "sheet": ("cd125gate.pairing", "write a sample sheet for a folder of tubes, pairing stained and control"),
 }
 
 

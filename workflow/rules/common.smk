@@ -120,3 +120,34 @@ def analyze_options(wildcards, input):
 def write_analysis_config(path, analysis):
     """The batch's analysis settings as a config file that `cd125gate analyze --config` reads."""
     atomic_write_text(path, yaml.safe_dump({"analysis": analysis}, sort_keys=False))
+
+
+def finish_batch(snakemake_logs, succeeded):
+    """Keep Snakemake's own log with the batch and say where the results are.
+
+    ``snakemake_logs``: what Snakemake passes as ``log`` (Snakemake 9: a list of paths).
+    """
+    import shutil
+
+    logs = (
+        [snakemake_logs]
+        if isinstance(snakemake_logs, str)
+        else list(snakemake_logs or [])
+    )
+    logs = [str(path) for path in logs if os.path.isfile(str(path))]
+    kept = None
+    if logs and os.path.isdir(OUTDIR):
+        kept = batch_path("logs/snakemake.log")
+        os.makedirs(os.path.dirname(kept), exist_ok=True)
+        shutil.copyfile(logs[0], kept)
+    if succeeded:
+        print(
+            f"cd125gate: review page {batch_path('report.html')}; "
+            f"table {batch_path('screening.tsv')}; per sample {batch_path('samples')}/",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"cd125gate: the run stopped before the batch was complete; see {kept or ', '.join(logs) or 'the output above'}",
+            file=sys.stderr,
+        )

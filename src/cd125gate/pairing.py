@@ -1,0 +1,108 @@
+"""`cd125gate sheet FOLDER`: a sample sheet from a folder of tubes, pairing stained and control by name.
+
+A pattern is a pair of file names around ``{id}``, e.g. ``{id}_stained.fcs``
+and ``{id}_control.fcs``. The first pattern whose stained name matches a file
+decides its sample id and the control it looks for. A stained tube without its
+control still becomes a row (the threshold then falls back, and is flagged);
+a control without its stained tube, and a file no pattern explains, are
+reported and left out. The sheet is written beside the tubes (paths relative
+to it), and is never written over unless asked.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .fileio import atomic_write_text
+from .samplesheet import SAMPLE_ID_PATTERN
+
+DEFAULT_PATTERNS = ("{id}_stained.fcs:{id}_control.fcs", "{id}.fcs:{id}_FMO.fcs")
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """What a folder holds: (sample id, stained file, control file or None) rows, and the files left out."""
+
+    rows: tuple
+    left_out: tuple     # (file name, why)
+
+
+def parse_pattern(text):
+    """``"{id}_stained.fcs:{id}_control.fcs"`` -> (stained regex, control template)."""
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.count("{id}") == 1 for p in parts):
+        raise InputError("--pattern", f"{text!r} is not STAINED:CONTROL with {{id}} once in each, "
+                                      "e.g. {id}_stained.fcs:{id}_control.fcs")
+    before, after = parts[0].split("{id}")
+    return re.compile(f"^{re.escape(before)}(.+?){re.escape(after)}$", re.IGNORECASE), parts[1]
+
+
+def pair_folder(names, patterns=DEFAULT_PATTERNS):
+    """Pair the file ``names`` of a folder into rows; first the pairs, then stained tubes alone."""
+    compiled = [parse_pattern(p) for p in patterns]
+    by_lower = {n.lower(): n for n in names}
+    rows, claimed = [], set()
+    for stained, control_template in compiled:  # pairs first, so a control is never taken as stained
+        for name in sorted(set(names) - claimed):
+            match = stained.match(name)
+            control = match and by_lower.get(control_template.replace("{id}", match.group(1)).lower())
+            if control and control != name and control not in claimed:
+                rows.append((match.group(1), name, control))
+                claimed.update((name, control))
+    left_out = []
+    for name in sorted(set(names) - claimed):
+        if _looks_like_control(name, compiled):
+            left_out.append((name, "a control tube without its stained tube"))
+        elif any(stained.match(name) for stained, _ in compiled):
+            rows.append((next(s.match(name).group(1) for s, _ in compiled if s.match(name)), name, None))
+        else:
+            left_out.append((name, "matches no pattern"))
+    bad = [r for r in rows if not re.match(SAMPLE_ID_PATTERN, r[0])]
+    left_out += [(fcs, f"'{sample_id}' cannot be a sample id (letters, digits, . _ -)")
+                 for sample_id, fcs, _ in bad]
+    return Pairing(tuple(sorted(r for r in rows if r not in bad)), tuple(left_out))
+
+
+def _looks_like_control(name, compiled):
+    return any(re.match("^" + re.escape(t).replace(r"\{id\}", ".+") + "$", name, re.IGNORECASE)
+               for _, t in compiled)
+
+
+def sheet_text(pairing):
+    lines = ["sample_id\tfcs\tcontrol"]
+    lines += [f"{sample_id}\t{fcs}\t{control or ''}" for sample_id, fcs, control in pairing.rows]
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser):
+    parser.add_argument("folder", type=Path, help="folder holding the FCS tubes")
+    parser.add_argument("--out", type=Path, help="sample sheet to write (default: FOLDER/samples.tsv)")
+    parser.add_argument("--pattern", action="append", metavar="STAINED:CONTROL",
+                        help="file names around {id}; repeatable, first match wins "
+                             f"(default: {' and '.join(DEFAULT_PATTERNS)})")
+    parser.add_argument("--force", action="store_true", help="write over an existing sheet")
+
+
+def run(args):
+    if not args.folder.is_dir():
+        raise InputError(args.folder, "not a folder")
+    out = args.out or args.folder / "samples.tsv"
+    if out.exists() and not args.force:
+        raise InputError(out, "exists already (use --force to write over it)")
+    names = [p.name for p in args.folder.iterdir() if p.is_file() and p.suffix.lower() == ".fcs"]
+    pairing = pair_folder(names, tuple(args.pattern or DEFAULT_PATTERNS))
+    if not pairing.rows:
+        raise InputError(args.folder, f"no stained tube found among {len(names)} FCS files")
+    if out.resolve().parent != args.folder.resolve():
+        raise InputError(out, "the sheet must be written into the folder of the tubes (paths are relative)")
+    atomic_write_text(out, sheet_text(pairing))
+    with_control = sum(control is not None for _, _, control in pairing.rows)
+    print(f"{out}: {len(pairing.rows)} samples, {with_control} with a control tube")
+    for sample_id, fcs, control in pairing.rows:
+        if control is None:
+            print(f"  {sample_id}: no control tube found for {fcs}")
+    for name, why in pairing.left_out:
+        print(f"  left out {name}: {why}")
+    print(f"next: snakemake --cores 2 --config samples={out} outdir=results")
+    return 0
