@@ -3,7 +3,7 @@
 
 rule screening:
     input:
-        results=all_samples("result.json"),
+        unpack(screening_inputs),
     output:
         tsv=report(
             batch_path("screening.tsv"),
@@ -23,9 +23,12 @@ rule screening:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        # audit.tsv is appended to, never an output: Snakemake would delete it before the job.
+        options=screening_options,
     shell:
         "cd125gate screening {input.results:q}"
-        " --tsv {output.tsv:q} --json {output.json:q} > {log:q} 2>&1"
+        " --tsv {output.tsv:q} --json {output.json:q} {params.options} > {log:q} 2>&1"
 
 
 rule review_page:
