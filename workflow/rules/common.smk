@@ -144,6 +144,32 @@ def screening_options(wildcards, input):
     return options
 
 
+def regate_inputs(wildcards):
+    """The automatic result, the edited gates and the tubes of a sample under a REGATE line."""
+    sample = SAMPLES[wildcards.sample_id]
+    files = {
+        "result": sample_path("result.json").format(sample_id=wildcards.sample_id),
+        "gates": str(REGATES[wildcards.sample_id].gates),
+        "fcs": sample.fcs,
+    }
+    if sample.control is not None:
+        files["control"] = sample.control
+    return files
+
+
+def regate_review(wildcards):
+    """Who re-gated, when and why: the REGATE line as text."""
+    line = REGATES[wildcards.sample_id]
+    return f"{line.result_sha256} {line.reviewer} {line.date} {line.reason}"
+
+
+def regate_options(wildcards, input):
+    options = f"--fcs {shlex.quote(str(input.fcs))}"
+    if "control" in input.keys():
+        options += f" --control {shlex.quote(str(input.control))}"
+    return options
+
+
 def batch_outputs():
     return [
         batch_path(name) for name in ("screening.tsv", "screening.json", "report.html")
