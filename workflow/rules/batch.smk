@@ -61,3 +61,23 @@ rule review_page:
     shell:
         "cd125gate report --results-dir {params.results_dir:q}"
         " --out {output:q} --screening {input.screening:q} > {log:q} 2>&1"
+
+
+rule flowjo_workspace:
+    input:
+        results=all_samples("result.json"),
+        gates=all_samples("gates.xml"),
+    output:
+        batch_path("batch.wsp"),
+    log:
+        batch_path("logs/flowjo_workspace.log"),
+    benchmark:
+        batch_path("benchmarks/flowjo_workspace.tsv")
+    conda:
+        "../envs/cd125gate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    shell:
+        "cd125gate workspace {input.results:q} --out {output:q} > {log:q} 2>&1"

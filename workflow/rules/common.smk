@@ -172,7 +172,8 @@ def regate_options(wildcards, input):
 
 def batch_outputs():
     return [
-        batch_path(name) for name in ("screening.tsv", "screening.json", "report.html")
+        batch_path(name)
+        for name in ("screening.tsv", "screening.json", "report.html", "batch.wsp")
     ]
 
 
