@@ -81,3 +81,30 @@ rule flowjo_workspace:
         runtime=15,
     shell:
         "cd125gate workspace {input.results:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule signout_records:
+    input:
+        screening=batch_path("screening.json"),
+        results=all_samples("result.json"),
+        plots=all_samples("qc.png"),
+    output:
+        all_samples("signout.pdf"),
+    log:
+        batch_path("logs/signout_records.log"),
+    benchmark:
+        batch_path("benchmarks/signout_records.tsv")
+    localrule: True
+    conda:
+        "../envs/cd125gate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        results_dir=lambda wildcards, input: os.path.dirname(
+            os.path.dirname(input.results[0])
+        ),
+    shell:
+        "cd125gate signout --screening {input.screening:q}"
+        " --results-dir {params.results_dir:q} > {log:q} 2>&1"

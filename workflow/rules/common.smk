@@ -171,7 +171,7 @@ def regate_options(wildcards, input):
 
 
 def batch_outputs():
-    return [
+    return all_samples("signout.pdf") + [
         batch_path(name)
         for name in ("screening.tsv", "screening.json", "report.html", "batch.wsp")
     ]
