@@ -67,10 +67,24 @@ def key_panels(png_bytes):
         return []
     crops = []
     for r, c in cells[-2:]:
+        box = _trimmed(pixels, cell(r, c), pad=int(0.05 * dpi))
         buffer = io.BytesIO()
-        image.crop(cell(r, c)).save(buffer, format="png", dpi=(dpi, dpi))
+        image.crop(box).save(buffer, format="png", dpi=(dpi, dpi))
         crops.append(buffer.getvalue())
     return crops
+
+
+def _trimmed(pixels, box, pad):
+    """``box`` shrunk to its drawn (non-white) pixels plus ``pad``: no blank margin to print."""
+    import numpy as np
+
+    left, top, right, bottom = box
+    drawn = (pixels[top:bottom, left:right] < 245).any(axis=2)
+    rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
+    if rows.size == 0:
+        return box
+    return (max(left, left + cols[0] - pad), max(top, top + rows[0] - pad),
+            min(right, left + cols[-1] + 1 + pad), min(bottom, top + rows[-1] + 1 + pad))
 
 
 def gate_tree(gates):
