@@ -90,10 +90,17 @@ def test_page_has_a_row_a_card_and_the_figures_of_every_sample(batch, tmp_path):
     page = build(tmp_path)
     assert len(re.findall(r"<tr class=\"row-", page)) == 5
     assert len(re.findall(r"<section class=\"card", page)) == 5
-    for folder in ("P1", "P2", "P3", "P4", "P5"):
-        encoded = base64.b64encode((batch / folder / "qc.png").read_bytes()).decode()
-        assert f"data:image/png;base64,{encoded}" in page
-    assert base64.b64encode((batch / "P5" / "qc_control.png").read_bytes()).decode() in page
+    # Each figure: a small thumbnail inline, the full figure (same bytes) as a file beside the page.
+    ids = re.findall(r'<section class="card[^"]*" id="s(\d+)" data-criterion="\w+" data-sample-id="([^"]*)"', page)
+    assert len(ids) == 5
+    for index, sample_id in ids:
+        folder = sample_id if sample_id in ("P1", "P2", "P3", "P4") else "P5"  # P5 holds the evil id
+        full = (batch / folder / "qc.png").read_bytes()
+        assert (tmp_path / "report_files" / f"s{index}" / "qc.png").read_bytes() == full
+        assert f'href="report_files/s{index}/qc.png"' in page
+        assert base64.b64encode(full).decode() not in page
+    assert page.count("data:image/jpeg;base64,") == 6  # five qc.png and one qc_control.png
+    assert any((tmp_path / "report_files").glob("s*/qc_control.png"))
     # provenance and gate counts reach the card
     assert "ab" * 32 in page and "c0" * 32 in page and "blast region minus exclusions" in page
 
@@ -202,4 +209,10 @@ def test_real_qc_figures_embed(tmp_path):
     plots.plot_failure(result, sample_dir)
     samples = report.load_samples(tmp_path / "samples")
     assert [name for name, _ in samples[0].figures] == ["qc.png"]
-    assert base64.b64encode((sample_dir / "qc.png").read_bytes()).decode() in report.render(samples)
+    report.write_page(samples, tmp_path / "report.html")
+    assert (tmp_path / "report_files/s0/qc.png").read_bytes() == (sample_dir / "qc.png").read_bytes()
+    page = (tmp_path / "report.html").read_text()
+    thumbnail = base64.b64decode(re.search(r"data:image/jpeg;base64,([^\"]+)", page).group(1))
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(thumbnail)).size[0] == report.THUMBNAIL_PX

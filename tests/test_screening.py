@@ -148,3 +148,99 @@ def test_screening_command_writes_both_tables(batch, tmp_path, capsys):
     assert tsv.read_text() == screening.format_tsv(screening.collect(batch))
     assert json.loads(js.read_text())["summary"]["samples"] == 4
     assert sorted(p.name for p in tsv.parent.iterdir()) == ["screening.json", "screening.tsv"]
+
+
+# --- reviews applied, assay metadata --------------------------------------------------------------
+
+def reviews_file(tmp_path, lines):
+    path = tmp_path / "reviews.tsv"
+    path.write_text("sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\n"
+                    + "".join("\t".join(line) + "\n" for line in lines))
+    return path
+
+
+def digest(path):
+    from cd125gate.reviews import sha256_file
+
+    return sha256_file(path)
+
+
+def test_unreviewed_final_status_follows_the_signoff_rule(batch):
+    rows = screening.collect(batch)
+    assert [(r["criterion"], r["final"]) for r in rows] == [
+        ("NOT_MET", "NOT_MET"), ("MET", "MET"), ("REVIEW", "PENDING_REVIEW"), ("FAILED", "FAILED")]
+    rows = screening.collect(batch, signoff="all")
+    assert [r["final"] for r in rows] == ["PENDING_REVIEW", "PENDING_REVIEW", "PENDING_REVIEW", "FAILED"]
+    assert all(r["result_sha256"] == digest(p) for r, p in zip(rows, batch))
+
+
+def test_reviews_set_final_and_who_when_why(batch, tmp_path):
+    from cd125gate import reviews
+
+    path = reviews_file(tmp_path, [
+        ("s2", digest(batch[0]), "ACCEPT", "Dr Ada", "2026-11-30", ""),
+        ("s3", digest(batch[2]), "OVERRIDE_NOT_MET", "Dr Bo", "2026-11-30", "dim tail is debris"),
+        ("s4", digest(batch[3]), "REJECT", "Dr Bo", "2026-12-01", "clot; re-acquire"),
+    ])
+    rows = screening.collect(batch, reviews.read_reviews(path), signoff="all")
+    got = [(r["final"], r["review_decision"], r["reviewed_by"], r["reviewed_at"], r["review_reason"])
+           for r in rows]
+    assert got == [("NOT_MET", "ACCEPT", "Dr Ada", "2026-11-30", None),
+                   ("PENDING_REVIEW", None, None, None, None),   # s1: MET, but `all` wants sign-off
+                   ("NOT_MET", "OVERRIDE_NOT_MET", "Dr Bo", "2026-11-30", "dim tail is debris"),
+                   ("REJECTED", "REJECT", "Dr Bo", "2026-12-01", "clot; re-acquire")]
+    assert [r["criterion"] for r in rows] == ["NOT_MET", "MET", "REVIEW", "FAILED"]  # kept
+    document = screening.screening_document(rows)
+    Draft202012Validator(results.load_schema("screening.schema.json")).validate(document)
+    assert document["summary"]["finals"] == {"MET": 0, "NOT_MET": 2, "PENDING_REVIEW": 1, "REJECTED": 1,
+                                             "FAILED": 0}
+
+
+def test_a_changed_result_makes_its_review_stale(batch, tmp_path):
+    from cd125gate import reviews
+
+    path = reviews_file(tmp_path, [("s3", digest(batch[2]), "OVERRIDE_MET", "Dr Bo", "2026-11-30", "ok")])
+    lines = reviews.read_reviews(path)
+    assert screening.collect(batch, lines)[2]["final"] == "MET"
+    changed = json.loads(batch[2].read_text())
+    changed["flags"].append("re-analysed")
+    batch[2].write_text(json.dumps(changed))
+    row = screening.collect(batch, lines)[2]
+    assert row["final"] == "PENDING_REVIEW" and row["reviewed_by"] is None
+    assert "stale" in row["review_note"]
+
+
+def test_screening_command_applies_reviews_and_appends_the_audit(batch, tmp_path, capsys):
+    path = reviews_file(tmp_path, [("s3", digest(batch[2]), "REJECT", "Dr Bo", "2026-11-30", "clot")])
+    tsv, js, audit = (tmp_path / "out" / name for name in ("screening.tsv", "screening.json", "audit.tsv"))
+    argv = ["screening", *map(str, batch), "--tsv", str(tsv), "--json", str(js), "--reviews", str(path),
+            "--audit", str(audit)]
+    assert cli.main(argv) == 0
+    assert "final: MET 1, NOT_MET 1, PENDING_REVIEW 0, REJECTED 1, FAILED 1" in capsys.readouterr().out
+    table = list(csv.DictReader(tsv.open(), delimiter="\t"))
+    assert table[2]["final"] == "REJECTED" and table[2]["criterion"] == "REVIEW"
+    assert cli.main(argv) == 0  # a rerun adds no audit line
+    lines = audit.read_text().splitlines()
+    assert len(lines) == 2 and lines[1].split("\t")[1:4] == ["s3", "REJECT", "Dr Bo"]
+    assert lines[1].split("\t")[7] == lines[1].split("\t")[8] == digest(batch[2])
+
+
+def test_assay_metadata_from_fcs_keywords():
+    meta = screening.assay_metadata({"$DATE": "01-JAN-2025", "$BTIM": "09:00:00", "$CYT": "FACSCanto II",
+                                     "$CYTSN": "V123", "$OP": "jdoe", "TUBE NAME": "CD125 stained"})
+    assert meta == {"acquisition_date": "2025-01-01", "acquisition_time": "09:00:00",
+                    "instrument": "FACSCanto II", "instrument_serial": "V123", "operator": "jdoe",
+                    "tube_name": "CD125 stained"}
+    assert screening.fcs_date("3-feb-99") == "1999-02-03"
+    assert screening.assay_metadata({})["instrument"] is None
+
+
+def test_assay_metadata_is_read_from_the_stained_fcs_file(tmp_path):
+    from pathlib import Path
+
+    fcs = Path(__file__).parents[1] / "test_data" / "low_fmo_stained.fcs"
+    result = make_result("m")
+    result["inputs"]["fcs"]["path"] = str(fcs)
+    row = screening.collect(write_results(tmp_path, [result]))[0]
+    assert (row["acquisition_date"], row["acquisition_time"], row["instrument"], row["tube_name"]) == \
+        ("2025-01-01", "09:00:00", "cd125gate simulator", "CD125 stained")

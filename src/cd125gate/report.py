@@ -1,13 +1,22 @@
-"""The `report` subcommand: one self-contained review page for a batch of samples.
+"""The `report` subcommand: the batch review page, a sign-out tool that needs no server.
 
 The page opens with the batch summary (REVIEW and FAILED first), then a table
 that sorts and filters, then one card per sample with its QC figures, reasons,
-gate counts and provenance. Figures are embedded as base64, CSS and JS are
-inline: the file can be mailed or archived and opens with no network. No dates
-are written, so the same results give the same bytes.
+gate counts, provenance, its review status and decision controls. The
+controls build the matching lines of a reviews file (`reviews.py`) to copy or
+download: a review is data the workflow reads back, never an edit of a result.
+
+The page stays light at any batch size: each card inlines a small thumbnail,
+and the full figures are files in a folder beside the page
+(``report_files/``), still offline. Printed (A4 or Letter, landscape), each
+sample is one page: header, decision with CI, threshold vs control, the key
+plots at a scale where their smallest text is at least 8 pt, gate counts as a
+tree, provenance and a signature block. No dates are written, so the same
+results give the same bytes.
 """
 
 import base64
+import io
 import json
 from dataclasses import dataclass, field
 from html import escape
@@ -20,7 +29,15 @@ from .errors import InputError
 from .fileio import atomic_write_text
 
 CRITERIA = ("FAILED", "REVIEW", "NOT_MET", "MET")  # attention order: worst first
-LABELS = {"MET": "MET", "NOT_MET": "NOT MET", "REVIEW": "REVIEW", "FAILED": "FAILED"}
+LABELS = {"MET": "MET", "NOT_MET": "NOT MET", "REVIEW": "REVIEW", "FAILED": "FAILED",
+          "PENDING_REVIEW": "PENDING REVIEW", "REJECTED": "REJECTED"}
+DECISIONS = ("ACCEPT", "OVERRIDE_MET", "OVERRIDE_NOT_MET", "REJECT", "REGATE")
+THUMBNAIL_PX = 360          # width of the inline thumbnail of each figure
+# Smallest text cd125gate.plots draws in the blast-gate and CD125 panels (legends, 6.5 pt);
+# printed at PRINT_SCALE times their size it is at least 8 pt.
+KEY_PANEL_MIN_FONT_PT = 6.5
+PRINT_SCALE = 1.25
+FIGURE_DPI = 100            # cd125gate.plots.DPI: pixels per inch of the QC figures
 
 
 @dataclass
@@ -31,6 +48,8 @@ class Sample:
     result: dict
     figures: list = field(default_factory=list)     # (file name, PNG bytes)
     problems: list = field(default_factory=list)    # what is wrong with the sample's outputs
+    result_sha256: str | None = None                # the digest a review line must name
+    row: dict = field(default_factory=dict)         # its screening row (final status, review, assay)
 
     @property
     def criterion(self):
@@ -47,8 +66,22 @@ def add_arguments(parser):
 
 def run(args):
     samples = load_samples(args.results_dir, args.screening)
-    atomic_write_text(args.out, render(samples))
+    write_page(samples, args.out)
     return 0
+
+
+def write_page(samples, out):
+    """Write the page and, beside it, the folder of full-size figures and printed key plots."""
+    from .fileio import atomic_write_bytes
+
+    out = Path(out)
+    assets = out.with_name(f"{out.stem}_files")
+    for i, sample in enumerate(samples):
+        for name, data in _asset_files(sample):
+            target = assets / f"s{i}" / name
+            if not target.is_file() or target.read_bytes() != data:
+                atomic_write_bytes(target, data)
+    atomic_write_text(out, render(samples, assets.name))
 
 
 # --- reading -----------------------------------------------------------------
@@ -71,13 +104,15 @@ def load_samples(results_dir, screening=None):
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise InputError(results_dir, "results folder does not exist")
+    from .reviews import sha256_file
+
     found, paths = {}, {}
     for path in sorted(results_dir.glob("*/result.json")):
         result = results.load(path).to_json()
         sample_id = result["sample_id"]
         if sample_id in found:
             raise InputError(path, f"sample id {sample_id!r} is also the id of {paths[sample_id]}")
-        found[sample_id] = Sample(sample_id, result, _figures(path.parent, result))
+        found[sample_id] = Sample(sample_id, result, _figures(path.parent, result), result_sha256=sha256_file(path))
         paths[sample_id] = path
         if not found[sample_id].figures:
             found[sample_id].problems.append("no QC figure (qc.png) in its results folder")
@@ -85,7 +120,17 @@ def load_samples(results_dir, screening=None):
         raise InputError(results_dir, "no */result.json found")
     if screening is None:
         return [found[k] for k in sorted(found)]
-    return _in_screening_order(found, _screening_ids(screening))
+    samples = _in_screening_order(found, _screening_ids(screening))
+    rows = _screening_rows(screening)
+    for sample in samples:
+        sample.row = rows.get(sample.sample_id, {})
+    return samples
+
+
+def _screening_rows(path):
+    """sample_id -> screening row (final status, review, assay metadata), from a valid screening file."""
+    rows = json.loads(Path(path).read_text(encoding="utf-8"))["samples"]
+    return {str(row["sample_id"]): row for row in rows if isinstance(row, dict)}
 
 
 def _figures(sample_dir, result):
@@ -133,8 +178,11 @@ def _in_screening_order(found, ids):
 # --- writing -----------------------------------------------------------------
 
 
-def render(samples):
-    """The review page for ``samples`` as one HTML string."""
+def render(samples, assets="report_files"):
+    """The review page for ``samples`` as one HTML string.
+
+    ``assets`` is the folder (relative to the page) `write_page` puts the full figures in.
+    """
     template = Template(resources.files("cd125gate").joinpath("data/report_template.html").read_text())
     return template.substitute(
         n_samples=len(samples),
@@ -145,8 +193,42 @@ def render(samples):
         flag_summary=_flag_summary(samples),
         filters=_filters(samples),
         rows="\n".join(_row(i, s) for i, s in enumerate(samples)),
-        cards="\n".join(_card(i, s) for i, s in enumerate(samples)),
+        cards="\n".join(_card(i, s, assets) for i, s in enumerate(samples)),
     )
+
+
+# --- figures: thumbnails inline, full figures and printed key plots as files ------------------
+
+
+def _thumbnail(png):
+    """A small JPEG of a figure for the card (the full figure is a file beside the page)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX * 4))
+    buffer = io.BytesIO()
+    image.save(buffer, format="jpeg", quality=70, optimize=True)
+    return buffer.getvalue()
+
+
+def _key_plots(sample):
+    """(file name, PNG) of the blast-gate and CD125 panels printed on the sample's page."""
+    from .signout import key_panels
+
+    qc = dict(sample.figures).get("qc.png")
+    if qc is None:
+        return []
+    return [(f"key_{name}.png", png) for name, png in zip(("blasts", "cd125"), key_panels(qc))]
+
+
+def _asset_files(sample):
+    return list(sample.figures) + _key_plots(sample)
+
+
+def _png_size(png):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png)).size
 
 
 def _badge(criterion):
@@ -221,33 +303,149 @@ def _row(i, s):
     blasts = r.get("blast_events")
     method = (r.get("threshold") or {}).get("method", "–")
     flags = list(r.get("flags") or []) + s.problems
+    final = _final(s)
+    value = (r.get("threshold") or {}).get("value_raw")
+    control = s.row.get("control_pos_fraction", _control_fraction(r))
+    ratio = (r.get("cd125_median") or {}).get("ratio")
+    fcs = Path(((r.get("inputs") or {}).get("fcs") or {}).get("path") or "").name
     return (f'<tr class="row-{s.criterion}" data-criterion="{s.criterion}">'
             f'<td><a href="#s{i}">{escape(s.sample_id)}</a></td>'
             f'<td data-sort="{CRITERIA.index(s.criterion)}">{_badge(s.criterion)}</td>'
             f'<td class="num" data-sort="{-1 if fraction is None else fraction}">{escape(_fraction(r))}</td>'
             f'<td class="num" data-sort="{-1 if blasts is None else blasts}">'
             f'{"–" if blasts is None else f"{blasts:,}"}</td>'
-            f"<td>{escape(method)}</td><td>{escape('; '.join(flags))}</td></tr>")
+            f"<td>{escape(method)}</td><td>{escape('; '.join(flags))}</td>"
+            f'<td data-sort="{escape(final)}">{_badge(final)}</td>'
+            f"<td>{escape(str(r.get('patient_id') or ''))}</td><td>{escape(str(r.get('specimen') or ''))}</td>"
+            f'<td class="num" data-sort="{-1 if value is None else value}">{"–" if value is None else f"{value:,.4g}"}</td>'
+            f'<td class="num" data-sort="{-1 if control is None else control}">{escape(_pct(control))}</td>'
+            f'<td class="num" data-sort="{-1 if ratio is None else ratio}">{"–" if ratio is None else f"{ratio:.2f}"}</td>'
+            f"<td>{escape(fcs)}</td></tr>")
 
 
-def _card(i, s):
+def _final(sample):
+    """The final status: from the screening row, else what the automatic result is worth unreviewed."""
+    if sample.row.get("final"):
+        return sample.row["final"]
+    return {"MET": "MET", "NOT_MET": "NOT_MET", "FAILED": "FAILED"}.get(sample.criterion, "PENDING_REVIEW")
+
+
+def _control_fraction(result):
+    for gate in result.get("control_gates") or []:
+        if gate["name"] == "cd125_pos" and gate["parent_count"]:
+            return gate["count"] / gate["parent_count"]
+    return None
+
+
+def _pct(value):
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _card(i, s, assets="report_files"):
     r = s.result
-    parts = [f'<section class="card card-{s.criterion}" id="s{i}" data-criterion="{s.criterion}">',
-             f"<h3>{escape(s.sample_id)} {_badge(s.criterion)}</h3>",
+    parts = [f'<section class="card card-{s.criterion}" id="s{i}" data-criterion="{s.criterion}" '
+             f'data-sample-id="{escape(s.sample_id)}" data-result-sha256="{escape(s.result_sha256 or "")}">',
+             _print_header(s),
+             f"<h3>{escape(s.sample_id)} {_badge(s.criterion)} <span class=\"final\">final: {_badge(_final(s))}</span></h3>",
+             _review_status(s),
              f"<p>CD125+ {escape(_fraction(r))} of {escape(_count(r.get('blast_events')))} blasts "
              f"({escape(_count(r.get('cd125_pos_events')))} positive){escape(_needed(r))}</p>",
              _list("reasons", "Reasons", r.get("reasons")),
              _list("flags", "Flags", list(r.get("flags") or []) + s.problems),
              _list("warnings", "Warnings", r.get("warnings")),
-             _identity(r), _threshold(r)]
+             _identity(r).replace("<p>", '<p class="no-print">', 1), _threshold(r)]
     if not s.figures:
         parts.append('<p class="missing">No QC figure: the gating of this sample cannot be reviewed here.</p>')
+    thumbs = []
     for name, png in s.figures:
-        data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<img src="data:image/png;base64,{data}" alt="{escape(name)} of {escape(s.sample_id)}" '
-                     f'title="{escape(name)}" loading="lazy">')
-    parts += [_gates(r), _provenance(r), "</section>"]
+        data = base64.b64encode(_thumbnail(png)).decode("ascii")
+        href = f"{escape(assets)}/s{i}/{escape(name)}"
+        thumbs.append(f'<a href="{href}" target="_blank" class="thumb"><img src="data:image/jpeg;base64,{data}" '
+                      f'alt="{escape(name)} of {escape(s.sample_id)}" title="{escape(name)}: open the full figure"></a>')
+    if thumbs:
+        parts.append(f'<div class="thumbs no-print">{"".join(thumbs)}</div>')
+    provenance = _provenance(r)
+    # Closed <details> do not print: the provenance is repeated, expanded, for paper.
+    printed = provenance.replace('<details class="provenance"><summary>Provenance</summary>',
+                                 '<div class="print-only prov-print"><b>Provenance</b>').replace("</details>", "</div>")
+    parts += [_print_key_plots(i, s, assets), _gates(r), _print_tree(r), provenance, printed, _signature(),
+              _controls(i, s), "</section>"]
     return "\n".join(p for p in parts if p)
+
+
+def _review_status(s):
+    """Who decided, when and why; or that the sample waits for a review."""
+    row = s.row
+    if row.get("review_decision"):
+        reason = f" — {escape(row['review_reason'])}" if row.get("review_reason") else ""
+        regated = ""
+        if row.get("reviewed_criterion"):
+            regated = (f"; re-gated: {escape(LABELS.get(row['reviewed_criterion'], row['reviewed_criterion']))}, "
+                       f"CD125+ {_pct(row.get('reviewed_cd125_pos_fraction'))} (95% CI "
+                       f"{_pct(row.get('reviewed_ci_low'))}–{_pct(row.get('reviewed_ci_high'))})")
+        return (f'<p class="reviewed"><b>Reviewed:</b> {escape(row["review_decision"])} by '
+                f'{escape(str(row.get("reviewed_by")))} on {escape(str(row.get("reviewed_at")))}{reason}{regated}</p>')
+    note = f" ({escape(row['review_note'])})" if row.get("review_note") else ""
+    return f'<p class="unreviewed"><b>Not reviewed</b>{note}</p>'
+
+
+def _print_header(s):
+    """The page header of a printed sample: who, which specimen, when and on what it was acquired."""
+    r, row = s.result, s.row
+    acquired = " ".join(v for v in (row.get("acquisition_date"), row.get("acquisition_time")) if v) or "–"
+    instrument = " ".join(v for v in (row.get("instrument"), row.get("instrument_serial") and
+                                      f"(s/n {row['instrument_serial']})") if v) or "–"
+    fields = [("Sample", s.sample_id), ("Patient", r.get("patient_id") or "–"), ("Specimen", r.get("specimen") or "–"),
+              ("Acquired", acquired), ("Instrument", instrument)]
+    cells = "".join(f"<div><b>{k}</b> {escape(str(v))}</div>" for k, v in fields)
+    return f'<div class="print-header print-only"><div class="print-title">CD125 screening sign-out</div>{cells}</div>'
+
+
+def _print_key_plots(i, s, assets):
+    """The blast-gate and CD125 panels for print, at a scale where their smallest text is >= 8 pt."""
+    plots = _key_plots(s)
+    if not plots:
+        return ""
+    images = []
+    for name, png in plots:
+        width, height = _png_size(png)
+        # Physical size: pixels / dpi inches, times the print scale.
+        images.append(f'<img src="{escape(assets)}/s{i}/{name}" loading="lazy" class="key" '
+                      f'style="width:{width / FIGURE_DPI * PRINT_SCALE:.3f}in;height:{height / FIGURE_DPI * PRINT_SCALE:.3f}in" '
+                      f'alt="{name[4:-4]} panel of {escape(s.sample_id)}">')
+    return f'<div class="key-plots print-only">{"".join(images)}</div>'
+
+
+def _controls(i, s):
+    """Decision controls: they build the sample's reviews-file line (the page's script does)."""
+    return (f'<form class="controls no-print" data-card="s{i}" onsubmit="return false">'
+            f'<b>Sign out</b> '
+            f'<label>Decision <select name="decision"><option value="">choose…</option>{_OPTIONS}</select></label> '
+            f'<label>Reviewer <input name="reviewer" size="14"></label> '
+            f'<label>Date <input name="date" type="date"></label> '
+            f'<label class="reason">Reason <input name="reason" size="40"></label> '
+            f'<label class="gates">Edited gates <input name="gates" size="24" placeholder="edited_gates.xml"></label> '
+            f'<button type="button" name="add">Add line</button> '
+            f'<span class="control-error" role="alert"></span></form>')
+
+
+_OPTIONS = "".join(f'<option value="{d}">{d}</option>' for d in DECISIONS)
+
+
+def _print_tree(result):
+    """The stained tube's gate counts as an indented tree, compact for paper."""
+    from .signout import gate_tree
+
+    lines = gate_tree(result.get("gates"))
+    if not lines:
+        return ""
+    body = "".join(f"<div>{escape(line)}</div>" for line in lines)
+    return f'<div class="tree-print print-only"><b>Gate counts (stained tube)</b><div class="tree-lines">{body}</div></div>'
+
+
+def _signature():
+    return ('<div class="signature print-only"><div>Reviewed by (name)</div><div>Signature</div>'
+            '<div>Date</div></div>')
 
 
 def _count(value):
@@ -282,6 +480,9 @@ def _threshold(result):
     overlap = threshold.get("overlap")
     if overlap:
         ratio += f" · cumulative subtraction {overlap['cumulative_subtraction']:.1%}"
+    control = _control_fraction(result)
+    if control is not None:
+        ratio += f" · control blasts above the cut-off {control:.1%}"
     return (f"<p><b>Threshold</b> ({escape(str(threshold.get('method')))}): "
             f"{escape(str(threshold.get('description', '')))} · cut-off {threshold.get('value_raw', 0):,.4g} raw"
             f"{escape(ratio)}</p>")
@@ -293,19 +494,34 @@ def _gates(result):
     tables = [t for t in tables if t]
     if not tables:
         return ""
-    return f'<details open><summary>Gate counts</summary><div class="gates">{"".join(tables)}</div></details>'
+    return f'<details open class="gate-counts"><summary>Gate counts</summary><div class="gates">{"".join(tables)}</div></details>'
 
 
 def _gate_table(title, gates):
+    """Gate counts as a tree: each gate under its parent, indented by depth."""
     if not gates:
         return ""
+    children = {}
+    for g in gates:
+        children.setdefault(g.get("parent"), []).append(g)
+    names = {g["name"] for g in gates}
+    ordered = []
+
+    def walk(parent, depth):
+        for g in children.get(parent, []):
+            ordered.append((g, depth))
+            walk(g["name"], depth + 1)
+
+    for root in [p for p in children if p is None or p not in names]:
+        walk(root, 0)
     rows = "".join(
-        f"<tr><td>{'&nbsp;&nbsp;↳ ' if g.get('exclusion') else ''}{escape(g['name'])}</td>"
-        f"<td>{escape(str(g.get('parent') or ''))}</td><td class=\"num\">{g['parent_count']:,}</td>"
+        f'<tr><td class="tree" style="padding-left:{0.4 + 0.8 * depth:.1f}em">{"└ " if depth else ""}'
+        f'{escape(g["name"])}{" (excluded)" if g.get("exclusion") else ""}</td>'
         f"<td class=\"num\">{g['count']:,}</td><td class=\"num\">{g['percent_of_parent']:.1f}</td>"
-        f"<td>{escape(g.get('note') or '')}</td></tr>" for g in gates)
-    return (f"<table><caption><b>{title}</b></caption><tr><th>Gate</th><th>Parent</th><th>Parent events</th>"
-            f"<th>Events</th><th>% of parent</th><th>How found</th></tr>{rows}</table>")
+        f"<td class=\"num pc\">{g['parent_count']:,}</td>"
+        f"<td class=\"how\">{escape(g.get('note') or '')}</td></tr>" for g, depth in ordered)
+    return (f"<table class=\"gate-tree\"><caption><b>{title}</b></caption><tr><th>Gate</th><th>Events</th>"
+            f"<th>% of parent</th><th class=\"pc\">Parent events</th><th class=\"how\">How found</th></tr>{rows}</table>")
 
 
 def _provenance(result):
@@ -318,4 +534,4 @@ def _provenance(result):
     if not rows:
         return ""
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
-    return f'<details><summary>Provenance</summary><table class="prov">{body}</table></details>'
+    return f'<details class="provenance"><summary>Provenance</summary><table class="prov">{body}</table></details>'

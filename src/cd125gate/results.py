@@ -19,6 +19,8 @@ from .errors import InputError
 from .model import GATE_ORDER
 
 SCHEMA_VERSION = "1"
+# Keys result.json holds only when they have a value.
+OPTIONAL = ("outputs", "assay", "review")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class SampleResult:
     control_gates: tuple | None = None
     qc: dict = field(default_factory=dict)
     outputs: dict | None = None     # kind -> file name in the sample's folder (set when written)
+    assay: dict | None = None       # acquisition metadata from the FCS keywords
+    review: dict | None = None      # reviewed_result.json only: the REGATE it comes from
     schema_version: str = SCHEMA_VERSION
 
     @property
@@ -64,8 +68,9 @@ class SampleResult:
             data[name] = list(data[name])
         if self.control_gates is not None:
             data["control_gates"] = list(self.control_gates)
-        if self.outputs is None:
-            del data["outputs"]
+        for name in OPTIONAL:
+            if data[name] is None:
+                del data[name]
         return data
 
     @classmethod

@@ -65,3 +65,28 @@ rule analyze:
         " --sample-id {wildcards.sample_id} --config {input.config:q}"
         " --plot-formats {params.formats} --threads {threads} --exit-zero {params.options})"
         " > {log:q} 2>&1"
+
+
+rule regate:
+    input:
+        unpack(regate_inputs),
+    output:
+        sample_path("reviewed_result.json"),
+    log:
+        batch_path("logs/regate/{sample_id}.log"),
+    benchmark:
+        batch_path("benchmarks/regate/{sample_id}.tsv")
+    conda:
+        "../envs/cd125gate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        # As a param, an edited REGATE line (reviewer, date, reason) reruns the re-gating.
+        review=lambda wildcards: regate_review(wildcards),
+        reviews=config.get("reviews") or "",
+        options=regate_options,
+    shell:
+        "cd125gate regate {input.result:q} --gates {input.gates:q} --out {output:q}"
+        " --reviews {params.reviews:q} {params.options} > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 # Settings, sample sheet and input functions shared by the rules.
 
+import json
 import os
 import shlex
 import sys
@@ -7,7 +8,7 @@ import sys
 import yaml
 from snakemake.utils import validate
 
-from cd125gate import samplesheet
+from cd125gate import reviews as review_lines, samplesheet
 from cd125gate.errors import InputError
 from cd125gate.fileio import atomic_write_text
 from cd125gate.settings import load_settings
@@ -50,8 +51,47 @@ def sheet_record(sample):
     }
 
 
+def load_reviews():
+    """The checked review lines of the batch (none without `reviews:`), or a one-line stop.
+
+    Lines are checked against the results as they are now, before any job:
+    a review must sign the current result.json of a sample of this batch.
+    """
+    if not config.get("reviews"):
+        return []
+    try:
+        lines = review_lines.read_reviews(config["reviews"])
+        current, criteria = current_results()
+        known = review_lines.known_digests(
+            review_lines.read_audit(os.path.join(OUTDIR, "audit.tsv"))
+        )
+        review_lines.check(lines, current, known, criteria)
+    except InputError as exc:
+        sys.exit(f"cd125gate: {exc}")
+    return lines
+
+
+def current_results():
+    """sample_id -> (digest, criterion) of each sample's result.json as it is now (None: none yet)."""
+    digests, criteria = {}, {}
+    for sample_id in SAMPLES:
+        path = os.path.join(OUTDIR, "samples", sample_id, "result.json")
+        digests[sample_id] = criteria[sample_id] = None
+        if os.path.isfile(path):
+            digests[sample_id] = review_lines.sha256_file(path)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    criteria[sample_id] = json.load(handle).get("criterion")
+            except ValueError:
+                pass  # a torn result is redone by its job; the screening rule refuses it if not
+    return digests, criteria
+
+
 SAMPLES = load_samples()
 OUTDIR = os.path.normpath(config["outdir"])
+REVIEWS = load_reviews()
+# Samples whose latest review line is a REGATE: re-analysed with the reviewer's gates.
+REGATES = review_lines.regate_lines(REVIEWS)
 EXTRA_PLOT_FORMATS = [fmt for fmt in config["plot_formats"] if fmt != "png"]
 
 
@@ -84,9 +124,61 @@ def all_samples(name):
     return expand(sample_path(name), sample_id=SAMPLES)
 
 
-def batch_outputs():
+def reviewed_results():
+    """reviewed_result.json of every sample a REGATE line re-gates."""
     return [
-        batch_path(name) for name in ("screening.tsv", "screening.json", "report.html")
+        sample_path("reviewed_result.json").format(sample_id=sid) for sid in REGATES
+    ]
+
+
+def screening_inputs(wildcards):
+    """Results, the reviews file and the reviewed results that the screening table is made from."""
+    files = {"results": all_samples("result.json"), "reviewed": reviewed_results()}
+    if config.get("reviews"):
+        files["reviews"] = config["reviews"]
+    return files
+
+
+def screening_options(wildcards, input):
+    """The review arguments of `cd125gate screening`, shell-quoted."""
+    options = (
+        f"--signoff {config['signoff']} --audit {shlex.quote(batch_path('audit.tsv'))}"
+    )
+    if config.get("reviews"):
+        options += f" --reviews {shlex.quote(str(input.reviews))}"
+    return options
+
+
+def regate_inputs(wildcards):
+    """The automatic result, the edited gates and the tubes of a sample under a REGATE line."""
+    sample = SAMPLES[wildcards.sample_id]
+    files = {
+        "result": sample_path("result.json").format(sample_id=wildcards.sample_id),
+        "gates": str(REGATES[wildcards.sample_id].gates),
+        "fcs": sample.fcs,
+    }
+    if sample.control is not None:
+        files["control"] = sample.control
+    return files
+
+
+def regate_review(wildcards):
+    """Who re-gated, when and why: the REGATE line as text."""
+    line = REGATES[wildcards.sample_id]
+    return f"{line.result_sha256} {line.reviewer} {line.date} {line.reason}"
+
+
+def regate_options(wildcards, input):
+    options = f"--fcs {shlex.quote(str(input.fcs))}"
+    if "control" in input.keys():
+        options += f" --control {shlex.quote(str(input.control))}"
+    return options
+
+
+def batch_outputs():
+    return all_samples("signout.pdf") + [
+        batch_path(name)
+        for name in ("screening.tsv", "screening.json", "report.html", "batch.wsp")
     ]
 
 

@@ -1,0 +1,155 @@
+"""Re-gating with edited Gating-ML: ISAC compliance counts, and a moved CD125 cut-off on a bundled sample."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cd125gate import analyze, criterion, outputs, regate, stats
+from cd125gate.settings import load_settings
+from cd125gate.errors import InputError
+from cd125gate.reviews import sha256_file
+
+ROOT = Path(__file__).parents[1]
+TEST_DATA = ROOT / "test_data"
+# Gates of the compliance set whose expected result is stored under another name.
+TRUTH_ALIAS = {"ParRectangle1": "ParQuadRect"}
+# Documents of the set that are not valid Gating-ML 2.0 on purpose (attribute spellings).
+NOT_COMPLIANT = {"gml_range_gate_attr_testing.xml"}
+
+
+@pytest.fixture(scope="module")
+def gate_ref():
+    folder = ROOT / ".." / "shared" / "corpus" / "flowkit" / "gate_ref"
+    if not folder.is_dir():
+        pytest.skip("../shared/corpus/flowkit/gate_ref is not present")
+    truth = {p.stem.removeprefix("Results_"): np.loadtxt(p, dtype=int) for p in (folder / "truth").glob("*.txt")}
+    return folder, truth, regate.load_sample(folder / "data1.fcs")
+
+
+def test_isac_compliance_gates_give_the_expected_counts(gate_ref):
+    folder, truth, sample = gate_ref
+    checked = set()
+    documents = sorted((folder / "gml").glob("*.xml"))
+    assert len(documents) > 40
+    for path in documents:
+        if path.name in NOT_COMPLIANT:
+            continue
+        table = regate.count_gates(regate.load_gates(path), sample, path)
+        by_name = {g["name"]: g for g in table}
+        for name, gate in by_name.items():
+            expected = truth.get(TRUTH_ALIAS.get(name, name))
+            if expected is None:
+                continue
+            assert gate["count"] == int(expected.sum()), (path.name, name)
+            checked.add(TRUTH_ALIAS.get(name, name))
+        for gate in table:  # each gate's parent count is its parent's count (or every event)
+            parent = by_name.get(gate["parent"])
+            assert gate["parent_count"] == (parent["count"] if parent else sample.event_count)
+    # Every expected result of the set was matched by some document.
+    assert checked == set(truth)
+
+
+def test_a_non_compliant_document_is_one_line(gate_ref):
+    folder, _, _ = gate_ref
+    path = folder / "gml" / "gml_range_gate_attr_testing.xml"
+    with pytest.raises(InputError) as err:
+        regate.load_gates(path)
+    assert str(err.value).startswith(f"{path}: not a usable Gating-ML 2.0 document")
+    assert "\n" not in str(err.value)
+
+
+# --- a bundled sample, its exported gates edited by hand -------------------------------------------
+
+@pytest.fixture(scope="module")
+def near50(tmp_path_factory):
+    """near50_fmo analysed, written, and kept in memory (the events and masks behind its counts)."""
+    out = tmp_path_factory.mktemp("near50")
+    analysis = analyze.analyze_sample(TEST_DATA / "near50_fmo_stained.fcs", TEST_DATA / "near50_fmo_control.fcs",
+                                      sample_id="near50_fmo")
+    outputs.write_outputs(analysis, out)
+    return analysis, out
+
+
+def move_cd125_cutoff(gates_xml, value, edited):
+    """The hand edit a reviewer makes: the `min` of the cd125_pos gate set to ``value``."""
+    text = gates_xml.read_text()
+    pattern = r'(<gating:RectangleGate gating:id="cd125_pos"[^>]*>\s*<gating:dimension[^>]*gating:min=")[^"]+(")'
+    text, n = re.subn(pattern, rf"\g<1>{value!r}\g<2>", text)
+    assert n == 1
+    edited.write_text(text)
+    return edited
+
+
+def test_unedited_gates_reproduce_the_automatic_result(near50, tmp_path):
+    analysis, out = near50
+    reviewed = regate.regate_result(out / "result.json", out / "gates.xml", tmp_path / "r.json")
+    result = analysis.result
+    assert (reviewed["blast_events"], reviewed["cd125_pos_events"]) == \
+        (result.blast_events, result.cd125_pos_events)
+    assert {g["name"]: g["count"] for g in reviewed["gates"]} == {g["name"]: g["count"] for g in result.gates}
+    assert "edited" not in reviewed["threshold"]
+
+
+@pytest.mark.parametrize("shift", [+0.25, -0.25])
+def test_a_moved_cd125_cutoff_changes_the_fraction_exactly_as_implied(near50, tmp_path, shift):
+    analysis, out = near50
+    stained = analysis.stained
+    old = analysis.threshold.value
+    new = old + shift
+    edited = move_cd125_cutoff(out / "gates.xml", new, tmp_path / "edited.xml")
+    reviewed = regate.regate_result(out / "result.json", edited, tmp_path / "reviewed_result.json")
+
+    # What the edit implies, from the automatic analysis' own events: blasts at or above the new cut-off.
+    blasts = stained.step("blasts").mask
+    cd125 = stained.column(stained.markers["CD125"])
+    positive = int((blasts & (cd125 >= new)).sum())
+    assert positive != analysis.result.cd125_pos_events
+    assert reviewed["blast_events"] == int(blasts.sum())
+    assert reviewed["cd125_pos_events"] == positive
+    assert reviewed["cd125_pos_fraction"] == positive / int(blasts.sum())
+    low, high = stats.wilson_interval(positive, int(blasts.sum()))
+    assert (reviewed["ci_low"], reviewed["ci_high"]) == (low, high)
+    evidence = criterion.Evidence(int(blasts.sum()), positive, "control_percentile", control_used=True)
+    expected = criterion.decide(evidence, load_settings()).criterion
+    assert reviewed["criterion"] == expected
+    # The control's share above the cut-off moves the same way.
+    control = analysis.control
+    control_pos = int((control.step("blasts").mask & (control.column(control.markers["CD125"]) >= new)).sum())
+    assert {g["name"]: g["count"] for g in reviewed["control_gates"]}["cd125_pos"] == control_pos
+    # Threshold and provenance of the edit; the automatic result is untouched.
+    assert reviewed["threshold"]["edited"] is True and reviewed["threshold"]["value"] == new
+    assert reviewed["review"]["source_result_sha256"] == sha256_file(out / "result.json")
+    assert reviewed["review"]["gates_sha256"] == sha256_file(edited)
+    assert reviewed["review"]["automatic_criterion"] == analysis.result.criterion
+    assert json.loads((out / "result.json").read_text())["cd125_pos_events"] == analysis.result.cd125_pos_events
+
+
+def test_gates_without_a_cd125_gate_are_refused(near50, tmp_path):
+    _, out = near50
+    text = re.sub(r'<gating:RectangleGate gating:id="cd125_pos".*?</gating:RectangleGate>', "",
+                  (out / "gates.xml").read_text(), flags=re.S)
+    edited = tmp_path / "no_cd125.xml"
+    edited.write_text(text)
+    with pytest.raises(InputError, match="the edited gates have no 'cd125_pos' gate"):
+        regate.regate_result(out / "result.json", edited, tmp_path / "r.json")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_regate_command_names_the_reviewer(near50, tmp_path, capsys):
+    from cd125gate import cli
+
+    _, out = near50
+    reviews = tmp_path / "reviews.tsv"
+    reviews.write_text("sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\n"
+                       f"near50_fmo\t{sha256_file(out / 'result.json')}\tREGATE\tDr Ada\t2026-11-30\t"
+                       f"tighter blast gate\t{out / 'gates.xml'}\n")
+    target = tmp_path / "reviewed_result.json"
+    argv = ["regate", str(out / "result.json"), "--gates", str(out / "gates.xml"), "--out", str(target),
+            "--reviews", str(reviews)]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.startswith("reviewed near50_fmo: ")
+    review = json.loads(target.read_text())["review"]
+    assert (review["reviewer"], review["date"], review["reason"]) == ("Dr Ada", "2026-11-30", "tighter blast gate")

@@ -1,0 +1,75 @@
+"""The per-sample sign-out PDF: one A4 page, key plots cut from the QC figure, user text never mathtext."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from cd125gate import analyze, cli, outputs, signout
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    out = tmp_path_factory.mktemp("signout") / "samples" / "near50_fmo"
+    analysis = analyze.analyze_sample(ROOT / "test_data/near50_fmo_stained.fcs", ROOT / "test_data/near50_fmo_control.fcs",
+                                      sample_id="near50_fmo", meta={"patient_id": "SIM-003", "specimen": "bone marrow"})
+    outputs.write_outputs(analysis, out)
+    return out
+
+
+def pdf_pages(data):
+    """Page objects and their MediaBox sizes in points, read from the PDF's own object dictionaries."""
+    pages = re.findall(rb"/Type\s*/Page\b(?!s)", data)
+    boxes = [tuple(float(v) for v in box.split()) for box in re.findall(rb"/MediaBox\s*\[([^\]]*)\]", data)]
+    return len(pages), boxes
+
+
+def test_key_panels_are_the_blast_gate_and_cd125_panels(sample):
+    from PIL import Image
+    import io
+
+    panels = signout.key_panels((sample / "qc.png").read_bytes())
+    assert len(panels) == 2
+    for png in panels:
+        width, height = Image.open(io.BytesIO(png)).size
+        assert 300 <= width <= 431 and 250 <= height <= 420   # one panel (at most 4.3 inches at 100 dpi)
+    failure = sample.parent / "failed"
+    analysis = analyze.analyze_sample(ROOT / "test_data/corrupt_stained.fcs", sample_id="corrupt")
+    outputs.write_outputs(analysis, failure)
+    assert signout.key_panels((failure / "qc.png").read_bytes()) == []
+
+
+def test_gate_tree_nests_children_under_parents():
+    gates = [{"name": "a", "parent": None, "count": 10, "percent_of_parent": 100.0},
+             {"name": "b", "parent": "a", "count": 5, "percent_of_parent": 50.0},
+             {"name": "c", "parent": "b", "count": 1, "percent_of_parent": 20.0, "exclusion": True},
+             {"name": "d", "parent": "a", "count": 2, "percent_of_parent": 20.0}]
+    assert signout.gate_tree(gates) == ["a  10  (100.0%)", "  └ b  5  (50.0%)", "    └ c (excluded)  1  (20.0%)",
+                                        "  └ d  2  (20.0%)"]
+
+
+def test_signout_is_one_a4_page_and_user_text_is_not_mathtext(sample, tmp_path):
+    result = json.loads((sample / "result.json").read_text())
+    row = {"final": "NOT_MET", "review_decision": "OVERRIDE_NOT_MET", "reviewed_by": "Dr $x^2$",
+           "reviewed_at": "2026-11-30", "review_reason": r"dim $\frac{ tail$ costs $5", "instrument": "Canto $II"}
+    result["notes"] = r"$\alpha"
+    path = tmp_path / "signout.pdf"
+    signout.write_signout(path, result, row, (sample / "qc.png").read_bytes())  # mathtext would raise here
+    count, boxes = pdf_pages(path.read_bytes())
+    assert count == 1
+    assert boxes and all(abs(w - 595.44) < 1 and abs(h - 841.68) < 1 for _, _, w, h in boxes)
+    lines = signout.decision_lines(result, row)
+    assert any(r"dim $\frac{ tail$ costs $5" in line for line in lines)
+
+
+def test_signout_command_writes_one_pdf_per_sample(sample, capsys):
+    results = sample.parent
+    screening = results.parent / "screening.json"
+    assert cli.main(["screening", str(sample / "result.json"), "--tsv", str(results.parent / "s.tsv"),
+                     "--json", str(screening)]) == 0
+    assert cli.main(["signout", "--screening", str(screening), "--results-dir", str(results)]) == 0
+    assert "1 sign-out records written" in capsys.readouterr().out
+    assert pdf_pages((sample / "signout.pdf").read_bytes())[0] == 1

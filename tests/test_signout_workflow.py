@@ -1,0 +1,155 @@
+"""The sign-out loop in the workflow: reviews checked before any job, final status, audit, re-gating."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+DIGEST = "ab" * 32
+
+
+def snakemake(workdir, samples, outdir, *config, extra=(), timeout=900):
+    command = [str(SNAKEMAKE), "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(workdir),
+               "--configfile", str(ROOT / "config/config.yaml"),
+               "--config", f"samples={samples}", f"outdir={outdir}", *config, *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(proc):
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("cd125gate:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("line, problem", [
+    (f"nosuch\t{DIGEST}\tACCEPT\tDr Ada\t2026-11-30\t", "line 2: unknown sample 'nosuch'"),
+    (f"low_fmo\t{DIGEST}\tOVERRIDE_MET\tDr Ada\t2026-11-30\t", "line 2: OVERRIDE_MET of sample 'low_fmo' gives no reason"),
+    (f"low_fmo\t{DIGEST}\tSIGN\tDr Ada\t2026-11-30\tok", "line 2: unknown decision 'SIGN'"),
+    (f"low_fmo\t{DIGEST}\tACCEPT\tDr Ada\t30.11.2026\t", "line 2: date '30.11.2026'"),
+    (f"low_fmo\t{DIGEST}\tACCEPT\tDr Ada\t2026-11-30\t", "line 2: sample 'low_fmo' has no result.json yet"),
+])
+def test_a_bad_review_line_stops_the_run_before_any_job(tmp_path, line, problem):
+    reviews = tmp_path / "reviews.tsv"
+    reviews.write_text("sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\n" + line + "\n")
+    proc = snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", f"reviews={reviews}")
+    assert proc.returncode != 0
+    assert one_error_line(proc).startswith(f"cd125gate: {reviews}: {problem}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_signoff_must_be_known(tmp_path):
+    proc = snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", "signoff=some")
+    assert proc.returncode != 0 and "signoff" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# --- the whole loop on bundled samples --------------------------------------------------------------
+
+LOOP = ("low_fmo", "near50_fmo", "few_blasts", "high_fmo")
+
+
+def digest(path):
+    from cd125gate.reviews import sha256_file
+
+    return sha256_file(path)
+
+
+def screening_rows(outdir):
+    import csv
+
+    with open(outdir / "screening.tsv", newline="") as handle:
+        return {row["sample_id"]: row for row in csv.DictReader(handle, delimiter="\t")}
+
+
+@pytest.mark.slow
+def test_the_sign_out_loop(tmp_path):
+    import json
+    import re
+
+    from conftest import write_subset_sheet
+
+    from cd125gate import analyze, stats
+
+    sheet = write_subset_sheet(tmp_path / "samples.tsv", set(LOOP))
+    outdir = tmp_path / "results"
+    first = snakemake(tmp_path, sheet, outdir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = screening_rows(outdir)
+    assert {sid: rows[sid]["criterion"] for sid in LOOP} == \
+        {"low_fmo": "NOT_MET", "near50_fmo": "REVIEW", "few_blasts": "REVIEW", "high_fmo": "MET"}
+    assert rows["near50_fmo"]["final"] == "PENDING_REVIEW" and rows["high_fmo"]["final"] == "MET"
+
+    # The reviewer's lines: the digests are those of the results they looked at.
+    results = {sid: outdir / "samples" / sid / "result.json" for sid in LOOP}
+    gates = outdir / "samples" / "high_fmo" / "gates.xml"
+    new_cut = 0.9
+    text, n = re.subn(r'(<gating:RectangleGate gating:id="cd125_pos"[^>]*>\s*<gating:dimension[^>]*gating:min=")'
+                      r'[^"]+(")', rf"\g<1>{new_cut}\g<2>", gates.read_text())
+    assert n == 1
+    (tmp_path / "edited_high_fmo.xml").write_text(text)
+    reviews = tmp_path / "reviews.tsv"
+    reviews.write_text(
+        "sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\n"
+        f"low_fmo\t{digest(results['low_fmo'])}\tACCEPT\tDr Ada\t2026-11-30\t\t\n"
+        f"near50_fmo\t{digest(results['near50_fmo'])}\tOVERRIDE_NOT_MET\tDr Ada\t2026-11-30\t"
+        "CD125+ events are a dim tail of the negatives\t\n"
+        f"few_blasts\t{digest(results['few_blasts'])}\tREJECT\tDr Bo\t2026-12-01\ttoo few blasts; re-acquire\t\n"
+        f"high_fmo\t{digest(results['high_fmo'])}\tREGATE\tDr Bo\t2026-12-01\tFMO cut-off too low\t"
+        "edited_high_fmo.xml\n")
+    automatic = results["high_fmo"].read_bytes()
+    second = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
+    assert second.returncode == 0, second.stderr[-3000:]
+    rows = screening_rows(outdir)
+    assert {sid: rows[sid]["final"] for sid in LOOP} == \
+        {"low_fmo": "NOT_MET", "near50_fmo": "NOT_MET", "few_blasts": "REJECTED", "high_fmo": "NOT_MET"}
+    assert rows["near50_fmo"]["review_reason"] == "CD125+ events are a dim tail of the negatives"
+    assert (rows["few_blasts"]["reviewed_by"], rows["few_blasts"]["reviewed_at"]) == ("Dr Bo", "2026-12-01")
+    assert {sid: rows[sid]["criterion"] for sid in LOOP}["high_fmo"] == "MET"  # automatic answer kept
+
+    # The reviewed result differs exactly as the edited gate implies; the automatic one is untouched.
+    assert results["high_fmo"].read_bytes() == automatic
+    reviewed = json.loads((outdir / "samples/high_fmo/reviewed_result.json").read_text())
+    analysis = analyze.analyze_sample(*[ROOT / "test_data" / f"high_fmo_{t}.fcs" for t in ("stained", "control")],
+                                      sample_id="high_fmo")
+    blasts = analysis.stained.step("blasts").mask
+    cd125 = analysis.stained.column(analysis.stained.markers["CD125"])
+    positive, total = int((blasts & (cd125 >= new_cut)).sum()), int(blasts.sum())
+    assert (reviewed["cd125_pos_events"], reviewed["blast_events"]) == (positive, total)
+    assert reviewed["cd125_pos_fraction"] == positive / total
+    assert (reviewed["ci_low"], reviewed["ci_high"]) == stats.wilson_interval(positive, total)
+    assert float(rows["high_fmo"]["reviewed_cd125_pos_fraction"]) == positive / total
+
+    # The audit records the four decisions, with the results before and after; a rerun adds nothing.
+    audit = (outdir / "audit.tsv").read_text().splitlines()
+    assert len(audit) == 5
+    cells = {line.split("\t")[1]: line.split("\t") for line in audit[1:]}
+    assert {sid: cells[sid][2] for sid in LOOP} == \
+        {"low_fmo": "ACCEPT", "near50_fmo": "OVERRIDE_NOT_MET", "few_blasts": "REJECT", "high_fmo": "REGATE"}
+    assert cells["high_fmo"][7:9] == [digest(results["high_fmo"]),
+                                      digest(outdir / "samples/high_fmo/reviewed_result.json")]
+    assert cells["low_fmo"][7] == cells["low_fmo"][8] == digest(results["low_fmo"])
+    again = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
+    assert again.returncode == 0
+    assert (outdir / "audit.tsv").read_text().splitlines() == audit
+
+    # A changed result makes its old review stale: the sample needs review again.
+    # (Other analysis settings change every result: the confidence of the interval.)
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("analysis:\n  criterion:\n    confidence: 0.99\n")
+    changed = ("--configfile", str(ROOT / "config/config.yaml"), str(settings))
+    third = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all", extra=changed)
+    assert third.returncode == 0, third.stderr[-3000:]
+    rows = screening_rows(outdir)
+    assert rows["low_fmo"]["final"] == "PENDING_REVIEW" and rows["low_fmo"]["reviewed_by"] == ""
+    assert "stale" in rows["low_fmo"]["review_note"]
+    # The old line is history now, not an error; a new line with an unknown digest still stops the run.
+    assert snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all", extra=changed).returncode == 0
+    with reviews.open("a") as handle:
+        handle.write(f"high_fmo\t{'0' * 64}\tACCEPT\tDr Ada\t2026-12-02\t\t\n")
+    stopped = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", extra=changed)
+    assert stopped.returncode != 0
+    assert one_error_line(stopped).startswith(f"cd125gate: {reviews}: line 6: stale digest for sample 'high_fmo'")

@@ -1,0 +1,48 @@
+"""batch.wsp: every sample's gates, transforms and matrix in one FlowJo workspace that FlowKit reads back."""
+
+import json
+import warnings
+from pathlib import Path
+
+import flowkit as fk
+import pytest
+
+from cd125gate import analyze, cli, outputs
+
+ROOT = Path(__file__).parents[1]
+SAMPLES = ("low_fmo", "high_isotype", "diva_high", "corrupt")
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wsp")
+    paths = []
+    for sid in SAMPLES:
+        analysis = analyze.analyze_sample(ROOT / "test_data" / f"{sid}_stained.fcs",
+                                          ROOT / "test_data" / f"{sid}_control.fcs", sample_id=sid)
+        outputs.write_outputs(analysis, out / sid)
+        paths.append(out / sid / "result.json")
+    return out, paths
+
+
+def test_workspace_reads_back_in_flowkit_with_our_counts(batch, capsys):
+    out, paths = batch
+    wsp = out / "batch.wsp"
+    assert cli.main(["workspace", *map(str, paths), "--out", str(wsp)]) == 0
+    assert "3 gated samples of 4" in capsys.readouterr().out  # the corrupt tube has no gates
+    results = {p.parent.name: json.loads(p.read_text()) for p in paths}
+    fcs = [results[sid]["inputs"]["fcs"]["path"] for sid in SAMPLES if sid != "corrupt"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        workspace = fk.Workspace(str(wsp), fcs_samples=fcs)
+        workspace.analyze_samples()
+    report = workspace.get_analysis_report()
+    assert sorted(report["sample_id"].unique()) == sorted(Path(f).name for f in fcs)
+    for sid in SAMPLES[:-1]:
+        rows = report[report["sample_id"] == f"{sid}_stained.fcs"]
+        theirs = {row["gate_name"]: int(row["count"]) for _, row in rows.iterrows()}
+        ours = {g["name"]: g["count"] for g in results[sid]["gates"]}
+        assert theirs == ours, sid
+    # Each sample keeps its own transforms: logicle widths are fitted per tube.
+    widths = {sid: workspace.get_transform(f"{sid}_stained.fcs", "Comp-PE-A").param_w for sid in SAMPLES[:-1]}
+    assert len(set(widths.values())) > 1
