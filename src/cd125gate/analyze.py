@@ -114,7 +114,7 @@ def _run(analysis, fcs_path, control_path, compensation_path, config):
 
 def _read_inputs(analysis, fcs_path, control_path, compensation_path, config):
     """Read both tubes, find the markers and the compensation; note what puts the answer in doubt."""
-    from . import compensation, panel
+    from . import compensation, panel, plausibility
     from .fcs import read_fcs
 
     result = analysis.result
@@ -132,6 +132,7 @@ def _read_inputs(analysis, fcs_path, control_path, compensation_path, config):
         doubts.append("no compensation matrix: the tube was analysed uncompensated")
         result["flags"].append("uncompensated")
     control = _usable_control(control, control_path, markers, config, result, doubts)
+    doubts += plausibility.check(stained, control, markers, config["panel"]["required"])
     return stained, control, markers, doubts
 
 

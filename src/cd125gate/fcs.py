@@ -18,7 +18,7 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -87,6 +87,10 @@ class FCSData:
     byte_order: str
     datatype: str
     timestep: float | None
+    # $PnN -> fraction of events whose stored integer had bits above $PnR (masked off).
+    # Instruments set a flag bit now and then; most events over the range means the
+    # keywords do not describe the data (see cd125gate.plausibility).
+    over_range: dict = field(default_factory=dict)
 
     def channel_names(self):
         """Return the $PnN names (made unique), in file order."""
@@ -208,10 +212,12 @@ def _parse(content, path, read_events):
     _check_data_segment(data_start, data_end, event_count * event_size, size, header, path, warnings)
     timestep = _timestep(keywords, warnings)
     events = None
+    over_range = {}
     if read_events:
         raw = memoryview(content)[data_start:data_start + event_count * event_size]
-        events = _decode(raw, event_count, layouts, byte_order)
+        events, over = _decode(raw, event_count, layouts, byte_order)
         events = _preprocess(events, channels, layouts, timestep)
+        over_range = {channels[i].name: n / event_count for i, n in over.items()}
     dataset_count = _count_datasets(content, keywords, path, warnings)
     return FCSData(
         path=path,
@@ -228,6 +234,7 @@ def _parse(content, path, read_events):
         byte_order=byte_order,
         datatype=datatype,
         timestep=timestep,
+        over_range=over_range,
     )
 
 
@@ -592,27 +599,39 @@ def _timestep(keywords, warnings):
 
 
 def _decode(raw, count, layouts, byte_order):
-    """Decode ``count`` events from DATA bytes into a float64 array (count, channels)."""
+    """Decode ``count`` events from DATA bytes.
+
+    Returns a float64 array (count, channels) and, for masked integer
+    channels, channel index -> number of events that had bits above the mask.
+    """
     endian = "<" if byte_order == "little" else ">"
     if count == 0:
-        return np.empty((0, len(layouts)), dtype=np.float64)
+        # Also the only safe path for mixed widths: a (0, -1) reshape is ambiguous.
+        return np.empty((0, len(layouts)), dtype=np.float64), {}
     first = layouts[0]
+    over = {}
     if all((l.kind, l.nbytes) == (first.kind, first.nbytes) for l in layouts) and first.nbytes in (1, 2, 4, 8):
         # Fast path: one dtype for every channel, one vectorised read.
         values = np.frombuffer(raw, np.dtype(f"{endian}{first.kind}{first.nbytes}"), count * len(layouts))
         values = values.reshape(count, len(layouts))
         if any(layout.mask is not None for layout in layouts):
+            over = {i: int(np.count_nonzero(values[:, i] > layout.mask))
+                    for i, layout in enumerate(layouts) if layout.mask is not None}
             everything = (1 << (8 * first.nbytes)) - 1
             masks = [everything if layout.mask is None else layout.mask for layout in layouts]
             values = values & np.array(masks, dtype=values.dtype)
-        return values.astype(np.float64)
+        return values.astype(np.float64), over
     rows = np.frombuffer(raw, np.uint8).reshape(count, -1)
     events = np.empty((count, len(layouts)), dtype=np.float64)
     offset = 0
     for i, layout in enumerate(layouts):
-        events[:, i] = _decode_column(rows[:, offset:offset + layout.nbytes], layout, endian)
+        values = _decode_column(rows[:, offset:offset + layout.nbytes], layout, endian)
+        if layout.mask is not None:
+            over[i] = int(np.count_nonzero(values > layout.mask))
+            values = values & np.asarray(layout.mask, dtype=values.dtype)
+        events[:, i] = values
         offset += layout.nbytes
-    return events
+    return events, over
 
 
 def _decode_column(columns, layout, endian):
@@ -625,8 +644,6 @@ def _decode_column(columns, layout, endian):
         values = np.zeros(len(columns), dtype=np.uint64)
         for shift, k in enumerate(order):
             values |= columns[:, k].astype(np.uint64) << np.uint64(8 * shift)
-    if layout.mask is not None:
-        values = values & np.asarray(layout.mask, dtype=values.dtype)
     return values
 
 

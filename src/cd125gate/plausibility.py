@@ -1,0 +1,204 @@
+"""Plausibility of a tube that decodes but may make no physical sense.
+
+The reader checks that a file is well formed; these checks ask whether the
+numbers it holds can be a measurement at all. A damaged or mis-declared file
+can decode cleanly and still give a confident wrong answer (issue 13: a CD125
+`$PnR` of 1e308 turned a 20 % tube into "MET 100 %"; float data declared as
+integers gave "MET 88.9 %"). Each check looks at one channel the analysis
+uses (the scatter and marker channels the panel resolved):
+
+- non-finite values (NaN or infinity) in float data;
+- a constant channel: (nearly) every event has the same value;
+- a saturated channel: most events sit at the channel's maximum;
+- integer values with bits above `$PnR` for most events, or 32-bit integers
+  that are IEEE floats in disguise: `$DATATYPE`/`$PnB`/`$PnR` do not
+  describe the data;
+- values far beyond `$PnR` (no detector reads a million times its range);
+- a `$PnR` far above every value (the range, which sets the display scale
+  and the logicle top, does not describe the data).
+
+The thresholds sit far outside what real files show: over the 19 readable
+corpus files and the bundled tubes the smallest data maximum is 1.4e-4 of
+`$PnR` (a CyFlow channel), the largest is 350 x `$PnR` (a Miltenyi width
+channel), and the largest share of events at a marker's maximum is 2 %.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+CONSTANT_SHARE = 0.99      # share of events at one value above which a channel is "constant"
+SATURATED_SHARE = 0.5      # share of events at the channel's maximum: "saturated for most events"
+OVER_RANGE_SHARE = 0.5     # share of events with integer bits above $PnR
+# |value| above this many times the channel's top is not a measurement. Even one such
+# event matters: the transforms stretch their top to the data maximum.
+ABSURD_FACTOR = 1e6
+EMPTY_RANGE_FACTOR = 1e5   # a top this many times the largest |value| does not describe the data
+FLOAT_LOOKALIKE_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One implausible finding on one channel."""
+
+    channel: str      # $PnN
+    marker: str       # the marker or scatter parameter it carries (e.g. "CD125", "SSC-A")
+    text: str
+    fatal: bool       # True: the analysis cannot give a trustworthy number (FAILED)
+
+    def __str__(self):
+        label = self.channel if self.channel == self.marker else f"{self.marker} ({self.channel})"
+        return f"{label}: {self.text}"
+
+
+def problems(fcs, markers, required=()):
+    """Implausible findings on the channels the analysis uses.
+
+    Parameters
+    ----------
+    fcs : FCSData
+        A tube read with its events.
+    markers : dict
+        Marker -> $PnN, as ``panel.resolve_markers`` returns.
+    required : iterable of str
+        Markers the analysis cannot do without (config ``panel.required``). A
+        problem on one of them is fatal; on another marker it only puts the
+        answer in doubt, since gating may still work without it.
+
+    Returns
+    -------
+    list of Problem
+    """
+    if fcs.events is None or len(fcs.events) == 0:
+        return []
+    required = set(required)
+    names = fcs.channel_names()
+    found = []
+    for marker, name in markers.items():
+        if name not in names:
+            continue
+        i = names.index(name)
+        channel = fcs.channels[i]
+        column = fcs.events[:, i]
+        is_time = marker == "Time" or name.lower() == "time"
+        fatal = marker in required and not is_time
+        texts = _time_problems(column) if is_time else _channel_problems(fcs, channel, column)
+        found += [Problem(name, marker, text, fatal) for text in texts]
+    return found
+
+
+def same_tube(stained, control):
+    """Why the control is the stained tube itself, or None."""
+    if control is None:
+        return None
+    if stained.sha256 == control.sha256:
+        return "the control tube is the stained tube itself (same SHA-256)"
+    if (stained.events is not None and control.events is not None
+            and stained.events.shape == control.events.shape
+            and np.array_equal(stained.events, control.events, equal_nan=True)):
+        return "the control tube holds exactly the stained tube's events"
+    return None
+
+
+def check(stained, control, markers, required=()):
+    """Refuse a stained tube with a fatal problem; return the rest as REVIEW doubts.
+
+    Raises
+    ------
+    InputError
+        For the first fatal problem of the stained tube (the sample ends FAILED).
+
+    Returns
+    -------
+    list of str
+        Doubts that send the result to REVIEW: non-fatal problems of the stained
+        tube, every problem of the control tube (its CD125 sets the threshold,
+        but analyze's own rules decide whether it is usable), and a control that
+        is the stained tube itself.
+    """
+    stained_problems = problems(stained, markers, required)
+    fatal = [p for p in stained_problems if p.fatal]
+    if fatal:
+        more = f" (and {len(fatal) - 1} more implausible channel(s))" if len(fatal) > 1 else ""
+        raise InputError(stained.path, f"implausible data: {fatal[0]}{more}")
+    doubts = [f"stained tube implausible: {p}" for p in stained_problems]
+    if control is not None:
+        doubts += [f"control tube implausible: {p}" for p in problems(control, markers, required)]
+        same = same_tube(stained, control)
+        if same:
+            doubts.append(f"control tube unusable: {same}")
+    return doubts
+
+
+def _time_problems(column):
+    finite = column[np.isfinite(column)]
+    if finite.size > 1 and finite.min() == finite.max():
+        return [f"all {column.size:,} events have the same time ({finite[0]:g}): time QC cannot judge the flow"]
+    if finite.size < column.size:
+        return [f"{column.size - finite.size:,} events have no finite time"]
+    return []
+
+
+def _channel_problems(fcs, channel, column):
+    n = column.size
+    finite = np.isfinite(column)
+    bad = n - int(np.count_nonzero(finite))
+    if bad:
+        return [f"{bad:,} of {n:,} events hold NaN or infinite values"]
+    top = _top(fcs, channel)
+    found = []
+    # The median is the value shared by >= 99 % of events if there is one: O(n), no sort.
+    middle = float(np.median(column))
+    at_middle = np.count_nonzero(column == middle) / n
+    if n > 1 and at_middle >= CONSTANT_SHARE:
+        found.append(f"constant: {at_middle:.1%} of {n:,} events have the value {middle:g}")
+    else:
+        highest = float(column.max())
+        at_max = np.count_nonzero(column == highest) / n
+        if at_max >= SATURATED_SHARE:
+            found.append(f"saturated: {at_max:.0%} of {n:,} events sit at the maximum {highest:g}")
+    over = fcs.over_range.get(channel.name, 0.0)
+    if over >= OVER_RANGE_SHARE:
+        found.append(f"{over:.0%} of events have bits above $P{channel.index}R={channel.range:g}: "
+                     "$DATATYPE, $PnB and $PnR do not describe the data (float data declared as integers?)")
+    if _floats_in_disguise(fcs, channel, column):
+        found.append("the 32-bit integers read as IEEE floats: float data declared as integers "
+                     f"($DATATYPE {fcs.datatype})")
+    largest = float(np.abs(column).max())
+    absurd = int(np.count_nonzero(np.abs(column) > ABSURD_FACTOR * top))
+    if absurd:
+        found.append(f"{absurd:,} of {n:,} events have values beyond {ABSURD_FACTOR:g} x the range "
+                     f"{top:g} (largest {largest:g})")
+    elif largest > 0 and top > EMPTY_RANGE_FACTOR * largest:
+        found.append(f"$P{channel.index}R={channel.range:g} but the largest value is {largest:g}: "
+                     "the range does not describe the data")
+    return found
+
+
+def _top(fcs, channel):
+    """The largest value the channel can hold, in the units of ``fcs.events``."""
+    decades, offset = channel.amplification
+    top = 10 ** decades * offset if decades > 0 and fcs.datatype == "I" else channel.range
+    if channel.gain not in (None, 0.0, 1.0):
+        top = top / abs(channel.gain)
+    return top
+
+
+def _floats_in_disguise(fcs, channel, column):
+    """True when a linear 32-bit integer channel's values are mostly IEEE float32 bit patterns.
+
+    Real integer data stay far below 2**24; positive float32 numbers between
+    1e-3 and 1e9 are integers between about 0.98e9 and 1.3e9.
+    """
+    kind = fcs.keywords.get(f"$P{channel.index}DATATYPE", fcs.datatype).strip().upper()
+    if kind != "I" or channel.bits != 32 or channel.amplification[0] > 0 or channel.gain not in (None, 0.0, 1.0):
+        return False
+    big = column >= 2 ** 24
+    if np.count_nonzero(big) < OVER_RANGE_SHARE * column.size:
+        return False
+    as_float = column[big].astype(np.uint32).view(np.float32)
+    magnitude = np.abs(as_float)
+    plausible = np.isfinite(as_float) & (magnitude >= 1e-3) & (magnitude <= 1e9)
+    return np.count_nonzero(plausible) >= FLOAT_LOOKALIKE_SHARE * as_float.size
