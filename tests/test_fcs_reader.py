@@ -549,3 +549,9 @@ def test_many_duplicate_names_and_escaped_delimiters_parse_in_linear_time(tmp_pa
 def test_renaming_skips_names_already_taken(make_fcs):
     fcs = read_fcs(make_fcs(np.ones((1, 4)), names=["A", "A_2", "A", "A"]))
     assert fcs.channel_names() == ["A", "A_2", "A_3", "A_4"]
+
+
+def test_huge_par_is_refused_at_once(make_fcs):
+    # A fuzzer mutant: $PAR of 10**80 made the reader build per-channel lists forever.
+    path = make_fcs(np.ones((3, 2)), keywords={"$PAR": "13" * 40})
+    _one_line_refusal(path, f"$PAR is {'13' * 40} but TEXT holds only")

@@ -385,6 +385,9 @@ def _channels(keywords, path, warnings):
     count = _int_keyword(keywords, "$PAR", path)
     if count < 1:
         raise InputError(path, f"$PAR is {count}: the file has no channels")
+    if count > len(keywords):
+        # Each channel needs $PnN, $PnB and $PnR: refuse before building per-channel lists.
+        raise InputError(path, f"$PAR is {count} but TEXT holds only {len(keywords)} keywords")
     indices = range(1, count + 1)
     # Column by column in comprehensions (a file may have 50,000 channels); each
     # distinct value string is parsed once (the parsers are cached).
