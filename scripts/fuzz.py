@@ -318,6 +318,60 @@ def mutate_data_values(rng, seed):
     return f"data {kind}", seed.content[:seed.data[0]] + new + seed.content[seed.data[1] + 1:]
 
 
+def degenerate_tubes(folder, source=TEST_DATA / "low_fmo_stained.fcs"):
+    """Write the issue's degenerate tubes (readable files, data that make no sense) into ``folder``.
+
+    Each is the bundled tube with its events changed in one way; the TEXT is
+    untouched except where the name says so. Returns {name: path}.
+    """
+    import numpy as np
+
+    from cd125gate.fcs import read_fcs
+
+    fcs = read_fcs(source, read_events=False)
+    seed = load_seed(Path(source))
+    n_channels = len(fcs.channels)
+    names = fcs.channel_names()
+    column = {name: names.index(name) for name in ("FSC-A", "SSC-A", "PE-A", "Time")}
+    data = seed_data(seed)
+    values = np.frombuffer(data, "<f4").reshape(fcs.event_count, n_channels)
+
+    def changed(change):
+        v = values.copy()
+        change(v)
+        return v
+
+    kinds = {
+        "identical_events": changed(lambda v: v.__setitem__(slice(None), v[0])),
+        "all_zero": changed(lambda v: v.__setitem__(slice(None), 0)),
+        "constant_ssc": changed(lambda v: v.__setitem__((slice(None), column["SSC-A"]), 5000)),
+        "cd125_1e30": changed(lambda v: v.__setitem__((slice(None, None, 7), column["PE-A"]), 1e30)),
+        "time_jump": changed(lambda v: v.__setitem__((slice(len(v) // 2, None), column["Time"]),
+                                                     v[len(v) // 2:, column["Time"]] + 1e6)),
+        "time_constant": changed(lambda v: v.__setitem__((slice(None), column["Time"]), 3)),
+        "time_nan": changed(lambda v: v.__setitem__((slice(None), column["Time"]), np.nan)),
+    }
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, v in kinds.items():
+        content = seed.content[:seed.data[0]] + v.astype("<f4").tobytes() + seed.content[seed.data[1] + 1:]
+        written[name] = folder / f"{name}.fcs"
+        written[name].write_bytes(content)
+    text_changes = {
+        "timestep_zero": (b"/$TIMESTEP/0.01/", b"/$TIMESTEP/0.00/"),
+        "cd125_range_1e308": (b"/$P6R/262144/", b"/$P6R/1e+308/"),
+        "float_declared_integer": (b"/$DATATYPE/F/", b"/$DATATYPE/I/"),
+    }
+    for name, (old, new) in text_changes.items():
+        written[name] = folder / f"{name}.fcs"
+        written[name].write_bytes(seed.content.replace(old, new))
+    # A FAILED reason quotes the path: mathtext in it reaches the failure figure.
+    written["mathtext_in_path"] = folder / "corrupt$^{x$.fcs"
+    written["mathtext_in_path"].write_bytes((TEST_DATA / "corrupt_stained.fcs").read_bytes())
+    return written
+
+
 MUTATIONS = [
     (mutate_keyword, 5), (mutate_keyword_in_place, 3), (mutate_drop_or_repeat, 2), (mutate_duplicate_names, 1),
     (mutate_truncate, 2), (mutate_non_ascii, 2), (mutate_header, 2), (mutate_bits, 2), (mutate_data_values, 3),
@@ -372,9 +426,17 @@ def run_cli(argv, seconds):
             code = exc.code if isinstance(exc.code, int) else 2
         except Timeout as exc:
             problem = f"timeout: {exc}"
-        except Exception:  # noqa: BLE001 - the fuzzer's whole point is to catch anything
-            problem = "traceback: " + traceback.format_exc(limit=-3).strip().replace("\n", " | ")
+        except Exception as exc:  # noqa: BLE001 - the fuzzer's whole point is to catch anything
+            problem = "traceback: " + where(exc)
     return code, out.getvalue(), err.getvalue(), problem
+
+
+def where(exc):
+    """'module.py:line in function: Type: message' for the innermost cd125gate frame of ``exc``."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "cd125gate" in f.filename]
+    place = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}: " if frames else ""
+    message = str(exc).replace("\n", " ")[:200]
+    return f"{place}{type(exc).__name__}: {message}"
 
 
 def strict_json(text):
@@ -441,8 +503,8 @@ def check_read_stage(path, size):
         return "ok-refused", exc.problem
     except Timeout as exc:
         return "timeout", str(exc)
-    except Exception:  # noqa: BLE001
-        return "traceback", traceback.format_exc(limit=-3).strip().replace("\n", " | ")
+    except Exception as exc:  # noqa: BLE001
+        return "traceback", where(exc)
     return "ok-read", ""
 
 
@@ -564,7 +626,13 @@ def main(argv=None):
     parser.add_argument("--max-memory-gb", type=float, default=4.0,
                         help="address-space limit for this process: a reader that allocates without "
                              "checking ends in MemoryError, counted as a failure")
+    parser.add_argument("--degenerate", type=Path, metavar="DIR",
+                        help="only write the issue's degenerate tubes into DIR (reproducers) and exit")
     args = parser.parse_args(argv)
+    if args.degenerate:
+        for name, path in degenerate_tubes(args.degenerate).items():
+            print(f"{name}\t{path}")
+        return 0
     import resource
 
     limit = int(args.max_memory_gb * 1024 ** 3)

@@ -97,3 +97,55 @@ def test_every_mutation_operator_produces_mutants(engine):
     for operator, _ in engine.MUTATIONS:
         made = [operator(rng, seed) for seed in seeds]
         assert any(m is not None for m in made), operator.__name__
+
+
+# --- The degenerate tubes, end to end through `cd125gate analyze` (reproducers). ---
+
+# Degenerate data that the plausibility checks now send to FAILED before any gating.
+FAILED_EARLY = {
+    "identical_events": "FSC-A: constant: 100.0% of 5,000 events have the value",
+    "all_zero": "FSC-A: constant: 100.0% of 5,000 events have the value 0",
+    "constant_ssc": "SSC-A: constant: 100.0% of 5,000 events have the value 5000",
+    "cd125_1e30": "CD125 (PE-A): 715 of 5,000 events have values beyond 1e+06 x the range",
+    "cd125_range_1e308": "CD125 (PE-A): $P6R=1e+308 but the largest value is",
+    "float_declared_integer": "FSC-A: 100% of events have bits above $P1R=262144",
+}
+# Still failing in files this branch does not own (gating.py, plots.py): kept as reproducers.
+OTHERS = {
+    "time_jump": "gating.viable: np.percentile of an empty gate after time QC (IndexError)",
+    "time_constant": "gating.viable: np.percentile of an empty gate after time QC (IndexError)",
+    "time_nan": "plots._time_panel: NaN histogram edges (ValueError)",
+    "mathtext_in_path": "plots.plot_failure: the FAILED reason quotes the path and reaches mathtext",
+}
+
+
+@pytest.fixture(scope="module")
+def degenerate(engine, tmp_path_factory):
+    return engine.degenerate_tubes(tmp_path_factory.mktemp("degenerate"))
+
+
+@pytest.mark.parametrize("name", sorted(FAILED_EARLY))
+def test_degenerate_tube_fails_with_its_reason(engine, degenerate, tmp_path, name):
+    path = degenerate[name]
+    result, detail = engine.check_analyze(path, path.stat().st_size, tmp_path / "out")
+    assert result == "ok-FAILED", detail
+    assert "implausible data: " + FAILED_EARLY[name] in detail
+
+
+def test_zero_timestep_is_ignored_with_a_warning(engine, degenerate, tmp_path):
+    path = degenerate["timestep_zero"]
+    result, detail = engine.check_analyze(path, path.stat().st_size, tmp_path / "out")
+    assert result in ("ok-MET", "ok-NOT_MET", "ok-REVIEW"), detail
+    import json
+
+    warnings = json.loads((tmp_path / "out" / "result.json").read_text())["warnings"]
+    assert any("$TIMESTEP is not a positive number" in w for w in warnings)
+
+
+@pytest.mark.parametrize("name", sorted(OTHERS))
+def test_degenerate_tube_owned_elsewhere(engine, degenerate, tmp_path, name):
+    path = degenerate[name]
+    result, detail = engine.check_analyze(path, path.stat().st_size, tmp_path / "out")
+    if not result.startswith("ok"):
+        pytest.xfail(f"{OTHERS[name]}: {detail}")
+    assert result in ("ok-FAILED", "ok-REVIEW"), detail
