@@ -215,8 +215,12 @@ def _parse(content, path, read_events):
     over_range = {}
     if read_events:
         raw = memoryview(content)[data_start:data_start + event_count * event_size]
-        events, over = _decode(raw, event_count, layouts, byte_order)
-        events = _preprocess(events, channels, layouts, timestep)
+        # Signalling NaNs in float data warn on the cast and a hostile $PnE overflows the
+        # anti-log: the values are kept (NaN, inf) and reported by the plausibility checks;
+        # numpy's warnings would only add lines to stderr.
+        with np.errstate(invalid="ignore", over="ignore"):
+            events, over = _decode(raw, event_count, layouts, byte_order)
+            events = _preprocess(events, channels, layouts, timestep)
         over_range = {channels[i].name: n / event_count for i, n in over.items()}
     dataset_count = _count_datasets(content, keywords, path, warnings)
     return FCSData(
