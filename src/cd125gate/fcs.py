@@ -204,7 +204,10 @@ def _parse(content, path, read_events):
     byte_order = _byte_order(_keyword(keywords, "$BYTEORD", path), path)
     channels = _channels(keywords, path, warnings)
     # FCS 3.2 may override $DATATYPE per channel ($PnDATATYPE).
-    kinds = [keywords.get(f"$P{c.index}DATATYPE", datatype).strip().upper() for c in channels]
+    kinds = [datatype] * len(channels)
+    names = "\n".join(keywords)  # one C-level scan instead of a lookup per channel
+    if names.count("DATATYPE") > names.count("$DATATYPE"):
+        kinds = [keywords.get(f"$P{c.index}DATATYPE", datatype).strip().upper() for c in channels]
     layouts = [_layout(keywords, kind, channel, path, warnings) for kind, channel in zip(kinds, channels)]
     event_size = sum(layout.nbytes for layout in layouts)
     data_start, data_end = _data_offsets(header, keywords, path)
@@ -392,34 +395,44 @@ def _channels(keywords, path, warnings):
     if count > len(keywords):
         # Each channel needs $PnN, $PnB and $PnR: refuse before building per-channel lists.
         raise InputError(path, f"$PAR is {count} but TEXT holds only {len(keywords)} keywords")
-    indices = range(1, count + 1)
     # Column by column in comprehensions (a file may have 50,000 channels); each
     # distinct value string is parsed once (the parsers are cached).
-    names = _column(keywords, "N", indices, path)
-    ranges = [_range(keywords, n, path) for n in indices]
-    bits = [_bits(keywords, n, path) for n in indices]
-    amplifications = [_amplification(keywords, n, path) for n in indices]
-    gains = [_float_keyword(keywords, f"$P{n}G", path) if f"$P{n}G" in keywords else None for n in indices]
-    stains = [keywords.get(f"$P{n}S", "").strip() or None for n in indices]
+    prefixes = [f"$P{n}" for n in range(1, count + 1)]
+    get = keywords.get
+    names = _column(keywords, prefixes, "N", path)
+    ranges = [_finite(value) for value in _column(keywords, prefixes, "R", path)]
+    if None in ranges or min(ranges) <= 0.0:
+        n = next(i for i, r in enumerate(ranges, start=1) if r is None or r <= 0.0)
+        _range(keywords, n, path)  # raises, naming the keyword
+    bits = [_whole(value) for value in _column(keywords, prefixes, "B", path)]
+    amplifications = [_decades_offset(get(p + "E", "0,0")) for p in prefixes]
+    if None in amplifications:
+        _amplification(keywords, amplifications.index(None) + 1, path)  # raises
+    gains = [get(p + "G") for p in prefixes]
+    if any(gain is not None for gain in gains):
+        gains = [None if gain is None else _float_keyword(keywords, p + "G", path)
+                 for p, gain in zip(prefixes, gains)]
+    stains = [get(p + "S", "").strip() or None for p in prefixes]
     seen = set()
     next_suffix = {}
     renamed = []
     channels = []
     for n, name, stain, range_, bits_, amplification, gain in zip(
-            indices, names, stains, ranges, bits, amplifications, gains):
+            range(1, count + 1), names, stains, ranges, bits, amplifications, gains):
         name = name.strip()
-        unique = _unique_name(name, seen, next_suffix)
-        if unique != name:
+        if name in seen:
+            unique = _unique_name(name, seen, next_suffix)
             renamed.append(f"channel name {name!r} repeats; $P{n}N renamed to {unique!r}")
-        seen.add(unique)
-        channels.append(Channel(n, unique, stain, range_, bits_, amplification, gain))
+            name = unique
+        seen.add(name)
+        channels.append(Channel(n, name, stain, range_, bits_, amplification, gain))
     warnings += _summarised(renamed)
     return channels
 
 
-def _column(keywords, letter, indices, path):
+def _column(keywords, prefixes, letter, path):
     """``$PnX`` for every n, refusing the first that is missing."""
-    values = [keywords.get(f"$P{n}{letter}") for n in indices]
+    values = [keywords.get(p + letter) for p in prefixes]
     if None in values:
         _keyword(keywords, f"$P{values.index(None) + 1}{letter}", path)
     return values
