@@ -11,9 +11,10 @@ must end in one of the documented ways:
   with exactly one stderr line ``cd125gate: FILE: reason``;
 - the analysis read stage (``read_fcs`` with events, the panel, the
   plausibility checks): a result or an ``InputError``, nothing else;
-- ``analyze MUTANT --control GOOD`` (a share of the mutants): exit 0, 3 or 4
-  with a complete, schema-valid, strict-JSON result.json, or exit 2 with one
-  stderr line;
+- ``analyze`` (a share of the mutants of bundled tubes, each with its own
+  partner tube): exit 0, 3 or 4 with a complete, schema-valid, strict-JSON
+  result.json, or exit 2 with one stderr line; a MET or NOT_MET more than 10
+  points on the wrong side of 50 % of the simulated truth is a "wrong-answer";
 
 and, always: no other exception (a traceback), within a time bound that
 grows with the file size, and the input file unchanged (SHA-256).
@@ -44,6 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = ROOT / "test_data"
 GOOD_CONTROL = TEST_DATA / "low_fmo_control.fcs"
+# A MET/NOT_MET on the wrong side of 50 % by this margin of the simulated truth is a silently wrong answer.
+WRONG_MARGIN = 0.1
 
 # Keywords whose values steer the parser; mutated more often than the rest.
 STEERING = re.compile(rb"^\$(P\d+[BRENGS]|P\d+DATATYPE|TOT|PAR|NEXTDATA|DATATYPE|BYTEORD|MODE|BEGINDATA|ENDDATA|"
@@ -508,12 +511,31 @@ def check_read_stage(path, size):
     return "ok-read", ""
 
 
-def check_analyze(path, size, out_dir):
+def partner(seed_name):
+    """(argv for analyze, true CD125+ fraction or None) for a mutant of bundled tube ``seed_name``.
+
+    A mutated stained tube is analysed with its own control; a mutated control
+    with its own stained tube, so the mutant is the only thing that changed.
+    """
+    sample, _, role = Path(seed_name).stem.rpartition("_")
+    truth = json.loads((TEST_DATA / "truth.json").read_text()).get(sample, {})
+    fraction = truth.get("spec", {}).get("cd125_pos_fraction")
+    if truth.get("spec", {}).get("corrupt"):
+        fraction = None
+    stained, control = TEST_DATA / f"{sample}_stained.fcs", TEST_DATA / f"{sample}_control.fcs"
+    if role == "control" and stained.is_file():
+        return (lambda path: [str(stained), "--control", str(path)]), None
+    if role == "stained" and control.is_file():
+        return (lambda path: [str(path), "--control", str(control)]), fraction
+    return (lambda path: [str(path), "--control", str(GOOD_CONTROL)]), None
+
+
+def check_analyze(path, size, out_dir, seed_name="low_fmo_stained.fcs"):
     from cd125gate import screening
     from jsonschema import Draft202012Validator
 
-    code, out, err, problem = run_cli(
-        ["analyze", str(path), "--control", str(GOOD_CONTROL), "--out", str(out_dir)], bound(size, 180.0))
+    inputs, truth = partner(seed_name)
+    code, out, err, problem = run_cli(["analyze", *inputs(path), "--out", str(out_dir)], bound(size, 180.0))
     if problem:
         return problem.split(":")[0], problem
     if code == 2:
@@ -536,6 +558,10 @@ def check_analyze(path, size, out_dir):
     expected = {0: ("MET", "NOT_MET", "REVIEW", "FAILED"), 3: ("REVIEW",), 4: ("FAILED",)}[code]
     if result["criterion"] not in expected:
         return "contract", f"exit {code} with criterion {result['criterion']}"
+    if truth is not None and (result["criterion"] == "MET" and truth < 0.5 - WRONG_MARGIN
+                              or result["criterion"] == "NOT_MET" and truth > 0.5 + WRONG_MARGIN):
+        return "wrong-answer", (f"{result['criterion']} at {result['cd125_pos_fraction']:.1%} but the simulated "
+                                f"truth is {truth:.0%}")
     return f"ok-{result['criterion']}", "; ".join(result["reasons"])[:200]
 
 
@@ -547,7 +573,7 @@ def run_mutant(label, seed_name, content, workdir, index, analyze=False):
     stages = [("inspect", check_inspect), ("read", check_read_stage)]
     if analyze:
         out_dir = workdir / f"out_{index}"
-        stages.append(("analyze", lambda p, s: check_analyze(p, s, out_dir)))
+        stages.append(("analyze", lambda p, s: check_analyze(p, s, out_dir, seed_name)))
     for stage, check in stages:
         start = time.perf_counter()
         result, detail = check(path, len(content))

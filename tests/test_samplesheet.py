@@ -142,3 +142,13 @@ def test_workflow_schema_states_the_same_format():
     assert schema["properties"]["sample_id"]["pattern"] == samplesheet.SAMPLE_ID_PATTERN
     assert re.fullmatch(samplesheet.SAMPLE_ID_PATTERN, "x" * 100)
     assert not re.fullmatch(samplesheet.SAMPLE_ID_PATTERN, "x" * 101)
+
+
+def test_non_regular_sheet_is_refused_at_once(tmp_path):
+    import os
+
+    fifo = tmp_path / "sheet.tsv"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp_path):
+        with pytest.raises(InputError, match="the sample sheet is not a regular file"):
+            samplesheet.read_sheet(path)

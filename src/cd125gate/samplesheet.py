@@ -79,6 +79,9 @@ def _read_table(path):
     (Letting a quote run across lines made a cell starting with '"' swallow every
     later row, so samples vanished without a word.)
     """
+    if path.exists() and not path.is_file():
+        # A FIFO would block and /dev/zero never end: only regular files are read.
+        raise InputError(path, "the sample sheet is not a regular file")
     try:
         # utf-8-sig: sheets saved by spreadsheet programs often start with a BOM.
         text = path.read_text(encoding="utf-8-sig")
