@@ -555,3 +555,12 @@ def test_huge_par_is_refused_at_once(make_fcs):
     # A fuzzer mutant: $PAR of 10**80 made the reader build per-channel lists forever.
     path = make_fcs(np.ones((3, 2)), keywords={"$PAR": "13" * 40})
     _one_line_refusal(path, f"$PAR is {'13' * 40} but TEXT holds only")
+
+
+def test_decoded_size_is_bounded_by_the_limit_too(make_fcs):
+    # 8-bit integers grow eightfold as float64: a file under the limit can still exhaust memory.
+    path = make_fcs(np.ones((1000, 4)), datatype="I", bits=[8] * 4)
+    size = path.stat().st_size
+    assert read_fcs(path, read_events=False, max_bytes=size).event_count == 1000
+    _one_line_refusal(path, "decoding 1,000 events x 4 channels would take 32,000 bytes", max_bytes=size)
+    assert read_fcs(path, max_bytes=8000).events.shape == (1000, 4)

@@ -36,6 +36,9 @@ TEXT_PADDING = " \0\r\n\t"
 # for a whole run with the environment variable below.
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3
 MAX_BYTES_VARIABLE = "CD125GATE_MAX_FCS_BYTES"
+# Decoded float64 events may take this many times the file-size limit (float32 data
+# double in size; 8-bit integers grow eightfold).
+DECODED_PER_FILE_BYTE = 4
 # Only ASCII digits: str.isdigit() also accepts '²' and int() accepts '١٢' or '1_000'.
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 # Repeated warnings of one kind are summarised after this many (a hostile file can
@@ -141,7 +144,7 @@ def read_fcs(path, *, read_events=True, max_bytes=None):
     path = str(path)
     limit = max_file_bytes() if max_bytes is None else int(max_bytes)
     content = _read_bytes(path, limit)
-    return _parse(content, path, read_events)
+    return _parse(content, path, read_events, limit)
 
 
 def max_file_bytes():
@@ -189,7 +192,7 @@ def _file_kind(mode):
     return "special file"
 
 
-def _parse(content, path, read_events):
+def _parse(content, path, read_events, limit=DEFAULT_MAX_BYTES):
     warnings = []
     size = len(content)
     header = _parse_header(content[:HEADER_SIZE], path, size)
@@ -217,6 +220,12 @@ def _parse(content, path, read_events):
     events = None
     over_range = {}
     if read_events:
+        # float64 events take up to 8x the bytes of 8-bit data: bound memory by the limit too.
+        decoded = event_count * len(channels) * 8
+        if decoded > DECODED_PER_FILE_BYTE * limit:
+            raise InputError(path, f"decoding {event_count:,} events x {len(channels):,} channels would take "
+                                   f"{decoded:,} bytes, more than {DECODED_PER_FILE_BYTE} x the {limit:,}-byte "
+                                   f"limit (set {MAX_BYTES_VARIABLE} to raise it)")
         raw = memoryview(content)[data_start:data_start + event_count * event_size]
         # Signalling NaNs in float data warn on the cast and a hostile $PnE overflows the
         # anti-log: the values are kept (NaN, inf) and reported by the plausibility checks;
