@@ -3,6 +3,7 @@
 (Named ``fcsinfo`` rather than ``inspect``, which would shadow the standard library module.)
 """
 
+import argparse
 import json
 import math
 import sys
@@ -13,8 +14,14 @@ from .errors import InputError
 def add_arguments(parser):
     parser.add_argument("files", nargs="+", metavar="FILE", help="FCS files to summarise")
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects instead of text")
-    parser.add_argument("--max-bytes", type=int, default=None, metavar="N",
+    parser.add_argument("--max-bytes", type=_positive, default=None, metavar="N",
                         help="refuse files larger than N bytes (default: $CD125GATE_MAX_FCS_BYTES or 2 GiB)")
+
+
+def _positive(text):
+    if not text.isascii() or not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number of bytes, not {text!r}")
+    return int(text)
 
 
 def run(args):
