@@ -371,12 +371,20 @@ def _float_keyword(keywords, key, path):
     return number
 
 
-@functools.lru_cache(maxsize=4096)
 def _finite(text):
     """``float(text)`` if it is a finite number written in ASCII, else None.
 
     Cached: a file with 50,000 channels repeats the same few range and gain strings.
+    (Only short strings, so that the cache never keeps a hostile file's text alive.)
     """
+    return _finite_cached(text) if len(text) <= _CACHED_LENGTH else _finite_cached.__wrapped__(text)
+
+
+_CACHED_LENGTH = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def _finite_cached(text):
     text = text.strip()
     if not text.isascii() or "_" in text:
         return None
@@ -475,9 +483,13 @@ def _bits(keywords, n, path):
     return _whole(_keyword(keywords, f"$P{n}B", path))
 
 
-@functools.lru_cache(maxsize=4096)
 def _whole(text):
     """A non-negative whole number written in ASCII digits, else None."""
+    return _whole_cached(text) if len(text) <= _CACHED_LENGTH else _whole_cached.__wrapped__(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_cached(text):
     text = text.strip()
     return int(text) if _WHOLE_NUMBER.fullmatch(text) and text[0] not in "+-" else None
 
@@ -490,8 +502,12 @@ def _amplification(keywords, n, path):
     return amplification
 
 
-@functools.lru_cache(maxsize=4096)
 def _decades_offset(value):
+    return _decades_offset_cached(value) if len(value) <= _CACHED_LENGTH else _decades_offset_cached.__wrapped__(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decades_offset_cached(value):
     parts = [_finite(part) for part in value.split(",")]
     if len(parts) != 2 or None in parts or parts[0] < 0:
         return None
