@@ -3,7 +3,11 @@
 A sheet is a tab-separated file with a header row. ``sample_id`` and ``fcs``
 are required; ``control``, ``patient_id``, ``specimen``, ``compensation`` and
 ``notes`` are optional. Relative paths resolve against the sheet's folder, so
-a sheet and its FCS files can move together.
+a sheet and its FCS files can move together. Every row has one cell per header
+column (an empty cell is written as such, between two tabs), and a quoted cell
+("...", with "" for a quote) must close on its own line: anything else is
+refused naming the line, since a lost tab or an open quote would otherwise move
+values into the wrong column or swallow later rows.
 
 A bad sheet stops a run before any job; a listed file that exists but cannot be
 read is a bad *sample* instead, and ends as a FAILED result.
