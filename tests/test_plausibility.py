@@ -173,3 +173,13 @@ def test_stained_tube_as_its_own_control_goes_to_review(tmp_path):
     result = _analyse(TEST_DATA / "low_fmo_stained.fcs", TEST_DATA / "low_fmo_stained.fcs")
     assert result["criterion"] == "REVIEW"
     assert any("the control tube is the stained tube itself" in r for r in result["reasons"])
+
+
+def test_a_handful_of_events_is_not_judged_constant(tmp_path):
+    # analyze refuses so few events with its own reason ("only 5 events"); no misleading "constant".
+    columns = np.repeat(tube_columns(n=1), 5, axis=0)
+    columns[:, 5] = np.arange(5)
+    assert found(read(tmp_path, columns)) == {}
+    columns = np.repeat(tube_columns(n=1), 20, axis=0)
+    columns[:, 5] = np.arange(20)
+    assert ("SSC-A", True) in found(read(tmp_path, columns, name="twenty.fcs"))

@@ -37,6 +37,7 @@ OVER_RANGE_SHARE = 0.5     # share of events with integer bits above $PnR
 ABSURD_FACTOR = 1e6
 EMPTY_RANGE_FACTOR = 1e5   # a top this many times the largest |value| does not describe the data
 FLOAT_LOOKALIKE_SHARE = 0.9
+MIN_EVENTS_FOR_SHARES = 20  # below this, "constant" and "saturated" are not judged
 
 
 @dataclass(frozen=True)
@@ -148,17 +149,8 @@ def _channel_problems(fcs, channel, column):
     if bad:
         return [f"{bad:,} of {n:,} events hold NaN or infinite values"]
     top = _top(fcs, channel)
-    found = []
-    # The median is the value shared by >= 99 % of events if there is one: O(n), no sort.
-    middle = float(np.median(column))
-    at_middle = np.count_nonzero(column == middle) / n
-    if n > 1 and at_middle >= CONSTANT_SHARE:
-        found.append(f"constant: {at_middle:.1%} of {n:,} events have the value {middle:g}")
-    else:
-        highest = float(column.max())
-        at_max = np.count_nonzero(column == highest) / n
-        if at_max >= SATURATED_SHARE:
-            found.append(f"saturated: {at_max:.0%} of {n:,} events sit at the maximum {highest:g}")
+    # A handful of events says nothing about shares (and analyze refuses so few anyway).
+    found = _share_problems(column) if n >= MIN_EVENTS_FOR_SHARES else []
     over = fcs.over_range.get(channel.name, 0.0)
     if over >= OVER_RANGE_SHARE:
         found.append(f"{over:.0%} of events have bits above $P{channel.index}R={channel.range:g}: "
@@ -175,6 +167,21 @@ def _channel_problems(fcs, channel, column):
         found.append(f"$P{channel.index}R={channel.range:g} but the largest value is {largest:g}: "
                      "the range does not describe the data")
     return found
+
+
+def _share_problems(column):
+    """A constant or a saturated channel."""
+    n = column.size
+    # The median is the value shared by >= 99 % of events if there is one: O(n), no sort.
+    middle = float(np.median(column))
+    at_middle = np.count_nonzero(column == middle) / n
+    if at_middle >= CONSTANT_SHARE:
+        return [f"constant: {at_middle:.1%} of {n:,} events have the value {middle:g}"]
+    highest = float(column.max())
+    at_max = np.count_nonzero(column == highest) / n
+    if at_max >= SATURATED_SHARE:
+        return [f"saturated: {at_max:.0%} of {n:,} events sit at the maximum {highest:g}"]
+    return []
 
 
 def _top(fcs, channel):
