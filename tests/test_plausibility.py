@@ -183,3 +183,18 @@ def test_a_handful_of_events_is_not_judged_constant(tmp_path):
     columns = np.repeat(tube_columns(n=1), 20, axis=0)
     columns[:, 5] = np.arange(20)
     assert ("SSC-A", True) in found(read(tmp_path, columns, name="twenty.fcs"))
+
+
+def test_non_finite_or_absurd_values_on_any_channel_are_fatal(tmp_path):
+    # A fuzzer mutant: 501 infinite HLA-DR values (an optional marker) crashed a histogram,
+    # and compensation would carry them into every marker.
+    columns = tube_columns()
+    columns[:10, 2] = np.inf          # CD34, optional
+    columns[:3, 5] = np.nan           # Time
+    problems = found(read(tmp_path, columns))
+    assert problems[("CD34", True)] == "10 of 2,000 events hold NaN or infinite values"
+    assert problems[("Time", True)] == "3 of 2,000 events hold NaN or infinite values"
+    columns = tube_columns()
+    columns[0, 2] = -1e30
+    problems = found(read(tmp_path, columns, name="absurd.fcs"), markers={"FSC-A": "FSC-A"})
+    assert problems[("FITC-A", True)].startswith("1 of 2,000 events have values beyond 1e+06 x the range")

@@ -4,16 +4,22 @@ The reader checks that a file is well formed; these checks ask whether the
 numbers it holds can be a measurement at all. A damaged or mis-declared file
 can decode cleanly and still give a confident wrong answer (issue 13: a CD125
 `$PnR` of 1e308 turned a 20 % tube into "MET 100 %"; float data declared as
-integers gave "MET 88.9 %"). Each check looks at one channel the analysis
-uses (the scatter and marker channels the panel resolved):
+integers gave "MET 88.9 %"). On every channel (compensation spreads them into
+the markers):
 
 - non-finite values (NaN or infinity) in float data;
+- values far beyond `$PnR` (no detector reads a million times its range);
+
+both fatal (FAILED) wherever they are (on Time only non-finite values count);
+and on each channel the analysis uses (the scatter and marker channels the
+panel resolved), also the following, fatal on a required marker and a doubt
+(REVIEW) on any other:
+
 - a constant channel: (nearly) every event has the same value;
 - a saturated channel: most events sit at the channel's maximum;
 - integer values with bits above `$PnR` for most events, or 32-bit integers
   that are IEEE floats in disguise: `$DATATYPE`/`$PnB`/`$PnR` do not
   describe the data;
-- values far beyond `$PnR` (no detector reads a million times its range);
 - a `$PnR` far above every value (the range, which sets the display scale
   and the logicle top, does not describe the data).
 
@@ -66,7 +72,8 @@ def problems(fcs, markers, required=()):
     required : iterable of str
         Markers the analysis cannot do without (config ``panel.required``). A
         problem on one of them is fatal; on another marker it only puts the
-        answer in doubt, since gating may still work without it.
+        answer in doubt, since gating may still work without it. Non-finite
+        and absurd values are fatal on any channel.
 
     Returns
     -------
@@ -75,18 +82,30 @@ def problems(fcs, markers, required=()):
     if fcs.events is None or len(fcs.events) == 0:
         return []
     required = set(required)
-    names = fcs.channel_names()
+    mapped = {name: marker for marker, name in markers.items()}
+    n = len(fcs.events)
     found = []
-    for marker, name in markers.items():
-        if name not in names:
-            continue
-        i = names.index(name)
-        channel = fcs.channels[i]
+    for i, channel in enumerate(fcs.channels):
         column = fcs.events[:, i]
-        is_time = marker == "Time" or name.lower() == "time"
-        fatal = marker in required and not is_time
-        texts = _time_problems(column) if is_time else _channel_problems(fcs, channel, column)
-        found += [Problem(name, marker, text, fatal) for text in texts]
+        marker = mapped.get(channel.name)
+        is_time = marker == "Time" or channel.name.lower() == "time"
+        bad = n - int(np.count_nonzero(np.isfinite(column)))
+        if bad:
+            # Fatal on any channel, used or not: compensation spreads a NaN or an infinity
+            # into every channel of the matrix, and histograms of it fail.
+            found.append(Problem(channel.name, marker or channel.name,
+                                 f"{bad:,} of {n:,} events hold NaN or infinite values", True))
+            continue
+        if is_time:
+            found += [Problem(channel.name, marker or channel.name, text, False) for text in _time_problems(column)]
+            continue
+        # Fatal on any channel too: compensation carries them into the markers, and the
+        # transforms stretch their top to the data maximum.
+        found += [Problem(channel.name, marker or channel.name, text, True)
+                  for text in _absurd_values(column, _top(fcs, channel))]
+        if marker is not None:
+            found += [Problem(channel.name, marker, text, marker in required)
+                      for text in _channel_problems(fcs, channel, column)]
     return found
 
 
@@ -134,20 +153,22 @@ def check(stained, control, markers, required=()):
 
 
 def _time_problems(column):
-    finite = column[np.isfinite(column)]
-    if finite.size > 1 and finite.min() == finite.max():
-        return [f"all {column.size:,} events have the same time ({finite[0]:g}): time QC cannot judge the flow"]
-    if finite.size < column.size:
-        return [f"{column.size - finite.size:,} events have no finite time"]
+    if column.size > 1 and column.min() == column.max():
+        return [f"all {column.size:,} events have the same time ({column[0]:g}): time QC cannot judge the flow"]
     return []
 
 
+def _absurd_values(column, top):
+    absurd = int(np.count_nonzero(np.abs(column) > ABSURD_FACTOR * top))
+    if not absurd:
+        return []
+    return [f"{absurd:,} of {column.size:,} events have values beyond {ABSURD_FACTOR:g} x the range "
+            f"{top:g} (largest {float(np.abs(column).max()):g})"]
+
+
 def _channel_problems(fcs, channel, column):
+    """The checks for channels the analysis uses (non-finite and absurd values are checked for all)."""
     n = column.size
-    finite = np.isfinite(column)
-    bad = n - int(np.count_nonzero(finite))
-    if bad:
-        return [f"{bad:,} of {n:,} events hold NaN or infinite values"]
     top = _top(fcs, channel)
     # A handful of events says nothing about shares (and analyze refuses so few anyway).
     found = _share_problems(column) if n >= MIN_EVENTS_FOR_SHARES else []
@@ -159,11 +180,7 @@ def _channel_problems(fcs, channel, column):
         found.append("the 32-bit integers read as IEEE floats: float data declared as integers "
                      f"($DATATYPE {fcs.datatype})")
     largest = float(np.abs(column).max())
-    absurd = int(np.count_nonzero(np.abs(column) > ABSURD_FACTOR * top))
-    if absurd:
-        found.append(f"{absurd:,} of {n:,} events have values beyond {ABSURD_FACTOR:g} x the range "
-                     f"{top:g} (largest {largest:g})")
-    elif largest > 0 and top > EMPTY_RANGE_FACTOR * largest:
+    if 0 < largest and top > EMPTY_RANGE_FACTOR * largest:
         found.append(f"$P{channel.index}R={channel.range:g} but the largest value is {largest:g}: "
                      "the range does not describe the data")
     return found
