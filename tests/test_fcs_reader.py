@@ -447,3 +447,120 @@ def test_million_big_endian_events_read_exactly(tmp_path):
     path = tmp_path / "big.fcs"
     path.write_bytes(build_fcs(values, byteorder="4,3,2,1", names=[f"C{i}" for i in range(13)]))
     assert np.array_equal(read_fcs(path).events, values.astype(np.float64))
+
+
+# --- Hostile input (issue 13): each a small reproducer of a class the fuzzer found. ---
+
+def _one_line_refusal(path, match, **options):
+    with pytest.raises(InputError) as caught:
+        read_fcs(path, **options)
+    assert match in caught.value.problem, caught.value.problem
+    assert "\n" not in str(caught.value) and str(caught.value).startswith(f"{path}: ")
+    return caught.value.problem
+
+
+@pytest.mark.parametrize("keywords, match", [
+    ({"$P1B": "1\u00b2"}, "$P1B='1\u00b2'"),                     # superscript two: isdigit() but not int()
+    ({"$TOT": "\u00b2"}, "$TOT is not a whole number"),
+    ({"$PAR": "\u00b2"}, "$PAR is not a whole number"),
+    ({"$P1R": "inf"}, "$P1R is not a finite number"),
+    ({"$P2R": "nan"}, "$P2R is not a finite number"),
+    ({"$P1R": "1e999"}, "$P1R is not a finite number"),
+    ({"$P1R": "0"}, "must be positive"),
+    ({"$P1G": "nan"}, "$P1G is not a finite number"),
+    ({"$P1E": "inf,1"}, "$P1E is not 'decades,offset'"),
+    ({"$P1E": "1"}, "$P1E is not 'decades,offset'"),
+])
+def test_bad_numeric_keywords_on_integer_data_are_one_line_refusals(make_fcs, keywords, match):
+    path = make_fcs(np.full((4, 2), 7), datatype="I", keywords=keywords)
+    _one_line_refusal(path, match)
+
+
+def test_superscript_nextdata_is_a_warning_not_a_traceback(make_fcs):
+    fcs = read_fcs(make_fcs(np.ones((3, 2)), keywords={"$NEXTDATA": "\u00b9\u00b2"}))
+    assert fcs.dataset_count == 1 and any("$NEXTDATA is not a whole number" in w for w in fcs.warnings)
+
+
+def test_non_finite_timestep_leaves_time_unscaled(make_fcs):
+    fcs = read_fcs(make_fcs(np.array([[1.0, 5.0], [2.0, 5.0]]), names=["Time", "FSC-A"],
+                            keywords={"$TIMESTEP": "nan"}))
+    assert fcs.timestep is None and np.array_equal(fcs.column("Time"), [1.0, 2.0])
+
+
+def test_non_finite_spillover_is_ignored_with_warning(make_fcs):
+    fcs = read_fcs(make_fcs(np.ones((2, 2)), keywords={"$SPILLOVER": "2,FL1-A,FL2-A,1,nan,0,1"}))
+    assert fcs.spillover is None and any("not finite" in w for w in fcs.warnings)
+
+
+def test_zero_events_with_mixed_widths_decodes_to_an_empty_array(make_fcs):
+    fcs = read_fcs(make_fcs(np.zeros((0, 3)), datatype="I", bits=[8, 16, 24]))
+    assert fcs.events.shape == (0, 3)
+
+
+def test_tot_zero_with_events_in_data_is_refused(tmp_path):
+    raw = build_fcs(np.arange(40).reshape(10, 4), datatype="I", bits=[8, 16, 16, 32])
+    path = tmp_path / "tot0.fcs"
+    path.write_bytes(raw.replace(b"/$TOT/10/", b"/$TOT/0/"))
+    _one_line_refusal(path, "$TOT is 0 but the DATA segment holds 90 bytes (10 events of 9 bytes)")
+
+
+def test_non_regular_files_are_refused_at_once(tmp_path):
+    fifo = tmp_path / "pipe.fcs"
+    os.mkfifo(fifo)
+    # Opening a FIFO for reading would block until a writer appears: refused before opening.
+    assert "FIFO" in _one_line_refusal(fifo, "not a regular file")
+    _one_line_refusal("/dev/zero", "character device")
+    _one_line_refusal(tmp_path, "it is a folder")
+
+
+def test_file_above_the_size_limit_is_refused_before_reading(make_fcs, monkeypatch):
+    path = make_fcs(np.ones((100, 2)))
+    size = path.stat().st_size
+    assert read_fcs(path, max_bytes=size).event_count == 100
+    assert "more than the" in _one_line_refusal(path, f"file is {size:,} bytes", max_bytes=size - 1)
+    monkeypatch.setenv("CD125GATE_MAX_FCS_BYTES", str(size - 1))
+    _one_line_refusal(path, "byte limit")
+    monkeypatch.setenv("CD125GATE_MAX_FCS_BYTES", "lots")
+    with pytest.raises(InputError, match="CD125GATE_MAX_FCS_BYTES: must be a positive whole number"):
+        read_fcs(path)
+
+
+def test_many_duplicate_names_and_escaped_delimiters_parse_in_linear_time(tmp_path):
+    import time
+
+    n_channels = 50_000
+    raw = build_fcs(np.zeros((1, n_channels), dtype=np.float32), names=["FL1-A"] * n_channels,
+                    keywords={"NOTE": "a/" * 1_000_000})
+    path = tmp_path / "hostile.fcs"
+    path.write_bytes(raw)
+    # CPU time, not wall time: the bound is about the algorithm (quadratic splitting took
+    # 30 s, quadratic renaming 20 s), and a shared test machine's load only stretches wall time.
+    start = time.process_time()
+    fcs = read_fcs(path)
+    elapsed = time.process_time() - start
+    assert fcs.keywords["NOTE"] == "a/" * 1_000_000
+    assert fcs.channel_names()[:3] == ["FL1-A", "FL1-A_2", "FL1-A_3"]
+    assert len(set(fcs.channel_names())) == n_channels
+    # 5 renaming warnings and a count of the rest, not 49,999 lines.
+    assert fcs.warnings[-1] == f"... and {n_channels - 1 - 5} more like these"
+    assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+def test_renaming_skips_names_already_taken(make_fcs):
+    fcs = read_fcs(make_fcs(np.ones((1, 4)), names=["A", "A_2", "A", "A"]))
+    assert fcs.channel_names() == ["A", "A_2", "A_3", "A_4"]
+
+
+def test_huge_par_is_refused_at_once(make_fcs):
+    # A fuzzer mutant: $PAR of 10**80 made the reader build per-channel lists forever.
+    path = make_fcs(np.ones((3, 2)), keywords={"$PAR": "13" * 40})
+    _one_line_refusal(path, f"$PAR is {'13' * 40} but TEXT holds only")
+
+
+def test_decoded_size_is_bounded_by_the_limit_too(make_fcs):
+    # 8-bit integers grow eightfold as float64: a file under the limit can still exhaust memory.
+    path = make_fcs(np.ones((1000, 4)), datatype="I", bits=[8] * 4)
+    size = path.stat().st_size
+    assert read_fcs(path, read_events=False, max_bytes=size).event_count == 1000
+    _one_line_refusal(path, "decoding 1,000 events x 4 channels would take 32,000 bytes", max_bytes=size)
+    assert read_fcs(path, max_bytes=8000).events.shape == (1000, 4)

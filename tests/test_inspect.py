@@ -72,3 +72,43 @@ def test_console_script_exit_status_and_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr and str(GOOD) in result.stdout
     ok = subprocess.run([str(script), "inspect", "--json", str(GOOD)], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and json.loads(ok.stdout)[0]["event_count"] == 384
+
+
+def test_json_is_strict_for_non_finite_keywords(capsys, make_fcs):
+    # Issue 13: inspect printed bare NaN/Infinity, which strict JSON parsers refuse.
+    crafted = make_fcs(np.ones((3, 2), dtype=np.float32), keywords={"$TIMESTEP": "inf"})
+    assert main(["inspect", "--json", str(crafted)]) == 0
+    out = capsys.readouterr().out
+    items = json.loads(out, parse_constant=lambda name: pytest.fail(f"non-strict JSON constant {name}"))
+    assert items[0]["timestep"] is None
+    assert any("$TIMESTEP is not a positive number" in w for w in items[0]["warnings"])
+
+
+def test_strict_json_nulls_non_finite_numbers_with_a_reason():
+    from cd125gate.fcsinfo import strict_json
+
+    item = strict_json({"timestep": float("nan"), "channels": [{"range": float("inf")}], "warnings": ["w"]})
+    assert item["timestep"] is None and item["channels"][0]["range"] is None
+    assert item["warnings"] == ["w", "timestep is nan, not a finite number; written as null",
+                                "channels[0].range is inf, not a finite number; written as null"]
+    json.dumps(item, allow_nan=False)
+
+
+def test_max_bytes_option_and_non_regular_files(capsys, make_fcs, tmp_path):
+    crafted = make_fcs(np.ones((3, 2), dtype=np.float32))
+    assert main(["inspect", "--max-bytes", "100", str(crafted), "/dev/zero", str(tmp_path)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 3
+    assert errors[0].startswith(f"cd125gate: {crafted}: file is ") and "100-byte limit" in errors[0]
+    assert errors[1] == "cd125gate: /dev/zero: cannot read file: it is a character device, not a regular file"
+    assert errors[2].startswith(f"cd125gate: {tmp_path}: cannot read file: it is a folder")
+
+
+def test_channel_name_with_a_line_break_keeps_errors_on_one_line(capsys, make_fcs):
+    # The panel lists the file's channels when a required marker is missing; a name
+    # holding a line break must not split the message.
+    crafted = make_fcs(np.ones((600, 2), dtype=np.float32), names=["A\nB", "C"])
+    assert main(["analyze", str(crafted), "--out", str(crafted.parent / "out"), "--plot-formats", ""]) in (0, 2, 4)
+    result = json.loads((crafted.parent / "out" / "result.json").read_text())
+    assert result["criterion"] == "FAILED" and "A\\nB" in result["reasons"][0]
+    assert "\n" not in result["reasons"][0]

@@ -52,13 +52,27 @@ def test_relative_paths_resolve_against_the_sheet_folder(tubes, tmp_path, monkey
     assert sample.compensation is None and sample.notes is None
 
 
-def test_spreadsheet_quirks_bom_crlf_blank_lines_and_short_rows(tubes):
-    text = "\ufeffsample_id\tfcs\tcontrol\tnotes\r\nA\ta.fcs\ta_ctrl.fcs\tfirst\r\n\r\nB\tb.fcs\r\n"
+def test_spreadsheet_quirks_bom_crlf_blank_lines_and_empty_cells(tubes):
+    text = "\ufeffsample_id\tfcs\tcontrol\tnotes\r\nA\ta.fcs\ta_ctrl.fcs\tfirst\r\n\r\nB\tb.fcs\t\t\r\n"
     samples = samplesheet.read_sheet(write_sheet(tubes, text))
     assert [s.sample_id for s in samples] == ["A", "B"]
     assert samples[0].notes == "first"
     assert samples[1].control is None and samples[1].notes is None
     assert samples[1].line == 4
+
+
+def test_paired_quotes_are_read_as_one_cell(tubes):
+    text = 'sample_id\tfcs\tnotes\nA\ta.fcs\t"tab\tinside, ""quoted"""\nB\tb.fcs\tsays 5" wide\n'
+    samples = samplesheet.read_sheet(write_sheet(tubes, text))
+    assert [s.notes for s in samples] == ['tab\tinside, "quoted"', 'says 5" wide']
+
+
+def test_unclosed_quote_does_not_swallow_later_rows(tubes, capsys):
+    # Reproducer from issue 13: this 3-row sheet validated as "1 samples ... OK".
+    text = 'sample_id\tfcs\tnotes\nA\ta.fcs\t"started\nB\tb.fcs\t\nC\ta.fcs\t\n'
+    sheet = write_sheet(tubes, text)
+    assert cli.main(["validate-sheet", str(sheet)]) == 2
+    assert capsys.readouterr().err.startswith(f"cd125gate: {sheet}: line 2: a quote")
 
 
 BAD_SHEETS = {
@@ -83,6 +97,9 @@ BAD_SHEETS = {
                        "line 2: sample 'A': compensation file m.csv"),
     "folder as fcs": ("sample_id\tfcs\nA\t.\n", "is a folder, not a file"),
     "too many cells": ("sample_id\tfcs\nA\ta.fcs\textra\n", "line 2: 3 cells but the header has 2"),
+    "too few cells": ("sample_id\tfcs\tcontrol\nA\ta.fcs\ta_ctrl.fcs\nB\tb.fcs\n",
+                      "line 3: 2 cells but the header has 3"),
+    "text after a closing quote": ('sample_id\tfcs\nA\t"a.fcs"x\n', "line 2: a quote"),
 }
 
 
@@ -107,9 +124,10 @@ def test_missing_and_undecodable_sheets(tmp_path):
 
 
 def test_validate_sheet_command(tubes, capsys):
-    good = write_sheet(tubes, "sample_id\tfcs\tcontrol\nA\ta.fcs\ta_ctrl.fcs\nB\tb.fcs\n")
+    good = write_sheet(tubes, "sample_id\tfcs\tcontrol\nA\ta.fcs\ta_ctrl.fcs\nB\tb.fcs\t\n")
     assert cli.main(["validate-sheet", str(good)]) == 0
-    assert "2 samples, 1 with a control tube: OK" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 rows read after the header (last on line 3): 2 samples, 1 with a control tube: OK" in out
     bad = write_sheet(tubes, "sample_id\tfcs\nA\ta.fcs\nA\tb.fcs\n", name="bad.tsv")
     assert cli.main(["validate-sheet", str(bad)]) == 2
     err = capsys.readouterr().err
@@ -124,3 +142,13 @@ def test_workflow_schema_states_the_same_format():
     assert schema["properties"]["sample_id"]["pattern"] == samplesheet.SAMPLE_ID_PATTERN
     assert re.fullmatch(samplesheet.SAMPLE_ID_PATTERN, "x" * 100)
     assert not re.fullmatch(samplesheet.SAMPLE_ID_PATTERN, "x" * 101)
+
+
+def test_non_regular_sheet_is_refused_at_once(tmp_path):
+    import os
+
+    fifo = tmp_path / "sheet.tsv"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp_path):
+        with pytest.raises(InputError, match="the sample sheet is not a regular file"):
+            samplesheet.read_sheet(path)

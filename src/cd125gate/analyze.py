@@ -72,6 +72,7 @@ class Facts:
     inputs: dict
     warnings: list = field(default_factory=list)
     qc: dict = field(default_factory=dict)
+    implausible: list = field(default_factory=list)  # plausibility doubts (REVIEW)
 
 
 def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None,
@@ -130,7 +131,7 @@ def _run(analysis, facts, fcs_path, control_path, compensation_path, settings):
 
 def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, settings):
     """Read both tubes, find the markers and the compensation; say why a control cannot be used."""
-    from . import compensation, panel
+    from . import compensation, panel, plausibility
     from .fcs import read_fcs
 
     stained, control = analysis.both(lambda: read_fcs(fcs_path), lambda: controltube.read(control_path))
@@ -147,6 +148,7 @@ def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, set
         facts.inputs["control"]["sha256"] = control.sha256
         facts.warnings += [f"control tube: {w}" for w in control.warnings]
     control, problem = controltube.usable(control, control_path, markers, settings.panel)
+    facts.implausible = plausibility.check(stained, control, markers, settings.panel.required)
     return stained, control, markers, problem
 
 
@@ -179,7 +181,7 @@ def _measure(analysis, facts, settings, control_problem):
     return criterion.Evidence(
         blasts=blasts, positive=positive, threshold_method=cut.method,
         uncompensated=analysis.compensation.source == "none", control_used=control is not None,
-        control_problem=control_problem, time_removed=time_removed,
+        control_problem=control_problem, implausible=tuple(facts.implausible), time_removed=time_removed,
         blast_share=_blast_shares(stained, control) if control is not None else None,
         overlap=threshold.overlap(stained, control, cut, positive / blasts, settings.threshold),
         gating_flags=tuple(stained.flags))

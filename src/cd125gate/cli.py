@@ -14,7 +14,7 @@ from . import __version__
 from .errors import InputError
 
 SUBCOMMANDS = {
-    "inspect": ("cd125gate.inspect", "summarise FCS files (version, instrument, channels, spillover)"),
+    "inspect": ("cd125gate.fcsinfo", "summarise FCS files (version, instrument, channels, spillover)"),
     "simulate": ("cd125gate.simulate", "write simulated stained/control tubes with known truth"),
     "analyze": ("cd125gate.analyze", "analyse one stained tube (and its control) into a result"),
     "screening": ("cd125gate.screening", "collect per-sample results into screening.tsv/json"),

@@ -25,6 +25,7 @@ class Evidence:
     uncompensated: bool = False         # no spillover matrix: analysed as acquired
     control_used: bool = False          # a usable control tube was gated alongside
     control_problem: str | None = None  # why a given control tube cannot be used
+    implausible: tuple = ()             # plausibility doubts about the tubes' data
     time_removed: tuple = ()            # (tube role, share of events time QC removed)
     blast_share: tuple | None = None    # (stained, control) blasts / leukocytes
     overlap: dict | None = None         # threshold.overlap: the dim-CD125 guard
@@ -81,6 +82,11 @@ def control_unusable(evidence, settings):
     if evidence.control_problem is None:
         return [], []
     return [f"control tube unusable: {evidence.control_problem}"], []
+
+
+def implausible_data(evidence, settings):
+    """Data that decode but make doubtful physical sense (plausibility.check)."""
+    return list(evidence.implausible), []
 
 
 def threshold_source(evidence, settings):
@@ -163,5 +169,5 @@ def enough_blasts(evidence, settings):
     return [], []
 
 
-RULES = (uncompensated, control_unusable, threshold_source, time_qc, control_consistency,
+RULES = (uncompensated, control_unusable, implausible_data, threshold_source, time_qc, control_consistency,
          gating_checks, dim_cd125, gating_notes, enough_blasts)

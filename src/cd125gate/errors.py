@@ -8,6 +8,18 @@ class InputError(Exception):
     """
 
     def __init__(self, source, problem):
-        self.source = str(source)
-        self.problem = str(problem)
+        self.source = one_line(source)
+        self.problem = one_line(problem)
         super().__init__(f"{self.source}: {self.problem}")
+
+
+def one_line(text):
+    """``text`` with line breaks and other control characters escaped.
+
+    A channel name or keyword value quoted in a message may hold a newline;
+    the message must still be one line (``cd125gate: FILE: problem``).
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)

@@ -12,8 +12,13 @@ of these. Event values are then preprocessed exactly as flowio/FlowKit do
 (``FlowData.as_array(preprocess=True)``), so results match FlowKit's raw events.
 """
 
+import functools
 import hashlib
-from dataclasses import dataclass
+import math
+import os
+import re
+import stat
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +30,20 @@ HEADER_SIZE = 58
 SPILLOVER_KEYWORDS = ("$SPILLOVER", "SPILL", "$SPILL", "SPILLOVER")
 # Bytes that some writers pad TEXT with after its last delimiter (CyFlow pads with spaces).
 TEXT_PADDING = " \0\r\n\t"
+# Largest FCS file read by default. Clinical tubes are a few MB to a few hundred MB; a
+# bigger "FCS" file is far more likely a wrong path (a disk image, /dev/zero's cousin)
+# than a tube, and reading it would exhaust memory. Override per call (max_bytes=) or
+# for a whole run with the environment variable below.
+DEFAULT_MAX_BYTES = 2 * 1024 ** 3
+MAX_BYTES_VARIABLE = "CD125GATE_MAX_FCS_BYTES"
+# Decoded float64 events may take this many times the file-size limit (float32 data
+# double in size; 8-bit integers grow eightfold).
+DECODED_PER_FILE_BYTE = 4
+# Only ASCII digits: str.isdigit() also accepts '²' and int() accepts '١٢' or '1_000'.
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+# Repeated warnings of one kind are summarised after this many (a hostile file can
+# repeat a channel name 50,000 times).
+MAX_WARNINGS_PER_KIND = 5
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,10 @@ class FCSData:
     byte_order: str
     datatype: str
     timestep: float | None
+    # $PnN -> fraction of events whose stored integer had bits above $PnR (masked off).
+    # Instruments set a flag bit now and then; most events over the range means the
+    # keywords do not describe the data (see cd125gate.plausibility).
+    over_range: dict = field(default_factory=dict)
 
     def channel_names(self):
         """Return the $PnN names (made unique), in file order."""
@@ -93,7 +116,7 @@ class _Layout:
     mask: int | None      # bit mask for integer channels, from $PnR
 
 
-def read_fcs(path, *, read_events=True):
+def read_fcs(path, *, read_events=True, max_bytes=None):
     """Read the first data set of an FCS file.
 
     Parameters
@@ -103,6 +126,9 @@ def read_fcs(path, *, read_events=True):
     read_events : bool
         If False, check the file's structure (including that the DATA
         segment is wholly present) but do not decode events.
+    max_bytes : int, optional
+        Refuse files larger than this. Default: the environment variable
+        ``CD125GATE_MAX_FCS_BYTES`` if set, else ``DEFAULT_MAX_BYTES`` (2 GiB).
 
     Returns
     -------
@@ -111,21 +137,62 @@ def read_fcs(path, *, read_events=True):
     Raises
     ------
     InputError
-        If the file cannot be opened, is not FCS, is truncated or corrupt, or
-        its keywords do not describe its data consistently.
+        If the file cannot be opened, is not a regular file, is larger than
+        ``max_bytes``, is not FCS, is truncated or corrupt, or its keywords do
+        not describe its data consistently.
     """
     path = str(path)
+    limit = max_file_bytes() if max_bytes is None else int(max_bytes)
+    content = _read_bytes(path, limit)
+    return _parse(content, path, read_events, limit)
+
+
+def max_file_bytes():
+    """The file size limit in force: $CD125GATE_MAX_FCS_BYTES, else DEFAULT_MAX_BYTES."""
+    value = os.environ.get(MAX_BYTES_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_MAX_BYTES
+    if not _WHOLE_NUMBER.fullmatch(value) or int(value) <= 0:
+        raise InputError(MAX_BYTES_VARIABLE, f"must be a positive whole number of bytes, not {value[:40]!r}")
+    return int(value)
+
+
+def _read_bytes(path, limit):
+    """The whole file, refusing anything that is not a regular file of at most ``limit`` bytes.
+
+    The type is checked before opening: opening a FIFO blocks until a writer
+    appears, and /dev/zero or a pipe never ends. The size is checked before
+    reading so that memory is bounded by ``limit``.
+    """
     try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(path, "cannot read file: it is a folder, not an FCS file")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(path, f"cannot read file: it is a {_file_kind(info.st_mode)}, not a regular file")
+        if info.st_size > limit:
+            raise InputError(path, f"file is {info.st_size:,} bytes, more than the {limit:,}-byte limit "
+                                   f"(set {MAX_BYTES_VARIABLE} to raise it)")
         with open(path, "rb") as handle:
-            # One read of the whole file: it is hashed anyway, and every offset is
-            # then checked against what is really there before any event is decoded.
-            content = handle.read()
+            # At most one byte more than stat said (a bounded buffer): more means the file
+            # is still being written, and its offsets cannot be trusted yet.
+            content = handle.read(info.st_size + 1)
     except OSError as exc:
         raise InputError(path, f"cannot read file: {exc.strerror or exc}") from None
-    return _parse(content, path, read_events)
+    if len(content) > info.st_size:
+        raise InputError(path, "file grew while being read (is it still being written?)")
+    return content
 
 
-def _parse(content, path, read_events):
+def _file_kind(mode):
+    for test, kind in ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def _parse(content, path, read_events, limit=DEFAULT_MAX_BYTES):
     warnings = []
     size = len(content)
     header = _parse_header(content[:HEADER_SIZE], path, size)
@@ -139,17 +206,34 @@ def _parse(content, path, read_events):
         raise InputError(path, f"$MODE {mode!r} (histogram data) is not supported, only list mode L")
     byte_order = _byte_order(_keyword(keywords, "$BYTEORD", path), path)
     channels = _channels(keywords, path, warnings)
-    layouts = [_layout(keywords, datatype, channel, path, warnings) for channel in channels]
+    # FCS 3.2 may override $DATATYPE per channel ($PnDATATYPE).
+    kinds = [datatype] * len(channels)
+    names = "\n".join(keywords)  # one C-level scan instead of a lookup per channel
+    if names.count("DATATYPE") > names.count("$DATATYPE"):
+        kinds = [keywords.get(f"$P{c.index}DATATYPE", datatype).strip().upper() for c in channels]
+    layouts = [_layout(keywords, kind, channel, path, warnings) for kind, channel in zip(kinds, channels)]
     event_size = sum(layout.nbytes for layout in layouts)
     data_start, data_end = _data_offsets(header, keywords, path)
     event_count = _event_count(keywords, data_start, data_end, event_size, path, warnings)
     _check_data_segment(data_start, data_end, event_count * event_size, size, header, path, warnings)
     timestep = _timestep(keywords, warnings)
     events = None
+    over_range = {}
     if read_events:
+        # float64 events take up to 8x the bytes of 8-bit data: bound memory by the limit too.
+        decoded = event_count * len(channels) * 8
+        if decoded > DECODED_PER_FILE_BYTE * limit:
+            raise InputError(path, f"decoding {event_count:,} events x {len(channels):,} channels would take "
+                                   f"{decoded:,} bytes, more than {DECODED_PER_FILE_BYTE} x the {limit:,}-byte "
+                                   f"limit (set {MAX_BYTES_VARIABLE} to raise it)")
         raw = memoryview(content)[data_start:data_start + event_count * event_size]
-        events = _decode(raw, event_count, layouts, byte_order)
-        events = _preprocess(events, channels, layouts, timestep)
+        # Signalling NaNs in float data warn on the cast and a hostile $PnE overflows the
+        # anti-log: the values are kept (NaN, inf) and reported by the plausibility checks;
+        # numpy's warnings would only add lines to stderr.
+        with np.errstate(invalid="ignore", over="ignore"):
+            events, over = _decode(raw, event_count, layouts, byte_order)
+            events = _preprocess(events, channels, layouts, timestep)
+        over_range = {channels[i].name: n / event_count for i, n in over.items()}
     dataset_count = _count_datasets(content, keywords, path, warnings)
     return FCSData(
         path=path,
@@ -166,6 +250,7 @@ def _parse(content, path, read_events):
         byte_order=byte_order,
         datatype=datatype,
         timestep=timestep,
+        over_range=over_range,
     )
 
 
@@ -185,8 +270,8 @@ def _parse_header(raw, path, size, where=""):
         # Blank DATA offsets are legal: files over 99,999,999 bytes keep them only in TEXT.
         if text == "" and name.startswith("DATA"):
             offsets.append(0)
-        elif text.isdigit():
-            offsets.append(int(text))
+        elif _whole(text) is not None:
+            offsets.append(_whole(text))
         else:
             raise InputError(path, f"{where}HEADER {name} offset is not a number: {field!r}")
     text_start, text_end = offsets[0], offsets[1]
@@ -219,31 +304,49 @@ def _parse_text(raw, path, warnings):
     if len(tokens) % 2:
         warnings.append(f"TEXT has an odd number of keywords and values; unpaired {tokens[-1][:40]!r} ignored")
         tokens = tokens[:-1]
-    keywords = {}
-    for key, value in zip(tokens[::2], tokens[1::2]):
-        key = key.strip().upper()
-        if key in keywords:
-            if keywords[key] != value:
-                warnings.append(f"keyword {key} appears twice with different values; the first is used")
-            continue
-        keywords[key] = value
+    keys = [key.strip().upper() for key in tokens[::2]]
+    values = tokens[1::2]
+    keywords = dict(zip(keys, values))
+    if len(keywords) < len(keys):
+        # A key repeats: the first value is used (the slow path, only for such files).
+        keywords = {}
+        repeated = []
+        for key, value in zip(keys, values):
+            if key in keywords:
+                if keywords[key] != value:
+                    repeated.append(f"keyword {key} appears twice with different values; the first is used")
+                continue
+            keywords[key] = value
+        warnings += _summarised(repeated)
     return keywords
 
 
+def _summarised(items):
+    """At most MAX_WARNINGS_PER_KIND warnings, then how many more there were."""
+    if len(items) <= MAX_WARNINGS_PER_KIND:
+        return items
+    return items[:MAX_WARNINGS_PER_KIND] + [f"... and {len(items) - MAX_WARNINGS_PER_KIND} more like these"]
+
+
 def _split_escaped(body, delimiter):
-    """Split on ``delimiter``, where a doubled delimiter stands for the character itself."""
-    parts = body.split(delimiter)
-    tokens = [parts[0]]
-    i = 1
-    while i < len(parts):
-        # An empty part between two delimiters is an escaped delimiter inside a value.
-        if parts[i] == "" and i + 1 < len(parts):
-            tokens[-1] += delimiter + parts[i + 1]
-            i += 2
-        else:
-            tokens.append(parts[i])
-            i += 1
-    return tokens
+    """Split on ``delimiter``, where a doubled delimiter stands for the character itself.
+
+    Doubled delimiters are swapped for a character absent from the text, the
+    text is split, and the swap is undone: three linear passes in C, where
+    joining the pieces in Python took 30 s for a million escapes. Runs pair
+    from the left, so three delimiters are an escaped one followed by a split.
+    """
+    escaped = delimiter * 2
+    if escaped not in body:
+        return body.split(delimiter)
+    # Private-use characters: the first is almost never in a TEXT segment (a C-speed
+    # scan); a text that holds it gets one linear pass to collect what is used.
+    placeholder = "\ue000"
+    if placeholder in body:
+        used = set(body)
+        placeholder = next(ch for ch in map(chr, range(0xE001, 0x110000)) if ch not in used)
+    return [token.replace(placeholder, delimiter) if placeholder in token else token
+            for token in body.replace(escaped, placeholder).split(delimiter)]
 
 
 def _keyword(keywords, key, path):
@@ -254,18 +357,42 @@ def _keyword(keywords, key, path):
 
 def _int_keyword(keywords, key, path):
     value = _keyword(keywords, key, path)
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise InputError(path, f"keyword {key} is not a whole number: {value[:40]!r}") from None
+    if not _WHOLE_NUMBER.fullmatch(value.strip()):
+        raise InputError(path, f"keyword {key} is not a whole number: {value[:40]!r}")
+    return int(value.strip())
 
 
 def _float_keyword(keywords, key, path):
+    """A finite number: inf or nan in a range, gain or offset would poison every event."""
     value = _keyword(keywords, key, path)
+    number = _finite(value)
+    if number is None:
+        raise InputError(path, f"keyword {key} is not a finite number: {value[:40]!r}")
+    return number
+
+
+def _finite(text):
+    """``float(text)`` if it is a finite number written in ASCII, else None.
+
+    Cached: a file with 50,000 channels repeats the same few range and gain strings.
+    (Only short strings, so that the cache never keeps a hostile file's text alive.)
+    """
+    return _finite_cached(text) if len(text) <= _CACHED_LENGTH else _finite_cached.__wrapped__(text)
+
+
+_CACHED_LENGTH = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def _finite_cached(text):
+    text = text.strip()
+    if not text.isascii() or "_" in text:
+        return None
     try:
-        return float(value.strip())
+        number = float(text)
     except ValueError:
-        raise InputError(path, f"keyword {key} is not a number: {value[:40]!r}") from None
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _byte_order(value, path):
@@ -282,54 +409,116 @@ def _channels(keywords, path, warnings):
     count = _int_keyword(keywords, "$PAR", path)
     if count < 1:
         raise InputError(path, f"$PAR is {count}: the file has no channels")
-    channels = []
+    if count > len(keywords):
+        # Each channel needs $PnN, $PnB and $PnR: refuse before building per-channel lists.
+        raise InputError(path, f"$PAR is {count} but TEXT holds only {len(keywords)} keywords")
+    # Column by column in comprehensions (a file may have 50,000 channels); each
+    # distinct value string is parsed once (the parsers are cached).
+    prefixes = [f"$P{n}" for n in range(1, count + 1)]
+    get = keywords.get
+    names = _column(keywords, prefixes, "N", path)
+    ranges = [_finite(value) for value in _column(keywords, prefixes, "R", path)]
+    if None in ranges or min(ranges) <= 0.0:
+        n = next(i for i, r in enumerate(ranges, start=1) if r is None or r <= 0.0)
+        _range(keywords, n, path)  # raises, naming the keyword
+    bits = [_whole(value) for value in _column(keywords, prefixes, "B", path)]
+    amplifications = [_decades_offset(get(p + "E", "0,0")) for p in prefixes]
+    if None in amplifications:
+        _amplification(keywords, amplifications.index(None) + 1, path)  # raises
+    gains = [get(p + "G") for p in prefixes]
+    if any(gain is not None for gain in gains):
+        gains = [None if gain is None else _float_keyword(keywords, p + "G", path)
+                 for p, gain in zip(prefixes, gains)]
+    stains = [get(p + "S", "").strip() or None for p in prefixes]
     seen = set()
-    for n in range(1, count + 1):
-        name = _keyword(keywords, f"$P{n}N", path).strip()
-        unique = _unique_name(name, seen)
-        if unique != name:
-            warnings.append(f"channel name {name!r} repeats; $P{n}N renamed to {unique!r}")
-        seen.add(unique)
-        channels.append(Channel(
-            index=n,
-            name=unique,
-            stain=keywords.get(f"$P{n}S", "").strip() or None,
-            range=_float_keyword(keywords, f"$P{n}R", path),
-            bits=_bits(keywords, n, path),
-            amplification=_amplification(keywords, n, path),
-            gain=_float_keyword(keywords, f"$P{n}G", path) if f"$P{n}G" in keywords else None,
-        ))
+    next_suffix = {}
+    renamed = []
+    channels = []
+    for n, name, stain, range_, bits_, amplification, gain in zip(
+            range(1, count + 1), names, stains, ranges, bits, amplifications, gains):
+        name = name.strip()
+        if name in seen:
+            unique = _unique_name(name, seen, next_suffix)
+            renamed.append(f"channel name {name!r} repeats; $P{n}N renamed to {unique!r}")
+            name = unique
+        seen.add(name)
+        channels.append(Channel(n, name, stain, range_, bits_, amplification, gain))
+    warnings += _summarised(renamed)
     return channels
 
 
-def _unique_name(name, seen):
-    unique, k = name, 1
-    while unique in seen:
+def _column(keywords, prefixes, letter, path):
+    """``$PnX`` for every n, refusing the first that is missing."""
+    values = [keywords.get(p + letter) for p in prefixes]
+    if None in values:
+        _keyword(keywords, f"$P{values.index(None) + 1}{letter}", path)
+    return values
+
+
+def _unique_name(name, seen, next_suffix):
+    """``name``, or ``name_k`` with the smallest free k >= 2.
+
+    ``next_suffix`` remembers where the search for each name stopped, so
+    10,000 repeats of one name cost linear time, not quadratic.
+    """
+    if name not in seen:
+        return name
+    k = next_suffix.get(name, 2)
+    while f"{name}_{k}" in seen:
         k += 1
-        unique = f"{name}_{k}"
-    return unique
+    next_suffix[name] = k + 1
+    return f"{name}_{k}"
+
+
+def _range(keywords, n, path):
+    value = _float_keyword(keywords, f"$P{n}R", path)
+    if value <= 0.0:
+        raise InputError(path, f"$P{n}R is {value:g}: a channel's range must be positive")
+    return value
 
 
 def _bits(keywords, n, path):
-    value = _keyword(keywords, f"$P{n}B", path).strip()
-    # '*' is legal only for ASCII data, which we refuse elsewhere.
-    return int(value) if value.isdigit() else None
+    # '*' is legal only for ASCII data, which we refuse elsewhere; any other
+    # non-number is refused when the layout needs the width.
+    return _whole(_keyword(keywords, f"$P{n}B", path))
+
+
+def _whole(text):
+    """A non-negative whole number written in ASCII digits, else None."""
+    return _whole_cached(text) if len(text) <= _CACHED_LENGTH else _whole_cached.__wrapped__(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_cached(text):
+    text = text.strip()
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) and text[0] not in "+-" else None
 
 
 def _amplification(keywords, n, path):
     value = keywords.get(f"$P{n}E", "0,0")
-    try:
-        decades, offset = (float(part) for part in value.split(","))
-    except ValueError:
-        raise InputError(path, f"$P{n}E is not 'decades,offset': {value[:40]!r}") from None
+    amplification = _decades_offset(value)
+    if amplification is None:
+        raise InputError(path, f"$P{n}E is not 'decades,offset' (two finite numbers): {value[:40]!r}")
+    return amplification
+
+
+def _decades_offset(value):
+    return _decades_offset_cached(value) if len(value) <= _CACHED_LENGTH else _decades_offset_cached.__wrapped__(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decades_offset_cached(value):
+    parts = [_finite(part) for part in value.split(",")]
+    if len(parts) != 2 or None in parts or parts[0] < 0:
+        return None
+    decades, offset = parts
     if decades > 0 and offset == 0:
         offset = 1.0  # the FCS standard says to read a log offset of 0 as 1 (flowio does the same)
     return (decades, offset)
 
 
-def _layout(keywords, datatype, channel, path, warnings):
-    """How channel ``channel`` is stored; FCS 3.2 may override $DATATYPE per channel."""
-    kind = keywords.get(f"$P{channel.index}DATATYPE", datatype).strip().upper()
+def _layout(keywords, kind, channel, path, warnings):
+    """How channel ``channel`` is stored, as data type ``kind`` (I, F or D)."""
     if kind == "F":
         return _float_layout(channel, 4, warnings)
     if kind == "D":
@@ -338,17 +527,25 @@ def _layout(keywords, datatype, channel, path, warnings):
         raise InputError(path, f"$P{channel.index}DATATYPE {kind!r} is not supported")
     bits = channel.bits
     if bits is None or bits == 0 or bits % 8 or bits > 64:
-        raise InputError(path, f"$P{channel.index}B={bits}: only whole-byte integer widths up to 64 bits "
+        written = keywords.get(f"$P{channel.index}B", "").strip()[:40]
+        raise InputError(path, f"$P{channel.index}B={written!r}: only whole-byte integer widths up to 64 bits "
                                "are supported")
+    return _integer_layout(bits, channel.range)
+
+
+@functools.lru_cache(maxsize=4096)
+def _integer_layout(bits, range_):
     # $PnR bounds the values; bits above the next power of two at or over $PnR are
     # flags or noise and must be masked off (FCS 3.1 section 3.3.x, as flowio does).
-    limit = 1 << max(int(channel.range) - 1, 0).bit_length()
+    limit = 1 << max(int(range_) - 1, 0).bit_length()
     mask = limit - 1 if limit < (1 << bits) else None
     return _Layout("u", bits // 8, mask)
 
 
 def _float_layout(channel, nbytes, warnings):
-    if channel.amplification[0] > 0:
+    if channel.bits == nbytes * 8 and channel.amplification[0] == 0.0:
+        return _FLOAT_LAYOUTS[nbytes]
+    if channel.amplification[0] > 0.0:
         # FCS 3.1: floating-point data are linear; flowio would anti-log them anyway.
         warnings.append(f"{channel.name}: $P{channel.index}E={channel.amplification[0]:g},"
                         f"{channel.amplification[1]:g} ignored for float data")
@@ -356,6 +553,9 @@ def _float_layout(channel, nbytes, warnings):
         warnings.append(f"$P{channel.index}B is {channel.bits} for {nbytes * 8}-bit float data; "
                         f"read as {nbytes * 8}-bit")
     return _Layout("f", nbytes, None)
+
+
+_FLOAT_LAYOUTS = {4: _Layout("f", 4, None), 8: _Layout("f", 8, None)}
 
 
 def _data_offsets(header, keywords, path):
@@ -387,6 +587,12 @@ def _event_count(keywords, data_start, data_end, event_size, path, warnings):
         count = _int_keyword(keywords, "$TOT", path)
         if count < 0:
             raise InputError(path, f"$TOT is negative ({count})")
+        length = data_end - data_start + 1
+        if count == 0 and data_end > data_start and length > 1:
+            # An empty tube has an empty DATA segment; events there mean $TOT was damaged,
+            # and reading the tube as empty would hide them.
+            raise InputError(path, f"$TOT is 0 but the DATA segment holds {length} bytes "
+                                   f"({length / event_size:g} events of {event_size} bytes)")
         return count
     # $TOT became required only in FCS 3.0; older files imply it by the DATA size.
     length = data_end - data_start + 1
@@ -428,33 +634,49 @@ def _timestep(keywords, warnings):
     if "$TIMESTEP" not in keywords:
         return None
     value = keywords["$TIMESTEP"].strip()
-    try:
-        return float(value) if value else None
-    except ValueError:
-        warnings.append(f"$TIMESTEP is not a number ({value[:40]!r}); Time left in acquisition units")
+    if not value:
         return None
+    number = _finite(value)
+    if number is None or number <= 0:
+        warnings.append(f"$TIMESTEP is not a positive number ({value[:40]!r}); Time left in acquisition units")
+        return None
+    return number
 
 
 def _decode(raw, count, layouts, byte_order):
-    """Decode ``count`` events from DATA bytes into a float64 array (count, channels)."""
+    """Decode ``count`` events from DATA bytes.
+
+    Returns a float64 array (count, channels) and, for masked integer
+    channels, channel index -> number of events that had bits above the mask.
+    """
     endian = "<" if byte_order == "little" else ">"
+    if count == 0:
+        # Also the only safe path for mixed widths: a (0, -1) reshape is ambiguous.
+        return np.empty((0, len(layouts)), dtype=np.float64), {}
     first = layouts[0]
+    over = {}
     if all((l.kind, l.nbytes) == (first.kind, first.nbytes) for l in layouts) and first.nbytes in (1, 2, 4, 8):
         # Fast path: one dtype for every channel, one vectorised read.
         values = np.frombuffer(raw, np.dtype(f"{endian}{first.kind}{first.nbytes}"), count * len(layouts))
         values = values.reshape(count, len(layouts))
         if any(layout.mask is not None for layout in layouts):
+            over = {i: int(np.count_nonzero(values[:, i] > layout.mask))
+                    for i, layout in enumerate(layouts) if layout.mask is not None}
             everything = (1 << (8 * first.nbytes)) - 1
             masks = [everything if layout.mask is None else layout.mask for layout in layouts]
             values = values & np.array(masks, dtype=values.dtype)
-        return values.astype(np.float64)
+        return values.astype(np.float64), over
     rows = np.frombuffer(raw, np.uint8).reshape(count, -1)
     events = np.empty((count, len(layouts)), dtype=np.float64)
     offset = 0
     for i, layout in enumerate(layouts):
-        events[:, i] = _decode_column(rows[:, offset:offset + layout.nbytes], layout, endian)
+        values = _decode_column(rows[:, offset:offset + layout.nbytes], layout, endian)
+        if layout.mask is not None:
+            over[i] = int(np.count_nonzero(values > layout.mask))
+            values = values & np.asarray(layout.mask, dtype=values.dtype)
+        events[:, i] = values
         offset += layout.nbytes
-    return events
+    return events, over
 
 
 def _decode_column(columns, layout, endian):
@@ -467,8 +689,6 @@ def _decode_column(columns, layout, endian):
         values = np.zeros(len(columns), dtype=np.uint64)
         for shift, k in enumerate(order):
             values |= columns[:, k].astype(np.uint64) << np.uint64(8 * shift)
-    if layout.mask is not None:
-        values = values & np.asarray(layout.mask, dtype=values.dtype)
     return values
 
 
@@ -503,11 +723,15 @@ def _spillover(keywords, channels, warnings):
     except ValueError:
         warnings.append(f"{keyword} is not a spillover matrix ('n,names,values'); ignored")
         return None
+    if not np.all(np.isfinite(values)):
+        warnings.append(f"{keyword} holds values that are not finite numbers; ignored")
+        return None
     if n < 1 or len(names) != n or values.size != n * n:
         warnings.append(f"{keyword} is incomplete ({n} channels need {n} names and {n * n} values, "
                         f"it holds {len(parts) - 1} fields); ignored")
         return None
-    missing = [name for name in names if name not in {channel.name for channel in channels}]
+    known = {channel.name for channel in channels}
+    missing = [name for name in names if name not in known]
     if missing:
         warnings.append(f"{keyword} names channels not in the file: {', '.join(missing)}")
     return Spillover(channels=names, matrix=values.reshape(n, n), keyword=keyword)
@@ -517,8 +741,10 @@ def _count_datasets(content, keywords, path, warnings):
     """Follow the $NEXTDATA chain (offsets relative to each data set) and count data sets."""
     count, start = 1, 0
     step = keywords.get("$NEXTDATA", "0").strip()
-    while step.isdigit() and int(step) > 0:
-        start += int(step)
+    if step and _whole(step) is None:
+        warnings.append(f"$NEXTDATA is not a whole number ({step[:40]!r}); ignored")
+    while (_whole(step) or 0) > 0:
+        start += _whole(step)
         where = f"data set {count + 1} (byte {start}): "
         try:
             header = _parse_header(content[start:start + HEADER_SIZE], path, len(content) - start, where)

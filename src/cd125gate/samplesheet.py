@@ -3,7 +3,11 @@
 A sheet is a tab-separated file with a header row. ``sample_id`` and ``fcs``
 are required; ``control``, ``patient_id``, ``specimen``, ``compensation`` and
 ``notes`` are optional. Relative paths resolve against the sheet's folder, so
-a sheet and its FCS files can move together.
+a sheet and its FCS files can move together. Every row has one cell per header
+column (an empty cell is written as such, between two tabs), and a quoted cell
+("...", with "" for a quote) must close on its own line: anything else is
+refused naming the line, since a lost tab or an open quote would otherwise move
+values into the wrong column or swallow later rows.
 
 A bad sheet stops a run before any job; a listed file that exists but cannot be
 read is a bad *sample* instead, and ends as a FAILED result.
@@ -73,7 +77,15 @@ def read_sheet(path):
 
 
 def _read_table(path):
-    """Header and ``(line number, cells)`` of the non-blank rows; cells stripped."""
+    """Header and ``(line number, cells)`` of the non-blank rows; cells stripped.
+
+    Each line is one row: a quoted cell may hold a tab but never a line break.
+    (Letting a quote run across lines made a cell starting with '"' swallow every
+    later row, so samples vanished without a word.)
+    """
+    if path.exists() and not path.is_file():
+        # A FIFO would block and /dev/zero never end: only regular files are read.
+        raise InputError(path, "the sample sheet is not a regular file")
     try:
         # utf-8-sig: sheets saved by spreadsheet programs often start with a BOM.
         text = path.read_text(encoding="utf-8-sig")
@@ -81,14 +93,23 @@ def _read_table(path):
         raise InputError(path, "sample sheet not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read sample sheet: {exc}") from None
-    lines = [
-        (number, [cell.strip() for cell in cells])
-        for number, cells in enumerate(csv.reader(text.splitlines(), delimiter="\t"), start=1)
-        if any(cell.strip() for cell in cells)
-    ]
+    lines = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        cells = _split_line(path, number, line)
+        if any(cell.strip() for cell in cells):
+            lines.append((number, [cell.strip() for cell in cells]))
     if not lines:
         raise InputError(path, "the sheet is empty (expected a header row: sample_id, fcs, ...)")
     return lines[0][1], lines[1:]
+
+
+def _split_line(path, number, line):
+    try:
+        # strict: a quote that is not closed on its line, or text after a closing quote, is an error.
+        return next(csv.reader([line], delimiter="\t", strict=True), [])
+    except csv.Error:
+        raise InputError(path, f"line {number}: a quote (\") is not closed on this line or is followed by "
+                               "text; quote whole cells (\"...\") or remove the quote") from None
 
 
 def _check_header(path, header):
@@ -107,12 +128,14 @@ def _check_header(path, header):
 
 
 def _parse_row(path, header, cells, line):
-    if len(cells) > len(header):
+    if len(cells) != len(header):
+        # A row with fewer cells is as suspect as one with more: a lost tab shifts
+        # every later cell into the wrong column. Empty cells must be written as such.
         raise InputError(
-            path, f"line {line}: {len(cells)} cells but the header has {len(header)} columns"
+            path, f"line {line}: {len(cells)} cells but the header has {len(header)} columns "
+                  "(write an empty cell between two tabs)"
         )
-    # Editors drop trailing empty cells; a short row leaves the optional columns empty.
-    values = {name: (cells[i] if i < len(cells) else "") for i, name in enumerate(header)}
+    values = dict(zip(header, cells))
     sample_id = values["sample_id"]
     if not re.fullmatch(SAMPLE_ID_PATTERN, sample_id):
         raise InputError(
@@ -164,5 +187,8 @@ def add_arguments(parser):
 def run(args):
     samples = read_sheet(args.sheet)
     controls = sum(sample.control is not None for sample in samples)
-    print(f"{args.sheet}: {len(samples)} samples, {controls} with a control tube: OK")
+    # Rows read = samples (every non-blank row after the header becomes one sample or an error);
+    # said explicitly so that a sheet which lost rows cannot pass unnoticed.
+    print(f"{args.sheet}: {len(samples)} rows read after the header (last on line {samples[-1].line}): "
+          f"{len(samples)} samples, {controls} with a control tube: OK")
     return 0
