@@ -76,14 +76,15 @@ def panel_timings(analysis):
     from cd125gate import plots
 
     stained, control, result = analysis.stained, analysis.control, analysis.result
+    contexts = [plots._Context(t) for t in (stained, control) if t is not None]
     drawers = plots._panels(stained)
     drawers.append(lambda fig, spec, ctx: plots._cd125_panel(
-        fig, spec, ctx, stained, control, analysis.threshold, result))
+        fig, spec, ctx, contexts, analysis.threshold, result))
     timings = {}
     for i, draw in enumerate(drawers, 1):
         fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
         start = time.perf_counter()
-        draw(fig, fig.add_gridspec(1, 1)[0, 0], plots._Context(stained))
+        draw(fig, fig.add_gridspec(1, 1)[0, 0], contexts[0])
         fig.canvas.draw()
         timings[str(i)] = time.perf_counter() - start
     return timings

@@ -242,10 +242,11 @@ def test_fluorescence_ticks_are_raw_decades_at_forward_positions():
     plots._raw_ticks(ax, "x", scale, limits)
     positions = ax.get_xticks()
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert "0" in labels and "10$^{5}$" in labels and "−10$^{3}$" in labels
-    np.testing.assert_allclose(positions[labels.index("10$^{4}$")], np.arcsinh(1e4 / COFACTOR))
+    # plain text with Unicode superscripts: no mathtext anywhere in the figures
+    assert "0" in labels and "10⁵" in labels and "−10³" in labels
+    np.testing.assert_allclose(positions[labels.index("10⁴")], np.arcsinh(1e4 / COFACTOR))
     # 10^1 lands almost on 0 on an arcsinh scale: it is dropped rather than overprinted
-    assert "10$^{1}$" not in labels
+    assert "10¹" not in labels
     assert np.min(np.diff(positions)) >= 0.06 * (limits[1] - limits[0])
 
 
@@ -297,3 +298,18 @@ def test_extra_populations_and_time_windows_land_in_the_right_panels(tmp_path):
     svg = paths[1].read_text()
     assert f"lymphocytes: leukocytes {leuko.count:,} → {int(lymph_mask.sum()):,}" in svg
     assert "time_anomaly_1 " not in svg  # not drawn as an excluded blast population
+
+
+def test_minor_ticks_mark_every_in_range_multiple_of_a_decade():
+    from matplotlib.figure import Figure
+    from matplotlib.markers import TICKDOWN
+
+    scale = FakeScale("PE-A", "arcsinh", {})
+    limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
+    ax = Figure().add_subplot()
+    plots._raw_ticks(ax, "x", scale, limits)
+    marks = [line for line in ax.lines if line.get_marker() == TICKDOWN]
+    assert len(marks) == 1
+    raw = [s * m * 10.0**d for d in range(1, 7) for m in range(2, 10) for s in (-1, 1)]
+    expected = np.sort([p for p in np.arcsinh(np.array(raw) / COFACTOR) if limits[0] <= p <= limits[1]])
+    np.testing.assert_allclose(np.sort(marks[0].get_xdata()), expected)
