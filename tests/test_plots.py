@@ -313,3 +313,31 @@ def test_minor_ticks_mark_every_in_range_multiple_of_a_decade():
     raw = [s * m * 10.0**d for d in range(1, 7) for m in range(2, 10) for s in (-1, 1)]
     expected = np.sort([p for p in np.arcsinh(np.array(raw) / COFACTOR) if limits[0] <= p <= limits[1]])
     np.testing.assert_allclose(np.sort(marks[0].get_xdata()), expected)
+
+
+# Text that mathtext cannot parse (a double superscript): had it been parsed, savefig would raise.
+MATH = "$x^^2$"
+
+
+def test_user_text_reaches_the_sample_figure_as_plain_text(tmp_path):
+    stained, control, threshold, result = fake_sample(sample_id=f"P{MATH}1")
+    for tube in (stained, control):
+        tube.markers[f"via{MATH}"] = tube.markers.pop("viability")  # a $PnS read from the file
+        tube.flags.append(f"flag {MATH}")
+        tube.step("cells").note = f"note {MATH}"
+    result["reasons"] = [f"reason {MATH}"]
+    paths = plots.plot_sample(stained, control, threshold, result, tmp_path / f"out{MATH}", formats=("svg",))
+    assert [p.name for p in paths] == ["qc.png", "qc.svg", "qc_control.png", "qc_control.svg"]
+    svg = paths[1].read_text()
+    # printed verbatim (svg.fonttype "path" keeps each text in a comment)
+    for text in (f"P{MATH}1", f"via{MATH} (APC-Cy7-A)", f"reason {MATH}", f"flag {MATH}", f"note {MATH}"):
+        assert text in svg, text
+
+
+def test_user_text_reaches_the_failure_figure_as_plain_text(tmp_path):
+    result = {"sample_id": f"P{MATH}", "criterion": "FAILED", "reasons": [f"channel {MATH} missing"],
+              "warnings": [f"warning {MATH}"], "inputs": {"fcs": {"path": f"runs/{MATH}/P.fcs", "sha256": None}}}
+    paths = plots.plot_failure(result, tmp_path, formats=("png", "svg"))
+    svg = paths[1].read_text()
+    for text in (f"P{MATH}", f"channel {MATH} missing", f"warning {MATH}", f"runs/{MATH}/P.fcs"):
+        assert text in svg, text
