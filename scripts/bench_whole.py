@@ -51,6 +51,9 @@ def main():
     parser.add_argument("--batch-pairs", type=int, default=0, help="also time N simulated pairs through the workflow")
     parser.add_argument("--batch-events", type=int, default=100_000)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--baseline", metavar="SRC",
+                        help="also run `cd125gate analyze` from another source tree's src/ folder (e.g. a "
+                             "`git archive` of an older commit), alternating with the others")
     parser.add_argument("--figures", action="store_true",
                         help="instead: time each tube's QC figure (build + PNG) inside one process")
     args = parser.parse_args()
@@ -61,7 +64,7 @@ def main():
         return
     for n in args.events:
         stained, control = simulated_pair(data, n, seed=1)
-        whole_process(stained, control, n, args.repeat)
+        whole_process(stained, control, n, args.repeat, args.baseline)
     if args.batch == "bundled":
         batch(ROOT / "config" / "samples.tsv", args.cores, "bundled batch")
     if args.batch_pairs:
@@ -97,13 +100,19 @@ def run(command):
     return wall, usage.ru_maxrss / 1024
 
 
-def whole_process(stained, control, n, repeat):
+def whole_process(stained, control, n, repeat, baseline=None):
     out = Path(tempfile.mkdtemp(prefix="cd125gate-whole-"))
     commands = {
         "cd125gate analyze": [BIN / "cd125gate", "analyze", stained, "--control", control, "--out", out / "cg"],
         "FlowKit fixed-gate script": [sys.executable, ROOT / "scripts" / "flowkit_fixed_gates.py",
                                       stained, control, "--out", out / "fk"],
     }
+    if baseline:
+        src = Path(baseline).resolve()
+        code = (f"import sys; sys.path.insert(0, {str(src)!r}); from cd125gate.cli import main; "
+                "sys.exit(main(sys.argv[1:]))")
+        commands["baseline analyze"] = [sys.executable, "-c", code, "analyze", stained, "--control", control,
+                                        "--out", out / "base"]
     runs = {name: [] for name in commands}
     for _ in range(repeat):
         for name, command in commands.items():  # alternating: both see the same load
@@ -115,8 +124,9 @@ def whole_process(stained, control, n, repeat):
     for name, (wall, rss) in medians.items():
         print(f"  {name:26s} {wall:6.2f} s  {rss:6.0f} MB   (runs: "
               + ", ".join(f"{w:.2f}" for w, _ in runs[name]) + ")")
-    ratio = medians["FlowKit fixed-gate script"][0] / medians["cd125gate analyze"][0]
-    print(f"  ratio FlowKit / cd125gate: {ratio:.2f}x ({'cd125gate faster' if ratio > 1 else 'cd125gate slower'})")
+    for name in [c for c in commands if c != "FlowKit fixed-gate script"]:
+        ratio = medians["FlowKit fixed-gate script"][0] / medians[name][0]
+        print(f"  ratio FlowKit / {name}: {ratio:.2f}x ({'faster' if ratio > 1 else 'slower'} than FlowKit)")
     sys.stdout.flush()
 
 

@@ -341,3 +341,26 @@ def test_user_text_reaches_the_failure_figure_as_plain_text(tmp_path):
     svg = paths[1].read_text()
     for text in (f"P{MATH}", f"channel {MATH} missing", f"warning {MATH}", f"runs/{MATH}/P.fcs"):
         assert text in svg, text
+
+
+def test_light_gates_are_drawn_as_their_flowkit_originals(sample):
+    """The plots read gates by attribute, so cd125gate.gates values draw the same outlines."""
+    from matplotlib.figure import Figure
+
+    from cd125gate.gates import from_flowkit
+
+    stained = sample[0]
+    for name in ("blast_region", "viable", "cells"):
+        step = stained.step(name)
+        x, y = plots._panel_axes(plots._Context(stained), [step])
+        outlines = []
+        for gate in (step.gate, from_flowkit(step.gate)):
+            ax = Figure().add_subplot()
+            ax.set_xlim(-1, 300e3)
+            ax.set_ylim(-1, 300e3)
+            plots._draw_gate(ax, gate, x, y, "black", name)
+            outlines.append(ax.patches[0].get_xy())
+        np.testing.assert_array_equal(*outlines)
+    ax = Figure().add_subplot()
+    plots._draw_gate(ax, from_flowkit(stained.step("blasts").gate), "APC-A", "BV421-A", "black", None)
+    assert len(ax.patches) == 0  # a BooleanGate has no outline

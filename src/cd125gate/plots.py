@@ -109,8 +109,6 @@ def plot_failure(result, out_dir, formats=("png",)):
     -------
     list of Path
     """
-    from matplotlib.figure import Figure
-
     formats = _check_formats(formats)
     with _plain_text():
         return _save(_failure_figure(result), out_dir, "qc", formats)
@@ -570,8 +568,9 @@ def _set_ticks(ax, which, ticks, limits):
     """Major ticks with their labels; minor ticks as one line of tick marks.
 
     A matplotlib Tick is five artists; the ~40 minor decade ticks of a
-    logicle axis as Ticks took most of a figure's time. One marker line draws
-    the same marks (below or left of the axes, the size of minor ticks).
+    logicle axis as Ticks took over half of the time to build a figure. One
+    marker line draws the same marks (below or left of the axes, the size of
+    minor ticks).
     """
     from matplotlib.lines import Line2D
     from matplotlib.markers import TICKDOWN, TICKLEFT
