@@ -45,8 +45,8 @@ DPI = 100
 # Panel titles at a fixed height: no axis has ticks on top, and an automatic title
 # position measures every tick label of its axes at each draw.
 TITLE = {"fontsize": 8.5, "y": 1.0}
-# zlib level of the PNGs: 1 writes in a third of the time of the default 6 and the
-# files (flat colours and text) grow by about a fifth.
+# zlib level of the PNGs: 1 encodes a page ~15% faster than the default 6, for a
+# file ~3% larger (flat colours and text compress well at any level).
 PNG_COMPRESSION = 1
 # Axis limits are quantiles of at most this many events (a fixed stride through the
 # tube): display only, and a full quantile of 1,000,000 events per channel is slow.
