@@ -8,6 +8,11 @@ docs/workflow.md). Prints the time per stage of the best run, the total, and
 the process's peak resident memory. Targets: about a second for read to
 result and gates at 1,000,000 events per tube; a figure panel well under a
 second.
+
+What a user pays per job (process start, imports, figures) is measured by
+``scripts/bench_whole.py``, against a plain FlowKit fixed-gate script
+(``scripts/flowkit_fixed_gates.py``); ``scripts/import_costs.py`` breaks the
+imports down.
 """
 
 import argparse
