@@ -117,7 +117,6 @@ FAILED_EARLY = {
 OTHERS = {
     "time_jump": "gating.viable: np.percentile of an empty gate after time QC (IndexError)",
     "time_constant": "gating.viable: np.percentile of an empty gate after time QC (IndexError)",
-    "mathtext_in_path": "plots.plot_failure: the FAILED reason quotes the path and reaches mathtext",
 }
 
 
@@ -144,6 +143,14 @@ def test_zero_timestep_is_ignored_with_a_warning(engine, degenerate, tmp_path):
 
     warnings = json.loads((tmp_path / "out" / "result.json").read_text())["warnings"]
     assert any("$TIMESTEP is not a positive number" in w for w in warnings)
+
+
+def test_a_path_with_mathtext_reaches_the_failure_figure_as_plain_text(engine, degenerate, tmp_path):
+    path = degenerate["mathtext_in_path"]
+    result, detail = engine.check_analyze(path, path.stat().st_size, tmp_path / "out")
+    assert result == "ok-refused", detail   # a truncated tube: one line, exit 2
+    assert (tmp_path / "out/qc.png").stat().st_size > 0
+    assert results.load(tmp_path / "out/result.json").reasons[0].startswith(str(path))
 
 
 @pytest.mark.parametrize("name", sorted(OTHERS))

@@ -243,10 +243,11 @@ def test_fluorescence_ticks_are_raw_decades_at_forward_positions():
     plots._raw_ticks(ax, "x", scale, limits)
     positions = ax.get_xticks()
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert "0" in labels and "10$^{5}$" in labels and "−10$^{3}$" in labels
-    np.testing.assert_allclose(positions[labels.index("10$^{4}$")], np.arcsinh(1e4 / COFACTOR))
+    # plain text with Unicode superscripts: no mathtext anywhere in the figures
+    assert "0" in labels and "10⁵" in labels and "−10³" in labels
+    np.testing.assert_allclose(positions[labels.index("10⁴")], np.arcsinh(1e4 / COFACTOR))
     # 10^1 lands almost on 0 on an arcsinh scale: it is dropped rather than overprinted
-    assert "10$^{1}$" not in labels
+    assert "10¹" not in labels
     assert np.min(np.diff(positions)) >= 0.06 * (limits[1] - limits[0])
 
 
@@ -298,3 +299,69 @@ def test_extra_populations_and_time_windows_land_in_the_right_panels(tmp_path):
     svg = paths[1].read_text()
     assert f"lymphocytes: leukocytes {leuko.count:,} → {int(lymph_mask.sum()):,}" in svg
     assert "time_anomaly_1 " not in svg  # not drawn as an excluded blast population
+
+
+def test_minor_ticks_mark_every_in_range_multiple_of_a_decade():
+    from matplotlib.figure import Figure
+    from matplotlib.markers import TICKDOWN
+
+    scale = FakeScale("PE-A", "arcsinh", {})
+    limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
+    ax = Figure().add_subplot()
+    plots._raw_ticks(ax, "x", scale, limits)
+    marks = [line for line in ax.lines if line.get_marker() == TICKDOWN]
+    assert len(marks) == 1
+    raw = [s * m * 10.0**d for d in range(1, 7) for m in range(2, 10) for s in (-1, 1)]
+    expected = np.sort([p for p in np.arcsinh(np.array(raw) / COFACTOR) if limits[0] <= p <= limits[1]])
+    np.testing.assert_allclose(np.sort(marks[0].get_xdata()), expected)
+
+
+# Text that mathtext cannot parse (a double superscript): had it been parsed, savefig would raise.
+MATH = "$x^^2$"
+
+
+def test_user_text_reaches_the_sample_figure_as_plain_text(tmp_path):
+    stained, control, threshold, result = fake_sample(sample_id=f"P{MATH}1")
+    for tube in (stained, control):
+        tube.markers[f"via{MATH}"] = tube.markers.pop("viability")  # a $PnS read from the file
+        tube.flags.append(f"flag {MATH}")
+        tube.step("cells").note = f"note {MATH}"
+    result["reasons"] = [f"reason {MATH}"]
+    paths = plots.plot_sample(stained, control, threshold, result, tmp_path / f"out{MATH}", formats=("svg",))
+    assert [p.name for p in paths] == ["qc.png", "qc.svg", "qc_control.png", "qc_control.svg"]
+    svg = paths[1].read_text()
+    # printed verbatim (svg.fonttype "path" keeps each text in a comment)
+    for text in (f"P{MATH}1", f"via{MATH} (APC-Cy7-A)", f"reason {MATH}", f"flag {MATH}", f"note {MATH}"):
+        assert text in svg, text
+
+
+def test_user_text_reaches_the_failure_figure_as_plain_text(tmp_path):
+    result = {"sample_id": f"P{MATH}", "criterion": "FAILED", "reasons": [f"channel {MATH} missing"],
+              "warnings": [f"warning {MATH}"], "inputs": {"fcs": {"path": f"runs/{MATH}/P.fcs", "sha256": None}}}
+    paths = plots.plot_failure(result, tmp_path, formats=("png", "svg"))
+    svg = paths[1].read_text()
+    for text in (f"P{MATH}", f"channel {MATH} missing", f"warning {MATH}", f"runs/{MATH}/P.fcs"):
+        assert text in svg, text
+
+
+def test_light_gates_are_drawn_as_their_flowkit_originals(sample):
+    """The plots read gates by attribute, so cd125gate.gates values draw the same outlines."""
+    from matplotlib.figure import Figure
+
+    from cd125gate.gates import from_flowkit
+
+    stained = sample[0]
+    for name in ("blast_region", "viable", "cells"):
+        step = stained.step(name)
+        x, y = plots._panel_axes(plots._Context(stained), [step])
+        outlines = []
+        for gate in (step.gate, from_flowkit(step.gate)):
+            ax = Figure().add_subplot()
+            ax.set_xlim(-1, 300e3)
+            ax.set_ylim(-1, 300e3)
+            plots._draw_gate(ax, gate, x, y, "black", name)
+            outlines.append(ax.patches[0].get_xy())
+        np.testing.assert_array_equal(*outlines)
+    ax = Figure().add_subplot()
+    plots._draw_gate(ax, from_flowkit(stained.step("blasts").gate), "APC-A", "BV421-A", "black", None)
+    assert len(ax.patches) == 0  # a BooleanGate has no outline

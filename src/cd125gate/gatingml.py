@@ -1,14 +1,24 @@
-"""The applied gates of a tube as one FlowKit GatingStrategy, exported as Gating-ML 2.0.
+"""The applied gates of a tube as Gating-ML 2.0.
 
 A reviewer re-opens these gates in FlowKit, FlowJo or Cytobank and gets the
-same counts: the strategy carries the compensation matrix and every
+same counts: the document carries the compensation matrix and every
 channel's transform, and each gate refers to them by id.
+
+Two writers give the same bytes: ``export`` builds a FlowKit GatingStrategy
+and lets FlowKit write it; ``export_light`` writes the document itself from
+the light gate values of ``cd125gate.gates`` (FlowKit gates are converted),
+without importing FlowKit, in FlowKit's own layout (element and attribute
+order, number formatting, indentation), so switching the per-sample path to
+it changes no output byte.
 """
 
 import io
 
 from . import compensation, transforms
-from .gating import COMP_ID
+
+# The spillover matrix's Gating-ML id (gating.COMP_ID; repeated here so that
+# writing Gating-ML does not import the gating module and, through it, FlowKit).
+COMP_ID = "spill"
 
 
 def gate_path(tube, step):
@@ -80,3 +90,171 @@ def export_empty(reason):
         f"  <!-- no gates: {escape(reason).replace('--', '- -')} -->\n"
         "</gating:Gating-ML>\n"
     ).encode("utf-8")
+
+
+# --- Gating-ML written without FlowKit -------------------------------------------------------
+
+NAMESPACES = (("gating", "http://www.isac-net.org/std/Gating-ML/v2.0/gating"),
+              ("data-type", "http://www.isac-net.org/std/Gating-ML/v2.0/datatypes"),
+              ("transforms", "http://www.isac-net.org/std/Gating-ML/v2.0/transformations"))
+
+
+def export_light(tube, comp):
+    """Gating-ML 2.0 text of the tube's applied gates, as ``export`` writes it, without FlowKit.
+
+    The tube's gates may be FlowKit gates or ``cd125gate.gates`` values.
+    """
+    from .gates import from_flowkit
+
+    matrix = comp if comp is not None and comp.source != "none" else None
+    steps = [(s.name, s.parent, from_flowkit(s.gate)) for s in tube.steps]
+    return document(steps, [tube.scales[c] for c in sorted(tube.scales)], matrix)
+
+
+def document(steps, scales, comp=None):
+    """Gating-ML 2.0 bytes of gates, transforms and a spillover matrix.
+
+    Parameters
+    ----------
+    steps : sequence of (name, parent name or None, gate)
+        Light gates (``cd125gate.gates``) in hierarchy order (a parent before its children).
+    scales : sequence of Scale
+        Every channel's scale; linear ones have no transform and are skipped.
+    comp : Compensation or None
+        The matrix referred to as ``COMP_ID``; None writes none.
+    """
+    root = _Element("gating:Gating-ML", [(f"xmlns:{prefix}", uri) for prefix, uri in NAMESPACES])
+    for scale in scales:
+        if scale.kind != "linear":
+            root.children.append(_transform(scale))
+    if comp is not None:
+        root.children.append(_matrix(comp))
+    for name, parent, gate in _depth_first(steps):
+        root.children.append(_gate(name, parent, gate))
+    lines = ["<?xml version='1.0' encoding='UTF-8'?>"]
+    root.write(lines, 0)
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+class _Element:
+    """The little of an XML element that Gating-ML needs: a tag, attributes in order, children."""
+
+    def __init__(self, tag, attributes=(), children=None):
+        self.tag, self.attributes, self.children = tag, list(attributes), children or []
+
+    def write(self, lines, depth):
+        """Append the element as lxml's pretty_print lays it out: two spaces per level."""
+        indent = "  " * depth
+        attrs = "".join(f' {k}="{_attribute(v)}"' for k, v in self.attributes)
+        if not self.children:
+            lines.append(f"{indent}<{self.tag}{attrs}/>")
+            return
+        lines.append(f"{indent}<{self.tag}{attrs}>")
+        for child in self.children:
+            child.write(lines, depth + 1)
+        lines.append(f"{indent}</{self.tag}>")
+
+
+# Characters XML 1.0 cannot hold at all (lxml refuses them too).
+_FORBIDDEN = {c for c in range(0x20) if c not in (0x9, 0xA, 0xD)} | {0xFFFE, 0xFFFF}
+
+
+def _attribute(value):
+    """An attribute value escaped as lxml escapes it."""
+    text = str(value)
+    if any(ord(ch) in _FORBIDDEN or 0xD800 <= ord(ch) <= 0xDFFF for ch in text):
+        raise ValueError(f"{text!r} holds a character XML cannot represent")
+    for raw, escaped in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"),
+                         ("\n", "&#10;"), ("\r", "&#13;"), ("\t", "&#9;")):
+        text = text.replace(raw, escaped)
+    return text
+
+
+def _number(value):
+    """A number as FlowKit writes it: str() of a float (shortest round-trip repr)."""
+    return repr(float(value))
+
+
+def _transform(scale):
+    ns = "transforms"
+    if scale.kind == "logicle":
+        body = _Element(f"{ns}:logicle", [(f"{ns}:{k}", _number(scale.params[k])) for k in ("T", "W", "M", "A")])
+    elif scale.kind == "arcsinh":
+        T, M, A = transforms.asinh_parameters(scale.params)
+        body = _Element(f"{ns}:fasinh", [(f"{ns}:T", _number(T)), (f"{ns}:M", _number(M)), (f"{ns}:A", _number(A))])
+    else:
+        raise ValueError(f"unknown scale kind {scale.kind!r} for {scale.channel}")
+    return _Element(f"{ns}:transformation", [(f"{ns}:id", transforms.transform_id(scale))], [body])
+
+
+def _matrix(comp):
+    """The spillover matrix, its detectors ($PnN) also named as its fluorochromes (see compensation.to_flowkit)."""
+    def names(tag):
+        return _Element(f"transforms:{tag}", children=[
+            _Element("data-type:fcs-dimension", [("data-type:name", c)]) for c in comp.channels])
+
+    rows = [_Element("transforms:spectrum", children=[
+        _Element("transforms:coefficient", [("transforms:value", _number(v))]) for v in row])
+        for row in comp.matrix]
+    return _Element("transforms:spectrumMatrix", [("transforms:id", COMP_ID)],
+                    [names("fluorochromes"), names("detectors")] + rows)
+
+
+def _depth_first(steps):
+    """Steps in FlowKit's export order: depth first from the root, siblings in the given order."""
+    children = {}
+    for step in steps:
+        children.setdefault(step[1], []).append(step)
+    ordered, stack = [], list(reversed(children.get(None, [])))
+    while stack:
+        step = stack.pop()
+        ordered.append(step)
+        stack.extend(reversed(children.get(step[0], [])))
+    if len(ordered) != len(steps):
+        lost = sorted({s[0] for s in steps} - {s[0] for s in ordered})
+        raise ValueError(f"gates {', '.join(lost)} have no path to the root")
+    return ordered
+
+
+def _gate(name, parent, gate):
+    from . import gates
+
+    kind = type(gate).__name__
+    if getattr(gate, "use_complement", False):
+        # Gating-ML 2.0 has no complement flag on a geometric gate (FlowKit drops it silently).
+        raise ValueError(f"gate {name!r}: use_complement cannot be written as Gating-ML; use a BooleanGate")
+    if name != gate.gate_name:
+        raise ValueError(f"step {name!r} holds gate {gate.gate_name!r}")
+    attributes = [("gating:id", name)] + ([("gating:parent_id", parent)] if parent is not None else [])
+    element = _Element(f"gating:{kind}", attributes, [_dimension(d) for d in gate.dimensions])
+    if isinstance(gate, gates.PolygonGate):
+        element.children += [_Element("gating:vertex", children=[
+            _Element("gating:coordinate", [("data-type:value", _number(c))]) for c in vertex])
+            for vertex in gate.vertices]
+    elif isinstance(gate, gates.EllipsoidGate):
+        element.children += [
+            _Element("gating:mean", children=[
+                _Element("gating:coordinate", [("data-type:value", _number(c))]) for c in gate.coordinates]),
+            _Element("gating:covarianceMatrix", children=[
+                _Element("gating:row", children=[_Element("gating:entry", [("data-type:value", _number(v))])
+                                                 for v in row]) for row in gate.covariance_matrix]),
+            _Element("gating:distanceSquare", [("data-type:value", _number(gate.distance_square))])]
+    elif isinstance(gate, gates.BooleanGate):
+        element.children.append(_Element(f"gating:{gate.type}", children=[
+            _Element("gating:gateReference", [("gating:ref", r.ref)]
+                     + ([("gating:use-as-complement", "true")] if r.complement else []))
+            for r in gate.gate_refs]))
+    elif not isinstance(gate, gates.RectangleGate):
+        raise ValueError(f"gate {name!r}: {kind} is not supported")
+    return element
+
+
+def _dimension(d):
+    attributes = [("gating:compensation-ref", d.compensation_ref)] if d.compensation_ref is not None else []
+    if d.transformation_ref is not None:
+        attributes.append(("gating:transformation-ref", d.transformation_ref))
+    if d.min is not None:
+        attributes.append(("gating:min", _number(d.min)))
+    if d.max is not None:
+        attributes.append(("gating:max", _number(d.max)))
+    return _Element("gating:dimension", attributes, [_Element("data-type:fcs-dimension", [("data-type:name", d.id)])])

@@ -1,0 +1,248 @@
+"""Light gate values that mean exactly what FlowKit's gate classes mean, without importing FlowKit.
+
+``import flowkit`` costs about two seconds per process (it pulls in bokeh,
+pandas and scipy.stats), more than the analysis of a 100,000-event pair. The
+per-sample path only needs to *hold* gates, count events in them and write
+them as Gating-ML; these frozen dataclasses do that, and convert to and from
+FlowKit's objects (``to_flowkit`` / ``from_flowkit``) where FlowKit itself is
+wanted (re-gating from edited gates, FlowJo export, the reproduction tests).
+
+Membership is FlowKit's ``gate.apply`` to the event, conventions included:
+
+- RectangleGate: ``min <= x < max`` on every dimension (min inclusive, max
+  exclusive); an open bound is no bound; ``use_complement`` inverts.
+- PolygonGate: flowutils' ``points_in_polygon`` (odd crossing count), the very
+  C function FlowKit calls, so a point on an edge or vertex is decided the same.
+- EllipsoidGate: flowutils' ``points_in_ellipsoid`` (Mahalanobis d² <= distance_square).
+- BooleanGate: and / or / not of referenced gates' memberships, each reference
+  optionally complemented; like FlowKit's ``apply``, the parent is not applied
+  here (the caller ANDs with the parent's events).
+
+Attribute names are FlowKit's (``gate_name``, ``dimensions``, ``vertices``,
+``Dimension.id/min/max``...), so code that reads gates (plots, the settle
+step) works on either kind.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One axis of a gate: a channel ($PnN), the matrix and transform it is read through, and bounds."""
+
+    id: str
+    compensation_ref: str = "uncompensated"
+    transformation_ref: str | None = None
+    range_min: float | None = None
+    range_max: float | None = None
+
+    def __post_init__(self):
+        # FlowKit stores float(bound); so do we, so both compare and print alike.
+        for name in ("range_min", "range_max"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value))
+
+    @property
+    def min(self):
+        return self.range_min
+
+    @property
+    def max(self):
+        return self.range_max
+
+    def to_flowkit(self):
+        from flowkit import Dimension as FlowKitDimension
+
+        return FlowKitDimension(self.id, compensation_ref=self.compensation_ref,
+                                transformation_ref=self.transformation_ref,
+                                range_min=self.range_min, range_max=self.range_max)
+
+
+def _column(events, dim_id):
+    """One column of ``events`` (a mapping id -> values, e.g. a dict of arrays or a DataFrame)."""
+    return np.asarray(events[dim_id], dtype=np.float64)
+
+
+def _points(events, dimensions):
+    return np.column_stack([_column(events, d.id) for d in dimensions])
+
+
+@dataclass(frozen=True)
+class RectangleGate:
+    """Range (1-D) or box (n-D) gate: min inclusive, max exclusive on every dimension."""
+
+    gate_name: str
+    dimensions: tuple
+    use_complement: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "dimensions", tuple(self.dimensions))
+        if not self.dimensions:
+            raise ValueError(f"RectangleGate {self.gate_name!r} needs at least one dimension")
+
+    def apply(self, events):
+        """Boolean membership of every event (``events``: id -> column)."""
+        inside = None
+        for d in self.dimensions:
+            x = _column(events, d.id)
+            if inside is None:
+                inside = np.ones(x.shape[0], dtype=bool)
+            if d.min is not None:
+                inside &= x >= d.min
+            if d.max is not None:
+                inside &= x < d.max
+        return ~inside if self.use_complement else inside
+
+    def to_flowkit(self):
+        from flowkit import gates
+
+        return gates.RectangleGate(self.gate_name, [d.to_flowkit() for d in self.dimensions],
+                                   use_complement=self.use_complement)
+
+
+@dataclass(frozen=True)
+class PolygonGate:
+    """2-D polygon; inside by FlowKit's (flowutils') point-in-polygon rule."""
+
+    gate_name: str
+    dimensions: tuple
+    vertices: tuple
+    use_complement: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "dimensions", tuple(self.dimensions))
+        object.__setattr__(self, "vertices", tuple(tuple(float(c) for c in v) for v in self.vertices))
+        if len(self.dimensions) != 2 or len(self.vertices) < 3 or any(len(v) != 2 for v in self.vertices):
+            raise ValueError(f"PolygonGate {self.gate_name!r} needs 2 dimensions and at least 3 (x, y) vertices")
+
+    def apply(self, events):
+        from flowutils.gating import points_in_polygon
+
+        inside = points_in_polygon(np.array(self.vertices, dtype=np.float64), _points(events, self.dimensions))
+        return ~inside if self.use_complement else inside
+
+    def to_flowkit(self):
+        from flowkit import gates
+
+        return gates.PolygonGate(self.gate_name, [d.to_flowkit() for d in self.dimensions],
+                                 [list(v) for v in self.vertices], use_complement=self.use_complement)
+
+
+@dataclass(frozen=True)
+class EllipsoidGate:
+    """n-D ellipsoid: Mahalanobis distance² from ``coordinates`` at most ``distance_square`` (edge inclusive)."""
+
+    gate_name: str
+    dimensions: tuple
+    coordinates: tuple
+    covariance_matrix: tuple
+    distance_square: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "dimensions", tuple(self.dimensions))
+        object.__setattr__(self, "coordinates", tuple(float(c) for c in self.coordinates))
+        object.__setattr__(self, "covariance_matrix",
+                           tuple(tuple(float(c) for c in row) for row in self.covariance_matrix))
+        object.__setattr__(self, "distance_square", float(self.distance_square))
+        n = len(self.dimensions)
+        if n < 2 or len(self.coordinates) != n or any(len(r) != n for r in self.covariance_matrix) \
+                or len(self.covariance_matrix) != n:
+            raise ValueError(f"EllipsoidGate {self.gate_name!r} needs >= 2 dimensions, "
+                             "a mean and an n x n covariance matrix")
+
+    def apply(self, events):
+        from flowutils.gating import points_in_ellipsoid
+
+        return points_in_ellipsoid(np.array(self.covariance_matrix), np.array(self.coordinates),
+                                   self.distance_square, _points(events, self.dimensions))
+
+    def to_flowkit(self):
+        from flowkit import gates
+
+        return gates.EllipsoidGate(self.gate_name, [d.to_flowkit() for d in self.dimensions],
+                                   list(self.coordinates), [list(r) for r in self.covariance_matrix],
+                                   self.distance_square)
+
+
+@dataclass(frozen=True)
+class GateRef:
+    """A reference of a BooleanGate to another gate: its name, FlowKit path and whether it is complemented."""
+
+    ref: str
+    path: tuple = ("root",)
+    complement: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", tuple(self.path))
+
+    def to_flowkit(self):
+        return {"ref": self.ref, "path": self.path, "complement": self.complement}
+
+
+@dataclass(frozen=True)
+class BooleanGate:
+    """AND / OR of two or more references, or NOT of exactly one (Gating-ML 2.0)."""
+
+    gate_name: str
+    type: str
+    gate_refs: tuple
+    dimensions: tuple = field(default=(), init=False)  # FlowKit: None; empty here, so loops over it just skip
+
+    def __post_init__(self):
+        kind = self.type.lower()
+        refs = tuple(r if isinstance(r, GateRef) else GateRef(r["ref"], tuple(r.get("path", ("root",))),
+                                                               bool(r.get("complement", False)))
+                     for r in self.gate_refs)
+        object.__setattr__(self, "type", kind)
+        object.__setattr__(self, "gate_refs", refs)
+        if kind not in ("and", "or", "not"):
+            raise ValueError(f"BooleanGate {self.gate_name!r}: type must be 'and', 'or' or 'not', not {self.type!r}")
+        if (kind == "not") != (len(refs) == 1) or not refs:
+            raise ValueError(f"BooleanGate {self.gate_name!r}: 'not' takes exactly one reference, "
+                             "'and'/'or' two or more")
+
+    def apply(self, memberships):
+        """Membership from the referenced gates' memberships (``memberships``: ref name -> bool array)."""
+        members = [np.asarray(memberships[r.ref], dtype=bool) ^ r.complement for r in self.gate_refs]
+        if self.type == "not":
+            return ~members[0]
+        return (np.logical_and if self.type == "and" else np.logical_or).reduce(members)
+
+    def to_flowkit(self):
+        from flowkit import gates
+
+        return gates.BooleanGate(self.gate_name, self.type, [r.to_flowkit() for r in self.gate_refs])
+
+
+GATE_TYPES = (RectangleGate, PolygonGate, EllipsoidGate, BooleanGate)
+
+
+def _dimension_from_flowkit(d):
+    if type(d).__name__ != "Dimension":
+        raise ValueError(f"{type(d).__name__} dimensions (ratio, quadrant) are not supported")
+    return Dimension(d.id, d.compensation_ref, d.transformation_ref, d.min, d.max)
+
+
+def from_flowkit(gate):
+    """The light gate equal to a FlowKit gate (flowkit.gates.*); a light gate is returned as is.
+
+    Read by attribute, so FlowKit is not imported here.
+    """
+    if isinstance(gate, GATE_TYPES):
+        return gate
+    kind = type(gate).__name__
+    if kind == "RectangleGate":
+        return RectangleGate(gate.gate_name, [_dimension_from_flowkit(d) for d in gate.dimensions],
+                             bool(getattr(gate, "use_complement", False)))
+    if kind == "PolygonGate":
+        return PolygonGate(gate.gate_name, [_dimension_from_flowkit(d) for d in gate.dimensions], gate.vertices,
+                           bool(getattr(gate, "use_complement", False)))
+    if kind == "EllipsoidGate":
+        return EllipsoidGate(gate.gate_name, [_dimension_from_flowkit(d) for d in gate.dimensions],
+                             gate.coordinates, gate.covariance_matrix, gate.distance_square)
+    if kind == "BooleanGate":
+        return BooleanGate(gate.gate_name, gate.type, gate.gate_refs)
+    raise ValueError(f"gate {getattr(gate, 'gate_name', '?')!r}: {kind} is not supported")
