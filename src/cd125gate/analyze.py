@@ -183,7 +183,7 @@ def _gate(analysis, config):
 
 def _decide(analysis, config, doubts):
     """Threshold CD125, count positive blasts, and decide the criterion."""
-    from . import gating, stats, threshold
+    from . import checks, gating, stats, threshold
 
     stained, control, result = analysis.stained, analysis.control, analysis.result
     cd125_scale = stained.scales[stained.markers["CD125"]]
@@ -199,6 +199,8 @@ def _decide(analysis, config, doubts):
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
     overlap = threshold.overlap(stained, control, cut, positive / blasts, config["threshold"])
     doubts += _overlap_doubts(overlap, positive / blasts, config["criterion"]["positive_fraction"], result)
+    checked, result["internal_controls"] = checks.all_checks(stained, control, cut, config)
+    doubts += checked
     criterion, fraction, low, high, reasons = stats.decide(positive, blasts, config["criterion"], doubts)
     result.update(criterion=criterion, reasons=reasons, cd125_pos_fraction=fraction,
                   ci_low=low, ci_high=high, blast_events=blasts, cd125_pos_events=positive,

@@ -7,8 +7,8 @@ count and file format are drawn independently over the ranges seen in
 screening marrows and bloods (issue 10), deterministically per seed. Each
 case's truth says which answers are acceptable:
 
-- expected ``MET`` / ``NOT_MET``: that answer or ``REVIEW`` (never the other side);
-- expected ``REVIEW`` (< 200 true blasts, or a true fraction too close to 50 %): ``REVIEW`` only.
+- ``REVIEW`` always; ``MET`` / ``NOT_MET`` on the side of 50 % the true fraction lies on, with
+  >= 200 true blasts (``expected_criterion`` is stricter: it also asks REVIEW within 3 points of 50 %).
 
 A case is *clear* when its true fraction is >= 10 points from 50 %, it has
 >= 500 true blasts and its CD125 is not dim: those must not go to ``REVIEW``
@@ -111,9 +111,17 @@ def cohort_specs(n, seed, events=EVENTS):
 
 
 def acceptable(truth):
-    """The answers that are not wrong for this case's truth."""
-    expected = truth["expected_criterion"]
-    return [expected] if expected in ("REVIEW", "FAILED") else [expected, "REVIEW"]
+    """The answers that are not confidently wrong for this case's truth.
+
+    ``REVIEW`` always; ``MET`` / ``NOT_MET`` only on the side of 50 % the true
+    fraction lies on, and never with fewer than ``min_blasts`` true blasts.
+    """
+    if truth["expected_criterion"] == "FAILED":
+        return ["FAILED"]
+    fraction = truth["true_fraction"]
+    if truth["blasts"] < 200 or fraction is None:
+        return ["REVIEW"]
+    return ["MET" if fraction >= 0.5 else "NOT_MET", "REVIEW"]
 
 
 def annotate(truth, spec):
