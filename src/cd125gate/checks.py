@@ -27,13 +27,13 @@ POSITIVE_CONTROLS = ("eosinophils", "basophils")
 NEGATIVE_CONTROLS = ("lymphocytes", "neutrophils")
 
 
-def _decades(tube, marker, mask):
+def _decades(tube, marker, rows):
     ch = tube.markers[marker]
-    return tube.column(ch)[mask] * decades_per_unit(tube.scales[ch])
+    return tube.data[rows, tube.channels.index(ch)] * decades_per_unit(tube.scales[ch])
 
 
-def _log_ssc(tube, mask):
-    return np.log10(np.clip(tube.column(tube.markers["SSC-A"])[mask], 10.0, None))
+def _log_ssc(tube, rows):
+    return np.log10(np.clip(tube.data[rows, tube.channels.index(tube.markers["SSC-A"])], 10.0, None))
 
 
 def blast_checks(tube, settings, min_blasts=200):
@@ -43,16 +43,17 @@ def blast_checks(tube, settings, min_blasts=200):
     :param min_blasts: ``criterion.min_blasts``
     """
     checks, pops = settings["checks"], tube.populations
-    blasts, lymph = tube.step("blasts").mask, tube.step("lymphocytes").mask
-    n = int(blasts.sum())
+    # Row indices, not masks: every check below gathers only these events.
+    blasts, lymph = np.flatnonzero(tube.step("blasts").mask), np.flatnonzero(tube.step("lymphocytes").mask)
+    n = int(blasts.size)
     if n == 0:
         return []
     reasons = []
     if pops is not None and not pops.found("blasts"):
         reasons.append("population check: no blast population among the backbone populations; "
                        "the blast gate is only the expected CD45-dim/SSC-low zone")
-    if lymph.sum() < checks["min_reference_events"]:
-        return reasons + [f"reference check: only {int(lymph.sum())} lymphocytes, too few to judge "
+    if lymph.size < checks["min_reference_events"]:
+        return reasons + [f"reference check: only {lymph.size} lymphocytes, too few to judge "
                           "CD45 and the blast markers against"]
     gap = np.median(_decades(tube, "CD45", lymph)) - np.median(_decades(tube, "CD45", blasts))
     if gap < checks["cd45_margin"]:
@@ -84,7 +85,7 @@ def marker_positive(tube, events, reference, markers, above):
     present = [m for m in markers if m in tube.markers]
     if not present:
         return None
-    hit = np.zeros(int(events.sum()), dtype=bool)
+    hit = np.zeros(events.size, dtype=bool)
     for m in present:
         hit |= _decades(tube, m, events) >= np.median(_decades(tube, m, reference)) + above
     return hit

@@ -518,8 +518,12 @@ def basophil_cuts(pops):
         if bdr[0] - 3 * bdr[1] > sdr[0] + 3 * sdr[1]:
             return (min(s123[0] - 3 * s123[1], boundary(b123, s123) if s123[0] > b123[0] else s123[0]),
                     boundary(sdr, bdr), "named basophils: CD123 under them, HLA-DR between them and blasts")
-        cut = boundary(b123, s123) if s123[0] > b123[0] else s123[0] - 3 * s123[1]
-        return cut, np.inf, "named basophils: CD123 where they take over from blasts, at any HLA-DR"
+        if s123[0] > b123[0] + 2 * b123[1]:
+            return boundary(b123, s123), np.inf, "named basophils: CD123 where they take over from blasts"
+        # Blasts as CD123-bright as the basophils and HLA-DR-negative like them: no cut on this
+        # plane separates them. Keep the blasts; the basophil check judges what is left.
+        return (b123[0] + 4 * b123[1], np.inf,
+                "named basophils not separable from blasts on CD123/HLA-DR: above the blasts' CD123")
     cut = b123[0] + 4 * b123[1]
     if bdr[0] - 4 * bdr[1] > ref_dr:
         return cut, bdr[0] - 4 * bdr[1], "no basophils named: CD123 above the blasts', HLA-DR below them"
@@ -629,11 +633,7 @@ def _near_boundary(step, tube):
     values = [frame[d.id].to_numpy() for d in gate.dimensions]
     if isinstance(gate, gates.PolygonGate):
         vertices = np.asarray(gate.vertices, dtype=float)
-        # Only events within the polygon's bounding box (+ reach) can meet an edge: testing
-        # just those keeps many-vertex population polygons cheap at a million events.
-        close = np.ones(rows.size, dtype=bool)
-        for k, (v, r) in enumerate(zip(values, reach)):
-            close &= (v >= vertices[:, k].min() - r) & (v <= vertices[:, k].max() + r)
+        close = _near_edges(values, vertices)
         hit = np.zeros(rows.size, dtype=bool)
         hit[close] = _box_meets_polygon([v[close] for v in values], reach, vertices)
     else:
@@ -644,6 +644,36 @@ def _near_boundary(step, tube):
                     hit |= np.abs(x - bound) <= r
     near[rows] = hit
     return near
+
+
+def _near_edges(values, vertices, cells=256):
+    """Indices of the events in grid cells within two cells of an edge of the polygon.
+
+    A coarse prefilter for ``_box_meets_polygon``: the polygon's bounding box
+    is cut into ``cells`` x ``cells`` cells, every edge is walked in steps of
+    half a cell and the cells it visits, dilated by two cells, are marked. A
+    point of the edge is at most one cell from a visited cell, and an event
+    within SETTLE_DELTA (far below a cell) of that point at most one cell
+    further, so it lies in a marked cell: only those events need the exact
+    test, whatever the number of vertices of a population polygon.
+    """
+    (x, y), pad = values, 2
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    size = np.maximum((hi - lo) / cells, 1e-300)
+    marked = np.zeros((cells + 2 * pad, cells + 2 * pad), dtype=bool)
+    for a, b in zip(vertices, np.roll(vertices, -1, axis=0)):
+        steps = int(np.ceil(np.max(np.abs(b - a) / size) * 2)) + 1
+        t = np.linspace(0.0, 1.0, steps + 1)[:, None]
+        cell = np.clip(np.floor((a + t * (b - a) - lo) / size).astype(int), 0, cells - 1) + pad
+        for dx in range(-pad, pad + 1):
+            for dy in range(-pad, pad + 1):
+                marked[cell[:, 0] + dx, cell[:, 1] + dy] = True
+    with np.errstate(invalid="ignore"):
+        ix = np.floor((x - lo[0]) / size[0]) + pad
+        iy = np.floor((y - lo[1]) / size[1]) + pad
+    inside = (ix >= 0) & (ix < cells + 2 * pad) & (iy >= 0) & (iy < cells + 2 * pad)
+    rows = np.flatnonzero(inside)
+    return rows[marked[ix[rows].astype(int), iy[rows].astype(int)]]
 
 
 def _box_meets_polygon(values, reach, vertices):
