@@ -61,7 +61,7 @@ def summarise(rows):
     """The benchmark's figures from (result, truth) pairs."""
     verdicts = [verdict(r, t) for r, t in rows]
     clear = [(r, t, v) for (r, t), v in zip(rows, verdicts) if t["clear"]]
-    errors = [abs(r["cd125_pos_fraction"] - t["true_fraction"]) for r, t, v in clear if v == "called"]
+    errors = [abs(r["cd125_pos_fraction"] - t["true_fraction"]) for r, t, v in clear if v in ("called", "wrong")]
     return {
         "cases": len(rows),
         "confident_wrong": verdicts.count("wrong"),

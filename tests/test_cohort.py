@@ -79,3 +79,23 @@ def test_the_issue_examples_get_the_right_answer(tmp_path, spec, expected):
     assert result["criterion"] == expected, result["reasons"]
     if expected != "REVIEW":
         assert abs(result["cd125_pos_fraction"] - truth["true_fraction"]) <= 0.02
+
+
+def test_the_stained_tube_given_as_its_own_control_is_caught_by_the_internal_controls(tmp_path):
+    truth = write_case(tmp_path, CaseSpec("same", n_events=20000, cd125_pos_fraction=0.2,
+                                          basophil_fraction=0.03), 3)
+    stained = tmp_path / truth["files"]["stained"]
+    result = analyze_sample(stained, stained, load_config()).result
+    assert result["criterion"] == "REVIEW"  # the count alone says NOT_MET (0.5 %)
+    assert any(r.startswith("internal control check: basophils") for r in result["reasons"]), result["reasons"]
+    assert result["internal_controls"]["lymphocytes"]["cd125_pos_share"] < 0.05
+
+
+def test_peripheral_blood_with_2_percent_blasts_is_gated_on_the_blasts(tmp_path):
+    spec = CaseSpec("pb", n_events=50000, blast_fraction=0.02, cd125_pos_fraction=0.6,
+                    specimen="peripheral blood")
+    truth = write_case(tmp_path, spec, 3)
+    result = analyze_sample(tmp_path / truth["files"]["stained"], tmp_path / truth["files"]["control"],
+                            load_config()).result
+    assert result["criterion"] == "MET", result["reasons"]
+    assert abs(result["cd125_pos_fraction"] - truth["true_fraction"]) <= 0.02
