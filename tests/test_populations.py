@@ -276,3 +276,11 @@ def test_dim_cd125_check_withholds_a_not_met_piled_at_the_cut():
     assert checks.cd125_checks(piled, object(), cut, settings)[0].startswith("dim CD125 check")
     assert checks.cd125_checks(resolved, object(), cut, settings) == []
     assert checks.cd125_checks(piled, None, cut, settings) == []
+
+
+def test_basophils_are_excluded_against_cd34_when_the_blasts_lack_hla_dr():
+    pops = named(dict(MARROW, blasts=[4.78, 4.26, 2.6, 2.8, 0.7, 0.5, 3.0, 2.6]))  # CD117-low too
+    assert gating.separating_marker(pops) == "CD34"
+    c123, c34, note = gating.basophil_cuts(pops, "CD34")
+    assert 0.87 < c34 < 2.8 and "CD34 between" in note
+    assert gating.separating_marker(named(MARROW)) == "HLA-DR"

@@ -151,8 +151,8 @@ def cd125_checks(stained, control, cut, settings, band=0.3):
     above it, and a distribution piled at the cut-off continues under it. The
     share of the counted positives within ``band`` decades above the cut-off,
     times the counted fraction, estimates the positives hidden just under it
-    (as many as just above); when the count plus that reaches
-    ``positive_fraction``, the NOT_MET is withheld.
+    (as many as just above); when the count plus that, plus twice the count's
+    binomial noise, reaches ``positive_fraction``, the NOT_MET is withheld.
     """
     if control is None:
         return []
@@ -168,7 +168,8 @@ def cd125_checks(stained, control, cut, settings, band=0.3):
         return []
     near = float(np.mean(s[above] < cut_decades + band))
     hidden = counted * near
-    if counted + hidden >= need:
+    noise = 2.0 * np.sqrt(counted * (1.0 - counted) / s.size)  # ~95 % of the count's own noise
+    if counted + hidden + noise >= need:
         return [f"dim CD125 check: {counted:.1%} of blasts are above the cut-off, {near:.0%} of them within "
                 f"{band:g} decades of it: as many dim CD125+ blasts may lie under it ({counted + hidden:.0%})"]
     return []

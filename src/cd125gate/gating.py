@@ -194,15 +194,14 @@ def guarded(tube, step, channel, mask, parent):
 def debris_cut(log_fsc, min_gap=0.45, below=(0.7, 0.35), min_share=0.03):
     """log10 FSC-A of the cut between debris and the smallest cells, or None without debris.
 
-    The smallest cells are the lowest FSC-A peak at least ``min_share`` of the
-    highest one, unless that peak lies ``min_gap`` decades or more below the
-    next (then it is a debris peak, and the cut is the valley between them).
-    Otherwise the cut is the emptiest place between ``below`` decades under
-    the smallest cells' peak: lymphocytes, blasts and granulocytes lie within
-    ~0.3 decades of each other, so the valley between agranular cells and
-    granulocytes (the failure of the old "deepest valley below the median")
-    is never taken, and a few per cent of debris spread thin over a decade
-    (no peak of its own) is still cut away.
+    Density peaks (at least ``min_share`` of the highest) lying ``min_gap``
+    decades or more under the highest peak are debris; the others are cells
+    (lymphocytes, blasts and granulocytes lie within ~0.3 decades of each
+    other, so the valley between agranular cells and granulocytes is never
+    taken for the debris valley). The cut is the emptiest place between the
+    highest debris peak and the lowest cell peak; without a debris peak, the
+    emptiest place ``below`` decades under the lowest cell peak, so a few per
+    cent of debris spread thin over a decade is still cut away.
     """
     lo, hi = np.percentile(log_fsc, [0.5, 99.5])
     if hi - lo < min_gap:
@@ -211,11 +210,14 @@ def debris_cut(log_fsc, min_gap=0.45, below=(0.7, 0.35), min_share=0.03):
     tops = density.peaks(dens, min_height=min_share * dens.max())
     if tops.size == 0:
         return None
-    first = tops[0]
-    if tops.size > 1 and centres[tops[1]] - centres[first] >= min_gap:
-        a, b = first, tops[1]
+    highest = centres[tops[np.argmax(dens[tops])]]
+    debris = tops[centres[tops] <= highest - min_gap]
+    cells = tops[centres[tops] > highest - min_gap]
+    if debris.size:
+        a, b = debris[-1], cells[0]
         return float(centres[a + int(np.argmin(dens[a:b + 1]))])
-    window = np.flatnonzero((centres >= centres[first] - below[0]) & (centres <= centres[first] - below[1]))
+    first = centres[cells[0]]
+    window = np.flatnonzero((centres >= first - below[0]) & (centres <= first - below[1]))
     if window.size == 0 or dens[window].max() == 0:
         return None  # nothing below the cells
     return float(centres[window[int(np.argmin(dens[window]))]])
@@ -438,9 +440,9 @@ def blast_region_polygon(pops, settings):
     if not blasts:
         ref45, refssc = pops.reference_mean("CD45"), pops.reference_mean("SSC")
         levels = settings["levels"]
-        polygon = np.array([(ref45 + levels["CD45"][0], refssc - 1.5), (ref45 + levels["CD45"][1] + 0.3,
-                             refssc - 1.5), (ref45 + levels["CD45"][1] + 0.3, refssc + levels["SSC"][0]),
-                            (ref45 + levels["CD45"][0], refssc + levels["SSC"][0])])
+        left, right = ref45 + levels["CD45"][0], ref45 - settings["checks"]["cd45_margin"]
+        top = refssc + levels["SSC"][0]
+        polygon = np.array([(left, refssc - 1.5), (right, refssc - 1.5), (right, top), (left, top)])
         return polygon, "no blast population named: the expected CD45-dim/SSC-low zone"
     polygon = population_polygon(pops, blasts, settings["region_radius"])
     notes = [f"blast population ({len(blasts)} component(s), {100 * pops.share('blasts'):.1f}% of fitted "
@@ -496,46 +498,80 @@ def lymphocytes(tube, cfg):
     add_step(tube, "lymphocytes", "leukocytes", gate, cd45, ssc, note)
 
 
-def basophil_cuts(pops):
-    """(CD123 cut, HLA-DR cut, note) in decades: basophils are CD123 >= the first and HLA-DR < the second.
+# Markers basophils lack and blasts often carry: the basophil exclusion is drawn against the
+# one of them that best tells this tube's blasts from its basophils.
+BASOPHIL_NEGATIVE = ("HLA-DR", "CD34", "CD117")
 
-    With a named basophil population: when HLA-DR separates blasts from
-    basophils (3 SD apart), the HLA-DR cut lies between them and the CD123 cut
-    low under the basophils (3 SD), so CD123-high blasts stay in by their
-    HLA-DR; otherwise the CD123 cut lies where the basophils take over from
-    the blasts, at any HLA-DR. Without named basophils: above the blasts'
-    CD123 (their mean + 4 SD), excluding only HLA-DR-negative events when the
-    blasts carry HLA-DR.
+
+def separating_marker(pops):
+    """The marker of BASOPHIL_NEGATIVE on which the named blasts lie furthest above the basophils.
+
+    Separation in SD units (blast mean - basophil mean over their pooled SD);
+    without named basophils, the blasts' height over the lymphocyte reference.
+    HLA-DR on ties and when no marker is present on the blasts.
     """
-    j123, jdr = pops.feature("CD123"), pops.feature("HLA-DR")
     blasts, basos = pops.components("blasts"), pops.components("basophils")
-    ref_dr = pops.reference_mean("HLA-DR")
+    best, best_score = "HLA-DR", -np.inf
+    for marker in BASOPHIL_NEGATIVE:
+        if marker not in pops.features or not blasts:
+            continue
+        b = moments(pops, blasts, pops.feature(marker))
+        if basos:
+            s = moments(pops, basos, pops.feature(marker))
+            score = (b[0] - s[0]) / math.hypot(b[1], s[1])
+        else:
+            score = (b[0] - pops.reference_mean(marker)) / b[1]
+        if score > best_score + 1e-9:
+            best, best_score = marker, score
+    return best
+
+
+def basophil_cuts(pops, marker="HLA-DR"):
+    """(CD123 cut, ``marker`` cut, note) in decades: basophils are CD123 >= the first and ``marker`` < the second.
+
+    With a named basophil population: when ``marker`` separates blasts from
+    basophils (3 SD apart), the ``marker`` cut lies between them and the CD123
+    cut low under the basophils (3 SD), so CD123-high blasts stay in by their
+    ``marker``; otherwise the CD123 cut lies where the basophils take over
+    from the blasts, at any ``marker``. Without named basophils: above the
+    blasts' CD123 (their mean + 4 SD), excluding only ``marker``-negative
+    events when the blasts carry ``marker``.
+    """
+    j123, jm = pops.feature("CD123"), pops.feature(marker)
+    blasts, basos = pops.components("blasts"), pops.components("basophils")
     if not blasts:
-        return pops.reference_mean("CD123") + 1.5, np.inf, "no blast population: CD123-bright at any HLA-DR"
-    b123, bdr = moments(pops, blasts, j123), moments(pops, blasts, jdr)
+        # Nothing to tell apart: the population check sends the sample to REVIEW; excluding only
+        # named basophils keeps whatever lies in the expected zone countable (not a FAILED).
+        if not basos:
+            return np.inf, np.inf, "no blast or basophil population named: nothing excluded"
+        s123 = moments(pops, basos, j123)
+        return s123[0] - 3 * s123[1], np.inf, f"no blast population: named basophils' CD123 at any {marker}"
+    b123, bm = moments(pops, blasts, j123), moments(pops, blasts, jm)
     if basos:
-        s123, sdr = moments(pops, basos, j123), moments(pops, basos, jdr)
-        if bdr[0] - 3 * bdr[1] > sdr[0] + 3 * sdr[1]:
+        s123, sm = moments(pops, basos, j123), moments(pops, basos, jm)
+        if bm[0] - 3 * bm[1] > sm[0] + 3 * sm[1]:
             return (min(s123[0] - 3 * s123[1], boundary(b123, s123) if s123[0] > b123[0] else s123[0]),
-                    boundary(sdr, bdr), "named basophils: CD123 under them, HLA-DR between them and blasts")
+                    boundary(sm, bm), f"named basophils: CD123 under them, {marker} between them and blasts")
         if s123[0] > b123[0] + 2 * b123[1]:
             return boundary(b123, s123), np.inf, "named basophils: CD123 where they take over from blasts"
-        # Blasts as CD123-bright as the basophils and HLA-DR-negative like them: no cut on this
-        # plane separates them. Keep the blasts; the basophil check judges what is left.
+        # Blasts as CD123-bright as the basophils and negative like them: no cut on this plane
+        # separates them. Keep the blasts; the basophil check judges what is left.
         return (b123[0] + 4 * b123[1], np.inf,
-                "named basophils not separable from blasts on CD123/HLA-DR: above the blasts' CD123")
+                f"named basophils not separable from blasts on CD123/{marker}: above the blasts' CD123")
     cut = b123[0] + 4 * b123[1]
-    if bdr[0] - 4 * bdr[1] > ref_dr:
-        return cut, bdr[0] - 4 * bdr[1], "no basophils named: CD123 above the blasts', HLA-DR below them"
-    return cut, np.inf, "no basophils named: CD123 above the blasts', at any HLA-DR"
+    if bm[0] - 4 * bm[1] > pops.reference_mean(marker):
+        return cut, bm[0] - 4 * bm[1], f"no basophils named: CD123 above the blasts', {marker} below them"
+    return cut, np.inf, f"no basophils named: CD123 above the blasts', at any {marker}"
 
 
 def blasts(tube, cfg):
-    """Blast region minus basophils (CD123-bright, HLA-DR-negative; ``basophil_cuts``).
+    """Blast region minus basophils (CD123-bright, and negative for HLA-DR, CD34 or CD117).
 
     Basophils share the blasts' CD45-dim / SSC-low place and carry CD125, so
-    leaving them in would raise the CD125+ fraction. CD34 is not required:
-    some blasts lack it.
+    leaving them in would raise the CD125+ fraction. The exclusion is drawn on
+    CD123 against the marker that best tells this tube's blasts from its
+    basophils (``separating_marker``): HLA-DR usually, CD34 or CD117 for
+    HLA-DR-negative blasts. CD34 is not required: some blasts lack it.
     """
     cd123, hladr = tube.markers.get("CD123"), tube.markers.get("HLA-DR")
     region = tube.step("blast_region")
@@ -545,17 +581,19 @@ def blasts(tube, cfg):
         add_step(tube, "blasts", "blast_region", gate, region.x, region.y, "no backbone refinement")
         return
     pops = tube.populations
-    c123, cdr, how = basophil_cuts(pops)
-    c123 = c123 / pops.scale[pops.feature("CD123")]
-    cdr = FAR if not np.isfinite(cdr) else min(cdr / pops.scale[pops.feature("HLA-DR")], FAR)
-    box = gates.RectangleGate("basophils", [dim(tube, hladr, hi=cdr), dim(tube, cd123, lo=c123)])
-    add_step(tube, "basophils", "blast_region", box, hladr, cd123,
-             f"CD123-bright, HLA-DR-negative ({how})", exclusion=True)
-    vertices = [(-FAR, -FAR), (FAR, -FAR), (FAR, FAR), (cdr, FAR), (cdr, c123), (-FAR, c123)]
-    gate = gates.PolygonGate("blasts", [dim(tube, hladr), dim(tube, cd123)], vertices)
-    hladr_note = f" with HLA-DR < {cdr:.3f}" if cdr < FAR else " at any HLA-DR"
-    add_step(tube, "blasts", "blast_region", gate, hladr, cd123,
-             f"basophils excluded: CD123 >= {c123:.3f}{hladr_note} (display units)")
+    marker = separating_marker(pops)
+    other = tube.markers[marker]
+    c123, cm, how = basophil_cuts(pops, marker)
+    c123 = FAR if not np.isfinite(c123) else min(c123 / pops.scale[pops.feature("CD123")], FAR)
+    cm = FAR if not np.isfinite(cm) else min(cm / pops.scale[pops.feature(marker)], FAR)
+    box = gates.RectangleGate("basophils", [dim(tube, other, hi=cm), dim(tube, cd123, lo=c123)])
+    add_step(tube, "basophils", "blast_region", box, other, cd123,
+             f"CD123-bright, {marker}-negative ({how})", exclusion=True)
+    vertices = [(-FAR, -FAR), (FAR, -FAR), (FAR, FAR), (cm, FAR), (cm, c123), (-FAR, c123)]
+    gate = gates.PolygonGate("blasts", [dim(tube, other), dim(tube, cd123)], vertices)
+    marker_note = f" with {marker} < {cm:.3f}" if cm < FAR else f" at any {marker}"
+    add_step(tube, "blasts", "blast_region", gate, other, cd123,
+             f"basophils excluded: CD123 >= {c123:.3f}{marker_note} (display units)")
 
 
 def cd125_positive(tube, threshold):
