@@ -73,6 +73,7 @@ class Facts:
     warnings: list = field(default_factory=list)
     qc: dict = field(default_factory=dict)
     implausible: list = field(default_factory=list)  # plausibility doubts (REVIEW)
+    internal_controls: dict | None = None            # CD125 of populations that carry it or not
 
 
 def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None,
@@ -126,7 +127,8 @@ def _run(analysis, facts, fcs_path, control_path, compensation_path, settings):
         verdict = criterion.decide(evidence, settings)
         analysis.result = results.decided(analysis.result, verdict, evidence, analysis.stained,
                                           analysis.control, analysis.threshold, warnings=facts.warnings,
-                                          inputs=facts.inputs, qc=facts.qc)
+                                          inputs=facts.inputs, qc=facts.qc,
+                                          internal_controls=facts.internal_controls)
 
 
 def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, settings):
@@ -164,7 +166,7 @@ def _gate(analysis, settings):
 
 def _measure(analysis, facts, settings, control_problem):
     """Threshold CD125, count positive blasts, and gather the evidence the criterion weighs."""
-    from . import gating, threshold
+    from . import checks, gating, threshold
 
     stained, control = analysis.stained, analysis.control
     cut = threshold.choose(stained, control, stained.scales[stained.markers["CD125"]], settings.threshold)
@@ -178,13 +180,14 @@ def _measure(analysis, facts, settings, control_problem):
                          if t.time_qc is not None)
     facts.qc.update({f"{role}_time_removed_fraction": removed for role, removed in time_removed})
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
+    doubts, facts.internal_controls = checks.all_checks(stained, control, cut, settings)
     return criterion.Evidence(
         blasts=blasts, positive=positive, threshold_method=cut.method,
         uncompensated=analysis.compensation.source == "none", control_used=control is not None,
         control_problem=control_problem, implausible=tuple(facts.implausible), time_removed=time_removed,
         blast_share=_blast_shares(stained, control) if control is not None else None,
         overlap=threshold.overlap(stained, control, cut, positive / blasts, settings.threshold),
-        gating_flags=tuple(stained.flags))
+        gating_doubts=tuple(doubts), gating_flags=tuple(stained.flags))
 
 
 def _blast_shares(stained, control):

@@ -15,11 +15,14 @@ Hierarchy (names in ``model.GATE_ORDER``)::
                                                     blast_region > basophils (excluded from blasts)
 """
 
+import math
+
 import numpy as np
 import pandas as pd
 from flowkit import Dimension, gates
 
-from . import density
+from . import density, populations
+from .errors import InputError
 from .model import GateStep, TimeQC
 from .transforms import transform_id
 
@@ -170,14 +173,65 @@ def margins(tube, cfg):
              f"below {fraction:.1%} of each detector's range")
 
 
+def guarded(tube, step, channel, mask, parent):
+    """The ``channel`` values of the events of ``mask``, or an InputError naming ``step``.
+
+    Every proposer below assumes events to place its gate on, with finite
+    values that are not all the same; a tube that breaks that (an empty parent
+    gate, a constant or non-finite channel) fails with the step and the problem
+    instead of an IndexError deep inside numpy.
+    """
+    x = tube.column(channel)[mask]
+    if x.size == 0:
+        raise InputError(tube.fcs.path, f"{step}: no events left in '{parent}' to place the gate on")
+    if not np.isfinite(x).all():
+        raise InputError(tube.fcs.path, f"{step}: {channel} has non-finite values")
+    if x.size > 1 and np.ptp(x) == 0:
+        raise InputError(tube.fcs.path, f"{step}: {channel} is constant ({x[0]:g}) in '{parent}'")
+    return x
+
+
+def debris_cut(log_fsc, min_gap=0.45, below=(0.7, 0.35), min_share=0.03):
+    """log10 FSC-A of the cut between debris and the smallest cells, or None without debris.
+
+    Density peaks (at least ``min_share`` of the highest) lying ``min_gap``
+    decades or more under the highest peak are debris; the others are cells
+    (lymphocytes, blasts and granulocytes lie within ~0.3 decades of each
+    other, so the valley between agranular cells and granulocytes is never
+    taken for the debris valley). The cut is the emptiest place between the
+    highest debris peak and the lowest cell peak; without a debris peak, the
+    emptiest place ``below`` decades under the lowest cell peak, so a few per
+    cent of debris spread thin over a decade is still cut away.
+    """
+    lo, hi = np.percentile(log_fsc, [0.5, 99.5])
+    if hi - lo < min_gap:
+        return None
+    centres, dens = density.smoothed_histogram(log_fsc, lo, hi)
+    tops = density.peaks(dens, min_height=min_share * dens.max())
+    if tops.size == 0:
+        return None
+    highest = centres[tops[np.argmax(dens[tops])]]
+    debris = tops[centres[tops] <= highest - min_gap]
+    cells = tops[centres[tops] > highest - min_gap]
+    if debris.size:
+        a, b = debris[-1], cells[0]
+        return float(centres[a + int(np.argmin(dens[a:b + 1]))])
+    first = centres[cells[0]]
+    window = np.flatnonzero((centres >= first - below[0]) & (centres <= first - below[1]))
+    if window.size == 0 or dens[window].max() == 0:
+        return None  # nothing below the cells
+    return float(centres[window[int(np.argmin(dens[window]))]])
+
+
 def cells(tube, cfg):
-    """Debris out: FSC-A above the valley between debris and cells."""
+    """Debris out: FSC-A above the valley under the smallest cells (``debris_cut``)."""
     fsc, ssc = tube.markers["FSC-A"], tube.markers["SSC-A"]
-    x = tube.column(fsc)[tube.step("margins").mask]
-    cut = density.deepest_valley(x, 0.0, float(np.median(x)))
-    note = "FSC-A valley between debris and cells"
+    x = guarded(tube, "cells", fsc, tube.step("margins").mask, "margins")
+    cut = debris_cut(np.log10(np.clip(x, 10.0, None)))
     if cut is None:
-        cut, note = 0.0, "no debris population found: FSC-A >= 0"
+        cut, note = 0.0, "no debris population below the cells: FSC-A >= 0"
+    else:
+        cut, note = 10.0 ** cut, "FSC-A: least dense place between debris and the smallest cells"
     gate = gates.RectangleGate("cells", [dim(tube, fsc, lo=cut)])
     add_step(tube, "cells", "margins", gate, fsc, ssc, note)
 
@@ -191,8 +245,11 @@ def singlets(tube, cfg):
         tube.flags.append("no FSC-H channel: doublets not removed")
         return
     parent = tube.step("cells").mask
-    a, h = tube.column(fsc_a)[parent], tube.column(fsc_h)[parent]
+    a = guarded(tube, "singlets", fsc_a, parent, "cells")
+    h = guarded(tube, "singlets", fsc_h, parent, "cells")
     ratio = a[h > 0] / h[h > 0]
+    if ratio.size == 0:
+        raise InputError(tube.fcs.path, "singlets: FSC-H is not positive on any cell")
     k = cfg["gating"]["singlet_ratio_mad"]
     centre, spread = np.median(ratio), density.robust_sd(ratio)
     lo, hi = max(centre - k * spread, 1e-3), centre + k * spread
@@ -209,7 +266,7 @@ def viable(tube, cfg):
     if ch is None:
         tube.flags.append("no viability dye in the panel: dead cells not removed")
         return "singlets"
-    x = tube.column(ch)[tube.step("singlets").mask]
+    x = guarded(tube, "viable", ch, tube.step("singlets").mask, "singlets")
     lo, hi = np.percentile(x, [0.1, 99.9])
     peak = density.mode(x, lo, hi)
     cut = density.deepest_valley(x, peak, hi)
@@ -224,109 +281,297 @@ def viable(tube, cfg):
     return "viable"
 
 
+def find_populations(tube, cfg, parent):
+    """Fit and name the backbone populations of the events of ``parent`` (see ``populations``)."""
+    for marker in ("CD45", "SSC-A"):
+        guarded(tube, "populations", tube.markers[marker], tube.step(parent).mask, parent)
+    pops = populations.fit(tube, tube.step(parent).mask, cfg["gating"])
+    tube.populations = pops
+    return pops
+
+
+def moments(pops, comps, j):
+    """(mean, sd, weight) of the mixture of components ``comps`` along feature ``j`` (decades)."""
+    w = pops.weights[comps]
+    means = pops.means[comps, j]
+    var = pops.covariances[comps, j, j]
+    total = float(w.sum())
+    mean = float((w * means).sum() / total)
+    second = float((w * (var + means ** 2)).sum() / total)
+    return mean, math.sqrt(max(second - mean ** 2, 1e-12)), total
+
+
+def boundary(lower, upper, points=400):
+    """Where the weighted normal densities of two populations cross, between their means.
+
+    ``lower`` and ``upper`` are (mean, sd, weight) with lower's mean below
+    upper's; a small population's boundary moves towards it, which keeps the
+    larger one's tail out of its gate. Without a crossing between the means
+    (one population dominates everywhere), the midpoint in SD units.
+    """
+    (m1, s1, w1), (m2, s2, w2) = lower, upper
+    x = np.linspace(m1, m2, points)
+    diff = (np.log(w1) - np.log(s1) - 0.5 * ((x - m1) / s1) ** 2
+            - np.log(w2) + np.log(s2) + 0.5 * ((x - m2) / s2) ** 2)
+    crossing = np.flatnonzero(np.diff(np.sign(diff)) != 0)
+    if crossing.size:
+        return float(x[crossing[0]])
+    return float(m1 + (m2 - m1) * s1 / (s1 + s2))
+
+
 def leukocytes(tube, cfg, parent):
-    """CD45+: above the valley under the dimmest CD45 population."""
+    """CD45+: above the dimmest named leukocyte population's CD45 (its mean - 4 SD)."""
     ch = tube.markers["CD45"]
-    x = tube.column(ch)[tube.step(parent).mask]
-    lo, upper = np.percentile(x, [0.1, 30])
-    cut = density.deepest_valley(x, lo, float(upper))
-    note = "valley below the CD45-dim cells"
-    if cut is None:
-        cut = float(np.median(x) - 6 * density.robust_sd(x))
-        note = "no CD45-negative population found: median - 6 SD"
+    pops = tube.populations
+    j = pops.feature("CD45")
+    named = [i for i, label in enumerate(pops.labels) if label in populations.LEUKOCYTES]
+    if named:
+        edges = [(pops.means[i, j] - 4.0 * math.sqrt(pops.covariances[i, j, j]), pops.labels[i])
+                 for i in named]
+        low, which = min(edges)
+        cut = low / pops.scale[j]
+        note = f"CD45 above the dimmest leukocyte population ({which}) - 4 SD"
+    else:
+        x = guarded(tube, "leukocytes", ch, tube.step(parent).mask, parent)
+        cut = float(np.percentile(x, 0.1))
+        note = "no leukocyte population named: every event above the 0.1th CD45 percentile"
     gate = gates.RectangleGate("leukocytes", [dim(tube, ch, lo=cut)])
     add_step(tube, "leukocytes", parent, gate, ch, tube.markers["SSC-A"], note)
 
 
-# -- blasts ----------------------------------------------------------------------------------
+def ellipse_points(mean, cov, radius, n=12):
+    """``n`` points of the ellipse at Mahalanobis ``radius`` around a 2-D Gaussian."""
+    angles = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    circle = np.stack([np.cos(angles), np.sin(angles)])
+    chol = np.linalg.cholesky(np.asarray(cov) + 1e-9 * np.eye(2))
+    return (np.asarray(mean)[:, None] + radius * chol @ circle).T
+
+
+def hull(points):
+    """Vertices of the convex hull of 2-D ``points``, counter-clockwise (monotone chain)."""
+    pts = sorted(map(tuple, np.asarray(points, dtype=float)))
+    if len(pts) < 3:
+        return np.array(pts)
+
+    def half(seq):
+        out = []
+        for p in seq:
+            while len(out) >= 2 and ((out[-1][0] - out[-2][0]) * (p[1] - out[-2][1])
+                                     - (out[-1][1] - out[-2][1]) * (p[0] - out[-2][0])) <= 0:
+                out.pop()
+            out.append(p)
+        return out
+
+    lower, upper = half(pts), half(reversed(pts))
+    return np.array(lower[:-1] + upper[:-1])
+
+
+def clip(polygon, normal, offset):
+    """The part of a convex polygon where ``normal . p <= offset`` (Sutherland-Hodgman)."""
+    normal = np.asarray(normal, dtype=float)
+    polygon = np.asarray(polygon, dtype=float)
+    side = polygon @ normal - offset
+    out = []
+    for i, p in enumerate(polygon):
+        j = (i + 1) % len(polygon)
+        if side[i] <= 0:
+            out.append(p)
+        if (side[i] <= 0) != (side[j] <= 0):
+            t = side[i] / (side[i] - side[j])
+            out.append(p + t * (polygon[j] - p))
+    return np.array(out).reshape(-1, 2)
+
+
+def separating_line(own, other, odds):
+    """(normal, offset): the half-plane where ``own`` is ``odds`` times as likely as ``other``.
+
+    ``own`` and ``other`` are (mean, covariance, weight) of two populations in
+    a plane; with their pooled covariance the log-likelihood ratio is linear
+    (Fisher's discriminant), so the boundary is a straight line that a polygon
+    can be clipped by. The weights move the line towards the smaller
+    population, and ``odds`` > 1 moves it further into ``own``: what is left
+    in the gate is at least ``odds`` times more likely ``own`` than ``other``.
+    """
+    (m1, s1, w1), (m2, s2, w2) = own, other
+    inv = np.linalg.inv((np.asarray(s1) + np.asarray(s2)) / 2.0)
+    m1, m2 = np.asarray(m1, dtype=float), np.asarray(m2, dtype=float)
+    normal = inv @ (m2 - m1)
+    offset = 0.5 * (m2 @ inv @ m2 - m1 @ inv @ m1) + math.log(w1 / w2) - math.log(odds)
+    return normal, offset
+
+
+def plane(pops, comps, axes=("CD45", "SSC")):
+    """(mean, covariance, weight) of the mixture of ``comps`` in two features."""
+    idx = [pops.feature(a) for a in axes]
+    w = pops.weights[comps]
+    means = pops.means[np.ix_(comps, idx)]
+    mean = (w[:, None] * means).sum(0) / w.sum()
+    cov = sum(wi * (pops.covariances[i][np.ix_(idx, idx)] + np.outer(mi - mean, mi - mean))
+              for i, wi, mi in zip(comps, w, means)) / w.sum()
+    return mean, cov, float(w.sum())
+
+
+def population_polygon(pops, comps, radius, axes=("CD45", "SSC")):
+    """Convex hull of the components' ellipses at ``radius`` in two features (decades)."""
+    idx = [pops.feature(a) for a in axes]
+    points = [ellipse_points(pops.means[i, idx], pops.covariances[i][np.ix_(idx, idx)], radius)
+              for i in comps]
+    return hull(np.concatenate(points))
+
+
+def _to_display(pops, polygon):
+    """CD45 decades -> display units, log10 SSC -> linear SSC-A."""
+    j = pops.feature("CD45")
+    return [(float(x / pops.scale[j]), float(10.0 ** y)) for x, y in polygon]
+
+
+def blast_region_polygon(pops, settings):
+    """The blast region in (CD45 decades, log10 SSC-A) and how it was found.
+
+    Around the named blast components (their ellipses at ``region_radius``),
+    cut where the lymphocytes' CD45 and the monocytes' and granulocytes' SSC-A
+    take over (``boundary``). Without a named blast population: the expected
+    CD45-dim / SSC-low zone relative to the lymphocytes, so that the few
+    events there are counted (and the checks say no blast population was found).
+    """
+    c45, cssc = pops.feature("CD45"), pops.feature("SSC")
+    blasts = pops.components("blasts")
+    lymph = pops.components("lymphocytes")
+    if not blasts:
+        ref45, refssc = pops.reference_mean("CD45"), pops.reference_mean("SSC")
+        levels = settings["levels"]
+        left, right = ref45 + levels["CD45"][0], ref45 - settings["checks"]["cd45_margin"]
+        top = refssc + levels["SSC"][0]
+        polygon = np.array([(left, refssc - 1.5), (right, refssc - 1.5), (right, top), (left, top)])
+        return polygon, "no blast population named: the expected CD45-dim/SSC-low zone"
+    polygon = population_polygon(pops, blasts, settings["region_radius"])
+    notes = [f"blast population ({len(blasts)} component(s), {100 * pops.share('blasts'):.1f}% of fitted "
+             f"events) at Mahalanobis {settings['region_radius']:g}"]
+    own = plane(pops, blasts)
+    cut_off = []
+    for name in NEIGHBOURS:
+        for i in pops.components(name):
+            clipped = clip(polygon, *separating_line(own, plane(pops, [i]), settings["region_odds"]))
+            if len(clipped) < 3:
+                continue  # the neighbour would leave nothing: the checks judge what is there
+            if clipped.shape != polygon.shape or not np.allclose(clipped, polygon):
+                cut_off.append(name)
+            polygon = clipped
+    if cut_off:
+        notes.append(f"cut where blasts are < {settings['region_odds']:g}x as likely as "
+                     + ", ".join(sorted(set(cut_off))))
+    return polygon, "; ".join(notes)
+
+
+# Populations whose CD45/SSC neighbourhood the blast region must not take.
+NEIGHBOURS = ("lymphocytes", "monocytes", "neutrophils", "eosinophils", "debris")
+
 
 def blast_region(tube, cfg):
-    """CD45-dim / SSC-low, between two density valleys.
-
-    SSC-A: the valley between agranular cells (lymphocytes, blasts, basophils,
-    monocytes) and granulocytes, on a log scale where the two are separate
-    peaks. CD45: among the agranular cells, the valley between the CD45-dim
-    blasts and the CD45-bright lymphocytes and monocytes. Where a population is
-    too small to make a valley, a robust spread of the blasts sets the edge
-    (see ``_upper_cut``), and the note says so. The lower CD45 edge and the
-    SSC-A top then close in on the blast cluster (its mode + 4 robust SD).
-    """
+    """CD45-dim / SSC-low polygon around the named blast population (``blast_region_polygon``)."""
     cd45, ssc = tube.markers["CD45"], tube.markers["SSC-A"]
-    leuko = tube.step("leukocytes")
-    x, y = tube.column(cd45)[leuko.mask], tube.column(ssc)[leuko.mask]
-    log_ssc = np.log10(np.clip(y, 10.0, None))
-    ssc_cut, ssc_note = _upper_cut(log_ssc, "SSC-A", "granulocyte")
-    agranular = x[log_ssc < ssc_cut]
-    cd45_cut, cd45_note = _upper_cut(agranular, "CD45", "CD45-bright")
-    notes = [n for n in (ssc_note, cd45_note) if n]
-    left = leuko.gate.dimensions[0].min
-    core = (log_ssc < ssc_cut) & (x < cd45_cut)
-    if core.sum() >= 50:
-        # Hug the blast cluster: debris tails below it and granulocyte tails above it
-        # can pass the valleys; 4 robust SD of its own spread keeps the blasts.
-        left = max(left, _cluster_edge(x[core], -1))
-        ssc_cut = min(ssc_cut, _cluster_edge(log_ssc[core], +1))
-    bottom, top = float(y.min()) - 1.0, 10.0 ** ssc_cut
-    vertices = [(left, bottom), (cd45_cut, bottom), (cd45_cut, top), (left, top)]
-    gate = gates.PolygonGate("blast_region", [dim(tube, cd45), dim(tube, ssc)], vertices)
-    note = f"CD45 below {cd45_cut:.3f} (display), SSC-A below {top:.0f}"
-    add_step(tube, "blast_region", "leukocytes", gate, cd45, ssc, "; ".join([note] + notes))
-    return cd45_cut, top
-
-
-def _upper_cut(x, channel, population, spread=4.0):
-    """Upper edge of the lower population: the valley to the next one, or median + 4 robust SD.
-
-    The fallback covers samples where the upper population is too small to
-    make a valley (a marrow replaced by blasts): it still keeps eosinophils,
-    granulocytes and lymphocytes, which sit far above, out of the region.
-    """
-    lo, hi = np.percentile(x, [0.5, 99.5])
-    cut = density.deepest_valley(x, lo, hi)
-    if cut is not None:
-        return cut, ""
-    cut = float(np.median(x) + spread * density.robust_sd(x))
-    return cut, f"no {population} valley on {channel}: median + {spread:g} SD"
-
-
-def _cluster_edge(x, side, spread=4.0):
-    """Mode of ``x`` plus (side +1) or minus (side -1) ``spread`` robust SD of that side of it."""
-    peak = density.mode(x, *np.percentile(x, [0.5, 99.5]))
-    half = x[x > peak] if side > 0 else x[x < peak]
-    sd = 1.4826 * float(np.median(np.abs(half - peak))) if half.size else 0.0
-    return peak + side * spread * sd
+    pops = tube.populations
+    if pops.reference is None:
+        raise InputError(tube.fcs.path, "blast_region: no lymphocyte population to place CD45 against")
+    polygon, note = blast_region_polygon(pops, cfg["gating"])
+    gate = gates.PolygonGate("blast_region", [dim(tube, cd45), dim(tube, ssc)], _to_display(pops, polygon))
+    add_step(tube, "blast_region", "leukocytes", gate, cd45, ssc, note)
 
 
 # Display-scale bounds wide enough to hold every transformed event.
 FAR = 10.0
 
 
-def lymphocytes(tube, cd45_cut, ssc_top):
-    """CD45-bright, SSC-low: the internal CD125-negative reference when there is no control."""
+def lymphocytes(tube, cfg):
+    """The named lymphocytes (CD45-bright, SSC-low): the internal CD125-negative reference."""
     cd45, ssc = tube.markers["CD45"], tube.markers["SSC-A"]
-    leuko = tube.step("leukocytes").mask
-    bright = leuko & (tube.column(cd45) >= cd45_cut) & (tube.column(ssc) < ssc_top)
-    log_ssc = np.log10(np.clip(tube.column(ssc)[bright], 10.0, None))
-    top = ssc_top
-    if log_ssc.size >= 50:
-        cut = density.deepest_valley(log_ssc, *np.percentile(log_ssc, [0.5, 99.5]))
-        top = 10.0 ** cut if cut is not None else ssc_top  # lymphocytes below monocytes
-    bottom = float(tube.column(ssc).min()) - 1.0
-    vertices = [(cd45_cut, bottom), (FAR, bottom), (FAR, top), (cd45_cut, top)]
-    gate = gates.PolygonGate("lymphocytes", [dim(tube, cd45), dim(tube, ssc)], vertices)
-    add_step(tube, "lymphocytes", "leukocytes", gate, cd45, ssc,
-             f"CD45-bright, SSC-A below {top:.0f}")
+    pops = tube.populations
+    comps = pops.components("lymphocytes")
+    polygon = population_polygon(pops, comps, cfg["gating"]["region_radius"])
+    blasts = pops.components("blasts")
+    note = f"lymphocyte population at Mahalanobis {cfg['gating']['region_radius']:g}"
+    if blasts:
+        odds = cfg["gating"]["region_odds"]
+        polygon = clip(polygon, *separating_line(plane(pops, comps), plane(pops, blasts), odds))
+        note += f"; cut where lymphocytes are < {odds:g}x as likely as blasts"
+    gate = gates.PolygonGate("lymphocytes", [dim(tube, cd45), dim(tube, ssc)], _to_display(pops, polygon))
+    add_step(tube, "lymphocytes", "leukocytes", gate, cd45, ssc, note)
+
+
+# Markers basophils lack and blasts often carry: the basophil exclusion is drawn against the
+# one of them that best tells this tube's blasts from its basophils.
+BASOPHIL_NEGATIVE = ("HLA-DR", "CD34", "CD117")
+
+
+def separating_marker(pops):
+    """The marker of BASOPHIL_NEGATIVE on which the named blasts lie furthest above the basophils.
+
+    Separation in SD units (blast mean - basophil mean over their pooled SD);
+    without named basophils, the blasts' height over the lymphocyte reference.
+    HLA-DR on ties and when no marker is present on the blasts.
+    """
+    blasts, basos = pops.components("blasts"), pops.components("basophils")
+    best, best_score = "HLA-DR", -np.inf
+    for marker in BASOPHIL_NEGATIVE:
+        if marker not in pops.features or not blasts:
+            continue
+        b = moments(pops, blasts, pops.feature(marker))
+        if basos:
+            s = moments(pops, basos, pops.feature(marker))
+            score = (b[0] - s[0]) / math.hypot(b[1], s[1])
+        else:
+            score = (b[0] - pops.reference_mean(marker)) / b[1]
+        if score > best_score + 1e-9:
+            best, best_score = marker, score
+    return best
+
+
+def basophil_cuts(pops, marker="HLA-DR"):
+    """(CD123 cut, ``marker`` cut, note) in decades: basophils are CD123 >= the first and ``marker`` < the second.
+
+    With a named basophil population: when ``marker`` separates blasts from
+    basophils (3 SD apart), the ``marker`` cut lies between them and the CD123
+    cut low under the basophils (3 SD), so CD123-high blasts stay in by their
+    ``marker``; otherwise the CD123 cut lies where the basophils take over
+    from the blasts, at any ``marker``. Without named basophils: above the
+    blasts' CD123 (their mean + 4 SD), excluding only ``marker``-negative
+    events when the blasts carry ``marker``.
+    """
+    j123, jm = pops.feature("CD123"), pops.feature(marker)
+    blasts, basos = pops.components("blasts"), pops.components("basophils")
+    if not blasts:
+        # Nothing to tell apart: the population check sends the sample to REVIEW; excluding only
+        # named basophils keeps whatever lies in the expected zone countable (not a FAILED).
+        if not basos:
+            return np.inf, np.inf, "no blast or basophil population named: nothing excluded"
+        s123 = moments(pops, basos, j123)
+        return s123[0] - 3 * s123[1], np.inf, f"no blast population: named basophils' CD123 at any {marker}"
+    b123, bm = moments(pops, blasts, j123), moments(pops, blasts, jm)
+    if basos:
+        s123, sm = moments(pops, basos, j123), moments(pops, basos, jm)
+        if bm[0] - 3 * bm[1] > sm[0] + 3 * sm[1]:
+            return (min(s123[0] - 3 * s123[1], boundary(b123, s123) if s123[0] > b123[0] else s123[0]),
+                    boundary(sm, bm), f"named basophils: CD123 under them, {marker} between them and blasts")
+        if s123[0] > b123[0] + 2 * b123[1]:
+            return boundary(b123, s123), np.inf, "named basophils: CD123 where they take over from blasts"
+        # Blasts as CD123-bright as the basophils and negative like them: no cut on this plane
+        # separates them. Keep the blasts; the basophil check judges what is left.
+        return (b123[0] + 4 * b123[1], np.inf,
+                f"named basophils not separable from blasts on CD123/{marker}: above the blasts' CD123")
+    cut = b123[0] + 4 * b123[1]
+    if bm[0] - 4 * bm[1] > pops.reference_mean(marker):
+        return cut, bm[0] - 4 * bm[1], f"no basophils named: CD123 above the blasts', {marker} below them"
+    return cut, np.inf, f"no basophils named: CD123 above the blasts', at any {marker}"
 
 
 def blasts(tube, cfg):
-    """Blast region minus basophils (CD123-bright, HLA-DR-negative).
+    """Blast region minus basophils (CD123-bright, and negative for HLA-DR, CD34 or CD117).
 
     Basophils share the blasts' CD45-dim / SSC-low place and carry CD125, so
-    leaving them in would raise the CD125+ fraction. The CD123 cut is the
-    valley between blasts and the CD123-bright cells (or, without one, the
-    blasts' mode + 4 robust SD of their upper side); the HLA-DR cut is the valley between
-    HLA-DR-negative and -positive cells (without one, every CD123-bright event
-    is excluded). CD34 is not required: some blasts lack it.
+    leaving them in would raise the CD125+ fraction. The exclusion is drawn on
+    CD123 against the marker that best tells this tube's blasts from its
+    basophils (``separating_marker``): HLA-DR usually, CD34 or CD117 for
+    HLA-DR-negative blasts. CD34 is not required: some blasts lack it.
     """
     cd123, hladr = tube.markers.get("CD123"), tube.markers.get("HLA-DR")
     region = tube.step("blast_region")
@@ -335,21 +580,20 @@ def blasts(tube, cfg):
         gate = gates.RectangleGate("blasts", [dim(tube, tube.markers["CD45"], lo=-FAR)])
         add_step(tube, "blasts", "blast_region", gate, region.x, region.y, "no backbone refinement")
         return
-    y, x = tube.column(cd123)[region.mask], tube.column(hladr)[region.mask]
-    lo, hi = np.percentile(y, [0.5, 99.9])
-    c123 = density.deepest_valley(y, density.mode(y, lo, hi), hi)
-    if c123 is None:
-        c123 = _cluster_edge(y, +1)
-    cdr = density.deepest_valley(x, *np.percentile(x, [0.5, 99.5]))
-    cdr = FAR if cdr is None else cdr
-    box = gates.RectangleGate("basophils", [dim(tube, hladr, hi=cdr), dim(tube, cd123, lo=c123)])
-    add_step(tube, "basophils", "blast_region", box, hladr, cd123,
-             "CD123-bright, HLA-DR-negative", exclusion=True)
-    vertices = [(-FAR, -FAR), (FAR, -FAR), (FAR, FAR), (cdr, FAR), (cdr, c123), (-FAR, c123)]
-    gate = gates.PolygonGate("blasts", [dim(tube, hladr), dim(tube, cd123)], vertices)
-    hladr_note = f" with HLA-DR < {cdr:.3f}" if cdr < FAR else " at any HLA-DR (no HLA-DR valley)"
-    add_step(tube, "blasts", "blast_region", gate, hladr, cd123,
-             f"basophils excluded: CD123 >= {c123:.3f}{hladr_note} (display units)")
+    pops = tube.populations
+    marker = separating_marker(pops)
+    other = tube.markers[marker]
+    c123, cm, how = basophil_cuts(pops, marker)
+    c123 = FAR if not np.isfinite(c123) else min(c123 / pops.scale[pops.feature("CD123")], FAR)
+    cm = FAR if not np.isfinite(cm) else min(cm / pops.scale[pops.feature(marker)], FAR)
+    box = gates.RectangleGate("basophils", [dim(tube, other, hi=cm), dim(tube, cd123, lo=c123)])
+    add_step(tube, "basophils", "blast_region", box, other, cd123,
+             f"CD123-bright, {marker}-negative ({how})", exclusion=True)
+    vertices = [(-FAR, -FAR), (FAR, -FAR), (FAR, FAR), (cm, FAR), (cm, c123), (-FAR, c123)]
+    gate = gates.PolygonGate("blasts", [dim(tube, other), dim(tube, cd123)], vertices)
+    marker_note = f" with {marker} < {cm:.3f}" if cm < FAR else f" at any {marker}"
+    add_step(tube, "blasts", "blast_region", gate, other, cd123,
+             f"basophils excluded: CD123 >= {c123:.3f}{marker_note} (display units)")
 
 
 def cd125_positive(tube, threshold):
@@ -366,9 +610,10 @@ def find_gates(tube, cfg):
     cells(tube, cfg)
     singlets(tube, cfg)
     parent = viable(tube, cfg)
+    find_populations(tube, cfg, parent)
     leukocytes(tube, cfg, parent)
-    cd45_cut, ssc_top = blast_region(tube, cfg)
-    lymphocytes(tube, cd45_cut, ssc_top)
+    blast_region(tube, cfg)
+    lymphocytes(tube, cfg)
     blasts(tube, cfg)
 
 
@@ -425,7 +670,10 @@ def _near_boundary(step, tube):
     frame = _frame(gate, tube, rows)
     values = [frame[d.id].to_numpy() for d in gate.dimensions]
     if isinstance(gate, gates.PolygonGate):
-        hit = _box_meets_polygon(values, reach, np.asarray(gate.vertices, dtype=float))
+        vertices = np.asarray(gate.vertices, dtype=float)
+        close = _near_edges(values, vertices)
+        hit = np.zeros(rows.size, dtype=bool)
+        hit[close] = _box_meets_polygon([v[close] for v in values], reach, vertices)
     else:
         hit = np.zeros(rows.size, dtype=bool)
         for d, x, r in zip(gate.dimensions, values, reach):
@@ -434,6 +682,36 @@ def _near_boundary(step, tube):
                     hit |= np.abs(x - bound) <= r
     near[rows] = hit
     return near
+
+
+def _near_edges(values, vertices, cells=256):
+    """Indices of the events in grid cells within two cells of an edge of the polygon.
+
+    A coarse prefilter for ``_box_meets_polygon``: the polygon's bounding box
+    is cut into ``cells`` x ``cells`` cells, every edge is walked in steps of
+    half a cell and the cells it visits, dilated by two cells, are marked. A
+    point of the edge is at most one cell from a visited cell, and an event
+    within SETTLE_DELTA (far below a cell) of that point at most one cell
+    further, so it lies in a marked cell: only those events need the exact
+    test, whatever the number of vertices of a population polygon.
+    """
+    (x, y), pad = values, 2
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    size = np.maximum((hi - lo) / cells, 1e-300)
+    marked = np.zeros((cells + 2 * pad, cells + 2 * pad), dtype=bool)
+    for a, b in zip(vertices, np.roll(vertices, -1, axis=0)):
+        steps = int(np.ceil(np.max(np.abs(b - a) / size) * 2)) + 1
+        t = np.linspace(0.0, 1.0, steps + 1)[:, None]
+        cell = np.clip(np.floor((a + t * (b - a) - lo) / size).astype(int), 0, cells - 1) + pad
+        for dx in range(-pad, pad + 1):
+            for dy in range(-pad, pad + 1):
+                marked[cell[:, 0] + dx, cell[:, 1] + dy] = True
+    with np.errstate(invalid="ignore"):
+        ix = np.floor((x - lo[0]) / size[0]) + pad
+        iy = np.floor((y - lo[1]) / size[1]) + pad
+    inside = (ix >= 0) & (ix < cells + 2 * pad) & (iy >= 0) & (iy < cells + 2 * pad)
+    rows = np.flatnonzero(inside)
+    return rows[marked[ix[rows].astype(int), iy[rows].astype(int)]]
 
 
 def _box_meets_polygon(values, reach, vertices):

@@ -72,6 +72,7 @@ class TubeAnalysis:
     compensation: str = "none"   # "file" | "override" | "none"
     flags: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    populations: object = None   # gating's named backbone populations (populations.Populations)
 
     def step(self, name):
         for s in self.steps:

@@ -20,7 +20,7 @@ from .model import GATE_ORDER
 
 SCHEMA_VERSION = "1"
 # Keys result.json holds only when they have a value.
-OPTIONAL = ("outputs", "assay", "review")
+OPTIONAL = ("internal_controls", "outputs", "assay", "review")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class SampleResult:
     gates: tuple = ()
     control_gates: tuple | None = None
     qc: dict = field(default_factory=dict)
+    internal_controls: dict | None = None  # population -> CD125+ share against the threshold
     outputs: dict | None = None     # kind -> file name in the sample's folder (set when written)
     assay: dict | None = None       # acquisition metadata from the FCS keywords
     review: dict | None = None      # reviewed_result.json only: the REGATE it comes from
@@ -99,11 +100,12 @@ def failed(base, reason, **known):
     return base.replace(criterion="FAILED", reasons=(reason,), **known)
 
 
-def decided(base, verdict, evidence, stained, control, threshold, *, warnings, inputs, qc):
+def decided(base, verdict, evidence, stained, control, threshold, *, warnings, inputs, qc,
+            internal_controls=None):
     """The result of a sample analysed to the end: ``base`` with the criterion and its evidence."""
     return base.replace(
         criterion=verdict.criterion, reasons=verdict.reasons, flags=verdict.flags,
-        warnings=tuple(warnings), inputs=inputs, qc=qc,
+        warnings=tuple(warnings), inputs=inputs, qc=qc, internal_controls=internal_controls,
         cd125_pos_fraction=verdict.fraction, ci_low=verdict.ci_low, ci_high=verdict.ci_high,
         blast_events=evidence.blasts, cd125_pos_events=evidence.positive,
         cd125_median=cd125_medians(stained, control), gates=gate_table(stained),

@@ -114,13 +114,51 @@ class QC(_Section):
 
 
 @dataclass(frozen=True)
+class GatingChecks(_Section):
+    min_reference_events: int = setting("lymphocytes needed to read CD45 and the blast markers against",
+                                        "int", within=Range(1, 1e9))
+    cd45_margin: float = setting("blasts' median CD45 at least this many decades below lymphocytes'",
+                                 "float", within=Range(0, 5))
+    ssc_high: float = setting("blasts' median SSC-A at most this many decades above lymphocytes'", "float",
+                              within=Range(0, 5))
+    blast_markers: list = setting("a blast carries at least one of these markers (positive)", "names")
+    positive_above: float = setting("decades above the lymphocytes' median that count as positive", "float",
+                                    within=Range(0, 5))
+    min_blast_marker_share: float = setting("least share of gated blasts positive for a blast marker",
+                                            "float", within=Range(0, 1))
+    max_basophil_like_share: float = setting("most CD123-bright HLA-DR-negative events left among blasts",
+                                             "float", within=Range(0, 1))
+    min_control_events: int = setting("fewer fitted events of a population: not an internal control", "int",
+                                      within=Range(1, 1e9))
+    min_positive_control: float = setting("positive internal control below this CD125+ share: REVIEW",
+                                          "float", within=Range(0, 1))
+    positive_control_decades: float = setting(
+        "positive internal control's median less than this many decades above the cut-off: REVIEW",
+        "float", within=Range(0, 5))
+    max_negative_control: float = setting("negative internal control above this CD125+ share: REVIEW",
+                                          "float", within=Range(0, 1))
+
+
+@dataclass(frozen=True)
 class Gating(_Section):
     seed: int = setting("seed of every random subsample and mixture fit", "int", within=Range(0, 2**32 - 1))
     min_events: int = setting("a tube with fewer events fails", "int", within=Range(1, 1e9))
-    max_events_fit: int = setting("events subsampled to fit the mixture models", "int",
+    max_events_fit: int = setting("events subsampled to find the populations", "int",
                                   within=Range(1000, 1e8))
     singlet_ratio_mad: float = setting("singlets: FSC-A/FSC-H within this many MADs of the median",
                                        "float", within=Range(0, 100, open_lo=True))
+    components: int = setting("Gaussian mixture components in the backbone space", "int", within=Range(2, 50))
+    min_population_share: float = setting("least share of the lymphocyte reference population", "float",
+                                          within=Range(0, 1))
+    region_radius: float = setting("Mahalanobis radius of the population gates", "float",
+                                   within=Range(0.5, 10))
+    region_odds: float = setting("a population gate stops where its population is this much less likely "
+                                 "than a neighbour", "float", within=Range(1, 1e6))
+    levels: dict = setting("feature -> ascending edges (decades from the lymphocytes) between its levels",
+                           "levels")
+    phenotypes: dict = setting("population -> feature -> allowed levels; the first matching row names "
+                               "a component", "phenotypes")
+    checks: GatingChecks = setting("self-checks of the gated blasts and the internal controls", GatingChecks)
 
 
 @dataclass(frozen=True)
@@ -209,7 +247,9 @@ def _merge(base, override, path=""):
         where = f"{path}.{key}" if path else str(key)
         if key not in merged:
             raise _Bad(f"unknown settings key '{where}'")
-        if isinstance(merged[key], dict) and isinstance(value, dict) and key not in ("markers", "scatter"):
+        # Spellings and a phenotype's rule are replaced whole: a merge could never remove one.
+        whole = key in ("markers", "scatter") or path.endswith("phenotypes")
+        if isinstance(merged[key], dict) and isinstance(value, dict) and not whole:
             merged[key] = _merge(merged[key], value, where)
         else:
             merged[key] = copy.deepcopy(value)
@@ -249,6 +289,10 @@ def _value(meta, value, where):
         return value
     if kind == "names":
         return _names(value, where)
+    if kind == "levels":
+        return _levels(value, where)
+    if kind == "phenotypes":
+        return _phenotypes(value, where)
     return _aliases(value, where)
 
 
@@ -275,6 +319,38 @@ def _aliases(value, where):
         _names(spellings, f"{where}.{name}")
         if not spellings:
             raise _Bad(f"{where}.{name}: needs at least one spelling")
+    return dict(value)
+
+
+# The level names of each feature of the phenotype table (populations.py); other markers use MARKER.
+LEVEL_NAMES = {"CD45": ("neg", "dim", "pos", "bright"), "SSC": ("low", "mid", "high"), "FSC": ("low", "normal")}
+MARKER_LEVEL_NAMES = ("neg", "dim", "pos", "bright")
+
+
+def _levels(value, where):
+    if not isinstance(value, dict) or "markers" not in value:
+        raise _Bad(f"{where}: expected feature -> list of edges, with a 'markers' entry, got {value!r}")
+    for name, edges in value.items():
+        names = LEVEL_NAMES.get(name, MARKER_LEVEL_NAMES)
+        numeric = isinstance(edges, list) and all(
+            isinstance(e, (int, float)) and not isinstance(e, bool) for e in edges)
+        if not numeric or len(edges) != len(names) - 1 or sorted(edges) != edges:
+            raise _Bad(f"{where}.{name}: expected {len(names) - 1} ascending numbers "
+                       f"(edges between {', '.join(names)}), got {edges!r}")
+    return dict(value)
+
+
+def _phenotypes(value, where):
+    if not isinstance(value, dict) or not value:
+        raise _Bad(f"{where}: expected population -> feature -> allowed levels, got {value!r}")
+    for population, rule in value.items():
+        if not isinstance(rule, dict):
+            raise _Bad(f"{where}.{population}: expected feature -> allowed levels, got {rule!r}")
+        for feature, allowed in rule.items():
+            names = LEVEL_NAMES.get(feature, MARKER_LEVEL_NAMES)
+            if not isinstance(allowed, list) or not allowed or any(a not in names for a in allowed):
+                raise _Bad(f"{where}.{population}.{feature}: expected a list of {', '.join(names)}, "
+                           f"got {allowed!r}")
     return dict(value)
 
 
@@ -324,6 +400,11 @@ def json_schema(cls=Settings):
                 prop["exclusiveMaximum" if r.open_hi else "maximum"] = r.hi
         elif kind == "names":
             prop = {"type": "array", "items": {"type": "string", "minLength": 1}}
+        elif kind == "levels":
+            prop = {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}}}
+        elif kind == "phenotypes":
+            prop = {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {
+                "type": "array", "minItems": 1, "items": {"type": "string"}}}}
         else:
             prop = {"type": "object", "additionalProperties": {
                 "type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}}

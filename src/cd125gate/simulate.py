@@ -122,6 +122,9 @@ class CaseSpec:
     monocyte_weight: float = 0.15
     neutrophil_weight: float = 0.40
     cd34_negative: bool = False
+    # Blast phenotype overrides for the cohort: marker -> [median, log10 sd], or None for a
+    # marker the blasts lack (e.g. {"CD45": [400, 0.12], "HLA-DR": None}). Empty: POPULATIONS.
+    blast_markers: dict = field(default_factory=dict)
     clog: bool = False
     control: str | None = "fmo"       # "fmo" | "isotype" | None
     control_events: int | None = None  # default: n_events
@@ -214,7 +217,10 @@ def _cells(rng, population, n, spec):
     p = POPULATIONS[population]
     fsc_a, ssc_a = _lognormal(rng, n, *p["fsc"]), _lognormal(rng, n, *p["ssc"])
     abundance = np.zeros((n, len(PANEL)))
-    for marker, params in p["markers"].items():
+    markers = p["markers"]
+    if population == "blast" and spec.blast_markers:
+        markers = {m: v for m, v in {**markers, **spec.blast_markers}.items() if v is not None}
+    for marker, params in markers.items():
         if population == "blast" and marker == "CD34" and spec.cd34_negative:
             continue
         level = _lognormal(rng, n, *params[:2])
@@ -488,6 +494,8 @@ def case_truth(spec, seed, stained, control):
     positives = int((blast_mask & (stained.labels == "blast_cd125pos")).sum())
     criterion, reason = expected_criterion(spec, blasts, positives)
     spec_dict = asdict(spec)
+    if not spec.blast_markers:  # keeps the bundled truth.json as it was before the cohort
+        del spec_dict["blast_markers"]
     return {
         "name": spec.name, "seed": int(seed), "spec": spec_dict, "format": spec.fmt,
         "events": {"stained": len(stained.events), "control": len(control.events) if control else 0},
@@ -604,9 +612,14 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--cases", help="comma-separated case names (default: all bundled cases)")
     parser.add_argument("--format", choices=sorted(FORMATS), help="override every case's file format")
+    parser.add_argument("--cohort", type=int, metavar="N",
+                        help="instead of the bundled cases, N varied specimens drawn from --seed "
+                             "(see cd125gate.cohort)")
 
 
 def run(args):
+    if args.cohort is not None:
+        return _run_cohort(args)
     specs = default_cases()
     if args.cases:
         wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -625,6 +638,23 @@ def run(args):
         fraction = truth["true_fraction"]
         shown = f"{fraction:.3f}" if fraction is not None else "-"
         print(f"{name}\tblasts={truth['blasts']}\tcd125+={shown}\t{truth['expected_criterion']}")
+    return 0
+
+
+def _run_cohort(args):
+    from .cohort import EVENTS, write_cohort
+
+    if args.cohort < 1:
+        raise InputError("--cohort", f"need at least 1 case, not {args.cohort}")
+    if args.cases or args.format:
+        raise InputError("--cohort", "draws its own cases and formats; drop --cases/--format")
+    events = EVENTS if args.events is None else (args.events, args.events)
+    truths = write_cohort(args.outdir, args.cohort, args.seed, events)
+    for name, truth in truths.items():
+        fraction = truth["true_fraction"]
+        shown = f"{fraction:.3f}" if fraction is not None else "-"
+        print(f"{name}\tblasts={truth['blasts']}\tcd125+={shown}\t{truth['expected_criterion']}"
+              f"\t{'clear' if truth['clear'] else ''}")
     return 0
 
 

@@ -6,6 +6,10 @@ import numpy as np
 
 from .model import Threshold
 
+# Lymphocytes needed for the internal-negative cut-off: a blood or marrow with 1 % lymphocytes
+# in a small tube has a few hundred; fewer than this and the percentile is only the maximum.
+MIN_LYMPHOCYTES = 50
+
 
 def from_control(control, cd125_scale, settings):
     """Upper percentile of CD125 on the control tube's blasts (gated like the stained tube).
@@ -45,7 +49,7 @@ def from_internal_negative(stained, cd125_scale, settings, seed=0):
         return Threshold("internal_negative", float(value), raw, pct, int(round(weight * blasts.size)),
                          f"{pct}th percentile of the CD125-negative blast peak (no usable control)")
     values = stained.column(ch)[stained.step("lymphocytes").mask]
-    if values.size < settings["min_control_blasts"]:
+    if values.size < MIN_LYMPHOCYTES:
         return None
     return _percentile_threshold(
         values, cd125_scale, pct, "internal_negative",

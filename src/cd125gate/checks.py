@@ -1,0 +1,185 @@
+"""Self-checks after gating: does the gate called `blasts` hold blasts, and does the CD125 stain work?
+
+Each check returns the reasons it failed, each naming the check; any reason
+sends the sample to REVIEW (never to MET / NOT_MET). Levels are read against
+the stained tube's own lymphocytes (the `lymphocytes` gate), in decades.
+
+- ``blast_checks``: a named blast population exists; the gated blasts are
+  CD45-dimmer than the lymphocytes and SSC-low; most carry a blast marker
+  (CD34, CD117 or HLA-DR, configurable); few basophil-like events
+  (CD123-bright, HLA-DR-negative, no CD34/CD117) are left; enough of them
+  carry a blast marker to make ``criterion.min_blasts`` even when other cells
+  crowd the region.
+- ``internal_controls`` + ``control_reasons``: eosinophils and basophils
+  carry CD125, lymphocytes and neutrophils do not; their CD125+ share against
+  the sample's threshold tells a failed stain (or a control tube used as the
+  stained tube) from a negative sample.
+- ``cd125_checks``: with a dim CD125 overlapping the control, the count above
+  the cut-off misses positives; positives piled just above the cut-off
+  continue under it, and a NOT_MET they could turn into a MET is withheld.
+"""
+
+import numpy as np
+
+from .populations import decades_per_unit
+
+POSITIVE_CONTROLS = ("eosinophils", "basophils")
+NEGATIVE_CONTROLS = ("lymphocytes", "neutrophils")
+
+
+def _decades(tube, marker, rows):
+    ch = tube.markers[marker]
+    return tube.data[rows, tube.channels.index(ch)] * decades_per_unit(tube.scales[ch])
+
+
+def _log_ssc(tube, rows):
+    return np.log10(np.clip(tube.data[rows, tube.channels.index(tube.markers["SSC-A"])], 10.0, None))
+
+
+def blast_checks(tube, settings, min_blasts=200):
+    """Reasons the gated blasts may not be blasts (empty when every check passes).
+
+    :param settings: the config's ``gating`` block (``checks`` and ``levels``)
+    :param min_blasts: ``criterion.min_blasts``
+    """
+    checks, pops = settings["checks"], tube.populations
+    # Row indices, not masks: every check below gathers only these events.
+    blasts, lymph = np.flatnonzero(tube.step("blasts").mask), np.flatnonzero(tube.step("lymphocytes").mask)
+    n = int(blasts.size)
+    if n == 0:
+        return []
+    reasons = []
+    if pops is not None and not pops.found("blasts"):
+        reasons.append("population check: no blast population among the backbone populations; "
+                       "the blast gate is only the expected CD45-dim/SSC-low zone")
+    if lymph.size < checks["min_reference_events"]:
+        return reasons + [f"reference check: only {lymph.size} lymphocytes, too few to judge "
+                          "CD45 and the blast markers against"]
+    gap = np.median(_decades(tube, "CD45", lymph)) - np.median(_decades(tube, "CD45", blasts))
+    if gap < checks["cd45_margin"]:
+        reasons.append(f"CD45 check: gated blasts are only {gap:.2f} decades CD45-dimmer than the "
+                       f"lymphocytes (at least {checks['cd45_margin']:g} expected)")
+    above = np.median(_log_ssc(tube, blasts)) - np.median(_log_ssc(tube, lymph))
+    if above > checks["ssc_high"]:
+        reasons.append(f"SSC check: gated blasts' SSC-A is {above:.2f} decades above the lymphocytes' "
+                       f"(at most {checks['ssc_high']:g} expected)")
+    positive = marker_positive(tube, blasts, lymph, checks["blast_markers"], checks["positive_above"])
+    if positive is not None:
+        share = float(positive.mean())
+        names = "/".join(m for m in checks["blast_markers"] if m in tube.markers)
+        if share < checks["min_blast_marker_share"]:
+            reasons.append(f"blast marker check: gated blasts are {share:.0%} {names}+: "
+                           "not a blast population")
+        if n >= min_blasts > int(positive.sum()):
+            reasons.append(f"blast count check: only {int(positive.sum())} of the {n} gated events "
+                           f"are {names}+, fewer than the {min_blasts} needed")
+    left = basophil_like(tube, blasts, lymph, settings)
+    if left is not None and left > checks["max_basophil_like_share"]:
+        reasons.append(f"basophil check: {left:.0%} of gated blasts are CD123-bright, HLA-DR-negative "
+                       "and CD34/CD117-negative (basophil-like) after basophil exclusion")
+    return reasons
+
+
+def marker_positive(tube, events, reference, markers, above):
+    """Per event of ``events``: positive for any of ``markers`` (``above`` decades over the reference median)."""
+    present = [m for m in markers if m in tube.markers]
+    if not present:
+        return None
+    hit = np.zeros(events.size, dtype=bool)
+    for m in present:
+        hit |= _decades(tube, m, events) >= np.median(_decades(tube, m, reference)) + above
+    return hit
+
+
+def basophil_like(tube, blasts, lymph, settings):
+    """Share of gated blasts that look like basophils, or None without CD123 and HLA-DR."""
+    if "CD123" not in tube.markers or "HLA-DR" not in tube.markers:
+        return None
+    checks, levels = settings["checks"], settings["levels"]["markers"]
+    bright = _decades(tube, "CD123", blasts) >= np.median(_decades(tube, "CD123", lymph)) + levels[2]
+    dr_neg = _decades(tube, "HLA-DR", blasts) < np.median(_decades(tube, "HLA-DR", lymph)) + checks["positive_above"]
+    other = marker_positive(tube, blasts, lymph, [m for m in ("CD34", "CD117")], checks["positive_above"])
+    like = bright & dr_neg & (~other if other is not None else True)
+    return float(like.mean())
+
+
+def internal_controls(tube, cut):
+    """CD125+ share (against ``cut``) and median, in decades above the cut, of the named populations.
+
+    From the events the populations were fitted on (a subsample of the viable
+    singlets), so every tube pays the same small cost.
+
+    :return: population -> {"events", "cd125_pos_share", "median_above_cut"} (None share without events)
+    """
+    pops = tube.populations
+    ch = tube.markers["CD125"]
+    per_decade = decades_per_unit(tube.scales[ch])
+    out = {}
+    for name in POSITIVE_CONTROLS + NEGATIVE_CONTROLS:
+        rows = pops.rows_of(name) if pops is not None else np.array([], dtype=int)
+        values = tube.column(ch)[rows]
+        out[name] = {
+            "role": "positive" if name in POSITIVE_CONTROLS else "negative",
+            "events": int(values.size),
+            "cd125_pos_share": float(np.mean(values >= cut.value)) if values.size else None,
+            "median_above_cut": float((np.median(values) - cut.value) * per_decade) if values.size else None,
+        }
+    return out
+
+
+def control_reasons(controls, checks):
+    """REVIEW reasons from the internal controls: a positive control negative, a negative one positive."""
+    reasons = []
+    for name, c in controls.items():
+        if c["events"] < checks["min_control_events"]:
+            continue
+        share, above = c["cd125_pos_share"], c["median_above_cut"]
+        if c["role"] == "positive" and (share < checks["min_positive_control"]
+                                        or above < checks["positive_control_decades"]):
+            reasons.append(f"internal control check: {name} (CD125+ by nature) are {share:.0%} CD125+, "
+                           f"median {above:+.2f} decades from the cut-off: failed CD125 stain?")
+        if c["role"] == "negative" and share > checks["max_negative_control"]:
+            reasons.append(f"internal control check: {name} (CD125- by nature) are {share:.0%} CD125+: "
+                           "the cut-off or the compensation is off")
+    return reasons
+
+
+def cd125_checks(stained, control, cut, settings, band=0.3):
+    """A NOT_MET that dim CD125+ blasts piled at the cut-off could turn into a MET.
+
+    Resolved positives lie well above the cut-off; dim ones pile up just
+    above it, and a distribution piled at the cut-off continues under it. The
+    share of the counted positives within ``band`` decades above the cut-off,
+    times the counted fraction, estimates the positives hidden just under it
+    (as many as just above); when the count plus that, plus twice the count's
+    binomial noise, reaches ``positive_fraction``, the NOT_MET is withheld.
+    """
+    if control is None:
+        return []
+    ch = stained.markers["CD125"]
+    s = stained.column(ch)[stained.step("blasts").mask] * decades_per_unit(stained.scales[ch])
+    if s.size == 0:
+        return []
+    cut_decades = cut.value * decades_per_unit(stained.scales[ch])
+    above = s >= cut_decades
+    counted = float(above.mean())
+    need = settings["positive_fraction"]
+    if counted >= need or not above.any():
+        return []
+    near = float(np.mean(s[above] < cut_decades + band))
+    hidden = counted * near
+    noise = 2.0 * np.sqrt(counted * (1.0 - counted) / s.size)  # ~95 % of the count's own noise
+    if counted + hidden + noise >= need:
+        return [f"dim CD125 check: {counted:.1%} of blasts are above the cut-off, {near:.0%} of them within "
+                f"{band:g} decades of it: as many dim CD125+ blasts may lie under it ({counted + hidden:.0%})"]
+    return []
+
+
+def all_checks(stained, control, cut, settings):
+    """(REVIEW reasons, internal controls dict) of every self-check, for ``analyze``."""
+    gating, criterion = settings.gating, settings.criterion
+    controls = internal_controls(stained, cut)
+    reasons = (blast_checks(stained, gating, criterion["min_blasts"])
+               + control_reasons(controls, gating["checks"])
+               + cd125_checks(stained, control, cut, criterion))
+    return reasons, controls
