@@ -92,7 +92,6 @@ BLAST_LABELS = ("blast_cd125pos", "blast_cd125neg")
 CLOG_WINDOW = (0.45, 0.50)  # share of the acquisition time
 CLOG_RATE = 3.0             # flow-rate jump inside the window
 CLOG_SIGNAL = 0.65          # signals drop inside the window
-CRITERION = dict(positive_fraction=0.50, min_blasts=200, confidence=0.95, margin=0.03)
 
 
 @dataclass
@@ -416,50 +415,26 @@ def _keywords(spec, role, seed, t):
     }
 
 
-def wilson_interval(positives, n, confidence=0.95):
-    """Wilson score interval of a binomial proportion.
+def expected_criterion(spec, blasts, positives, settings=None):
+    """What cd125gate's own ``criterion.decide`` concludes from the true counts: (criterion, reason).
 
-    Parameters
-    ----------
-    positives, n : int
-        Successes and trials (n > 0).
-    confidence : float
-        Two-sided coverage.
-
-    Returns
-    -------
-    (float, float)
-        Lower and upper bound.
+    FAILED without a CD125 channel or with an unreadable file; otherwise the
+    decision of perfect gating: the true blasts and true CD125+ blasts weighed
+    by the same rules, and settings, as a real tube. (How far a real count may
+    stray from the truth is the benchmarks' business: ``cohort.acceptable``.)
     """
-    from statistics import NormalDist
+    from .criterion import Evidence, decide
+    from .settings import load_settings
 
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = positives / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
-
-
-def expected_criterion(spec, blasts, positives):
-    """What a careful analyst concludes from the truth: (criterion, reason).
-
-    FAILED without a CD125 channel or with an unreadable file; REVIEW with fewer
-    than 200 blasts, or when the true fraction is within 3 points of 50% (the
-    gating error budget is 2 points) or its 95% Wilson interval straddles 50%.
-    """
-    c = CRITERION
     if spec.drop_cd125_channel:
         return "FAILED", "the stained tube has no CD125 channel"
     if spec.corrupt:
         return "FAILED", "the stained FCS file is truncated"
-    if blasts < c["min_blasts"]:
-        return "REVIEW", f"{blasts} blasts < {c['min_blasts']}"
-    fraction = positives / blasts
-    low, high = wilson_interval(positives, blasts, c["confidence"])
-    if abs(fraction - c["positive_fraction"]) < c["margin"] or low <= c["positive_fraction"] <= high:
-        return "REVIEW", f"true fraction {fraction:.3f} too close to {c['positive_fraction']}"
-    met = fraction >= c["positive_fraction"]
-    return ("MET" if met else "NOT_MET"), f"true fraction {fraction:.3f} at {blasts} blasts"
+    verdict = decide(Evidence(blasts, positives, "control_percentile", control_used=True),
+                     settings or load_settings())
+    if verdict.reasons:
+        return verdict.criterion, "; ".join(verdict.reasons)
+    return verdict.criterion, f"true fraction {positives / blasts:.3f} at {blasts} blasts"
 
 
 def simulate_case(spec, seed):
@@ -659,4 +634,4 @@ def _run_cohort(args):
 
 
 __all__ = ["CaseSpec", "SimulatedTube", "simulate_case", "write_case", "write_set", "default_cases",
-           "spillover_matrix", "expected_criterion", "wilson_interval"]
+           "spillover_matrix", "expected_criterion"]
