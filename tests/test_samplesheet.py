@@ -15,11 +15,11 @@ TEST_DATA = ROOT / "test_data"
 
 @pytest.fixture
 def tubes(tmp_path):
-    """A folder with two (empty) tube files; the sheet reader checks existence only."""
+    """A folder with three tiny tube files; the sheet reader checks existence (and copies) only."""
     data = tmp_path / "data"
     data.mkdir()
     for name in ("a.fcs", "a_ctrl.fcs", "b.fcs"):
-        (data / name).write_bytes(b"")
+        (data / name).write_bytes(name.encode())
     return data
 
 
@@ -152,3 +152,21 @@ def test_non_regular_sheet_is_refused_at_once(tmp_path):
     for path in (fifo, Path("/dev/zero"), tmp_path):
         with pytest.raises(InputError, match="the sample sheet is not a regular file"):
             samplesheet.read_sheet(path)
+
+
+def test_a_stained_tube_as_its_own_control_is_refused(tmp_path, capsys):
+    import shutil
+
+    from cd125gate.cli import main
+
+    stained = tmp_path / "a.fcs"
+    shutil.copy(Path(__file__).parents[1] / "test_data/high_fmo_stained.fcs", stained)
+    shutil.copy(stained, tmp_path / "copy.fcs")
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("sample_id\tfcs\tcontrol\nS1\ta.fcs\ta.fcs\n")
+    with pytest.raises(InputError, match=r"line 2: sample 'S1' names the stained tube as its own control"):
+        samplesheet.read_sheet(sheet)
+    sheet.write_text("sample_id\tfcs\tcontrol\nS1\ta.fcs\tcopy.fcs\n")
+    assert len(samplesheet.read_sheet(sheet)) == 1  # the workflow's read compares paths only
+    assert main(["validate-sheet", str(sheet)]) == 2
+    assert "line 2: sample 'S1': the control copy.fcs is a copy of the stained tube" in capsys.readouterr().err

@@ -149,8 +149,22 @@ def _parse_row(path, header, cells, line):
         name: _existing_file(path, line, sample_id, name, values.get(name, ""))
         for name in PATH_COLUMNS
     }
+    if paths["control"] is not None and os.path.samefile(paths["fcs"], paths["control"]):
+        raise InputError(path, f"line {line}: sample '{sample_id}' names the stained tube as its own control")
     texts = {name: values.get(name) or None for name in ("patient_id", "specimen", "notes")}
     return Sample(sample_id=sample_id, line=line, **paths, **texts)
+
+
+def same_tube_pairs(samples):
+    """Samples whose control file has the stained file's SHA-256 (a copy of it), hashing only equal sizes."""
+    import hashlib
+
+    def digest(path):
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    return [s for s in samples if s.control is not None
+            and s.fcs.stat().st_size == s.control.stat().st_size and digest(s.fcs) == digest(s.control)]
 
 
 def _existing_file(sheet, line, sample_id, column, value):
@@ -186,6 +200,13 @@ def add_arguments(parser):
 
 def run(args):
     samples = read_sheet(args.sheet)
+    # Hashing every pair is for this explicit check; the workflow's own read only compares paths.
+    copies = same_tube_pairs(samples)
+    if copies:
+        first = copies[0]
+        raise InputError(args.sheet, f"line {first.line}: sample '{first.sample_id}': the control "
+                                     f"{first.control.name} is a copy of the stained tube (same SHA-256)"
+                                     + (f"; {len(copies) - 1} more such sample(s)" if len(copies) > 1 else ""))
     controls = sum(sample.control is not None for sample in samples)
     # Rows read = samples (every non-blank row after the header becomes one sample or an error);
     # said explicitly so that a sheet which lost rows cannot pass unnoticed.
