@@ -202,11 +202,11 @@ def test_bad_screening_file_is_named(batch, tmp_path, capsys):
 
 def test_real_qc_figures_embed(tmp_path):
     """plot_failure's qc.png (what the workflow writes for a FAILED tube) reaches the page unchanged."""
-    from cd125gate import plots
+    from cd125gate import plots, results
 
     result = make_result("P7", "FAILED", reasons=["unreadable FCS"])
     sample_dir = write_sample(tmp_path / "samples", "P7", result, png=False)
-    plots.plot_failure(result, sample_dir)
+    plots.plot_failure(results.SampleResult.from_json(result), sample_dir)
     samples = report.load_samples(tmp_path / "samples")
     assert [name for name, _ in samples[0].figures] == ["qc.png"]
     report.write_page(samples, tmp_path / "report.html")
