@@ -30,7 +30,7 @@ class Panel:
 
 
 def key_panels(png_bytes):
-    """The last two panels of a QC figure (blast gate, then CD125 on blasts) as PNG bytes.
+    """The last two panels of a QC figure (PNG bytes or a PIL image): blast gate, then CD125 on blasts, as PNG bytes.
 
     The CD125 panel is always the figure's last panel and the blast gate the
     one before it. Returns [] for a figure that is not a panel grid (a FAILED
@@ -41,7 +41,8 @@ def key_panels(png_bytes):
 
     from . import plots
 
-    image = Image.open(io.BytesIO(png_bytes)).convert("RGB")
+    # A decoded image is accepted too: the review page decodes each figure once for all its uses.
+    image = (png_bytes if hasattr(png_bytes, "crop") else Image.open(io.BytesIO(png_bytes))).convert("RGB")
     dpi = plots.DPI
     width, height = image.size[0] / dpi, image.size[1] / dpi
     nrows = round((height - plots.HEADER_INCHES - plots.FOOTER_INCHES) / plots.PANEL_INCHES[1])
