@@ -32,7 +32,7 @@ CRITERIA = ("FAILED", "REVIEW", "NOT_MET", "MET")  # attention order: worst firs
 LABELS = {"MET": "MET", "NOT_MET": "NOT MET", "REVIEW": "REVIEW", "FAILED": "FAILED",
           "PENDING_REVIEW": "PENDING REVIEW", "REJECTED": "REJECTED"}
 DECISIONS = ("ACCEPT", "OVERRIDE_MET", "OVERRIDE_NOT_MET", "REJECT", "REGATE")
-THUMBNAIL_PX = 280          # width of the inline thumbnail of each figure
+THUMBNAIL_PX = 240          # width of the inline thumbnail of the stained tube's figure
 # Smallest text cd125gate.plots draws in the blast-gate and CD125 panels (legends, 6.5 pt);
 # printed at PRINT_SCALE times their size it is at least 8 pt.
 KEY_PANEL_MIN_FONT_PT = 6.5
@@ -240,7 +240,7 @@ def _thumbnail(png):
     image = image.convert("RGB")
     image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX * 4))
     buffer = io.BytesIO()
-    image.save(buffer, format="jpeg", quality=60)
+    image.save(buffer, format="jpeg", quality=55)
     return buffer.getvalue()
 
 
@@ -397,9 +397,12 @@ def _card(i, s, assets="report_files"):
         image.load()  # decoded once, for the thumbnail and the printed key plots
     _key_plots(s, decoded)
     thumbs = []
-    for name, png in s.figures:
-        data = base64.b64encode(_thumbnail(decoded[name])).decode("ascii")
+    for n, (name, png) in enumerate(s.figures):
         href = f"{escape(assets)}/s{i}/{escape(name)}"
+        if n:  # only the stained tube's figure is inlined; the others are a click away
+            thumbs.append(f'<a href="{href}" target="_blank" class="figure-link">{escape(name)}</a>')
+            continue
+        data = base64.b64encode(_thumbnail(decoded[name])).decode("ascii")
         thumbs.append(f'<a href="{href}" target="_blank" class="thumb"><img src="data:image/jpeg;base64,{data}" '
                       f'alt="{escape(name)} of {escape(s.sample_id)}" title="{escape(name)}: open the full figure" '
                       # lazy: a 500-sample page decodes only the thumbnails scrolled into view
