@@ -11,7 +11,6 @@ a ``$`` in a reviewer's reason is a dollar sign, never mathtext.
 """
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
@@ -20,13 +19,6 @@ A4_INCHES = (8.27, 11.69)
 # The QC figure's layout (cd125gate.plots): panels of PANEL_INCHES in NCOLS columns under a header.
 # Cropping needs the grid margins plots.py gives its gridspec.
 GRID_LEFT, GRID_RIGHT, GRID_BOTTOM_EXTRA, GRID_TOP_EXTRA, HSPACE = 0.045, 0.99, 0.45, 0.35, 0.5
-
-
-@dataclass
-class Panel:
-    """One panel of a QC figure as a pixel box (left, top, right, bottom)."""
-
-    box: tuple
 
 
 def key_panels(png_bytes):
