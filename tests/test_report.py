@@ -99,8 +99,10 @@ def test_page_has_a_row_a_card_and_the_figures_of_every_sample(batch, tmp_path):
         assert (tmp_path / "report_files" / f"s{index}" / "qc.png").read_bytes() == full
         assert f'href="report_files/s{index}/qc.png"' in page
         assert base64.b64encode(full).decode() not in page
-    assert page.count("data:image/jpeg;base64,") == 6  # five qc.png and one qc_control.png
-    assert any((tmp_path / "report_files").glob("s*/qc_control.png"))
+    assert page.count("data:image/jpeg;base64,") == 5  # the five qc.png; qc_control.png is a link
+    control = next((tmp_path / "report_files").glob("s*/qc_control.png"))
+    assert control.read_bytes() == (batch / "P5" / "qc_control.png").read_bytes()
+    assert f'href="report_files/{control.parent.name}/qc_control.png"' in page
     # provenance and gate counts reach the card
     assert "ab" * 32 in page and "c0" * 32 in page and "blast region minus exclusions" in page
 
