@@ -595,8 +595,8 @@ def mutation_class(label):
 
 def summarise(tally, elapsed):
     lines = [f"{sum(o.stage == 'inspect' for o in tally.outcomes)} mutants in {elapsed:.0f} s"]
-    by_stage = Counter((o.stage, o.result.split("-")[0] if o.result.startswith("ok") else o.result)
-                       for o in tally.outcomes)
+    by_stage = Counter((o.stage, o.result if o.result in ("ok-read", "ok-refused") or not o.result.startswith("ok")
+                        else "ok-result") for o in tally.outcomes)
     for stage in ("inspect", "read", "analyze", "input"):
         counts = {result: n for (s, result), n in by_stage.items() if s == stage}
         if counts:
