@@ -229,3 +229,15 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path):
     proc = subprocess.run(f"{sys.executable} -c '{script}' inspect {' '.join(files)} | head -c 10",
                           shell=True, capture_output=True, text=True)
     assert proc.stdout and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_assay_metadata_and_the_cd125_reagent_are_recorded(tmp_path):
+    settings = load_settings(overrides={"panel": {"cd125_reagent": {"clone": "A14", "fluorochrome": "PE",
+                                                                     "lot": "L1"}}})
+    result = analyze_sample(TEST_DATA / "high_fmo_stained.fcs", None, settings,
+                            meta={"cd125_lot": "L2"}).result
+    assert (result.assay["cd125_clone"], result.assay["cd125_fluorochrome"], result.assay["cd125_lot"]) == \
+        ("A14", "PE", "L2")   # the sample's own lot wins over the panel's
+    assert set(result.assay) >= {"acquisition_date", "instrument", "operator", "tube_name"}
+    failed = analyze_sample(TEST_DATA / "no_cd125_stained.fcs", None, settings).result
+    assert failed.criterion == "FAILED" and failed.assay["cd125_lot"] == "L1"

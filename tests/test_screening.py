@@ -6,7 +6,7 @@ import json
 import pytest
 from jsonschema import Draft202012Validator
 
-from cd125gate import cli, results, screening
+from cd125gate import assay, cli, results, screening
 from cd125gate.errors import InputError
 
 DIGEST = "ab" * 32
@@ -226,13 +226,13 @@ def test_screening_command_applies_reviews_and_appends_the_audit(batch, tmp_path
 
 
 def test_assay_metadata_from_fcs_keywords():
-    meta = screening.assay_metadata({"$DATE": "01-JAN-2025", "$BTIM": "09:00:00", "$CYT": "FACSCanto II",
+    meta = assay.from_keywords({"$DATE": "01-JAN-2025", "$BTIM": "09:00:00", "$CYT": "FACSCanto II",
                                      "$CYTSN": "V123", "$OP": "jdoe", "TUBE NAME": "CD125 stained"})
     assert meta == {"acquisition_date": "2025-01-01", "acquisition_time": "09:00:00",
                     "instrument": "FACSCanto II", "instrument_serial": "V123", "operator": "jdoe",
                     "tube_name": "CD125 stained"}
-    assert screening.fcs_date("3-feb-99") == "1999-02-03"
-    assert screening.assay_metadata({})["instrument"] is None
+    assert assay.fcs_date("3-feb-99") == "1999-02-03"
+    assert assay.from_keywords({})["instrument"] is None
 
 
 def test_assay_metadata_is_read_from_the_stained_fcs_file(tmp_path):

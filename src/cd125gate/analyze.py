@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, controltube, criterion, results, tubes
+from . import __version__, assay, controltube, criterion, results, tubes
 from .settings import load_settings, settings_digest
 from .errors import InputError
 from .model import TubeAnalysis
@@ -40,6 +40,7 @@ class SampleAnalysis:
     threads: int = 1
     failed_stage: str | None = None              # the stage whose InputError made the result FAILED
     progress: object = None                      # called with (stage, seconds) after each stage
+    meta: dict = field(default_factory=dict)     # the sample sheet's fields of this sample
     # role -> compensated events, kept only until `gating.settle` has used them
     compensated: dict = field(default_factory=dict, repr=False)
 
@@ -74,6 +75,7 @@ class Facts:
     qc: dict = field(default_factory=dict)
     implausible: list = field(default_factory=list)  # plausibility doubts (REVIEW)
     internal_controls: dict | None = None            # CD125 of populations that carry it or not
+    assay: dict | None = None                        # acquisition and reagent metadata
 
 
 def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None,
@@ -88,13 +90,13 @@ def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None
     base = results.header(sample_id or Path(fcs_path).stem,
                           _inputs(fcs_path, control_path, compensation_path),
                           _provenance(settings), asdict(settings.criterion), meta or {})
-    analysis = SampleAnalysis(base, threads=threads, progress=progress)
+    analysis = SampleAnalysis(base, threads=threads, progress=progress, meta=meta or {})
     facts = Facts(copy.deepcopy(base.inputs))
     try:
         _run(analysis, facts, fcs_path, control_path, compensation_path, settings)
     except InputError as exc:
         analysis.result = results.failed(base, str(exc), inputs=facts.inputs,
-                                         warnings=tuple(facts.warnings), qc=facts.qc)
+                                         warnings=tuple(facts.warnings), qc=facts.qc, assay=facts.assay)
     return analysis
 
 
@@ -128,7 +130,7 @@ def _run(analysis, facts, fcs_path, control_path, compensation_path, settings):
         analysis.result = results.decided(analysis.result, verdict, evidence, analysis.stained,
                                           analysis.control, analysis.threshold, warnings=facts.warnings,
                                           inputs=facts.inputs, qc=facts.qc,
-                                          internal_controls=facts.internal_controls)
+                                          internal_controls=facts.internal_controls, assay=facts.assay)
 
 
 def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, settings):
@@ -138,6 +140,7 @@ def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, set
 
     stained, control = analysis.both(lambda: read_fcs(fcs_path), lambda: controltube.read(control_path))
     facts.inputs["fcs"]["sha256"] = stained.sha256
+    facts.assay = assay.record(stained.keywords, settings.panel.cd125_reagent, analysis.meta)
     facts.warnings += [f"stained tube: {w}" for w in stained.warnings]
     markers = panel.resolve_markers(stained.channels, settings.panel, fcs_path)
     analysis.compensation = compensation.choose_matrix(
@@ -223,6 +226,8 @@ def add_arguments(parser):
     parser.add_argument("--patient-id")
     parser.add_argument("--specimen")
     parser.add_argument("--notes")
+    for name in ("clone", "fluorochrome", "lot"):
+        parser.add_argument(f"--cd125-{name}", help=f"anti-CD125 {name} (default: the settings' panel.cd125_reagent)")
     parser.add_argument("--plot-formats", default="png",
                         help="comma-separated figure formats: png (always), svg, pdf")
     parser.add_argument("--threads", type=int, default=1,
@@ -237,7 +242,9 @@ def run(args):
 
     formats = plot_formats(args.plot_formats)
     settings = load_settings(args.config)
-    meta = {"patient_id": args.patient_id, "specimen": args.specimen, "notes": args.notes}
+    meta = {"patient_id": args.patient_id, "specimen": args.specimen, "notes": args.notes,
+            "cd125_clone": args.cd125_clone, "cd125_fluorochrome": args.cd125_fluorochrome,
+            "cd125_lot": args.cd125_lot}
     analysis = analyze_sample(args.fcs, args.control, settings, sample_id=args.sample_id,
                               compensation_path=args.compensation, meta=meta, threads=args.threads,
                               progress=None if args.quiet else _progress)

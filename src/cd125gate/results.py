@@ -101,11 +101,11 @@ def failed(base, reason, **known):
 
 
 def decided(base, verdict, evidence, stained, control, threshold, *, warnings, inputs, qc,
-            internal_controls=None):
+            internal_controls=None, assay=None):
     """The result of a sample analysed to the end: ``base`` with the criterion and its evidence."""
     return base.replace(
         criterion=verdict.criterion, reasons=verdict.reasons, flags=verdict.flags,
-        warnings=tuple(warnings), inputs=inputs, qc=qc, internal_controls=internal_controls,
+        warnings=tuple(warnings), inputs=inputs, qc=qc, internal_controls=internal_controls, assay=assay,
         cd125_pos_fraction=verdict.fraction, ci_low=verdict.ci_low, ci_high=verdict.ci_high,
         blast_events=evidence.blasts, cd125_pos_events=evidence.positive,
         cd125_median=cd125_medians(stained, control), gates=gate_table(stained),

@@ -22,7 +22,9 @@ from pathlib import Path
 from .errors import InputError
 
 REQUIRED_COLUMNS = ("sample_id", "fcs")
-OPTIONAL_COLUMNS = ("control", "patient_id", "specimen", "compensation", "notes")
+OPTIONAL_COLUMNS = ("control", "patient_id", "specimen", "compensation", "notes", "cd125_clone",
+                    "cd125_fluorochrome", "cd125_lot")
+TEXT_COLUMNS = ("patient_id", "specimen", "notes", "cd125_clone", "cd125_fluorochrome", "cd125_lot")
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 PATH_COLUMNS = ("fcs", "control", "compensation")
 
@@ -42,6 +44,9 @@ class Sample:
     patient_id: str | None = None
     specimen: str | None = None
     notes: str | None = None
+    cd125_clone: str | None = None         # the anti-CD125 reagent, when it differs from the settings'
+    cd125_fluorochrome: str | None = None
+    cd125_lot: str | None = None
     line: int = 0          # line of the sheet the sample came from, for messages
 
 
@@ -151,7 +156,7 @@ def _parse_row(path, header, cells, line):
     }
     if paths["control"] is not None and os.path.samefile(paths["fcs"], paths["control"]):
         raise InputError(path, f"line {line}: sample '{sample_id}' names the stained tube as its own control")
-    texts = {name: values.get(name) or None for name in ("patient_id", "specimen", "notes")}
+    texts = {name: values.get(name) or None for name in TEXT_COLUMNS}
     return Sample(sample_id=sample_id, line=line, **paths, **texts)
 
 

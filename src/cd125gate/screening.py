@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__, results, reviews
+from . import __version__, assay, results, reviews
 from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text
 
 CRITERIA = ("MET", "NOT_MET", "REVIEW", "FAILED")
 REVIEW_COLUMNS = ("final", "reviewed_by", "reviewed_at", "review_decision", "review_reason", "review_note")
-ASSAY_COLUMNS = ("acquisition_date", "acquisition_time", "instrument", "instrument_serial", "operator",
-                 "tube_name")
+ASSAY_COLUMNS = assay.FIELDS
 COLUMNS = (
     "sample_id", "criterion", *REVIEW_COLUMNS, "cd125_pos_fraction", "ci_low", "ci_high", "blast_events",
     "cd125_pos_events", "threshold_method", "reasons", "flags", "patient_id", "specimen",
@@ -31,14 +30,6 @@ COLUMNS = (
     "reviewed_ci_high", "reviewed_result_sha256", "threshold_value_raw", "control_pos_fraction",
     "cd125_median_ratio", *ASSAY_COLUMNS,
 )
-# FCS keywords of the assay metadata, first one present wins ($CYTSN is FCS 3.1; CYTNUM is BD's).
-ASSAY_KEYWORDS = {
-    "instrument": ("$CYT",),
-    "instrument_serial": ("$CYTSN", "CYTNUM", "$CYTNUM"),
-    "operator": ("$OP", "EXPORT USER NAME"),
-    "tube_name": ("TUBE NAME", "$SRC"),
-}
-MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 LIST_SEPARATOR = "; "
 # Tabs and line breaks inside a cell would shift or split the row.
 BLANK_CONTROL = str.maketrans("\t\r\n", "   ")
@@ -52,7 +43,7 @@ def screening_row(result):
     `collect_samples`); the assay columns are what the result records, if anything.
     """
     threshold = result.threshold or {}
-    assay = result.assay or {}
+    recorded = result.assay or {}
     return {
         **results.screening_row(result),
         **reviews.final_status(result.criterion, None).columns(),
@@ -62,7 +53,7 @@ def screening_row(result):
         "threshold_value_raw": threshold.get("value_raw"),
         "control_pos_fraction": control_pos_fraction(result),
         "cd125_median_ratio": (result.cd125_median or {}).get("ratio"),
-        **{name: assay.get(name) for name in ASSAY_COLUMNS},
+        **{name: recorded.get(name) for name in ASSAY_COLUMNS},
     }
 
 
@@ -72,35 +63,6 @@ def control_pos_fraction(result):
         if gate["name"] == "cd125_pos" and gate["parent_count"]:
             return gate["count"] / gate["parent_count"]
     return None
-
-
-def assay_metadata(keywords):
-    """Acquisition date and time, instrument, serial, operator and tube name from FCS keywords.
-
-    Missing keywords give None: a reviewer sees what the file does not say.
-    """
-    def first(names):
-        for name in names:
-            value = str(keywords.get(name, "")).strip()
-            if value:
-                return value
-        return None
-
-    meta = {name: first(names) for name, names in ASSAY_KEYWORDS.items()}
-    meta["acquisition_date"] = fcs_date(first(("$DATE",)))
-    meta["acquisition_time"] = first(("$BTIM",))
-    return meta
-
-
-def fcs_date(text):
-    """An FCS ``$DATE`` (dd-mmm-yyyy) as an ISO date; other spellings are kept as written."""
-    if text is None:
-        return None
-    parts = text.strip().split("-")
-    if len(parts) == 3 and parts[1].upper() in MONTHS and parts[0].isdigit() and parts[2].isdigit():
-        year = int(parts[2]) + (1900 if len(parts[2]) == 2 else 0)  # FCS 2.0 wrote dd-mmm-yy
-        return f"{year:04d}-{MONTHS.index(parts[1].upper()) + 1:02d}-{int(parts[0]):02d}"
-    return text.strip()
 
 
 def read_assay_metadata(result, base=None):
@@ -119,7 +81,7 @@ def read_assay_metadata(result, base=None):
     for candidate in candidates:
         if candidate.is_file():
             try:
-                return assay_metadata(read_fcs(candidate, read_events=False).keywords)
+                return assay.from_keywords(read_fcs(candidate, read_events=False).keywords)
             except InputError:
                 break
     return {name: None for name in ASSAY_COLUMNS}

@@ -61,10 +61,18 @@ class _Section:
 
 
 @dataclass(frozen=True)
+class Reagent(_Section):
+    clone: str = setting("anti-CD125 clone, recorded with every result", "str", nullable=True)
+    fluorochrome: str = setting("its fluorochrome", "str", nullable=True)
+    lot: str = setting("its lot (a sample sheet's cd125_lot wins)", "str", nullable=True)
+
+
+@dataclass(frozen=True)
 class Panel(_Section):
     markers: dict = setting("marker -> spellings recognised in $PnS first, then $PnN", "aliases")
     scatter: dict = setting("scatter / Time -> spellings recognised in $PnN", "aliases")
     required: list = setting("markers without which a tube fails", "names")
+    cd125_reagent: Reagent = setting("the CD125 antibody of this panel", Reagent)
 
 
 @dataclass(frozen=True)

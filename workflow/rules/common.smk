@@ -201,6 +201,9 @@ def analyze_options(wildcards, input):
         "--patient-id": sample.patient_id,
         "--specimen": sample.specimen,
         "--notes": sample.notes,
+        "--cd125-clone": sample.cd125_clone,
+        "--cd125-fluorochrome": sample.cd125_fluorochrome,
+        "--cd125-lot": sample.cd125_lot,
     }
     return " ".join(
         f"{flag} {shlex.quote(str(value))}"
