@@ -238,12 +238,25 @@ def run(args):
     formats = plot_formats(args.plot_formats)
     settings = load_settings(args.config)
     meta = {"patient_id": args.patient_id, "specimen": args.specimen, "notes": args.notes}
-    analysis = analyze_sample(args.fcs, args.control, settings, sample_id=args.sample_id,
-                              compensation_path=args.compensation, meta=meta, threads=args.threads,
-                              progress=None if args.quiet else _progress)
-    bad_inputs = analysis.failed_stage == "read" and not args.exit_zero
-    result = write_outputs(analysis, args.out, formats,
-                           progress=None if args.quiet or bad_inputs else _progress)
+    try:
+        analysis = analyze_sample(args.fcs, args.control, settings, sample_id=args.sample_id,
+                                  compensation_path=args.compensation, meta=meta, threads=args.threads,
+                                  progress=None if args.quiet else _progress)
+        bad_inputs = analysis.failed_stage == "read" and not args.exit_zero
+        result = write_outputs(analysis, args.out, formats,
+                               progress=None if args.quiet or bad_inputs else _progress)
+    except InputError:
+        raise  # bad input or an unwritable folder: one line (cli.main), never a traceback
+    except Exception as exc:
+        if not args.exit_zero:
+            raise  # the bench: the traceback is the bug report
+        # A batch: the bug is this sample's FAILED row, and the other samples still get
+        # their table. The traceback goes to the job log, where the reason points.
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        bad_inputs = False
+        result = write_outputs(_crashed(args, settings, meta, exc), args.out, formats)
     if bad_inputs:
         # The inputs themselves are bad (missing, unreadable, no CD125...): a one-line error.
         print(f"cd125gate: {result.reasons[0]}", file=sys.stderr)
@@ -252,6 +265,19 @@ def run(args):
     if not args.quiet:
         print(f"results: {Path(args.out) / 'result.json'} (figures and gates beside it)", file=sys.stderr)
     return 0 if args.exit_zero else EXIT_STATUS[result.criterion]
+
+
+def _crashed(args, settings, meta, exc):
+    """A FAILED analysis of nothing but the crash: what it was, and where its traceback is."""
+    from .errors import one_line
+
+    what = one_line(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    if len(what) > 200:  # the job log holds all of it
+        what = what[:200] + "..."
+    base = results.header(args.sample_id or Path(args.fcs).stem,
+                          _inputs(args.fcs, args.control, args.compensation or settings.compensation.matrix),
+                          _provenance(settings), asdict(settings.criterion), meta)
+    return SampleAnalysis(results.failed(base, f"cd125gate crashed ({what}); see the job log — please report"))
 
 
 def _progress(stage, seconds):
