@@ -206,35 +206,48 @@ def test_snakemake_report_builds_with_plots_and_tables(batch, tmp_path):
         assert caption.encode() in page
 
 
-# --- crashes of our own code fail the run ---------------------------------------------------------
+# --- a crash of our own code is one sample's FAILED row ------------------------------------------
 
 CRASH_HOOK = '''
 import os, sys
-# Test hook: make `cd125gate analyze` crash for one sample, as a bug in our code would.
+# Test hook: make the gating of one sample crash, as a bug in our code would.
 if "analyze" in sys.argv and os.environ.get("CD125GATE_TEST_CRASH") in sys.argv:
-    import cd125gate.analyze
+    import cd125gate.gating
 
-    def run(args):
+    def find_gates(*args, **kwargs):
         raise RuntimeError("injected crash")
 
-    cd125gate.analyze.run = run
+    cd125gate.gating.find_gates = find_gates
 '''
 
 
+def screening_rows(outdir):
+    return {row["sample_id"]: row for row in json.loads((outdir / "screening.json").read_text())["samples"]}
+
+
 @pytest.mark.slow
-def test_a_crash_fails_the_run_and_is_shown(tmp_path):
+def test_a_crash_is_the_samples_failed_row_and_the_batch_finishes(tmp_path):
     sheet = write_subset_sheet(tmp_path / "two.tsv", {"low_fmo", "low_nocontrol"})
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(CRASH_HOOK)
     env = dict(os.environ, PYTHONPATH=str(hook), CD125GATE_TEST_CRASH="low_fmo")
-    proc = run_snakemake(tmp_path, sheet, tmp_path / "out", env=env)
-    assert proc.returncode != 0
-    assert "RuntimeError: injected crash" in proc.stderr  # the failed job's log is printed
-    assert not (tmp_path / "out/samples/low_fmo/result.json").exists()
-    assert not (tmp_path / "out/screening.tsv").exists()
-    # keep-going: the sample that did not crash is finished.
-    assert (tmp_path / "out/samples/low_nocontrol/result.json").is_file()
+    outdir = tmp_path / "out"
+    proc = run_snakemake(tmp_path, sheet, outdir, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in BATCH_FILES:
+        assert (outdir / name).stat().st_size > 0
+    rows = screening_rows(outdir)
+    assert rows["low_fmo"]["criterion"] == "FAILED"
+    assert rows["low_fmo"]["reasons"] == [
+        "cd125gate crashed (RuntimeError: injected crash); see the job log — please report"]
+    assert rows["low_nocontrol"]["criterion"] in ("MET", "NOT_MET", "REVIEW")
+    # The traceback is in the job log, and the run's last words point at it.
+    log = (outdir / "logs/analyze/low_fmo.log").read_text()
+    assert "Traceback" in log and "RuntimeError: injected crash" in log
+    assert (f"cd125gate: 1 sample(s) FAILED by a bug in cd125gate (please report; tracebacks in "
+            f"{outdir / 'logs/analyze'}/ID.log): low_fmo") in proc.stderr
+    assert "injected crash" in (outdir / "report.html").read_text()
 
 
 # --- kill and resume -----------------------------------------------------------------------------
