@@ -250,6 +250,80 @@ def test_a_crash_is_the_samples_failed_row_and_the_batch_finishes(tmp_path):
     assert "injected crash" in (outdir / "report.html").read_text()
 
 
+# --- one run at a time per output folder ---------------------------------------------------------
+
+def write_lock(outdir, host, pid, workdir):
+    outdir.mkdir(parents=True, exist_ok=True)
+    lock = outdir / ".cd125gate.lock"
+    lock.write_text(json.dumps({"host": host, "pid": pid, "start": None, "workdir": str(workdir)}))
+    return lock
+
+
+def cd125gate_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("cd125gate:")]
+
+
+@pytest.mark.parametrize("host", ["this", "another"])
+def test_a_run_into_a_locked_folder_is_refused_before_any_job(tmp_path, host):
+    import socket
+
+    sheet = write_subset_sheet(tmp_path / "one.tsv", {"low_fmo"})
+    outdir = tmp_path / "out"
+    # Held by a live process (this test's) of another checkout; a process on another host
+    # cannot be checked from here, so its lock holds too.
+    holder = socket.gethostname() if host == "this" else "another-host.example"
+    lock = write_lock(outdir, holder, os.getpid(), "/other/checkout")
+    held = lock.read_bytes()
+    proc = run_snakemake(tmp_path / "checkout", sheet, outdir)
+    assert proc.returncode != 0
+    assert cd125gate_lines(proc.stderr) == [
+        f"cd125gate: {outdir}: in use by another run (host {holder}, pid {os.getpid()}, "
+        f"working directory /other/checkout); wait for it to end, or if no such run is going, "
+        f"remove {lock}"]
+    assert sorted(p.name for p in outdir.iterdir()) == [".cd125gate.lock"]  # no job ran
+    assert lock.read_bytes() == held
+    # A dry run and --unlock neither need nor take the lock.
+    for extra in ("--dry-run", "--unlock"):
+        proc = run_snakemake(tmp_path / "checkout", sheet, outdir, extra)
+        assert proc.returncode == 0, (extra, proc.stderr[-2000:])
+        assert not cd125gate_lines(proc.stderr), extra
+        assert lock.read_bytes() == held, extra
+
+
+@pytest.mark.slow
+def test_a_second_run_is_refused_while_the_first_runs_and_a_gone_runs_lock_is_taken_over(tmp_path):
+    import socket
+
+    sheet = write_subset_sheet(tmp_path / "two.tsv", {"corrupt", "few_blasts"})
+    outdir = tmp_path / "out"
+    gone_pid = subprocess.Popen(["true"])  # a pid whose process no longer exists
+    gone_pid.wait()
+    lock = write_lock(outdir, socket.gethostname(), gone_pid.pid, "/killed/checkout")
+    first = subprocess.Popen(snakemake_command(tmp_path / "a", sheet, outdir),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not lock.exists() or f'"pid": {first.pid},' not in lock.read_text():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        second = run_snakemake(tmp_path / "b", sheet, outdir)
+        assert first.poll() is None, "the first run ended before the second was refused"
+    finally:
+        _, first_stderr = first.communicate(timeout=600)
+    assert second.returncode != 0
+    assert cd125gate_lines(second.stderr) == [
+        f"cd125gate: {outdir}: in use by another run (host {socket.gethostname()}, pid {first.pid}, "
+        f"working directory {tmp_path / 'a'}); wait for it to end, or if no such run is going, "
+        f"remove {lock}"]
+    assert first.returncode == 0, first_stderr[-3000:]
+    assert cd125gate_lines(first_stderr)[0] == (
+        f"cd125gate: {outdir}: taking over the lock of a run that is gone "
+        f"(host {socket.gethostname()}, pid {gone_pid.pid}, working directory /killed/checkout)")
+    assert not lock.exists()  # released at the end
+    assert not list(outdir.glob(".cd125gate.lock*"))
+    assert set(screening_rows(outdir)) == {"corrupt", "few_blasts"}
+
+
 # --- kill and resume -----------------------------------------------------------------------------
 
 @pytest.mark.slow
