@@ -90,8 +90,11 @@ def test_lint_reports_nothing(tmp_path):
     ("sample_id\tfcs\nA\t{fcs}\nA\t{fcs}\n", "line 3: sample_id 'A' duplicates 'A' on line 2"),
     ("sample_id\tfcs\n../x\t{fcs}\n", "line 2: sample_id '../x' is not allowed"),
     ("sample_id\tfcs\nA\tmissing.fcs\n", "line 2: sample 'A': fcs file missing.fcs"),
+    ("sample_id\tfcs\nA\tpipe.fcs\n", "line 2: sample 'A': fcs file pipe.fcs ({fifo}) is not a regular file"),
 ])
 def test_bad_sheet_stops_the_run_with_one_line(tmp_path, text, message):
+    os.mkfifo(tmp_path / "pipe.fcs")  # reading it would block the run forever
+    message = message.format(fifo=tmp_path / "pipe.fcs")
     sheet = tmp_path / "bad.tsv"
     sheet.write_text(text.format(fcs=ROOT / "test_data/low_fmo_stained.fcs"))
     proc = run_snakemake(tmp_path, sheet, tmp_path / "out")
@@ -248,6 +251,70 @@ def test_a_crash_is_the_samples_failed_row_and_the_batch_finishes(tmp_path):
     assert (f"cd125gate: 1 sample(s) FAILED by a bug in cd125gate (please report; tracebacks in "
             f"{outdir / 'logs/analyze'}/ID.log): low_fmo") in proc.stderr
     assert "injected crash" in (outdir / "report.html").read_text()
+
+
+# --- degenerate tubes among good ones ------------------------------------------------------------
+
+BUNDLED = ("low_fmo", "high_fmo", "few_blasts")
+
+
+def degenerate_rows(folder):
+    """Sheet rows (sample_id, stained, control) of the issue's degenerate tubes, a truncated and an empty one."""
+    from test_fuzz import load_engine
+
+    tubes = load_engine().degenerate_tubes(folder)
+    good = (ROOT / "test_data/low_fmo_stained.fcs").read_bytes()
+    tubes["truncated"] = folder / "truncated.fcs"
+    tubes["truncated"].write_bytes(good[: len(good) // 2])
+    tubes["zero_bytes"] = folder / "zero_bytes.fcs"
+    tubes["zero_bytes"].write_bytes(b"")
+    control = ROOT / "test_data/low_fmo_control.fcs"
+    return {f"deg_{name}": (path, control) for name, path in tubes.items()}
+
+
+@pytest.mark.slow
+def test_degenerate_tubes_are_failed_rows_and_leave_the_other_samples_unchanged(tmp_path):
+    from test_fuzz import OTHERS
+
+    from cd125gate.cli import main
+
+    sheet = write_subset_sheet(tmp_path / "mixed.tsv", set(BUNDLED))
+    degenerate = degenerate_rows(tmp_path / "tubes")
+    assert len(degenerate) >= 12
+    with sheet.open("a") as handle:
+        for sample_id, (stained, control) in degenerate.items():
+            handle.write(f"{sample_id}\t{stained}\t{control}\tDEG\tbone marrow\tdegenerate\n")
+    outdir = tmp_path / "out"
+    proc = run_snakemake(tmp_path, sheet, outdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = screening_rows(outdir)
+    assert list(rows) == [*(s for s in sample_ids(ROOT / "test_data/samples.tsv") if s in BUNDLED),
+                          *degenerate]
+    for sample_id in degenerate:
+        row = rows[sample_id]
+        name = sample_id.removeprefix("deg_")
+        if name == "timestep_zero":  # a bad $TIMESTEP alone is ignored, with a warning
+            warnings = json.loads((outdir / "samples" / sample_id / "result.json").read_text())["warnings"]
+            assert any("$TIMESTEP" in w for w in warnings), warnings
+            continue
+        assert row["criterion"] in ("FAILED", "REVIEW"), (sample_id, row)
+        assert row["reasons"] and all(row["reasons"]), sample_id
+        # A crash is still a FAILED row with its reason, but only where one is known (test_fuzz.OTHERS).
+        if name not in OTHERS:
+            assert not any(r.startswith("cd125gate crashed") for r in row["reasons"]), (sample_id, row)
+    # Every bundled sample as if it had been run alone, to the byte.
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    sheet_rows = {s.sample_id: s for s in samplesheet.read_sheet(sheet)}
+    for sample_id in BUNDLED:
+        sample = sheet_rows[sample_id]
+        alone = tmp_path / "alone" / sample_id
+        assert main(["analyze", str(sample.fcs), "--control", str(sample.control), "--out", str(alone),
+                     "--sample-id", sample_id, "--config", str(outdir / "analysis_config.yaml"),
+                     "--plot-formats", ",".join(config["plot_formats"]), "--patient-id", sample.patient_id,
+                     "--specimen", sample.specimen, "--notes", sample.notes, "--quiet", "--exit-zero"]) == 0
+        for name in ("result.json", "gates.xml", "control_gates.xml", "gate_counts.tsv"):
+            assert (outdir / "samples" / sample_id / name).read_bytes() == (alone / name).read_bytes(), \
+                (sample_id, name)
 
 
 # --- one run at a time per output folder ---------------------------------------------------------
