@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from cd125gate import results, samplesheet, screening
 from cd125gate.settings import default_settings_dict
 from conftest import write_subset_sheet
+from test_environment import tmpfs  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -251,6 +252,36 @@ def test_a_crash_is_the_samples_failed_row_and_the_batch_finishes(tmp_path):
     assert (f"cd125gate: 1 sample(s) FAILED by a bug in cd125gate (please report; tracebacks in "
             f"{outdir / 'logs/analyze'}/ID.log): low_fmo") in proc.stderr
     assert "injected crash" in (outdir / "report.html").read_text()
+
+
+# --- an output folder that cannot be written ------------------------------------------------------
+
+@pytest.mark.parametrize("fault", ["under a file", "read-only", "disk full"])
+def test_an_unwritable_output_folder_stops_the_run_with_one_line(tmp_path, tmpfs, fault):
+    sheet = write_subset_sheet(tmp_path / "one.tsv", {"low_fmo"})
+    if fault == "under a file":  # always possible, also where nothing can be mounted
+        (tmp_path / "file").touch()
+        outdir = tmp_path / "file/out"
+        message = f"cannot be created: {tmp_path / 'file'} is not a folder"
+    elif fault == "read-only":
+        outdir = tmpfs("size=64k,ro") / "out"
+        message = "cannot write the output folder: Read-only file system"
+    else:
+        full = tmpfs("size=64k")
+        fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            with pytest.raises(OSError):
+                while True:
+                    os.write(fd, b"\0" * 4096)
+        finally:
+            os.close(fd)
+        outdir = full / "out"
+        message = "cannot write the output folder: No space left on device"
+    proc = run_snakemake(tmp_path / "checkout", sheet, outdir)
+    assert proc.returncode != 0
+    assert cd125gate_lines(proc.stderr) == [f"cd125gate: {outdir}: {message}"]
+    assert "Traceback" not in proc.stderr
+    assert not (outdir / ".cd125gate.lock").exists()
 
 
 # --- degenerate tubes among good ones ------------------------------------------------------------

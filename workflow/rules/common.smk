@@ -87,8 +87,18 @@ def current_results():
     return digests, criteria
 
 
+def check_outdir(outdir):
+    """Stop with one line when ``outdir`` cannot be a folder (a file on its path)."""
+    existing = outdir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing) or "."
+    if not os.path.isdir(existing):
+        sys.exit(f"cd125gate: {outdir}: cannot be created: {existing} is not a folder")
+    return outdir
+
+
 SAMPLES = load_samples()
-OUTDIR = os.path.normpath(config["outdir"])
+OUTDIR = check_outdir(os.path.normpath(config["outdir"]))
 REVIEWS = load_reviews()
 # Samples whose latest review line is a REGATE: re-analysed with the reviewer's gates.
 REGATES = review_lines.regate_lines(REVIEWS)
@@ -230,8 +240,15 @@ def finish_batch(snakemake_logs, succeeded):
     kept = None
     if logs and os.path.isdir(OUTDIR):
         kept = batch_path("logs/snakemake.log")
-        os.makedirs(os.path.dirname(kept), exist_ok=True)
-        shutil.copyfile(logs[0], kept)
+        try:
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
+            shutil.copyfile(logs[0], kept)
+        except OSError as exc:  # a full disk: say so, and point at Snakemake's own copy
+            print(
+                f"cd125gate: {OUTDIR}: cannot keep Snakemake's log there: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            kept = None
     if succeeded:
         print(
             f"cd125gate: review page {batch_path('report.html')}; "
@@ -335,6 +352,15 @@ def describe(holder):
 
 def take_outdir_lock():
     """Hold OUTDIR for this run, or stop with one line naming the run that holds it."""
+    try:
+        claim_outdir()
+    except OSError as exc:  # a read-only or full file system: one line, no traceback
+        sys.exit(
+            f"cd125gate: {OUTDIR}: cannot write the output folder: {exc.strerror or exc}"
+        )
+
+
+def claim_outdir():
     os.makedirs(OUTDIR, exist_ok=True)
     mine = this_process()
     for _ in range(3):
@@ -354,8 +380,12 @@ def take_outdir_lock():
                     file=sys.stderr,
                 )
             continue
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(mine, handle)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(mine, handle)
+        except OSError:
+            os.unlink(OUTDIR_LOCK)  # an empty lock would hold the folder for no one
+            raise
         return
     sys.exit(
         f"cd125gate: {OUTDIR}: could not take {OUTDIR_LOCK}; another run is starting"
