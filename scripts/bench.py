@@ -81,7 +81,7 @@ def panel_timings(analysis):
 
     from cd125gate import plots
 
-    stained, control, result = analysis.stained, analysis.control, analysis.result.to_json()
+    stained, control, result = analysis.stained, analysis.control, analysis.result
     contexts = [plots._Context(t) for t in (stained, control) if t is not None]
     drawers = plots._panels(stained)
     drawers.append(lambda fig, spec, ctx: plots._cd125_panel(

@@ -22,7 +22,7 @@ grows with the file size, and the input file unchanged (SHA-256).
     python scripts/fuzz.py --fuzz 5000 --analyze 200 --seed 1
 
 prints counts by mutation class and outcome and writes each failing mutant
-(with what it broke) to --keep (default: fuzz-failures/).
+(with what it broke) to --keep.
 """
 
 import argparse
@@ -595,8 +595,8 @@ def mutation_class(label):
 
 def summarise(tally, elapsed):
     lines = [f"{sum(o.stage == 'inspect' for o in tally.outcomes)} mutants in {elapsed:.0f} s"]
-    by_stage = Counter((o.stage, o.result.split("-")[0] if o.result.startswith("ok") else o.result)
-                       for o in tally.outcomes)
+    by_stage = Counter((o.stage, o.result if o.result in ("ok-read", "ok-refused") or not o.result.startswith("ok")
+                        else "ok-result") for o in tally.outcomes)
     for stage in ("inspect", "read", "analyze", "input"):
         counts = {result: n for (s, result), n in by_stage.items() if s == stage}
         if counts:
@@ -650,8 +650,8 @@ def main(argv=None):
     parser.add_argument("--analyze", type=int, default=50, metavar="M",
                         help="also run this many mutants of bundled tubes through analyze (slow; default 50)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (the same seed, the same mutants)")
-    parser.add_argument("--keep", type=Path, default=Path("fuzz-failures"),
-                        help="folder for failing mutants and what they broke")
+    parser.add_argument("--keep", type=Path, default=Path(tempfile.gettempdir()) / "cd125gate-fuzz-failures",
+                        help="folder for failing mutants and what they broke (default: in the temp folder)")
     parser.add_argument("--max-memory-gb", type=float, default=4.0,
                         help="address-space limit for this process: a reader that allocates without "
                              "checking ends in MemoryError, counted as a failure")

@@ -543,7 +543,8 @@ def test_many_duplicate_names_and_escaped_delimiters_parse_in_linear_time(tmp_pa
     assert len(set(fcs.channel_names())) == n_channels
     # 5 renaming warnings and a count of the rest, not 49,999 lines.
     assert fcs.warnings[-1] == f"... and {n_channels - 1 - 5} more like these"
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
+    # About 0.6 s alone; a quadratic step would take 20-30 s. The margin absorbs a loaded CI machine.
+    assert elapsed < 3.0, f"{elapsed:.2f} s"
 
 
 def test_renaming_skips_names_already_taken(make_fcs):

@@ -196,3 +196,9 @@ def test_non_finite_or_absurd_values_on_any_channel_are_fatal(tmp_path):
     columns[0, 2] = -1e30
     problems = found(read(tmp_path, columns, name="absurd.fcs"), markers={"FSC-A": "FSC-A"})
     assert problems[("FITC-A", True)].startswith("1 of 2,000 events have values beyond 1e+06 x the range")
+
+
+def test_range_far_below_the_data_is_fatal(tmp_path):
+    # A fuzzer mutant: $P3R (SSC-A) of 7 over values up to 262,143 crashed the gating.
+    fcs = read(tmp_path, ranges=[262144, 7, 262144, 262144, 262144, 1024])
+    assert found(fcs)[("SSC-A", True)].startswith("100% of events exceed 100 x $P2R=7 (largest ")

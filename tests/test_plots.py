@@ -9,7 +9,7 @@ from flowkit import Dimension
 from flowkit import gates as fk_gates
 BooleanGate, PolygonGate, RectangleGate = fk_gates.BooleanGate, fk_gates.PolygonGate, fk_gates.RectangleGate
 
-from cd125gate import plots
+from cd125gate import plots, results
 from cd125gate.model import GateStep, Threshold, TimeQC, TubeAnalysis
 from cd125gate.transforms import Scale
 
@@ -134,11 +134,17 @@ def fake_sample(sample_id="P001", n=20000, criterion="MET"):
     threshold = Threshold("control_percentile", threshold_value, 300.0, 99.5, control.step("blasts").count,
                           "99.5th percentile of the control's blasts")
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
-    result = {"sample_id": sample_id, "criterion": criterion, "reasons": [], "flags": [], "warnings": [],
-              "cd125_pos_fraction": positive / blasts, "ci_low": positive / blasts - 0.02,
-              "ci_high": positive / blasts + 0.02, "blast_events": blasts, "cd125_pos_events": positive,
-              "criterion_settings": {"positive_fraction": 0.5}}
+    result = fake_result(sample_id=sample_id, criterion=criterion,
+                         cd125_pos_fraction=positive / blasts, ci_low=positive / blasts - 0.02,
+                         ci_high=positive / blasts + 0.02, blast_events=blasts, cd125_pos_events=positive)
     return stained, control, threshold, result
+
+
+def fake_result(fcs_path="P.fcs", **fields):
+    """A SampleResult with the given fields (a FAILED one unless told otherwise)."""
+    base = results.header("P001", {"fcs": {"path": fcs_path, "sha256": None}, "control": None,
+                                   "compensation": None}, {}, {"positive_fraction": 0.5}, {})
+    return base.replace(**fields)
 
 
 @pytest.fixture(scope="module")
@@ -261,8 +267,7 @@ def test_scatter_ticks_read_in_thousands():
 
 
 def test_failure_card(tmp_path):
-    result = {"sample_id": "P009", "criterion": "FAILED", "reasons": ["only 120 events after time QC"],
-              "warnings": [], "inputs": {"fcs": {"path": "runs/P009.fcs", "sha256": None}}}
+    result = fake_result("runs/P009.fcs", sample_id="P009", reasons=("only 120 events after time QC",))
     first = plots.plot_failure(result, tmp_path / "a", formats=("png", "svg"))
     plots.plot_failure(result, tmp_path / "b", formats=("png", "svg"))
     assert [p.name for p in first] == ["qc.png", "qc.svg"]
@@ -326,7 +331,7 @@ def test_user_text_reaches_the_sample_figure_as_plain_text(tmp_path):
         tube.markers[f"via{MATH}"] = tube.markers.pop("viability")  # a $PnS read from the file
         tube.flags.append(f"flag {MATH}")
         tube.step("cells").note = f"note {MATH}"
-    result["reasons"] = [f"reason {MATH}"]
+    result = result.replace(reasons=(f"reason {MATH}",))
     paths = plots.plot_sample(stained, control, threshold, result, tmp_path / f"out{MATH}", formats=("svg",))
     assert [p.name for p in paths] == ["qc.png", "qc.svg", "qc_control.png", "qc_control.svg"]
     svg = paths[1].read_text()
@@ -336,8 +341,8 @@ def test_user_text_reaches_the_sample_figure_as_plain_text(tmp_path):
 
 
 def test_user_text_reaches_the_failure_figure_as_plain_text(tmp_path):
-    result = {"sample_id": f"P{MATH}", "criterion": "FAILED", "reasons": [f"channel {MATH} missing"],
-              "warnings": [f"warning {MATH}"], "inputs": {"fcs": {"path": f"runs/{MATH}/P.fcs", "sha256": None}}}
+    result = fake_result(f"runs/{MATH}/P.fcs", sample_id=f"P{MATH}", reasons=(f"channel {MATH} missing",),
+                         warnings=(f"warning {MATH}",))
     paths = plots.plot_failure(result, tmp_path, formats=("png", "svg"))
     svg = paths[1].read_text()
     for text in (f"P{MATH}", f"channel {MATH} missing", f"warning {MATH}", f"runs/{MATH}/P.fcs"):

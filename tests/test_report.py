@@ -99,8 +99,10 @@ def test_page_has_a_row_a_card_and_the_figures_of_every_sample(batch, tmp_path):
         assert (tmp_path / "report_files" / f"s{index}" / "qc.png").read_bytes() == full
         assert f'href="report_files/s{index}/qc.png"' in page
         assert base64.b64encode(full).decode() not in page
-    assert page.count("data:image/jpeg;base64,") == 6  # five qc.png and one qc_control.png
-    assert any((tmp_path / "report_files").glob("s*/qc_control.png"))
+    assert page.count("data:image/jpeg;base64,") == 5  # the five qc.png; qc_control.png is a link
+    control = next((tmp_path / "report_files").glob("s*/qc_control.png"))
+    assert control.read_bytes() == (batch / "P5" / "qc_control.png").read_bytes()
+    assert f'href="report_files/{control.parent.name}/qc_control.png"' in page
     # provenance and gate counts reach the card
     assert "ab" * 32 in page and "c0" * 32 in page and "blast region minus exclusions" in page
 
@@ -202,11 +204,11 @@ def test_bad_screening_file_is_named(batch, tmp_path, capsys):
 
 def test_real_qc_figures_embed(tmp_path):
     """plot_failure's qc.png (what the workflow writes for a FAILED tube) reaches the page unchanged."""
-    from cd125gate import plots
+    from cd125gate import plots, results
 
     result = make_result("P7", "FAILED", reasons=["unreadable FCS"])
     sample_dir = write_sample(tmp_path / "samples", "P7", result, png=False)
-    plots.plot_failure(result, sample_dir)
+    plots.plot_failure(results.SampleResult.from_json(result), sample_dir)
     samples = report.load_samples(tmp_path / "samples")
     assert [name for name, _ in samples[0].figures] == ["qc.png"]
     report.write_page(samples, tmp_path / "report.html")

@@ -78,7 +78,7 @@ def test_page_renders_without_script_errors(page, tmp_path):
     assert "data-js-error" not in attrs
     assert attrs["data-ready"] == "1"
     assert attrs["data-rows"] == "5" and attrs["data-shown"] == "5"
-    assert attrs["data-images"] == "6"  # five qc.png and one qc_control.png
+    assert attrs["data-images"] == "5"  # five qc.png thumbnails (qc_control.png is a link)
 
 
 @pytest.mark.slow

@@ -30,3 +30,14 @@ def test_ks_margin_is_the_asymptotic_one_sided_critical_value():
     # sqrt(-ln(alpha) / 2 * (n + m) / (n m)); for n = m = 1000, alpha = 0.05: 0.0547
     assert ks_margin(1000, 1000, 0.05) == pytest.approx(0.05473, abs=1e-5)
     assert ks_margin(4000, 4000, 0.05) == pytest.approx(ks_margin(1000, 1000, 0.05) / 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cumulative_subtraction_equals_scipys_one_sided_ks_statistic(seed):
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(seed)
+    stained = np.concatenate([rng.normal(0, 1, 700), rng.normal(1.5, 1, 300)]).round(1)  # ties too
+    control = rng.normal(0, 1, 900).round(1)
+    expected = ks_2samp(stained, control, alternative="less", method="asymp").statistic
+    assert cumulative_subtraction(stained, control) == pytest.approx(expected, abs=1e-12)

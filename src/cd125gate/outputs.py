@@ -81,10 +81,10 @@ def _write_all(analysis, folder, formats):
             atomic_write_bytes(folder / outputs["control_gates"],
                                gatingml.export(analysis.control, analysis.compensation))
         figures = plots.plot_sample(analysis.stained, analysis.control, analysis.threshold,
-                                    result.to_json(), folder, formats)
+                                    result, folder, formats)
     else:
         atomic_write_bytes(folder / outputs["gates"], gatingml.export_empty("; ".join(result.reasons)))
-        figures = plots.plot_failure(result.to_json(), folder, formats)
+        figures = plots.plot_failure(result, folder, formats)
     # One key per file: "qc_png", "qc_control_png", "qc_svg", ...
     outputs.update({f"{Path(f).stem}_{Path(f).suffix[1:]}": Path(f).name for f in figures})
     atomic_write_text(folder / outputs["counts"], results.counts_tsv(result))

@@ -20,13 +20,14 @@ panel resolved), also the following, fatal on a required marker and a doubt
 - integer values with bits above `$PnR` for most events, or 32-bit integers
   that are IEEE floats in disguise: `$DATATYPE`/`$PnB`/`$PnR` do not
   describe the data;
-- a `$PnR` far above every value (the range, which sets the display scale
-  and the logicle top, does not describe the data).
+- a `$PnR` far above every value, or far below many values (the range,
+  which sets the display scale and the logicle top, does not describe the data).
 
 The thresholds sit far outside what real files show: over the 19 readable
 corpus files and the bundled tubes the smallest data maximum is 1.4e-4 of
-`$PnR` (a CyFlow channel), the largest is 350 x `$PnR` (a Miltenyi width
-channel), and the largest share of events at a marker's maximum is 2 %.
+`$PnR` (a CyFlow channel), the largest is 350 x `$PnR` on a Miltenyi width
+channel (no analysis uses widths) and 3.3 x on a scatter channel, and the
+largest share of events at a marker's maximum is 2 %.
 """
 
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ OVER_RANGE_SHARE = 0.5     # share of events with integer bits above $PnR
 # event matters: the transforms stretch their top to the data maximum.
 ABSURD_FACTOR = 1e6
 EMPTY_RANGE_FACTOR = 1e5   # a top this many times the largest |value| does not describe the data
+# Events this many times above the top, in this share, on a marker or scatter channel: the
+# range does not describe the data (real marker channels reach at most ~3 x, width channels 350 x).
+FAR_ABOVE_FACTOR = 100
+FAR_ABOVE_SHARE = 0.01
 FLOAT_LOOKALIKE_SHARE = 0.9
 MIN_EVENTS_FOR_SHARES = 20  # below this, "constant" and "saturated" are not judged
 
@@ -164,6 +169,10 @@ def _channel_problems(fcs, channel, column):
         found.append("the 32-bit integers read as IEEE floats: float data declared as integers "
                      f"($DATATYPE {fcs.datatype})")
     largest = float(np.abs(column).max())
+    far_above = np.count_nonzero(np.abs(column) > FAR_ABOVE_FACTOR * top) / n
+    if far_above >= FAR_ABOVE_SHARE:
+        found.append(f"{far_above:.0%} of events exceed {FAR_ABOVE_FACTOR:g} x $P{channel.index}R="
+                     f"{channel.range:g} (largest {largest:g}): the range does not describe the data")
     if 0 < largest and top > EMPTY_RANGE_FACTOR * largest:
         found.append(f"$P{channel.index}R={channel.range:g} but the largest value is {largest:g}: "
                      "the range does not describe the data")

@@ -70,8 +70,8 @@ def plot_sample(stained, control, threshold, result, out_dir, formats=("png",)):
         The control tube (FMO or isotype), gated; None when there is none.
     threshold : Threshold or None
         The CD125 cut-off applied to the blasts.
-    result : dict
-        The sample's result (``result.schema.json``): header text and criterion.
+    result : results.SampleResult
+        The sample's result: header text and criterion.
     out_dir : str or Path
         Folder to write into.
     formats : sequence of str
@@ -98,7 +98,7 @@ def plot_failure(result, out_dir, formats=("png",)):
 
     Parameters
     ----------
-    result : dict
+    result : results.SampleResult
         The sample's result; its ``reasons`` and ``warnings`` are printed.
     out_dir : str or Path
         Folder to write ``qc.<fmt>`` into.
@@ -118,13 +118,13 @@ def _failure_figure(result):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4.5), dpi=DPI)
-    criterion = result.get("criterion", "FAILED")
-    fig.text(0.03, 0.86, str(result.get("sample_id", "?")), fontsize=18, weight="bold")
+    criterion = result.criterion
+    fig.text(0.03, 0.86, str(result.sample_id), fontsize=18, weight="bold")
     _badge(fig, 0.97, 0.86, criterion, ha="right", size=18)
     lines = ["This tube could not be analysed; no CD125 result exists for it.", ""]
-    lines += [f"Reason: {r}" for r in result.get("reasons") or ["(no reason recorded)"]]
-    lines += [f"Warning: {w}" for w in result.get("warnings") or []]
-    fcs = (result.get("inputs") or {}).get("fcs") or {}
+    lines += [f"Reason: {r}" for r in result.reasons or ["(no reason recorded)"]]
+    lines += [f"Warning: {w}" for w in result.warnings]
+    fcs = result.inputs.get("fcs") or {}
     if fcs.get("path"):
         lines += ["", f"Input: {fcs['path']}"]
     fig.text(0.03, 0.74, _wrap(lines, 110), fontsize=11, va="top", family="monospace")
@@ -246,14 +246,14 @@ def _header(fig, tube, result, threshold, height):
     """Sample id, tube, criterion badge, fraction with CI, reasons and flags."""
     top = 1 - 0.18 / height
     role = "stained tube" if tube.role == "stained" else "control tube (FMO / isotype)"
-    fig.text(0.01, top, f"{result.get('sample_id', '?')}  —  {role}", fontsize=15, weight="bold", va="top")
-    criterion = result.get("criterion", "REVIEW")
+    fig.text(0.01, top, f"{result.sample_id}  —  {role}", fontsize=15, weight="bold", va="top")
+    criterion = result.criterion
     _badge(fig, 0.99, top, criterion, ha="right", size=15)
     lines = [_fraction_text(result)]
     if threshold is not None:
         lines.append(f"Threshold ({threshold.method}): {threshold.description}")
-    lines += [f"Reason: {r}" for r in result.get("reasons") or []]
-    flags = list(result.get("flags") or []) + [f for f in tube.flags if f not in (result.get("flags") or [])]
+    lines += [f"Reason: {r}" for r in result.reasons]
+    flags = list(result.flags) + [f for f in tube.flags if f not in result.flags]
     if flags:
         lines.append("Flags: " + "; ".join(flags))
     fig.text(0.01, top - 0.33 / height, _wrap(lines, 190, max_lines=5), fontsize=9, va="top")
@@ -268,17 +268,17 @@ def _footer(fig, tube, height):
 
 
 def _fraction_text(result):
-    fraction = result.get("cd125_pos_fraction")
+    fraction = result.cd125_pos_fraction
     if fraction is None:
         return "CD125+ fraction of blasts: not available"
     ci = ""
-    if result.get("ci_low") is not None and result.get("ci_high") is not None:
-        ci = f" (95% CI {100 * result['ci_low']:.1f}–{100 * result['ci_high']:.1f}%)"
-    settings = result.get("criterion_settings") or {}
+    if result.ci_low is not None and result.ci_high is not None:
+        ci = f" (95% CI {100 * result.ci_low:.1f}–{100 * result.ci_high:.1f}%)"
+    settings = result.criterion_settings
     cut = settings.get("positive_fraction")
     need = f"; criterion: ≥ {100 * cut:.0f}%" if cut is not None else ""
-    return (f"CD125+ {100 * fraction:.1f}%{ci} of {result.get('blast_events') or 0:,} blasts"
-            f" ({result.get('cd125_pos_events') or 0:,} positive){need}")
+    return (f"CD125+ {100 * fraction:.1f}%{ci} of {result.blast_events or 0:,} blasts"
+            f" ({result.cd125_pos_events or 0:,} positive){need}")
 
 
 def _badge(fig, x, y, criterion, ha, size):
@@ -403,7 +403,7 @@ def _cd125_panel(fig, spec, ctx, contexts, threshold, result):
                   linewidth=1.2, label=f"{label} blasts ({values.size:,})")
         if threshold is not None and values.size:
             texts.append(f"{label}: {100 * np.mean(values >= threshold.value):.1f}% above")
-    overlap = (result.get("threshold") or {}).get("overlap")
+    overlap = (result.threshold or {}).get("overlap")
     if overlap:  # the dim-CD125 guard: at least this share is brighter than the control
         texts.append(f"cumulative subtraction: {100 * overlap['cumulative_subtraction']:.1f}%")
     ax.set_ylabel("% of blasts per bin", fontsize=8)
@@ -423,12 +423,12 @@ def _cd125_panel(fig, spec, ctx, contexts, threshold, result):
 
 
 def _fraction_short(result):
-    fraction = result.get("cd125_pos_fraction")
+    fraction = result.cd125_pos_fraction
     if fraction is None:
         return "CD125+: n/a"
-    if result.get("ci_low") is None:
+    if result.ci_low is None:
         return f"CD125+ {100 * fraction:.1f}%"
-    return f"CD125+ {100 * fraction:.1f}% [{100 * result['ci_low']:.1f}–{100 * result['ci_high']:.1f}]"
+    return f"CD125+ {100 * fraction:.1f}% [{100 * result.ci_low:.1f}–{100 * result.ci_high:.1f}]"
 
 
 # --- events and axes ---------------------------------------------------------

@@ -32,7 +32,7 @@ CRITERIA = ("FAILED", "REVIEW", "NOT_MET", "MET")  # attention order: worst firs
 LABELS = {"MET": "MET", "NOT_MET": "NOT MET", "REVIEW": "REVIEW", "FAILED": "FAILED",
           "PENDING_REVIEW": "PENDING REVIEW", "REJECTED": "REJECTED"}
 DECISIONS = ("ACCEPT", "OVERRIDE_MET", "OVERRIDE_NOT_MET", "REJECT", "REGATE")
-THUMBNAIL_PX = 360          # width of the inline thumbnail of each figure
+THUMBNAIL_PX = 240          # width of the inline thumbnail of the stained tube's figure
 # Smallest text cd125gate.plots draws in the blast-gate and CD125 panels (legends, 6.5 pt);
 # printed at PRINT_SCALE times their size it is at least 8 pt.
 KEY_PANEL_MIN_FONT_PT = 6.5
@@ -50,6 +50,7 @@ class Sample:
     problems: list = field(default_factory=list)    # what is wrong with the sample's outputs
     result_sha256: str | None = None                # the digest a review line must name
     row: dict = field(default_factory=dict)         # its screening row (final status, review, assay)
+    key_plots: list | None = field(default=None, repr=False)  # printed key panels, cut on first use
 
     @property
     def criterion(self):
@@ -196,6 +197,7 @@ def render(samples, assets="report_files"):
         attention=_attention(samples),
         flag_summary=_flag_summary(samples),
         filters=_filters(samples),
+        controls_template=controls_template(),
         rows="\n".join(_row(i, s) for i, s in enumerate(samples)),
         cards="\n".join(_card(i, s, assets) for i, s in enumerate(samples)),
     )
@@ -208,21 +210,26 @@ def _thumbnail(png):
     """A small JPEG of a figure for the card (the full figure is a file beside the page)."""
     from PIL import Image
 
-    image = Image.open(io.BytesIO(png)).convert("RGB")
+    image = png if hasattr(png, "reduce") else Image.open(io.BytesIO(png))
+    factor = image.size[0] // THUMBNAIL_PX
+    if factor >= 2:
+        image = image.reduce(factor)  # box average by a whole factor: fast, and sharp enough for a preview
+    image = image.convert("RGB")
     image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX * 4))
     buffer = io.BytesIO()
-    image.save(buffer, format="jpeg", quality=70, optimize=True)
+    image.save(buffer, format="jpeg", quality=55)
     return buffer.getvalue()
 
 
-def _key_plots(sample):
-    """(file name, PNG) of the blast-gate and CD125 panels printed on the sample's page."""
+def _key_plots(sample, decoded=None):
+    """(file name, PNG) of the blast-gate and CD125 panels printed on the sample's page (cut once)."""
     from .signout import key_panels
 
-    qc = dict(sample.figures).get("qc.png")
-    if qc is None:
-        return []
-    return [(f"key_{name}.png", png) for name, png in zip(("blasts", "cd125"), key_panels(qc))]
+    if sample.key_plots is None:
+        qc = (decoded or {}).get("qc.png") or dict(sample.figures).get("qc.png")
+        panels = key_panels(qc) if qc is not None else []
+        sample.key_plots = [(f"key_{name}.png", png) for name, png in zip(("blasts", "cd125"), panels)]
+    return sample.key_plots
 
 
 def _asset_files(sample):
@@ -360,12 +367,23 @@ def _card(i, s, assets="report_files"):
              _identity(r).replace("<p>", '<p class="no-print">', 1), _threshold(r)]
     if not s.figures:
         parts.append('<p class="missing">No QC figure: the gating of this sample cannot be reviewed here.</p>')
+    from PIL import Image
+
+    decoded = {name: Image.open(io.BytesIO(png)) for name, png in s.figures}
+    for image in decoded.values():
+        image.load()  # decoded once, for the thumbnail and the printed key plots
+    _key_plots(s, decoded)
     thumbs = []
-    for name, png in s.figures:
-        data = base64.b64encode(_thumbnail(png)).decode("ascii")
+    for n, (name, png) in enumerate(s.figures):
         href = f"{escape(assets)}/s{i}/{escape(name)}"
+        if n:  # only the stained tube's figure is inlined; the others are a click away
+            thumbs.append(f'<a href="{href}" target="_blank" class="figure-link">{escape(name)}</a>')
+            continue
+        data = base64.b64encode(_thumbnail(decoded[name])).decode("ascii")
         thumbs.append(f'<a href="{href}" target="_blank" class="thumb"><img src="data:image/jpeg;base64,{data}" '
-                      f'alt="{escape(name)} of {escape(s.sample_id)}" title="{escape(name)}: open the full figure"></a>')
+                      f'alt="{escape(name)} of {escape(s.sample_id)}" title="{escape(name)}: open the full figure" '
+                      # lazy: a 500-sample page decodes only the thumbnails scrolled into view
+                      f'loading="lazy" width="{THUMBNAIL_PX}"></a>')
     if thumbs:
         parts.append(f'<div class="thumbs no-print">{"".join(thumbs)}</div>')
     provenance = _provenance(r)
@@ -421,16 +439,23 @@ def _print_key_plots(i, s, assets):
 
 
 def _controls(i, s):
-    """Decision controls: they build the sample's reviews-file line (the page's script does)."""
-    return (f'<form class="controls no-print" data-card="s{i}" onsubmit="return false">'
+    """A button that opens the decision controls (a form per card only when asked for: 500 forms
+    of inputs make a page slow to open)."""
+    return (f'<div class="sign no-print" data-card="s{i}"><button type="button" class="sign-open">'
+            f'Sign out this sample…</button></div>')
+
+
+def controls_template():
+    """The decision controls the page's script puts into a card: decision, reviewer, date, reason, gates."""
+    return ('<template id="controls-template"><form class="controls" onsubmit="return false">'
             f'<b>Sign out</b> '
             f'<label>Decision <select name="decision"><option value="">choose…</option>{_OPTIONS}</select></label> '
             f'<label>Reviewer <input name="reviewer" size="14"></label> '
-            f'<label>Date <input name="date" type="date"></label> '
+            f'<label>Date <input name="date" size="10" placeholder="YYYY-MM-DD"></label> '
             f'<label class="reason">Reason <input name="reason" size="40"></label> '
             f'<label class="gates">Edited gates <input name="gates" size="24" placeholder="edited_gates.xml"></label> '
             f'<button type="button" name="add">Add line</button> '
-            f'<span class="control-error" role="alert"></span></form>')
+            f'<span class="control-error" role="alert"></span></form></template>')
 
 
 _OPTIONS = "".join(f'<option value="{d}">{d}</option>' for d in DECISIONS)

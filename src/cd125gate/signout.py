@@ -11,7 +11,6 @@ a ``$`` in a reviewer's reason is a dollar sign, never mathtext.
 """
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
@@ -22,15 +21,8 @@ A4_INCHES = (8.27, 11.69)
 GRID_LEFT, GRID_RIGHT, GRID_BOTTOM_EXTRA, GRID_TOP_EXTRA, HSPACE = 0.045, 0.99, 0.45, 0.35, 0.5
 
 
-@dataclass
-class Panel:
-    """One panel of a QC figure as a pixel box (left, top, right, bottom)."""
-
-    box: tuple
-
-
 def key_panels(png_bytes):
-    """The last two panels of a QC figure (blast gate, then CD125 on blasts) as PNG bytes.
+    """The last two panels of a QC figure (PNG bytes or a PIL image): blast gate, then CD125 on blasts, as PNG bytes.
 
     The CD125 panel is always the figure's last panel and the blast gate the
     one before it. Returns [] for a figure that is not a panel grid (a FAILED
@@ -41,7 +33,8 @@ def key_panels(png_bytes):
 
     from . import plots
 
-    image = Image.open(io.BytesIO(png_bytes)).convert("RGB")
+    # A decoded image is accepted too: the review page decodes each figure once for all its uses.
+    image = (png_bytes if hasattr(png_bytes, "crop") else Image.open(io.BytesIO(png_bytes))).convert("RGB")
     dpi = plots.DPI
     width, height = image.size[0] / dpi, image.size[1] / dpi
     nrows = round((height - plots.HEADER_INCHES - plots.FOOTER_INCHES) / plots.PANEL_INCHES[1])

@@ -75,18 +75,32 @@ def sample_wsp(sample):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fk.Session(gating_strategy=strategy, fcs_samples=[fcs]).export_wsp(handle, "cd125gate batch")
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, NotImplementedError) as exc:
+        # FlowKit 1.3 writes no Boolean gate to a workspace (e.g. time QC that keeps the events
+        # outside several removed time windows).
         raise InputError(sample.gates, f"FlowKit cannot write these gates as a FlowJo workspace: {exc}") from None
     return etree.fromstring(handle.getvalue())
 
 
-def batch_wsp(samples):
-    """One FlowJo 10 workspace (bytes) holding every sample of ``samples``."""
+def batch_wsp(samples, skipped=None):
+    """One FlowJo 10 workspace (bytes) holding every sample of ``samples`` that FlowKit can write.
+
+    A sample FlowKit cannot write is left out, never failing the batch: its
+    (sample_id, reason) is appended to ``skipped`` and written as a comment
+    in the workspace. Its gates.xml still opens in FlowJo and FlowKit.
+    """
     from lxml import etree
 
+    skipped = [] if skipped is None else skipped
     root = None
-    for number, sample in enumerate(samples, 1):
-        doc = sample_wsp(sample)
+    number = 0
+    for sample in samples:
+        try:
+            doc = sample_wsp(sample)
+        except InputError as exc:
+            skipped.append((sample.sample_id, exc.problem))
+            continue
+        number += 1
         sample_el = doc.find("SampleList/Sample")
         _renumber(sample_el, str(number))
         for matrix in doc.find("Matrices"):
@@ -100,7 +114,9 @@ def batch_wsp(samples):
             root.find("Matrices").extend(list(doc.find("Matrices")))
         etree.SubElement(root.find("Groups/GroupNode/Group/SampleRefs"), "SampleRef", sampleID=str(number))
     if root is None:
-        raise InputError("batch.wsp", "no gated sample to write")
+        raise InputError("batch.wsp", "no gated sample FlowKit can write as a workspace")
+    for sample_id, reason in skipped:
+        root.append(etree.Comment(f" left out: {sample_id}: {reason} ".replace("--", "- -")))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
@@ -133,6 +149,9 @@ def run(args):
         result = results.load(path).to_json()
         loaded.append((result["sample_id"], path.parent, result))
     samples = gated_samples(loaded)
-    atomic_write_bytes(args.out, batch_wsp(samples))
-    print(f"{args.out}: {len(samples)} gated samples of {len(loaded)}")
+    skipped = []
+    atomic_write_bytes(args.out, batch_wsp(samples, skipped))
+    print(f"{args.out}: {len(samples) - len(skipped)} gated samples of {len(loaded)}")
+    for sample_id, reason in skipped:
+        print(f"left out {sample_id}: {reason} (its gates.xml holds the gates)")
     return 0
