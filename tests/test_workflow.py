@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from cd125gate import results, samplesheet, screening
 from cd125gate.settings import default_settings_dict
 from conftest import write_subset_sheet
+from test_environment import tmpfs  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -90,8 +91,11 @@ def test_lint_reports_nothing(tmp_path):
     ("sample_id\tfcs\nA\t{fcs}\nA\t{fcs}\n", "line 3: sample_id 'A' duplicates 'A' on line 2"),
     ("sample_id\tfcs\n../x\t{fcs}\n", "line 2: sample_id '../x' is not allowed"),
     ("sample_id\tfcs\nA\tmissing.fcs\n", "line 2: sample 'A': fcs file missing.fcs"),
+    ("sample_id\tfcs\nA\tpipe.fcs\n", "line 2: sample 'A': fcs file pipe.fcs ({fifo}) is not a regular file"),
 ])
 def test_bad_sheet_stops_the_run_with_one_line(tmp_path, text, message):
+    os.mkfifo(tmp_path / "pipe.fcs")  # reading it would block the run forever
+    message = message.format(fifo=tmp_path / "pipe.fcs")
     sheet = tmp_path / "bad.tsv"
     sheet.write_text(text.format(fcs=ROOT / "test_data/low_fmo_stained.fcs"))
     proc = run_snakemake(tmp_path, sheet, tmp_path / "out")
@@ -206,35 +210,216 @@ def test_snakemake_report_builds_with_plots_and_tables(batch, tmp_path):
         assert caption.encode() in page
 
 
-# --- crashes of our own code fail the run ---------------------------------------------------------
+# --- a crash of our own code is one sample's FAILED row ------------------------------------------
 
 CRASH_HOOK = '''
 import os, sys
-# Test hook: make `cd125gate analyze` crash for one sample, as a bug in our code would.
+# Test hook: make the gating of one sample crash, as a bug in our code would.
 if "analyze" in sys.argv and os.environ.get("CD125GATE_TEST_CRASH") in sys.argv:
-    import cd125gate.analyze
+    import cd125gate.gating
 
-    def run(args):
+    def find_gates(*args, **kwargs):
         raise RuntimeError("injected crash")
 
-    cd125gate.analyze.run = run
+    cd125gate.gating.find_gates = find_gates
 '''
 
 
+def screening_rows(outdir):
+    return {row["sample_id"]: row for row in json.loads((outdir / "screening.json").read_text())["samples"]}
+
+
 @pytest.mark.slow
-def test_a_crash_fails_the_run_and_is_shown(tmp_path):
+def test_a_crash_is_the_samples_failed_row_and_the_batch_finishes(tmp_path):
     sheet = write_subset_sheet(tmp_path / "two.tsv", {"low_fmo", "low_nocontrol"})
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(CRASH_HOOK)
     env = dict(os.environ, PYTHONPATH=str(hook), CD125GATE_TEST_CRASH="low_fmo")
-    proc = run_snakemake(tmp_path, sheet, tmp_path / "out", env=env)
+    outdir = tmp_path / "out"
+    proc = run_snakemake(tmp_path, sheet, outdir, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in BATCH_FILES:
+        assert (outdir / name).stat().st_size > 0
+    rows = screening_rows(outdir)
+    assert rows["low_fmo"]["criterion"] == "FAILED"
+    assert rows["low_fmo"]["reasons"] == [
+        "cd125gate crashed (RuntimeError: injected crash); see the job log — please report"]
+    assert rows["low_nocontrol"]["criterion"] in ("MET", "NOT_MET", "REVIEW")
+    # The traceback is in the job log, and the run's last words point at it.
+    log = (outdir / "logs/analyze/low_fmo.log").read_text()
+    assert "Traceback" in log and "RuntimeError: injected crash" in log
+    assert (f"cd125gate: 1 sample(s) FAILED by a bug in cd125gate (please report; tracebacks in "
+            f"{outdir / 'logs/analyze'}/ID.log): low_fmo") in proc.stderr
+    assert "injected crash" in (outdir / "report.html").read_text()
+
+
+# --- an output folder that cannot be written ------------------------------------------------------
+
+@pytest.mark.parametrize("fault", ["under a file", "read-only", "disk full"])
+def test_an_unwritable_output_folder_stops_the_run_with_one_line(tmp_path, tmpfs, fault):
+    sheet = write_subset_sheet(tmp_path / "one.tsv", {"low_fmo"})
+    if fault == "under a file":  # always possible, also where nothing can be mounted
+        (tmp_path / "file").touch()
+        outdir = tmp_path / "file/out"
+        message = f"cannot be created: {tmp_path / 'file'} is not a folder"
+    elif fault == "read-only":
+        outdir = tmpfs("size=64k,ro") / "out"
+        message = "cannot write the output folder: Read-only file system"
+    else:
+        full = tmpfs("size=64k")
+        fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            with pytest.raises(OSError):
+                while True:
+                    os.write(fd, b"\0" * 4096)
+        finally:
+            os.close(fd)
+        outdir = full / "out"
+        message = "cannot write the output folder: No space left on device"
+    proc = run_snakemake(tmp_path / "checkout", sheet, outdir)
     assert proc.returncode != 0
-    assert "RuntimeError: injected crash" in proc.stderr  # the failed job's log is printed
-    assert not (tmp_path / "out/samples/low_fmo/result.json").exists()
-    assert not (tmp_path / "out/screening.tsv").exists()
-    # keep-going: the sample that did not crash is finished.
-    assert (tmp_path / "out/samples/low_nocontrol/result.json").is_file()
+    assert cd125gate_lines(proc.stderr) == [f"cd125gate: {outdir}: {message}"]
+    assert "Traceback" not in proc.stderr
+    assert not (outdir / ".cd125gate.lock").exists()
+
+
+# --- degenerate tubes among good ones ------------------------------------------------------------
+
+BUNDLED = ("low_fmo", "high_fmo", "few_blasts")
+
+
+def degenerate_rows(folder):
+    """Sheet rows (sample_id, stained, control) of the issue's degenerate tubes, a truncated and an empty one."""
+    from test_fuzz import load_engine
+
+    tubes = load_engine().degenerate_tubes(folder)
+    good = (ROOT / "test_data/low_fmo_stained.fcs").read_bytes()
+    tubes["truncated"] = folder / "truncated.fcs"
+    tubes["truncated"].write_bytes(good[: len(good) // 2])
+    tubes["zero_bytes"] = folder / "zero_bytes.fcs"
+    tubes["zero_bytes"].write_bytes(b"")
+    control = ROOT / "test_data/low_fmo_control.fcs"
+    return {f"deg_{name}": (path, control) for name, path in tubes.items()}
+
+
+@pytest.mark.slow
+def test_degenerate_tubes_are_failed_rows_and_leave_the_other_samples_unchanged(tmp_path):
+    from test_fuzz import OTHERS
+
+    from cd125gate.cli import main
+
+    sheet = write_subset_sheet(tmp_path / "mixed.tsv", set(BUNDLED))
+    degenerate = degenerate_rows(tmp_path / "tubes")
+    assert len(degenerate) >= 12
+    with sheet.open("a") as handle:
+        for sample_id, (stained, control) in degenerate.items():
+            handle.write(f"{sample_id}\t{stained}\t{control}\tDEG\tbone marrow\tdegenerate\n")
+    outdir = tmp_path / "out"
+    proc = run_snakemake(tmp_path, sheet, outdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = screening_rows(outdir)
+    assert list(rows) == [*(s for s in sample_ids(ROOT / "test_data/samples.tsv") if s in BUNDLED),
+                          *degenerate]
+    for sample_id in degenerate:
+        row = rows[sample_id]
+        name = sample_id.removeprefix("deg_")
+        if name == "timestep_zero":  # a bad $TIMESTEP alone is ignored, with a warning
+            warnings = json.loads((outdir / "samples" / sample_id / "result.json").read_text())["warnings"]
+            assert any("$TIMESTEP" in w for w in warnings), warnings
+            continue
+        assert row["criterion"] in ("FAILED", "REVIEW"), (sample_id, row)
+        assert row["reasons"] and all(row["reasons"]), sample_id
+        # A crash is still a FAILED row with its reason, but only where one is known (test_fuzz.OTHERS).
+        if name not in OTHERS:
+            assert not any(r.startswith("cd125gate crashed") for r in row["reasons"]), (sample_id, row)
+    # Every bundled sample as if it had been run alone, to the byte.
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    sheet_rows = {s.sample_id: s for s in samplesheet.read_sheet(sheet)}
+    for sample_id in BUNDLED:
+        sample = sheet_rows[sample_id]
+        alone = tmp_path / "alone" / sample_id
+        assert main(["analyze", str(sample.fcs), "--control", str(sample.control), "--out", str(alone),
+                     "--sample-id", sample_id, "--config", str(outdir / "analysis_config.yaml"),
+                     "--plot-formats", ",".join(config["plot_formats"]), "--patient-id", sample.patient_id,
+                     "--specimen", sample.specimen, "--notes", sample.notes, "--quiet", "--exit-zero"]) == 0
+        for name in ("result.json", "gates.xml", "control_gates.xml", "gate_counts.tsv"):
+            assert (outdir / "samples" / sample_id / name).read_bytes() == (alone / name).read_bytes(), \
+                (sample_id, name)
+
+
+# --- one run at a time per output folder ---------------------------------------------------------
+
+def write_lock(outdir, host, pid, workdir):
+    outdir.mkdir(parents=True, exist_ok=True)
+    lock = outdir / ".cd125gate.lock"
+    lock.write_text(json.dumps({"host": host, "pid": pid, "start": None, "workdir": str(workdir)}))
+    return lock
+
+
+def cd125gate_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("cd125gate:")]
+
+
+@pytest.mark.parametrize("host", ["this", "another"])
+def test_a_run_into_a_locked_folder_is_refused_before_any_job(tmp_path, host):
+    import socket
+
+    sheet = write_subset_sheet(tmp_path / "one.tsv", {"low_fmo"})
+    outdir = tmp_path / "out"
+    # Held by a live process (this test's) of another checkout; a process on another host
+    # cannot be checked from here, so its lock holds too.
+    holder = socket.gethostname() if host == "this" else "another-host.example"
+    lock = write_lock(outdir, holder, os.getpid(), "/other/checkout")
+    held = lock.read_bytes()
+    proc = run_snakemake(tmp_path / "checkout", sheet, outdir)
+    assert proc.returncode != 0
+    assert cd125gate_lines(proc.stderr) == [
+        f"cd125gate: {outdir}: in use by another run (host {holder}, pid {os.getpid()}, "
+        f"working directory /other/checkout); wait for it to end, or if no such run is going, "
+        f"remove {lock}"]
+    assert sorted(p.name for p in outdir.iterdir()) == [".cd125gate.lock"]  # no job ran
+    assert lock.read_bytes() == held
+    # A dry run and --unlock neither need nor take the lock.
+    for extra in ("--dry-run", "--unlock"):
+        proc = run_snakemake(tmp_path / "checkout", sheet, outdir, extra)
+        assert proc.returncode == 0, (extra, proc.stderr[-2000:])
+        assert not cd125gate_lines(proc.stderr), extra
+        assert lock.read_bytes() == held, extra
+
+
+@pytest.mark.slow
+def test_a_second_run_is_refused_while_the_first_runs_and_a_gone_runs_lock_is_taken_over(tmp_path):
+    import socket
+
+    sheet = write_subset_sheet(tmp_path / "two.tsv", {"corrupt", "few_blasts"})
+    outdir = tmp_path / "out"
+    gone_pid = subprocess.Popen(["true"])  # a pid whose process no longer exists
+    gone_pid.wait()
+    lock = write_lock(outdir, socket.gethostname(), gone_pid.pid, "/killed/checkout")
+    first = subprocess.Popen(snakemake_command(tmp_path / "a", sheet, outdir),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not lock.exists() or f'"pid": {first.pid},' not in lock.read_text():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        second = run_snakemake(tmp_path / "b", sheet, outdir)
+        assert first.poll() is None, "the first run ended before the second was refused"
+    finally:
+        _, first_stderr = first.communicate(timeout=600)
+    assert second.returncode != 0
+    assert cd125gate_lines(second.stderr) == [
+        f"cd125gate: {outdir}: in use by another run (host {socket.gethostname()}, pid {first.pid}, "
+        f"working directory {tmp_path / 'a'}); wait for it to end, or if no such run is going, "
+        f"remove {lock}"]
+    assert first.returncode == 0, first_stderr[-3000:]
+    assert cd125gate_lines(first_stderr)[0] == (
+        f"cd125gate: {outdir}: taking over the lock of a run that is gone "
+        f"(host {socket.gethostname()}, pid {gone_pid.pid}, working directory /killed/checkout)")
+    assert not lock.exists()  # released at the end
+    assert not list(outdir.glob(".cd125gate.lock*"))
+    assert set(screening_rows(outdir)) == {"corrupt", "few_blasts"}
 
 
 # --- kill and resume -----------------------------------------------------------------------------

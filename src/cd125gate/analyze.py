@@ -9,23 +9,16 @@ result with the reason (a control tube that cannot be used becomes a REVIEW).
 """
 
 import copy
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__, assay, controltube, criterion, results, tubes
 from .settings import load_settings, settings_digest
 from .errors import InputError
 from .model import TubeAnalysis
-
-# Exit status of `cd125gate analyze`, so that scripts tell the outcomes apart.
-EXIT_STATUS = {"MET": 0, "NOT_MET": 0, "REVIEW": 3, "FAILED": 4}
-
 
 @dataclass
 class SampleAnalysis:
@@ -87,9 +80,7 @@ def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None
     """
     settings = settings or load_settings()
     compensation_path = compensation_path or settings.compensation.matrix
-    base = results.header(sample_id or Path(fcs_path).stem,
-                          _inputs(fcs_path, control_path, compensation_path),
-                          _provenance(settings), asdict(settings.criterion), meta or {})
+    base = result_header(fcs_path, control_path, compensation_path, settings, sample_id, meta)
     analysis = SampleAnalysis(base, threads=threads, progress=progress, meta=meta or {})
     facts = Facts(copy.deepcopy(base.inputs))
     try:
@@ -98,6 +89,12 @@ def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None
         analysis.result = results.failed(base, str(exc), inputs=facts.inputs,
                                          warnings=tuple(facts.warnings), qc=facts.qc, assay=facts.assay)
     return analysis
+
+
+def result_header(fcs_path, control_path, compensation_path, settings, sample_id=None, meta=None):
+    """The FAILED-until-decided result of a sample: who it is, its inputs and provenance."""
+    return results.header(sample_id or Path(fcs_path).stem, _inputs(fcs_path, control_path, compensation_path),
+                          _provenance(settings), asdict(settings.criterion), meta or {})
 
 
 def _inputs(fcs_path, control_path, compensation_path):
@@ -209,57 +206,3 @@ def _sha256(path):
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror}") from None
-
-
-# -- command line ----------------------------------------------------------------------------
-
-def add_arguments(parser):
-    parser.epilog = ("exit status: 0 MET or NOT_MET, 3 REVIEW, 4 FAILED (the result is written for each); "
-                     "2 an input that cannot be read or analysed at all (one line on stderr). "
-                     "--exit-zero: 0 for every written result, as a batch needs.")
-    parser.add_argument("fcs", help="stained tube (FCS)")
-    parser.add_argument("--control", help="control tube (FMO or isotype), gated the same way")
-    parser.add_argument("--out", required=True, help="output folder for this sample")
-    parser.add_argument("--sample-id", help="sample id (default: the FCS file name)")
-    parser.add_argument("--config", help="settings YAML (its `analysis:` block, or the whole file)")
-    parser.add_argument("--compensation", help="spillover matrix CSV overriding the file's own")
-    parser.add_argument("--patient-id")
-    parser.add_argument("--specimen")
-    parser.add_argument("--notes")
-    for name in ("clone", "fluorochrome", "lot"):
-        parser.add_argument(f"--cd125-{name}", help=f"anti-CD125 {name} (default: the settings' panel.cd125_reagent)")
-    parser.add_argument("--plot-formats", default="png",
-                        help="comma-separated figure formats: png (always), svg, pdf")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="2 or more: read, compensate and transform the two tubes side by side")
-    parser.add_argument("--exit-zero", action="store_true",
-                        help="exit 0 whenever a result was written, FAILED and REVIEW included (workflow jobs)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-
-
-def run(args):
-    from .outputs import plot_formats, write_outputs
-
-    formats = plot_formats(args.plot_formats)
-    settings = load_settings(args.config)
-    meta = {"patient_id": args.patient_id, "specimen": args.specimen, "notes": args.notes,
-            "cd125_clone": args.cd125_clone, "cd125_fluorochrome": args.cd125_fluorochrome,
-            "cd125_lot": args.cd125_lot}
-    analysis = analyze_sample(args.fcs, args.control, settings, sample_id=args.sample_id,
-                              compensation_path=args.compensation, meta=meta, threads=args.threads,
-                              progress=None if args.quiet else _progress)
-    bad_inputs = analysis.failed_stage == "read" and not args.exit_zero
-    result = write_outputs(analysis, args.out, formats,
-                           progress=None if args.quiet or bad_inputs else _progress)
-    if bad_inputs:
-        # The inputs themselves are bad (missing, unreadable, no CD125...): a one-line error.
-        print(f"cd125gate: {result.reasons[0]}", file=sys.stderr)
-        return 2
-    print(results.summary_line(result))
-    if not args.quiet:
-        print(f"results: {Path(args.out) / 'result.json'} (figures and gates beside it)", file=sys.stderr)
-    return 0 if args.exit_zero else EXIT_STATUS[result.criterion]
-
-
-def _progress(stage, seconds):
-    print(f"  {stage:<22} {seconds:6.2f} s", file=sys.stderr, flush=True)

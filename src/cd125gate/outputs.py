@@ -12,6 +12,7 @@ import re
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import results
@@ -34,6 +35,15 @@ def plot_formats(text):
     return formats
 
 
+@contextmanager
+def writing(folder, what):
+    """A failed write (disk full, read-only folder) as one line naming the folder and the problem."""
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(folder, f"cannot write {what}: {exc.strerror or exc}") from None
+
+
 def write_outputs(analysis, out_dir, formats=("png",), progress=None):
     """Write the sample's files into ``out_dir`` and return its result with ``outputs`` filled in.
 
@@ -41,21 +51,18 @@ def write_outputs(analysis, out_dir, formats=("png",), progress=None):
     the reason) so a batch always finds them.
     """
     out_dir = Path(out_dir)
-    try:
+    with writing(out_dir, "the sample's folder"):
         out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
-    except OSError as exc:
-        raise InputError(out_dir, f"cannot write the sample's folder: {exc.strerror}") from None
     try:
-        start = time.perf_counter()
-        result = _write_all(analysis, staging, formats)
-        _move_into_place(staging, out_dir, result.outputs)
-        if progress is not None:
-            progress("figures and files", time.perf_counter() - start)
-    except OSError as exc:
-        raise InputError(out_dir, f"cannot write the sample's folder: {exc.strerror or exc}") from None
+        with writing(out_dir, "the sample's folder"):
+            start = time.perf_counter()
+            result = _write_all(analysis, staging, formats)
+            _move_into_place(staging, out_dir, result.outputs)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if progress is not None:
+        progress("figures and files", time.perf_counter() - start)
     analysis.result = result
     return result
 

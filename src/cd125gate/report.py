@@ -66,8 +66,12 @@ def add_arguments(parser):
 
 
 def run(args):
+    from .outputs import writing
+
     samples = load_samples(args.results_dir, args.screening)
-    write_page(samples, args.out)
+    # A full disk or a read-only folder: one line naming the folder, never a traceback.
+    with writing(Path(args.out).parent, Path(args.out).name):
+        write_page(samples, args.out)
     return 0
 
 

@@ -178,7 +178,8 @@ def _existing_file(sheet, line, sample_id, column, value):
         return None
     file = Path(os.path.abspath(sheet.parent / value))
     if not file.is_file():
-        problem = "is a folder, not a file" if file.is_dir() else "does not exist"
+        problem = ("is a folder, not a file" if file.is_dir()
+                   else "is not a regular file" if file.exists() else "does not exist")  # a FIFO would block
         raise InputError(
             sheet, f"line {line}: sample '{sample_id}': {column} file {value} ({file}) {problem}"
         )

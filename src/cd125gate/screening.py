@@ -218,13 +218,19 @@ def add_arguments(parser):
 
 
 def run(args):
+    from .outputs import writing
+
     review_lines = reviews.read_reviews(args.reviews) if args.reviews else []
     samples = collect_samples(args.results, review_lines, args.signoff)
     rows = [s.row for s in samples]
-    atomic_write_text(args.tsv, format_tsv(rows))
-    atomic_write_json(args.json, screening_document(rows))
+    # A full disk or a read-only folder: one line naming the folder, never a traceback.
+    with writing(Path(args.tsv).parent, Path(args.tsv).name):
+        atomic_write_text(args.tsv, format_tsv(rows))
+    with writing(Path(args.json).parent, Path(args.json).name):
+        atomic_write_json(args.json, screening_document(rows))
     if args.audit:
-        record_audit(args.audit, samples)
+        with writing(Path(args.audit).parent, Path(args.audit).name):
+            record_audit(args.audit, samples)
     counts = summarize(rows)["criteria"]
     finals = summarize(rows)["finals"]
     print(", ".join(f"{name} {counts[name]}" for name in CRITERIA) + f" ({len(rows)} samples); final: "
