@@ -411,11 +411,31 @@ def plane(pops, comps, axes=("CD45", "SSC")):
     return mean, cov, float(w.sum())
 
 
+def robust_plane(pops, i, idx, seed=0, limit=2000, least=30):
+    """(mean, covariance) of component ``i`` in features ``idx``: robust (MCD) from its own events.
+
+    A mixture component can take in part of a small neighbouring population
+    (a few monocytes among the blasts) and stretch its covariance towards it;
+    the minimum covariance determinant estimate of the events assigned to it
+    follows the component's core instead. With fewer than ``least`` events,
+    the mixture's own estimate.
+    """
+    from sklearn.covariance import MinCovDet
+
+    mean, cov = pops.means[i, idx], pops.covariances[i][np.ix_(idx, idx)]
+    if pops.x is None:
+        return mean, cov
+    points = pops.x[pops.assigned == i][:limit][:, idx]
+    if len(points) < least or np.ptp(points, axis=0).min() == 0:
+        return mean, cov
+    mcd = MinCovDet(random_state=seed).fit(points)
+    return mcd.location_, mcd.covariance_
+
+
 def population_polygon(pops, comps, radius, axes=("CD45", "SSC")):
-    """Convex hull of the components' ellipses at ``radius`` in two features (decades)."""
+    """Convex hull of the components' robust ellipses at ``radius`` in two features (decades)."""
     idx = [pops.feature(a) for a in axes]
-    points = [ellipse_points(pops.means[i, idx], pops.covariances[i][np.ix_(idx, idx)], radius)
-              for i in comps]
+    points = [ellipse_points(*robust_plane(pops, i, idx), radius) for i in comps]
     return hull(np.concatenate(points))
 
 
@@ -492,8 +512,10 @@ def lymphocytes(tube, cfg):
     note = f"lymphocyte population at Mahalanobis {cfg['gating']['region_radius']:g}"
     if blasts:
         odds = cfg["gating"]["region_odds"]
-        polygon = clip(polygon, *separating_line(plane(pops, comps), plane(pops, blasts), odds))
-        note += f"; cut where lymphocytes are < {odds:g}x as likely as blasts"
+        clipped = clip(polygon, *separating_line(plane(pops, comps), plane(pops, blasts), odds))
+        if len(clipped) >= 3:  # else the blasts sit on the lymphocytes: the CD45 check says so
+            polygon = clipped
+            note += f"; cut where lymphocytes are < {odds:g}x as likely as blasts"
     gate = gates.PolygonGate("lymphocytes", [dim(tube, cd45), dim(tube, ssc)], _to_display(pops, polygon))
     add_step(tube, "lymphocytes", "leukocytes", gate, cd45, ssc, note)
 
@@ -545,7 +567,9 @@ def basophil_cuts(pops, marker="HLA-DR"):
         if not basos:
             return np.inf, np.inf, "no blast or basophil population named: nothing excluded"
         s123 = moments(pops, basos, j123)
-        return s123[0] - 3 * s123[1], np.inf, f"no blast population: named basophils' CD123 at any {marker}"
+        bright = pops.reference_mean("CD123") + 1.5  # the 'bright' edge: a broad component stays above it
+        return (max(s123[0] - 3 * s123[1], bright), np.inf,
+                f"no blast population: named basophils' CD123 at any {marker}")
     b123, bm = moments(pops, blasts, j123), moments(pops, blasts, jm)
     if basos:
         s123, sm = moments(pops, basos, j123), moments(pops, basos, jm)
@@ -696,6 +720,8 @@ def _near_edges(values, vertices, cells=256):
     test, whatever the number of vertices of a population polygon.
     """
     (x, y), pad = values, 2
+    if len(vertices) == 0:
+        return np.array([], dtype=int)
     lo, hi = vertices.min(axis=0), vertices.max(axis=0)
     size = np.maximum((hi - lo) / cells, 1e-300)
     marked = np.zeros((cells + 2 * pad, cells + 2 * pad), dtype=bool)

@@ -46,6 +46,7 @@ class Populations:
     rows: np.ndarray          # event indices of the fitted subsample
     assigned: np.ndarray      # component of each subsample event (most probable)
     notes: list = field(default_factory=list)
+    x: np.ndarray | None = None  # the fitted events in the backbone space (rows x features)
 
     def components(self, name):
         return [i for i, label in enumerate(self.labels) if label == name]
@@ -134,8 +135,10 @@ def fit(tube, mask, settings):
         gm = GaussianMixture(k, covariance_type="full", random_state=settings["seed"], max_iter=200,
                              tol=1e-3, reg_covar=1e-4).fit(x)
         assigned = gm.predict(x)
-    return label(features, channels, scale, gm.means_, gm.covariances_, gm.weights_, rows, assigned,
+    pops = label(features, channels, scale, gm.means_, gm.covariances_, gm.weights_, rows, assigned,
                  settings)
+    pops.x = x
+    return pops
 
 
 def label(features, channels, scale, means, covariances, weights, rows, assigned, settings):

@@ -9,6 +9,9 @@ from .model import Threshold
 # Lymphocytes needed for the internal-negative cut-off: a blood or marrow with 1 % lymphocytes
 # in a small tube has a few hundred; fewer than this and the percentile is only the maximum.
 MIN_LYMPHOCYTES = 50
+# Decades the negative blast peak's cut-off may lie above the lymphocytes' (0.3 measured: blasts are
+# more autofluorescent, CD34 spills into CD125); further above, the peak is dim positives.
+PEAK_ABOVE_LYMPHOCYTES = 0.7
 
 
 def from_control(control, cd125_scale, settings):
@@ -42,18 +45,35 @@ def from_internal_negative(stained, cd125_scale, settings, seed=0):
     pct = settings["internal_percentile"]
     blasts = stained.column(ch)[stained.step("blasts").mask]
     peak = _negative_peak(blasts, seed)
+    lymph = _lymphocyte_threshold(stained, cd125_scale, pct)
     if peak is not None:
         mean, sd, weight = peak
         value = mean + NormalDist().inv_cdf(pct / 100) * sd
-        raw = float(cd125_scale.inverse(np.array([value]))[0])
-        return Threshold("internal_negative", float(value), raw, pct, int(round(weight * blasts.size)),
-                         f"{pct}th percentile of the CD125-negative blast peak (no usable control)")
+        # A "negative" blast peak far above the lymphocytes' CD125 is dim positive blasts under
+        # a brighter population (basophils left in): the lymphocytes are the safer reference.
+        from .populations import decades_per_unit
+
+        if lymph is None or (value - lymph.value) * decades_per_unit(cd125_scale) <= PEAK_ABOVE_LYMPHOCYTES:
+            raw = float(cd125_scale.inverse(np.array([value]))[0])
+            return Threshold("internal_negative", float(value), raw, pct, int(round(weight * blasts.size)),
+                             f"{pct}th percentile of the CD125-negative blast peak (no usable control)")
+    return lymph
+
+
+def _lymphocyte_threshold(stained, cd125_scale, pct):
+    """The percentile of CD125 on the stained tube's lymphocytes (or named negative populations), or None."""
+    ch = stained.markers["CD125"]
     values = stained.column(ch)[stained.step("lymphocytes").mask]
+    what = "lymphocytes"
+    if values.size < MIN_LYMPHOCYTES and stained.populations is not None:
+        # Too few gated lymphocytes: every fitted event named as a CD125-negative population.
+        rows = np.concatenate([stained.populations.rows_of(n) for n in ("lymphocytes", "neutrophils")])
+        values, what = stained.column(ch)[rows], "fitted lymphocytes and neutrophils"
     if values.size < MIN_LYMPHOCYTES:
         return None
     return _percentile_threshold(
         values, cd125_scale, pct, "internal_negative",
-        f"{pct}th percentile of CD125 on {values.size} lymphocytes of the stained tube (no usable control)",
+        f"{pct}th percentile of CD125 on {values.size} {what} of the stained tube (no usable control)",
     )
 
 
