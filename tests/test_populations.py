@@ -243,7 +243,7 @@ def control(role, events, share, above):
 
 
 def test_internal_control_reasons():
-    c = SETTINGS["checks"]
+    c = SETTINGS.checks
     good = {"eosinophils": control("positive", 500, 0.99, 1.7), "lymphocytes": control("negative", 500, 0.01, -0.5)}
     assert checks.control_reasons(good, c) == []
     failed_stain = dict(good, eosinophils=control("positive", 500, 0.9, 0.4))
@@ -273,7 +273,7 @@ def test_dim_cd125_check_withholds_a_not_met_piled_at_the_cut():
         return t
 
     cut = Threshold("control_percentile", 1.0 / 4.5, 0.0, 99.5, 100, "")
-    settings = {"positive_fraction": 0.5}
+    settings = load_settings().criterion  # positive_fraction 0.5
     piled = tube([0.5] * 60 + [1.1] * 40)     # 40 % counted, all of them just above the cut
     resolved = tube([0.5] * 60 + [2.5] * 40)  # 40 % counted, well above it
     assert checks.cd125_checks(piled, object(), cut, settings)[0].startswith("dim CD125 check")

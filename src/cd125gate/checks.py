@@ -42,7 +42,7 @@ def blast_checks(tube, settings, min_blasts=200):
     :param settings: the config's ``gating`` block (``checks`` and ``levels``)
     :param min_blasts: ``criterion.min_blasts``
     """
-    checks, pops = settings["checks"], tube.populations
+    checks, pops = settings.checks, tube.populations
     # Row indices, not masks: every check below gathers only these events.
     blasts, lymph = np.flatnonzero(tube.step("blasts").mask), np.flatnonzero(tube.step("lymphocytes").mask)
     n = int(blasts.size)
@@ -52,29 +52,29 @@ def blast_checks(tube, settings, min_blasts=200):
     if pops is not None and not pops.found("blasts"):
         reasons.append("population check: no blast population among the backbone populations; "
                        "the blast gate is only the expected CD45-dim/SSC-low zone")
-    if lymph.size < checks["min_reference_events"]:
+    if lymph.size < checks.min_reference_events:
         return reasons + [f"reference check: only {lymph.size} lymphocytes, too few to judge "
                           "CD45 and the blast markers against"]
     gap = np.median(_decades(tube, "CD45", lymph)) - np.median(_decades(tube, "CD45", blasts))
-    if gap < checks["cd45_margin"]:
+    if gap < checks.cd45_margin:
         reasons.append(f"CD45 check: gated blasts are only {gap:.2f} decades CD45-dimmer than the "
-                       f"lymphocytes (at least {checks['cd45_margin']:g} expected)")
+                       f"lymphocytes (at least {checks.cd45_margin:g} expected)")
     above = np.median(_log_ssc(tube, blasts)) - np.median(_log_ssc(tube, lymph))
-    if above > checks["ssc_high"]:
+    if above > checks.ssc_high:
         reasons.append(f"SSC check: gated blasts' SSC-A is {above:.2f} decades above the lymphocytes' "
-                       f"(at most {checks['ssc_high']:g} expected)")
-    positive = marker_positive(tube, blasts, lymph, checks["blast_markers"], checks["positive_above"])
+                       f"(at most {checks.ssc_high:g} expected)")
+    positive = marker_positive(tube, blasts, lymph, checks.blast_markers, checks.positive_above)
     if positive is not None:
         share = float(positive.mean())
-        names = "/".join(m for m in checks["blast_markers"] if m in tube.markers)
-        if share < checks["min_blast_marker_share"]:
+        names = "/".join(m for m in checks.blast_markers if m in tube.markers)
+        if share < checks.min_blast_marker_share:
             reasons.append(f"blast marker check: gated blasts are {share:.0%} {names}+: "
                            "not a blast population")
         if n >= min_blasts > int(positive.sum()):
             reasons.append(f"blast count check: only {int(positive.sum())} of the {n} gated events "
                            f"are {names}+, fewer than the {min_blasts} needed")
     left = basophil_like(tube, blasts, lymph, settings)
-    if left is not None and left > checks["max_basophil_like_share"]:
+    if left is not None and left > checks.max_basophil_like_share:
         reasons.append(f"basophil check: {left:.0%} of gated blasts are CD123-bright, HLA-DR-negative "
                        "and CD34/CD117-negative (basophil-like) after basophil exclusion")
     return reasons
@@ -95,10 +95,10 @@ def basophil_like(tube, blasts, lymph, settings):
     """Share of gated blasts that look like basophils, or None without CD123 and HLA-DR."""
     if "CD123" not in tube.markers or "HLA-DR" not in tube.markers:
         return None
-    checks, levels = settings["checks"], settings["levels"]["markers"]
+    checks, levels = settings.checks, settings.levels["markers"]
     bright = _decades(tube, "CD123", blasts) >= np.median(_decades(tube, "CD123", lymph)) + levels[2]
-    dr_neg = _decades(tube, "HLA-DR", blasts) < np.median(_decades(tube, "HLA-DR", lymph)) + checks["positive_above"]
-    other = marker_positive(tube, blasts, lymph, [m for m in ("CD34", "CD117")], checks["positive_above"])
+    dr_neg = _decades(tube, "HLA-DR", blasts) < np.median(_decades(tube, "HLA-DR", lymph)) + checks.positive_above
+    other = marker_positive(tube, blasts, lymph, [m for m in ("CD34", "CD117")], checks.positive_above)
     like = bright & dr_neg & (~other if other is not None else True)
     return float(like.mean())
 
@@ -131,14 +131,14 @@ def control_reasons(controls, checks):
     """REVIEW reasons from the internal controls: a positive control negative, a negative one positive."""
     reasons = []
     for name, c in controls.items():
-        if c["events"] < checks["min_control_events"]:
+        if c["events"] < checks.min_control_events:
             continue
         share, above = c["cd125_pos_share"], c["median_above_cut"]
-        if c["role"] == "positive" and (share < checks["min_positive_control"]
-                                        or above < checks["positive_control_decades"]):
+        if c["role"] == "positive" and (share < checks.min_positive_control
+                                        or above < checks.positive_control_decades):
             reasons.append(f"internal control check: {name} (CD125+ by nature) are {share:.0%} CD125+, "
                            f"median {above:+.2f} decades from the cut-off: failed CD125 stain?")
-        if c["role"] == "negative" and share > checks["max_negative_control"]:
+        if c["role"] == "negative" and share > checks.max_negative_control:
             reasons.append(f"internal control check: {name} (CD125- by nature) are {share:.0%} CD125+: "
                            "the cut-off or the compensation is off")
     return reasons
@@ -163,7 +163,7 @@ def cd125_checks(stained, control, cut, settings, band=0.3):
     cut_decades = cut.value * decades_per_unit(stained.scales[ch])
     above = s >= cut_decades
     counted = float(above.mean())
-    need = settings["positive_fraction"]
+    need = settings.positive_fraction
     if counted >= need or not above.any():
         return []
     near = float(np.mean(s[above] < cut_decades + band))
@@ -179,7 +179,7 @@ def all_checks(stained, control, cut, settings):
     """(REVIEW reasons, internal controls dict) of every self-check, for ``analyze``."""
     gating, criterion = settings.gating, settings.criterion
     controls = internal_controls(stained, cut)
-    reasons = (blast_checks(stained, gating, criterion["min_blasts"])
-               + control_reasons(controls, gating["checks"])
+    reasons = (blast_checks(stained, gating, criterion.min_blasts)
+               + control_reasons(controls, gating.checks)
                + cd125_checks(stained, control, cut, criterion))
     return reasons, controls

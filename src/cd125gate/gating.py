@@ -78,7 +78,7 @@ def add_step(tube, name, parent, gate, x, y, note, exclusion=False):
 
 # -- acquisition QC -----------------------------------------------------------------------------
 
-def time_qc(tube, cfg):
+def time_qc(tube, settings):
     """Remove time bins whose event rate or mean signal departs from the rest of the acquisition.
 
     In the spirit of flowAI / PeacoQC: the acquisition is cut into equal time
@@ -89,16 +89,16 @@ def time_qc(tube, cfg):
     events outside all of them.
     """
     time_ch = tube.markers.get("Time")
-    if time_ch is None or not cfg["qc"]["time_qc"]:
+    if time_ch is None or not settings.qc.time_qc:
         return _no_time_qc(tube, "no Time channel" if time_ch is None else "time QC disabled")
     t = tube.column(time_ch)
-    n_bins = int(np.clip(len(t) // cfg["qc"]["bin_events"], 10, 500))
+    n_bins = int(np.clip(len(t) // settings.qc.bin_events, 10, 500))
     edges = np.linspace(t.min(), t.max(), n_bins + 1)
     edges[-1] = np.nextafter(edges[-1], np.inf)  # the last event belongs to the last bin
     which = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, n_bins - 1)
     counts = np.bincount(which, minlength=n_bins)
     bad = _outliers(counts.astype(float), np.sqrt(max(np.median(counts), 1.0)),
-                    cfg["qc"]["max_rate_deviation"])
+                    settings.qc.max_rate_deviation)
     signal = {}
     per_bin = max(np.median(counts), 1.0)
     for marker in ("FSC-A", "SSC-A", "CD45", "CD125"):
@@ -109,7 +109,7 @@ def time_qc(tube, cfg):
         # with small changes of composition, while a mean's noise is sd/sqrt(n).
         x = tube.column(ch)
         means = np.bincount(which, weights=x, minlength=n_bins) / np.maximum(counts, 1)
-        bad |= _outliers(means, np.std(x) / np.sqrt(per_bin), cfg["qc"]["max_signal_deviation"])
+        bad |= _outliers(means, np.std(x) / np.sqrt(per_bin), settings.qc.max_signal_deviation)
         signal[ch] = means
     seconds = edges[1] - edges[0]  # the reader already scaled Time by $TIMESTEP
     qc = TimeQC(edges, counts / seconds, signal, ~bad, float(counts[bad].sum() / len(t)))
@@ -161,9 +161,9 @@ def _time_gates(tube, time_ch, edges, bad):
 
 # -- scatter, viability, CD45 -----------------------------------------------------------------
 
-def margins(tube, cfg):
+def margins(tube, settings):
     """Events below the detector ceiling on scatter and every fluorescence channel."""
-    fraction = cfg["qc"]["margin_fraction"]
+    fraction = settings.qc.margin_fraction
     used = [tube.markers[m] for m in ("FSC-A", "FSC-H", "SSC-A") if m in tube.markers]
     used += [c for c in tube.channels if tube.scales[c].kind != "linear"]
     ranges = {c.name: c.range for c in tube.fcs.channels}
@@ -223,7 +223,7 @@ def debris_cut(log_fsc, min_gap=0.45, below=(0.7, 0.35), min_share=0.03):
     return float(centres[window[int(np.argmin(dens[window]))]])
 
 
-def cells(tube, cfg):
+def cells(tube, settings):
     """Debris out: FSC-A above the valley under the smallest cells (``debris_cut``)."""
     fsc, ssc = tube.markers["FSC-A"], tube.markers["SSC-A"]
     x = guarded(tube, "cells", fsc, tube.step("margins").mask, "margins")
@@ -236,7 +236,7 @@ def cells(tube, cfg):
     add_step(tube, "cells", "margins", gate, fsc, ssc, note)
 
 
-def singlets(tube, cfg):
+def singlets(tube, settings):
     """FSC-A/FSC-H ratio within a few robust SDs of the median: doublets sit above the diagonal."""
     fsc_a, fsc_h = tube.markers["FSC-A"], tube.markers.get("FSC-H")
     if fsc_h is None:
@@ -250,7 +250,7 @@ def singlets(tube, cfg):
     ratio = a[h > 0] / h[h > 0]
     if ratio.size == 0:
         raise InputError(tube.fcs.path, "singlets: FSC-H is not positive on any cell")
-    k = cfg["gating"]["singlet_ratio_mad"]
+    k = settings.gating.singlet_ratio_mad
     centre, spread = np.median(ratio), density.robust_sd(ratio)
     lo, hi = max(centre - k * spread, 1e-3), centre + k * spread
     top = 2.0 * float(tube.fcs.channels[tube.fcs.channel_names().index(fsc_a)].range)
@@ -260,7 +260,7 @@ def singlets(tube, cfg):
              f"FSC-A/FSC-H between {lo:.2f} and {hi:.2f}")
 
 
-def viable(tube, cfg):
+def viable(tube, settings):
     """Viability dye negative: below the valley between live and dead cells."""
     ch = tube.markers.get("viability")
     if ch is None:
@@ -281,11 +281,11 @@ def viable(tube, cfg):
     return "viable"
 
 
-def find_populations(tube, cfg, parent):
+def find_populations(tube, settings, parent):
     """Fit and name the backbone populations of the events of ``parent`` (see ``populations``)."""
     for marker in ("CD45", "SSC-A"):
         guarded(tube, "populations", tube.markers[marker], tube.step(parent).mask, parent)
-    pops = populations.fit(tube, tube.step(parent).mask, cfg["gating"])
+    pops = populations.fit(tube, tube.step(parent).mask, settings.gating)
     tube.populations = pops
     return pops
 
@@ -319,7 +319,7 @@ def boundary(lower, upper, points=400):
     return float(m1 + (m2 - m1) * s1 / (s1 + s2))
 
 
-def leukocytes(tube, cfg, parent):
+def leukocytes(tube, settings, parent):
     """CD45+: above the dimmest named leukocyte population's CD45 (its mean - 4 SD)."""
     ch = tube.markers["CD45"]
     pops = tube.populations
@@ -459,26 +459,26 @@ def blast_region_polygon(pops, settings):
     lymph = pops.components("lymphocytes")
     if not blasts:
         ref45, refssc = pops.reference_mean("CD45"), pops.reference_mean("SSC")
-        levels = settings["levels"]
-        left, right = ref45 + levels["CD45"][0], ref45 - settings["checks"]["cd45_margin"]
+        levels = settings.levels
+        left, right = ref45 + levels["CD45"][0], ref45 - settings.checks.cd45_margin
         top = refssc + levels["SSC"][0]
         polygon = np.array([(left, refssc - 1.5), (right, refssc - 1.5), (right, top), (left, top)])
         return polygon, "no blast population named: the expected CD45-dim/SSC-low zone"
-    polygon = population_polygon(pops, blasts, settings["region_radius"])
+    polygon = population_polygon(pops, blasts, settings.region_radius)
     notes = [f"blast population ({len(blasts)} component(s), {100 * pops.share('blasts'):.1f}% of fitted "
-             f"events) at Mahalanobis {settings['region_radius']:g}"]
+             f"events) at Mahalanobis {settings.region_radius:g}"]
     own = plane(pops, blasts)
     cut_off = []
     for name in NEIGHBOURS:
         for i in pops.components(name):
-            clipped = clip(polygon, *separating_line(own, plane(pops, [i]), settings["region_odds"]))
+            clipped = clip(polygon, *separating_line(own, plane(pops, [i]), settings.region_odds))
             if len(clipped) < 3:
                 continue  # the neighbour would leave nothing: the checks judge what is there
             if clipped.shape != polygon.shape or not np.allclose(clipped, polygon):
                 cut_off.append(name)
             polygon = clipped
     if cut_off:
-        notes.append(f"cut where blasts are < {settings['region_odds']:g}x as likely as "
+        notes.append(f"cut where blasts are < {settings.region_odds:g}x as likely as "
                      + ", ".join(sorted(set(cut_off))))
     return polygon, "; ".join(notes)
 
@@ -487,13 +487,13 @@ def blast_region_polygon(pops, settings):
 NEIGHBOURS = ("lymphocytes", "monocytes", "neutrophils", "eosinophils", "debris")
 
 
-def blast_region(tube, cfg):
+def blast_region(tube, settings):
     """CD45-dim / SSC-low polygon around the named blast population (``blast_region_polygon``)."""
     cd45, ssc = tube.markers["CD45"], tube.markers["SSC-A"]
     pops = tube.populations
     if pops.reference is None:
         raise InputError(tube.fcs.path, "blast_region: no lymphocyte population to place CD45 against")
-    polygon, note = blast_region_polygon(pops, cfg["gating"])
+    polygon, note = blast_region_polygon(pops, settings.gating)
     gate = gates.PolygonGate("blast_region", [dim(tube, cd45), dim(tube, ssc)], _to_display(pops, polygon))
     add_step(tube, "blast_region", "leukocytes", gate, cd45, ssc, note)
 
@@ -502,16 +502,16 @@ def blast_region(tube, cfg):
 FAR = 10.0
 
 
-def lymphocytes(tube, cfg):
+def lymphocytes(tube, settings):
     """The named lymphocytes (CD45-bright, SSC-low): the internal CD125-negative reference."""
     cd45, ssc = tube.markers["CD45"], tube.markers["SSC-A"]
     pops = tube.populations
     comps = pops.components("lymphocytes")
-    polygon = population_polygon(pops, comps, cfg["gating"]["region_radius"])
+    polygon = population_polygon(pops, comps, settings.gating.region_radius)
     blasts = pops.components("blasts")
-    note = f"lymphocyte population at Mahalanobis {cfg['gating']['region_radius']:g}"
+    note = f"lymphocyte population at Mahalanobis {settings.gating.region_radius:g}"
     if blasts:
-        odds = cfg["gating"]["region_odds"]
+        odds = settings.gating.region_odds
         clipped = clip(polygon, *separating_line(plane(pops, comps), plane(pops, blasts), odds))
         if len(clipped) >= 3:  # else the blasts sit on the lymphocytes: the CD45 check says so
             polygon = clipped
@@ -588,7 +588,7 @@ def basophil_cuts(pops, marker="HLA-DR"):
     return cut, np.inf, f"no basophils named: CD123 above the blasts', at any {marker}"
 
 
-def blasts(tube, cfg):
+def blasts(tube, settings):
     """Blast region minus basophils (CD123-bright, and negative for HLA-DR, CD34 or CD117).
 
     Basophils share the blasts' CD45-dim / SSC-low place and carry CD125, so
@@ -627,18 +627,18 @@ def cd125_positive(tube, threshold):
     add_step(tube, "cd125_pos", "blasts", gate, ch, None, threshold.description)
 
 
-def find_gates(tube, cfg):
+def find_gates(tube, settings):
     """Propose every gate from the tube's own data, in hierarchy order (all but cd125_pos)."""
-    tube.time_qc = time_qc(tube, cfg)
-    margins(tube, cfg)
-    cells(tube, cfg)
-    singlets(tube, cfg)
-    parent = viable(tube, cfg)
-    find_populations(tube, cfg, parent)
-    leukocytes(tube, cfg, parent)
-    blast_region(tube, cfg)
-    lymphocytes(tube, cfg)
-    blasts(tube, cfg)
+    tube.time_qc = time_qc(tube, settings)
+    margins(tube, settings)
+    cells(tube, settings)
+    singlets(tube, settings)
+    parent = viable(tube, settings)
+    find_populations(tube, settings, parent)
+    leukocytes(tube, settings, parent)
+    blast_region(tube, settings)
+    lymphocytes(tube, settings)
+    blasts(tube, settings)
 
 
 # Display-scale distance within which `transforms.fast_logicle`'s error (< 1e-11)
@@ -763,9 +763,9 @@ def reapply(tube):
         done[step.name] = step
 
 
-def apply_template(tube, template, cfg):
+def apply_template(tube, template, settings):
     """Gate a control tube the same way: its own time QC, then the stained tube's gates."""
-    tube.time_qc = time_qc(tube, cfg)
+    tube.time_qc = time_qc(tube, settings)
     for step in template.steps:
         if step.name == "time_qc" or step.name.startswith("time_anomaly_"):
             continue

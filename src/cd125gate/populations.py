@@ -127,12 +127,12 @@ def fit(tube, mask, settings):
     from threadpoolctl import threadpool_limits
 
     features, channels, scale = backbone(tube)
-    rows = subsample(mask, settings["max_events_fit"], settings["seed"])
+    rows = subsample(mask, settings.max_events_fit, settings.seed)
     x = feature_matrix(tube, rows, features, channels, scale)
-    k = int(min(settings["components"], max(1, rows.size // 50)))
+    k = int(min(settings.components, max(1, rows.size // 50)))
     # One thread: BLAS threads fighting over the cores made the fit ~10x slower on a busy machine.
     with threadpool_limits(1):
-        gm = GaussianMixture(k, covariance_type="full", random_state=settings["seed"], max_iter=200,
+        gm = GaussianMixture(k, covariance_type="full", random_state=settings.seed, max_iter=200,
                              tol=1e-3, reg_covar=1e-4).fit(x)
         assigned = gm.predict(x)
     pops = label(features, channels, scale, gm.means_, gm.covariances_, gm.weights_, rows, assigned,
@@ -146,7 +146,7 @@ def label(features, channels, scale, means, covariances, weights, rows, assigned
     pops = Populations(list(features), list(channels), np.asarray(scale), np.asarray(means),
                        np.asarray(covariances), np.asarray(weights), [], [], None,
                        np.asarray(rows), np.asarray(assigned))
-    ref = lymphocyte_reference(pops, settings["min_population_share"])
+    ref = lymphocyte_reference(pops, settings.min_population_share)
     pops.reference = ref
     if ref is None:
         pops.labels = ["unknown"] * len(weights)
@@ -154,9 +154,9 @@ def label(features, channels, scale, means, covariances, weights, rows, assigned
         pops.notes.append("no lymphocyte reference (CD45-bright, SSC-low) found")
         return pops
     for i in range(len(weights)):
-        levels = component_levels(pops.means[i] - pops.means[ref], pops.features, settings["levels"])
+        levels = component_levels(pops.means[i] - pops.means[ref], pops.features, settings.levels)
         pops.levels.append(levels)
-        pops.labels.append(match(levels, settings["phenotypes"]) if weights[i] > 0 else "unknown")
+        pops.labels.append(match(levels, settings.phenotypes) if weights[i] > 0 else "unknown")
     pops.labels[ref] = "lymphocytes"
     return pops
 

@@ -53,22 +53,15 @@ def setting(doc, kind, *, within=None, choices=None, nullable=False):
                            "nullable": nullable})
 
 
-class _Section:
-    """Frozen settings section; ``section["key"]`` reads a field like ``section.key``."""
-
-    def __getitem__(self, key):
-        return getattr(self, key)
-
-
 @dataclass(frozen=True)
-class Reagent(_Section):
+class Reagent:
     clone: str = setting("anti-CD125 clone, recorded with every result", "str", nullable=True)
     fluorochrome: str = setting("its fluorochrome", "str", nullable=True)
     lot: str = setting("its lot (a sample sheet's cd125_lot wins)", "str", nullable=True)
 
 
 @dataclass(frozen=True)
-class Panel(_Section):
+class Panel:
     markers: dict = setting("marker -> spellings recognised in $PnS first, then $PnN", "aliases")
     scatter: dict = setting("scatter / Time -> spellings recognised in $PnN", "aliases")
     required: list = setting("markers without which a tube fails", "names")
@@ -76,14 +69,14 @@ class Panel(_Section):
 
 
 @dataclass(frozen=True)
-class Compensation(_Section):
+class Compensation:
     matrix: str = setting("spillover matrix CSV overriding the one in the FCS files", "str",
                           nullable=True)
     allow_uncompensated: bool = setting("analyse a tube without any matrix (then REVIEW)", "bool")
 
 
 @dataclass(frozen=True)
-class Logicle(_Section):
+class Logicle:
     M: float = setting("decades of the display", "float", within=Range(2, 7))
     A: float = setting("extra negative decades", "float", within=Range(0, 2))
     negative_quantile: float = setting("quantile of the negative events that sets the linear width",
@@ -92,12 +85,12 @@ class Logicle(_Section):
 
 
 @dataclass(frozen=True)
-class Arcsinh(_Section):
+class Arcsinh:
     cofactor: float = setting("arcsinh cofactor", "float", within=Range(0, 1e6, open_lo=True))
 
 
 @dataclass(frozen=True)
-class Transform(_Section):
+class Transform:
     kind: str = setting("transform of the fluorescence channels", "str",
                         choices=("logicle", "arcsinh"))
     logicle: Logicle = setting("logicle parameters", Logicle)
@@ -105,7 +98,7 @@ class Transform(_Section):
 
 
 @dataclass(frozen=True)
-class QC(_Section):
+class QC:
     time_qc: bool = setting("remove time bins with flow-rate or signal anomalies", "bool")
     bin_events: int = setting("target events per time bin", "int", within=Range(10, 1e6))
     max_rate_deviation: float = setting("robust z of the event rate per bin", "float",
@@ -122,7 +115,7 @@ class QC(_Section):
 
 
 @dataclass(frozen=True)
-class GatingChecks(_Section):
+class GatingChecks:
     min_reference_events: int = setting("lymphocytes needed to read CD45 and the blast markers against",
                                         "int", within=Range(1, 1e9))
     cd45_margin: float = setting("blasts' median CD45 at least this many decades below lymphocytes'",
@@ -148,7 +141,7 @@ class GatingChecks(_Section):
 
 
 @dataclass(frozen=True)
-class Gating(_Section):
+class Gating:
     seed: int = setting("seed of every random subsample and mixture fit", "int", within=Range(0, 2**32 - 1))
     min_events: int = setting("a tube with fewer events fails", "int", within=Range(1, 1e9))
     max_events_fit: int = setting("events subsampled to find the populations", "int",
@@ -170,7 +163,7 @@ class Gating(_Section):
 
 
 @dataclass(frozen=True)
-class Threshold(_Section):
+class Threshold:
     control_percentile: float = setting("CD125 cut-off = this percentile of the control's blasts",
                                         "float", within=Range(50, 100, open_hi=True))
     min_control_blasts: int = setting("fewer control blasts and the control is not trusted", "int",
@@ -188,7 +181,7 @@ class Threshold(_Section):
 
 
 @dataclass(frozen=True)
-class Criterion(_Section):
+class Criterion:
     positive_fraction: float = setting("CD125+ blasts / blasts needed for MET", "float",
                                        within=Range(0, 1, open_lo=True, open_hi=True))
     min_blasts: int = setting("fewer blasts: REVIEW", "int", within=Range(1, 1e9))
@@ -197,7 +190,7 @@ class Criterion(_Section):
 
 
 @dataclass(frozen=True)
-class Settings(_Section):
+class Settings:
     panel: Panel = setting("which channel carries which marker", Panel)
     compensation: Compensation = setting("spillover correction", Compensation)
     transform: Transform = setting("display and gating transforms", Transform)

@@ -20,9 +20,9 @@ def from_control(control, cd125_scale, settings):
     :return: a Threshold, or None when the control has too few blasts to trust
     """
     values = control.column(control.markers["CD125"])[control.step("blasts").mask]
-    if values.size < settings["min_control_blasts"]:
+    if values.size < settings.min_control_blasts:
         return None
-    pct = settings["control_percentile"]
+    pct = settings.control_percentile
     return _percentile_threshold(
         values, cd125_scale, pct, "control_percentile",
         f"{pct}th percentile of CD125 on {values.size} control-tube blasts",
@@ -42,7 +42,7 @@ def from_internal_negative(stained, cd125_scale, settings, seed=0):
     result is flagged.
     """
     ch = stained.markers["CD125"]
-    pct = settings["internal_percentile"]
+    pct = settings.internal_percentile
     blasts = stained.column(ch)[stained.step("blasts").mask]
     peak = _negative_peak(blasts, seed)
     lymph = _lymphocyte_threshold(stained, cd125_scale, pct)
@@ -96,7 +96,7 @@ def _negative_peak(values, seed, min_separation=3.0, min_weight=0.05, max_fit=50
 
 def fixed(cd125_scale, settings):
     """The configured fixed cut-off in compensated raw units, or None when none is set."""
-    raw = settings["fixed_cutoff"]
+    raw = settings.fixed_cutoff
     if raw is None:
         return None
     value = float(cd125_scale.forward(np.array([raw], dtype=float))[0])
@@ -125,7 +125,7 @@ def overlap(stained, control, threshold, counted, settings):
     s = stained.column(ch)[stained.step("blasts").mask]
     c = control.column(ch)[control.step("blasts").mask]
     share = stats.cumulative_subtraction(s, c)
-    tolerance = max(settings["overlap_min_gap"], stats.ks_margin(s.size, c.size, settings["overlap_alpha"]))
+    tolerance = max(settings.overlap_min_gap, stats.ks_margin(s.size, c.size, settings.overlap_alpha))
     return {"cumulative_subtraction": share, "tolerance": tolerance, "missed": share - counted > tolerance}
 
 
@@ -146,7 +146,7 @@ def choose(stained, control, cd125_scale, settings):
         if found is not None:
             return found
     fallbacks = [lambda: fixed(cd125_scale, settings)]
-    if settings["fallback"] == "internal":
+    if settings.fallback == "internal":
         fallbacks.insert(0, lambda: from_internal_negative(stained, cd125_scale, settings))
     for make in fallbacks:
         found = make()
