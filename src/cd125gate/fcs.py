@@ -265,15 +265,15 @@ def _parse_header(raw, path, size, where=""):
         raise InputError(path, f"{where}FCS version {version!r} is not supported ({', '.join(VERSIONS)})")
     fields = [raw[10 + 8 * i:18 + 8 * i] for i in range(6)]
     offsets = []
-    for name, field in zip(("TEXT start", "TEXT end", "DATA start", "DATA end"), fields):
-        text = field.decode("ascii", "replace").strip()
+    for name, cell in zip(("TEXT start", "TEXT end", "DATA start", "DATA end"), fields):
+        text = cell.decode("ascii", "replace").strip()
         # Blank DATA offsets are legal: files over 99,999,999 bytes keep them only in TEXT.
         if text == "" and name.startswith("DATA"):
             offsets.append(0)
         elif _whole(text) is not None:
             offsets.append(_whole(text))
         else:
-            raise InputError(path, f"{where}HEADER {name} offset is not a number: {field!r}")
+            raise InputError(path, f"{where}HEADER {name} offset is not a number: {cell!r}")
     text_start, text_end = offsets[0], offsets[1]
     if not HEADER_SIZE <= text_start < text_end:
         raise InputError(path, f"{where}HEADER gives an impossible TEXT segment (bytes {text_start}-{text_end})")

@@ -454,9 +454,7 @@ def blast_region_polygon(pops, settings):
     CD45-dim / SSC-low zone relative to the lymphocytes, so that the few
     events there are counted (and the checks say no blast population was found).
     """
-    c45, cssc = pops.feature("CD45"), pops.feature("SSC")
     blasts = pops.components("blasts")
-    lymph = pops.components("lymphocytes")
     if not blasts:
         ref45, refssc = pops.reference_mean("CD45"), pops.reference_mean("SSC")
         levels = settings.levels
