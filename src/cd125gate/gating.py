@@ -92,6 +92,8 @@ def time_qc(tube, settings):
     if time_ch is None or not settings.qc.time_qc:
         return _no_time_qc(tube, "no Time channel" if time_ch is None else "time QC disabled")
     t = tube.column(time_ch)
+    if not t.max() > t.min():  # one instant (or no finite time): no flow rate to judge
+        return _no_time_qc(tube, "Time does not advance")
     n_bins = int(np.clip(len(t) // settings.qc.bin_events, 10, 500))
     edges = np.linspace(t.min(), t.max(), n_bins + 1)
     edges[-1] = np.nextafter(edges[-1], np.inf)  # the last event belongs to the last bin
