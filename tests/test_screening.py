@@ -160,7 +160,7 @@ def reviews_file(tmp_path, lines):
 
 
 def digest(path):
-    from cd125gate.reviews import sha256_file
+    from cd125gate.fileio import sha256_file
 
     return sha256_file(path)
 

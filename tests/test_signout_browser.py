@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cd125gate import analyze, cli, outputs, report, reviews
+from cd125gate.fileio import sha256_file
 from test_report import make_batch
 from test_report_browser import body_attributes, chromium
 
@@ -81,7 +82,7 @@ def test_controls_build_the_reviews_file_lines(tiny, tmp_path):
     assert out["noReason"] == "OVERRIDE_NOT_MET needs a reason"
     assert out["noGates"] == "REGATE needs the edited Gating-ML file"
     assert out["override"] == out["accept"] == out["regate"] == out["reject"] == ""
-    digest = {p.parent.name: reviews.sha256_file(p) for p in (tiny / "samples").glob("*/result.json")}
+    digest = {p.parent.name: sha256_file(p) for p in (tiny / "samples").glob("*/result.json")}
     assert out["count"] == "4"
     assert out["text"] == (
         "sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\n"

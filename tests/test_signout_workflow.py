@@ -53,7 +53,7 @@ LOOP = ("low_fmo", "near50_fmo", "few_blasts", "high_fmo")
 
 
 def digest(path):
-    from cd125gate.reviews import sha256_file
+    from cd125gate.fileio import sha256_file
 
     return sha256_file(path)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import __version__, assay, controltube, criterion, results, tubes
 from .settings import load_settings, settings_digest
 from .errors import InputError
+from .fileio import sha256_file
 from .model import TubeAnalysis
 
 @dataclass
@@ -144,7 +145,7 @@ def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, set
         stained, compensation_path, settings.compensation.allow_uncompensated)
     facts.qc["compensation"] = analysis.compensation.source
     if compensation_path is not None:
-        facts.inputs["compensation"]["sha256"] = _sha256(compensation_path)
+        facts.inputs["compensation"]["sha256"] = sha256_file(compensation_path)
     controltube.refuse_same_tube(stained, control, control_path)
     if control is not None and not isinstance(control, InputError):
         facts.inputs["control"]["sha256"] = control.sha256
@@ -197,12 +198,3 @@ def _blast_shares(stained, control):
         return tube.step("blasts").count / leukocytes if leukocytes else 0.0
 
     return share(stained), share(control)
-
-
-def _sha256(path):
-    import hashlib
-
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror}") from None

@@ -1,5 +1,6 @@
 """Writing outputs so that a killed run never leaves a half-written file that looks complete."""
 
+import hashlib
 import json
 import os
 import tempfile
@@ -30,6 +31,17 @@ def atomic_write_text(path, text):
 def atomic_write_json(path, value):
     """Canonical JSON (sorted keys, fixed indent) so identical results are identical bytes."""
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def sha256_file(path):
+    """SHA-256 of a file's bytes, hex; an unreadable file is one InputError naming it."""
+    from .errors import InputError
+
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror}") from None
 
 
 def _umask():

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .reviews import sha256_file
+from .fileio import sha256_file
 
 BLASTS, CD125_POS = "blasts", "cd125_pos"
 REVIEWED_RESULT = "reviewed_result.json"

@@ -109,7 +109,7 @@ def load_samples(results_dir, screening=None):
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise InputError(results_dir, "results folder does not exist")
-    from .reviews import sha256_file
+    from .fileio import sha256_file
 
     found, paths = {}, {}
     for path in sorted(results_dir.glob("*/result.json")):

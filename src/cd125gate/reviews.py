@@ -24,7 +24,6 @@ Two moments check the lines:
 """
 
 import csv
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -82,14 +81,6 @@ class Final:
             "review_reason": (r.reason or None) if r else None,
             "review_note": self.note or None,
         }
-
-
-def sha256_file(path):
-    """SHA-256 of a file's bytes (the digest a review line names)."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror}") from None
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -162,14 +162,11 @@ def _parse_row(path, header, cells, line):
 
 def same_tube_pairs(samples):
     """Samples whose control file has the stained file's SHA-256 (a copy of it), hashing only equal sizes."""
-    import hashlib
-
-    def digest(path):
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+    from .fileio import sha256_file
 
     return [s for s in samples if s.control is not None
-            and s.fcs.stat().st_size == s.control.stat().st_size and digest(s.fcs) == digest(s.control)]
+            and s.fcs.stat().st_size == s.control.stat().st_size
+            and sha256_file(s.fcs) == sha256_file(s.control)]
 
 
 def _existing_file(sheet, line, sample_id, column, value):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import __version__, assay, results, reviews
 from .errors import InputError
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_json, atomic_write_text, sha256_file
 
 CRITERIA = ("MET", "NOT_MET", "REVIEW", "FAILED")
 REVIEW_COLUMNS = ("final", "reviewed_by", "reviewed_at", "review_decision", "review_reason", "review_note")
@@ -131,7 +131,7 @@ def collect_samples(paths, review_lines=None, signoff="review_only", metadata=Tr
                 path, f"sample_id '{row['sample_id']}' was already given by {seen[row['sample_id']]}"
             )
         seen[row["sample_id"]] = path
-        digest = reviews.sha256_file(path)
+        digest = sha256_file(path)
         review = latest.get(row["sample_id"])
         reviewed = _current_reviewed_result(Path(path), digest, review)
         status = reviews.final_status(result["criterion"], digest, review, signoff,
@@ -141,7 +141,7 @@ def collect_samples(paths, review_lines=None, signoff="review_only", metadata=Tr
             row.update(reviewed_criterion=reviewed["criterion"],
                        reviewed_cd125_pos_fraction=reviewed["cd125_pos_fraction"],
                        reviewed_ci_low=reviewed["ci_low"], reviewed_ci_high=reviewed["ci_high"],
-                       reviewed_result_sha256=reviews.sha256_file(Path(path).with_name(REVIEWED_RESULT)))
+                       reviewed_result_sha256=sha256_file(Path(path).with_name(REVIEWED_RESULT)))
         if metadata and not any(row[name] for name in ASSAY_COLUMNS):
             row.update(read_assay_metadata(result))
         samples.append(Collected(Path(path), result, row, status, reviewed))
@@ -164,7 +164,7 @@ def _current_reviewed_result(path, digest, review):
     source = reviewed.get("review") or {}
     if source.get("source_result_sha256") != digest:
         return None
-    if source.get("gates_sha256") != reviews.sha256_file(review.gates):
+    if source.get("gates_sha256") != sha256_file(review.gates):
         return None
     return reviewed
 

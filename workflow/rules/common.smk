@@ -10,7 +10,7 @@ from snakemake.utils import validate
 
 from cd125gate import reviews as review_lines, samplesheet
 from cd125gate.errors import InputError
-from cd125gate.fileio import atomic_write_text
+from cd125gate.fileio import atomic_write_text, sha256_file
 from cd125gate.settings import load_settings
 
 
@@ -78,7 +78,7 @@ def current_results():
         path = os.path.join(OUTDIR, "samples", sample_id, "result.json")
         digests[sample_id] = criteria[sample_id] = None
         if os.path.isfile(path):
-            digests[sample_id] = review_lines.sha256_file(path)
+            digests[sample_id] = sha256_file(path)
             try:
                 with open(path, encoding="utf-8") as handle:
                     criteria[sample_id] = json.load(handle).get("criterion")
