@@ -113,6 +113,24 @@ def test_cd123_high_hla_dr_negative_cd34_negative_blasts_are_taken_for_basophils
     assert pops.labels[2] == "basophils"
 
 
+def test_a_few_stray_events_in_the_lymphocyte_component_do_not_move_the_reference():
+    """Blast-rich marrow: 28 lymphocytes share their component with 17 debris events."""
+    lymphs = np.tile(MARROW["T cells"], (28, 1))
+    stray = np.tile(MARROW["debris"], (17, 1))
+    blasts = np.tile(MARROW["blasts"], (200, 1))
+    x = np.vstack([lymphs, stray, blasts])
+    assigned = np.repeat([0, 0, 1], [28, 17, 200])
+    means = np.array([np.vstack([lymphs, stray]).mean(0), blasts.mean(0)])
+    assert means[0][2] - MARROW["blasts"][2] < 0.3  # the merged mean: blasts barely CD45-dimmer
+    covs = np.stack([np.eye(len(FEATURES)) * 0.01] * 2)
+    args = (FEATURES, ["ch"] * len(FEATURES), np.ones(len(FEATURES)), means, covs, np.array([0.2, 0.8]),
+            np.arange(len(x)), assigned, SETTINGS)
+    assert populations.label(*args).labels[1] != "blasts"
+    pops = populations.label(*args, x)
+    assert pops.reference_mean("CD45") == MARROW["T cells"][2]
+    assert pops.labels == ["lymphocytes", "blasts"]
+
+
 def test_without_a_lymphocyte_reference_nothing_is_named():
     pops = named({"blasts": MARROW["blasts"]}, [1.0])
     pops_none = populations.label(["SSC"], ["c"], np.ones(1), np.zeros((1, 1)), np.ones((1, 1, 1)),

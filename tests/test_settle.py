@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from flowkit import gates
 
-from cd125gate import compensation, gating, gatingml, transforms
+from cd125gate import compensation, gates, gating, gatingml, transforms
 from cd125gate.analyze import analyze_sample
 from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, write_case

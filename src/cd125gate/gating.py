@@ -18,11 +18,10 @@ Hierarchy (names in ``model.GATE_ORDER``)::
 import math
 
 import numpy as np
-import pandas as pd
-from flowkit import Dimension, gates
 
-from . import density, populations
+from . import density, gates, populations
 from .errors import InputError
+from .gates import Dimension
 from .model import GateStep, TimeQC
 from .transforms import transform_id
 
@@ -50,15 +49,13 @@ def _frame(gate, tube, rows=slice(None)):
         source = tube.fcs.events if raw else tube.data
         index = tube.fcs.channel_names().index(d.id) if raw else tube.channels.index(d.id)
         columns[d.id] = source[rows, index]
-    # copy=False: pandas would otherwise stack the columns into one new block,
-    # a full copy of every column per gate (a third of the gating time at 1M events).
-    return pd.DataFrame(columns, copy=False)
+    return columns
 
 
 def apply_gate(gate, tube, parent_mask, steps_by_name=None):
     """Membership of every event in ``gate`` and its parent (a boolean array)."""
     if isinstance(gate, gates.BooleanGate):
-        members = [steps_by_name[r["ref"]].mask ^ r["complement"] for r in gate.gate_refs]
+        members = [steps_by_name[r.ref].mask ^ r.complement for r in gate.gate_refs]
         if gate.type == "not":
             return ~members[0] & parent_mask
         combine = np.logical_and if gate.type == "and" else np.logical_or
@@ -422,7 +419,7 @@ def robust_plane(pops, i, idx, seed=0, limit=2000, least=30):
     follows the component's core instead. With fewer than ``least`` events,
     the mixture's own estimate.
     """
-    from sklearn.covariance import MinCovDet
+    from .mixture import min_cov_det
 
     mean, cov = pops.means[i, idx], pops.covariances[i][np.ix_(idx, idx)]
     if pops.x is None:
@@ -430,8 +427,7 @@ def robust_plane(pops, i, idx, seed=0, limit=2000, least=30):
     points = pops.x[pops.assigned == i][:limit][:, idx]
     if len(points) < least or np.ptp(points, axis=0).min() == 0:
         return mean, cov
-    mcd = MinCovDet(random_state=seed).fit(points)
-    return mcd.location_, mcd.covariance_
+    return min_cov_det(points, seed=seed)
 
 
 def population_polygon(pops, comps, radius, axes=("CD45", "SSC")):
@@ -692,7 +688,7 @@ def _near_boundary(step, tube):
         return near
     rows = np.flatnonzero(tube.parent_mask(step))
     frame = _frame(gate, tube, rows)
-    values = [frame[d.id].to_numpy() for d in gate.dimensions]
+    values = [frame[d.id] for d in gate.dimensions]
     if isinstance(gate, gates.PolygonGate):
         vertices = np.asarray(gate.vertices, dtype=float)
         close = _near_edges(values, vertices)

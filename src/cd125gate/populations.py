@@ -47,6 +47,7 @@ class Populations:
     assigned: np.ndarray      # component of each subsample event (most probable)
     notes: list = field(default_factory=list)
     x: np.ndarray | None = None  # the fitted events in the backbone space (rows x features)
+    reference_point: np.ndarray | None = None  # per feature, the lymphocytes' median (decades)
 
     def components(self, name):
         return [i for i, label in enumerate(self.labels) if label == name]
@@ -65,11 +66,8 @@ class Populations:
         return self.features.index(name)
 
     def reference_mean(self, feature):
-        return float(self.means[self.reference, self.feature(feature)])
-
-    def reference_sd(self, feature):
-        j = self.feature(feature)
-        return float(math.sqrt(self.covariances[self.reference, j, j]))
+        """The lymphocyte reference's centre in ``feature`` (its events' median; see ``label``)."""
+        return float(self.reference_point[self.feature(feature)])
 
 
 def decades_per_unit(scale):
@@ -123,8 +121,9 @@ def fit(tube, mask, settings):
 
     :param settings: the config's ``gating`` block
     """
-    from sklearn.mixture import GaussianMixture
     from threadpoolctl import threadpool_limits
+
+    from .mixture import gaussian_mixture
 
     features, channels, scale = backbone(tube)
     rows = subsample(mask, settings.max_events_fit, settings.seed)
@@ -132,20 +131,25 @@ def fit(tube, mask, settings):
     k = int(min(settings.components, max(1, rows.size // 50)))
     # One thread: BLAS threads fighting over the cores made the fit ~10x slower on a busy machine.
     with threadpool_limits(1):
-        gm = GaussianMixture(k, covariance_type="full", random_state=settings.seed, max_iter=200,
-                             tol=1e-3, reg_covar=1e-4).fit(x)
+        gm = gaussian_mixture(x, k, seed=settings.seed, max_iter=200, tol=1e-3, reg_covar=1e-4)
         assigned = gm.predict(x)
-    pops = label(features, channels, scale, gm.means_, gm.covariances_, gm.weights_, rows, assigned,
-                 settings)
-    pops.x = x
-    return pops
+    return label(features, channels, scale, gm.means, gm.covariances, gm.weights, rows, assigned,
+                 settings, x)
 
 
-def label(features, channels, scale, means, covariances, weights, rows, assigned, settings):
-    """Name every component against the phenotype table, relative to the lymphocyte reference."""
+def label(features, channels, scale, means, covariances, weights, rows, assigned, settings, x=None):
+    """Name every component against the phenotype table, relative to the lymphocyte reference.
+
+    The reference point is the median of the events assigned to the
+    lymphocyte component (its mean without ``x``): when the lymphocytes are a
+    fraction of a percent of a blast-rich marrow, a few stray events can share
+    their component and drag its mean half-way to the blasts, which would
+    read every blast marker against the wrong place; the median stays on the
+    lymphocytes while they are most of their component.
+    """
     pops = Populations(list(features), list(channels), np.asarray(scale), np.asarray(means),
                        np.asarray(covariances), np.asarray(weights), [], [], None,
-                       np.asarray(rows), np.asarray(assigned))
+                       np.asarray(rows), np.asarray(assigned), x=x)
     ref = lymphocyte_reference(pops, settings.min_population_share)
     pops.reference = ref
     if ref is None:
@@ -153,8 +157,10 @@ def label(features, channels, scale, means, covariances, weights, rows, assigned
         pops.levels = [{} for _ in weights]
         pops.notes.append("no lymphocyte reference (CD45-bright, SSC-low) found")
         return pops
+    own = None if x is None else x[pops.assigned == ref]
+    pops.reference_point = pops.means[ref] if own is None or len(own) == 0 else np.median(own, axis=0)
     for i in range(len(weights)):
-        levels = component_levels(pops.means[i] - pops.means[ref], pops.features, settings.levels)
+        levels = component_levels(pops.means[i] - pops.reference_point, pops.features, settings.levels)
         pops.levels.append(levels)
         pops.labels.append(match(levels, settings.phenotypes) if weights[i] > 0 else "unknown")
     pops.labels[ref] = "lymphocytes"

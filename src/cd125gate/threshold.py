@@ -79,19 +79,19 @@ def _lymphocyte_threshold(stained, cd125_scale, pct):
 
 def _negative_peak(values, seed, min_separation=3.0, min_weight=0.05, max_fit=50000):
     """(mean, sd, weight) of the lower of two well-separated Gaussian components, or None."""
-    from sklearn.mixture import GaussianMixture
+    from .mixture import gaussian_mixture
 
     if values.size < 200:
         return None
     rng = np.random.default_rng(seed)
     fit = values if values.size <= max_fit else rng.choice(values, max_fit, replace=False)
-    gm = GaussianMixture(2, random_state=seed).fit(fit[:, None])
-    means, sds = gm.means_[:, 0], np.sqrt(gm.covariances_[:, 0, 0])
+    gm = gaussian_mixture(fit, 2, seed=seed)
+    means, sds = gm.means[:, 0], np.sqrt(gm.covariances[:, 0, 0])
     lo, hi = np.argsort(means)
     separation = (means[hi] - means[lo]) / np.hypot(sds[lo], sds[hi])
-    if separation < min_separation or min(gm.weights_) < min_weight:
+    if separation < min_separation or min(gm.weights) < min_weight:
         return None
-    return float(means[lo]), float(sds[lo]), float(gm.weights_[lo])
+    return float(means[lo]), float(sds[lo]), float(gm.weights[lo])
 
 
 def fixed(cd125_scale, settings):
