@@ -32,9 +32,7 @@ def main():
     parser.add_argument("--outputs", action="store_true", help="also time writing gates and figures")
     args = parser.parse_args()
 
-    import flowkit  # noqa: F401  (imports outside the timing)
-    import matplotlib  # noqa: F401
-    import sklearn.mixture  # noqa: F401
+    import matplotlib  # noqa: F401  (imports outside the timing)
 
     from cd125gate import gatingml
     from cd125gate.analyze import analyze_sample

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""What a per-sample process pays for imports, and what it would pay without FlowKit.
+"""What a per-sample process pays for imports, and what the heavy packages it avoids would cost.
 
 Usage: .venv/bin/python scripts/import_costs.py [--repeat 5] [STAINED CONTROL]
 
@@ -9,10 +9,9 @@ Usage: .venv/bin/python scripts/import_costs.py [--repeat 5] [STAINED CONTROL]
    another is shown under its own name: bokeh, not flowkit).
 2. The extra cost of each heavy import in a fresh process that has already
    imported numpy (median of ``--repeat`` processes).
-3. The imports the per-sample path would keep once gating holds
-   ``cd125gate.gates`` values and writes Gating-ML with
-   ``gatingml.export_light`` (FlowKit only for re-gating and export tools),
-   with and without scipy.stats (used for one KS statistic).
+
+The per-sample path imports none of flowkit, scikit-learn, scipy.stats or
+pandas (tests/test_analyze.py checks it); part 2 shows what each would cost.
 """
 
 import argparse
@@ -37,17 +36,6 @@ HEAVY = {
     "flowutils": "import flowutils.compensate, flowutils.transforms, flowutils.gating",
 }
 
-_CD125GATE = ("import cd125gate.analyze, cd125gate.compensation, cd125gate.panel, cd125gate.fcs, "
-              "cd125gate.transforms, cd125gate.stats, cd125gate.threshold, cd125gate.density, "
-              "cd125gate.gates, cd125gate.gatingml, cd125gate.plots, cd125gate.settings, cd125gate.fileio; "
-              "import flowutils.compensate, flowutils.transforms, flowutils.gating, yaml, jsonschema; "
-              "import matplotlib.figure, matplotlib.backends.backend_agg")
-AFTER_SWITCH = {
-    "after the switch (no flowkit, no pandas)": _CD125GATE + "; import scipy.stats",
-    "  ... and the KS statistic in numpy (no scipy)": _CD125GATE,
-}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stained", nargs="?", default=str(ROOT / "test_data" / "high_fmo_stained.fcs"))
@@ -65,13 +53,6 @@ def main():
     print(f"   {'numpy itself':44s} {median_seconds('', args.repeat, after_numpy=False) - base:6.3f} s")
     for name, statement in HEAVY.items():
         print(f"   {name:44s} {median_seconds(statement, args.repeat):6.3f} s")
-
-    print("3. what the per-sample path would import:")
-    everything = _CD125GATE + "; import scipy.stats, flowkit, pandas, cd125gate.gating"
-    print(f"   {'today (flowkit, pandas, scipy.stats, ...)':44s} {median_seconds(everything, args.repeat):6.3f} s")
-    for name, statement in AFTER_SWITCH.items():
-        check = statement + "; import sys; assert 'flowkit' not in sys.modules and 'pandas' not in sys.modules"
-        print(f"   {name:44s} {median_seconds(check, args.repeat):6.3f} s")
 
 
 def analyze_importtime(stained, control):

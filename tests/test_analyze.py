@@ -1,6 +1,8 @@
 """One sample end to end: outputs, FlowKit reproduction of the counts, determinism, bad input."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,18 @@ def test_flowkit_reproduces_every_count_from_the_exported_gates(clog_case, tmp_p
     assert gatingml.reapply(tmp_path / "gates.xml", stained) == ours
     ours_control = {g["name"]: g["count"] for g in analysis.result.control_gates}
     assert gatingml.reapply(tmp_path / "control_gates.xml", control) == ours_control
+
+
+def test_a_sample_job_imports_none_of_the_heavy_packages(tmp_path):
+    """flowkit, scikit-learn, scipy.stats and pandas each cost ~1-2 s of start-up per job."""
+    code = ("import sys; from cd125gate.cli import main\n"
+            f"code = main(['analyze', {str(TEST_DATA / 'high_fmo_stained.fcs')!r}, '--control', "
+            f"{str(TEST_DATA / 'high_fmo_control.fcs')!r}, '--out', {str(tmp_path)!r}, '--exit-zero'])\n"
+            "heavy = {'flowkit', 'sklearn', 'scipy.stats', 'pandas', 'bokeh'} & set(sys.modules)\n"
+            "assert code == 0 and not heavy, heavy\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "result.json").is_file() and (tmp_path / "qc.png").is_file()
 
 
 def test_same_input_gives_byte_identical_outputs(clog_case, tmp_path):

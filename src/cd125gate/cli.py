@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module, which exposes ``add_arguments(parser)``
 and ``run(args) -> int``. Modules are imported only when their subcommand runs,
-so that `cd125gate inspect` does not pay for matplotlib or scikit-learn.
+so that `cd125gate inspect` does not pay for matplotlib.
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Leukocyte populations found in the panel's backbone space and named by a phenotype table.
 
-A Gaussian mixture is fitted (scikit-learn, seeded from ``gating.seed``) on a
+A Gaussian mixture is fitted (``mixture.gaussian_mixture``, seeded from ``gating.seed``) on a
 subsample of at most ``gating.max_events_fit`` viable singlets, in the
 *backbone space*: log10 FSC-A and SSC-A, and CD45, CD34, CD117, HLA-DR, CD123
 and CD33 where the panel has them, every axis in decades (a logicle display
@@ -8,7 +8,8 @@ unit times its M). Each component is then named by its mean against the
 phenotype table of the config (``gating.phenotypes``): every marker's level
 (neg / dim / pos / bright; SSC and FSC low / mid / high) is read *relative to
 the tube's own lymphocytes* (``gating.levels``), which are found first as the
-component brightest in CD45 for its SSC. The first row of the table whose
+component brightest in CD45 for its SSC, and whose centre is the median of the
+events assigned to them. The first row of the table whose
 levels all match names the component; none matching leaves it "unknown".
 
 The gates are then drawn around named populations (``gating.py``), and the
