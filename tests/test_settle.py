@@ -56,7 +56,7 @@ def test_an_event_on_a_boundary_is_counted_as_flowkit_counts_it(tmp_path):
     probe = gates.RectangleGate("probe", [gating.dim(tube, channel, lo=float(exact[event]))])
     gating.add_step(tube, "probe", "blasts", probe, channel, None, "bound on one event's value")
     assert not tube.step("probe").mask[event]  # the fast value alone misses it
-    recomputed = gating.settle(tube, comp[:, [tube.fcs.channel_names().index(c) for c in tube.channels]])
+    recomputed = gating.settle(tube, analysis.compensation)
     assert 0 < recomputed < len(tube.data) // 100
     assert tube.step("probe").mask[event]
 

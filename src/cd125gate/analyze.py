@@ -35,8 +35,6 @@ class SampleAnalysis:
     failed_stage: str | None = None              # the stage whose InputError made the result FAILED
     progress: object = None                      # called with (stage, seconds) after each stage
     meta: dict = field(default_factory=dict)     # the sample sheet's fields of this sample
-    # role -> compensated events, kept only until `gating.settle` has used them
-    compensated: dict = field(default_factory=dict, repr=False)
 
     @contextmanager
     def stage(self, name):
@@ -118,7 +116,7 @@ def _run(analysis, facts, fcs_path, control_path, compensation_path, settings):
         stained_fcs, control_fcs, markers, control_problem = _read_inputs(
             analysis, facts, fcs_path, control_path, compensation_path, settings)
     with analysis.stage("compensate_transform"):
-        analysis.stained, analysis.control, analysis.compensated = tubes.prepare(
+        analysis.stained, analysis.control = tubes.prepare(
             stained_fcs, control_fcs, markers, analysis.compensation, settings, analysis.both)
     with analysis.stage("gate"):
         _gate(analysis, settings)
@@ -176,7 +174,7 @@ def _measure(analysis, facts, settings, control_problem):
     analysis.threshold = cut
     for tube in filter(None, (stained, control)):
         gating.cd125_positive(tube, cut)
-        gating.settle(tube, analysis.compensated.pop(tube.role))
+        gating.settle(tube, analysis.compensation)
     time_removed = tuple((t.role, t.time_qc.removed_fraction) for t in filter(None, (stained, control))
                          if t.time_qc is not None)
     facts.qc.update({f"{role}_time_removed_fraction": removed for role, removed in time_removed})

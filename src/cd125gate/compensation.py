@@ -224,7 +224,7 @@ BLOCK_EVENTS = 1 << 14
 
 
 def compensate(events, channel_names, comp):
-    """Compensated float64 copy of ``events``; only the matrix's channels change.
+    """Compensated float64 copy of ``events`` (column-major); only the matrix's channels change.
 
     Parameters
     ----------
@@ -243,7 +243,7 @@ def compensate(events, channel_names, comp):
 
     data = np.asarray(events, dtype=np.float64)
     if comp.source == "none":
-        return data.copy()
+        return np.array(data, order="F")
     names = list(channel_names)
     missing = [c for c in comp.channels if c not in names]
     if missing:
@@ -254,7 +254,8 @@ def compensate(events, channel_names, comp):
     # temporaries make it slow (~0.3-0.7 s per million events here, mostly fresh memory);
     # each event is solved on its own, so blocks of rows give the very same numbers
     # (a test checks bit-identity) in a third of the time.
-    out = np.empty_like(data)
+    # Column-major, as the transform step wants it: it can then work in place (no second copy).
+    out = np.empty(data.shape, order="F")
     for start in range(0, len(data), BLOCK_EVENTS):
         block = slice(start, start + BLOCK_EVENTS)
         out[block] = flowutils_compensate(data[block], comp.matrix, idx)

@@ -642,7 +642,7 @@ def find_gates(tube, settings):
 SETTLE_DELTA = 1e-9
 
 
-def settle(tube, compensated):
+def settle(tube, comp):
     """Make every count FlowKit's: recompute exactly the events close to a gate boundary.
 
     The tube was transformed with `transforms.fast_logicle`, within 1e-11 of
@@ -652,9 +652,14 @@ def settle(tube, compensated):
     SETTLE_DELTA is transformed again with FlowKit's own logicle, and every
     gate is applied again.
 
-    :param compensated: the tube's compensated events, columns as ``tube.channels``
+    The compensated values of those events are computed again from the raw
+    events (compensation solves each event on its own, so a subset gets the
+    very numbers of the whole tube) rather than kept for every event.
+
+    :param comp: the Compensation the tube was compensated with
     :return: how many events were recomputed
     """
+    from .compensation import compensate
     from .transforms import forward
 
     near = np.zeros(len(tube.data), dtype=bool)
@@ -662,9 +667,11 @@ def settle(tube, compensated):
         near |= _near_boundary(step, tube)
     rows = np.flatnonzero(near)
     if rows.size:
+        names = tube.fcs.channel_names()
+        compensated = compensate(tube.fcs.events[rows], names, comp)
         for j, channel in enumerate(tube.channels):
             if tube.scales[channel].kind == "logicle":
-                tube.data[rows, j] = forward(tube.scales[channel], compensated[rows, j])
+                tube.data[rows, j] = forward(tube.scales[channel], compensated[:, names.index(channel)])
         reapply(tube)
     return int(rows.size)
 
