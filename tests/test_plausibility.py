@@ -202,3 +202,16 @@ def test_range_far_below_the_data_is_fatal(tmp_path):
     # A fuzzer mutant: $P3R (SSC-A) of 7 over values up to 262,143 crashed the gating.
     fcs = read(tmp_path, ranges=[262144, 7, 262144, 262144, 262144, 1024])
     assert found(fcs)[("SSC-A", True)].startswith("100% of events exceed 100 x $P2R=7 (largest ")
+
+
+@pytest.mark.parametrize("other_share, constant", [(0.0099, True), (0.0101, False)])
+def test_constant_is_judged_exactly_even_when_the_other_values_sit_on_the_subsample(other_share, constant):
+    """The constant test reads the median of every k-th event: the odd values placed exactly
+    there (the worst case for a subsample) must not hide a constant channel, nor fake one."""
+    n = 100_000
+    column = np.full(n, 7.0)
+    others = int(other_share * n)
+    step = max(1, int(0.4 / (1.0 - plausibility.CONSTANT_SHARE)))
+    column[np.arange(others) * step % n] = np.arange(others) + 100.0
+    found = plausibility._share_problems(column)
+    assert bool(found and found[0].startswith("constant")) is constant, found

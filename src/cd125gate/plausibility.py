@@ -91,7 +91,9 @@ def problems(fcs, markers, required=()):
     n = len(fcs.events)
     found = []
     for i, channel in enumerate(fcs.channels):
-        column = fcs.events[:, i]
+        # One contiguous copy per channel: the checks below pass over it several times,
+        # and a strided column of a row-major tube is ~4x slower to read each time.
+        column = np.ascontiguousarray(fcs.events[:, i])
         marker = mapped.get(channel.name)
         is_time = marker == "Time" or channel.name.lower() == "time"
         bad = n - int(np.count_nonzero(np.isfinite(column)))
@@ -182,8 +184,10 @@ def _channel_problems(fcs, channel, column):
 def _share_problems(column):
     """A constant or a saturated channel."""
     n = column.size
-    # The median is the value shared by >= 99 % of events if there is one: O(n), no sort.
-    middle = float(np.median(column))
+    # A value held by >= CONSTANT_SHARE of the events holds more than half of every k-th
+    # event when k * (1 - CONSTANT_SHARE) < 1/2, so it is that subsample's median: an exact
+    # test at a fortieth of the cost of the whole column's median.
+    middle = float(np.median(column[::max(1, int(0.4 / (1.0 - CONSTANT_SHARE)))]))
     at_middle = np.count_nonzero(column == middle) / n
     if at_middle >= CONSTANT_SHARE:
         return [f"constant: {at_middle:.1%} of {n:,} events have the value {middle:g}"]
