@@ -31,6 +31,14 @@ def test_counts_alone(positive, blasts, expected):
     assert verdict.ci_low < positive / blasts < verdict.ci_high
 
 
+def test_no_gated_blasts_is_a_review_with_one_plain_reason():
+    """A valid tube whose blasts the gates missed: REVIEW to gate by hand, not a FAILED tube."""
+    verdict = decide(evidence(blasts=0, positive=0, blast_share=(0.0, 0.0)), SETTINGS)
+    assert verdict.criterion == "REVIEW" and verdict.fraction is None
+    assert verdict.reasons == ("the automatic gating found no blasts: gate the tube by hand (re-gate) "
+                               "before any call",)
+
+
 def test_every_rule_is_in_the_list_once():
     rules = [getattr(criterion, name) for name in dir(criterion)
              if callable(getattr(criterion, name)) and getattr(getattr(criterion, name), "__module__", "")

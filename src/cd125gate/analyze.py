@@ -157,8 +157,6 @@ def _gate(analysis, settings):
     from . import gating
 
     gating.find_gates(analysis.stained, settings)
-    if analysis.stained.step("blasts").count == 0:
-        raise InputError(analysis.stained.fcs.path, "gating found no blasts")
     if analysis.control is not None:
         gating.apply_template(analysis.control, analysis.stained, settings)
 
@@ -185,7 +183,7 @@ def _measure(analysis, facts, settings, control_problem):
         uncompensated=analysis.compensation.source == "none", control_used=control is not None,
         control_problem=control_problem, implausible=tuple(facts.implausible), time_removed=time_removed,
         blast_share=_blast_shares(stained, control) if control is not None else None,
-        overlap=threshold.overlap(stained, control, cut, positive / blasts, settings.threshold),
+        overlap=threshold.overlap(stained, control, cut, positive / blasts, settings.threshold) if blasts else None,
         gating_doubts=tuple(doubts), gating_flags=tuple(stained.flags))
 
 

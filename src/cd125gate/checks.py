@@ -4,7 +4,8 @@ Each check returns the reasons it failed, each naming the check; any reason
 sends the sample to REVIEW (never to MET / NOT_MET). Levels are read against
 the stained tube's own lymphocytes (the `lymphocytes` gate), in decades.
 
-- ``blast_checks``: a named blast population exists; the gated blasts are
+- ``blast_checks``: a named blast population exists and the blast gate holds
+  most of its events; the gated blasts are
   CD45-dimmer than the lymphocytes and SSC-low; most carry a blast marker
   (CD34, CD117 or HLA-DR, configurable); few basophil-like events
   (CD123-bright, HLA-DR-negative, no CD34/CD117) are left; enough of them
@@ -52,6 +53,8 @@ def blast_checks(tube, settings, min_blasts=200):
     if pops is not None and not pops.found("blasts"):
         reasons.append("population check: no blast population among the backbone populations; "
                        "the blast gate is only the expected CD45-dim/SSC-low zone")
+    elif pops is not None:
+        reasons += coverage_check(tube, pops, checks.min_blast_coverage)
     if lymph.size < checks.min_reference_events:
         return reasons + [f"reference check: only {lymph.size} lymphocytes, too few to judge "
                           "CD45 and the blast markers against"]
@@ -78,6 +81,24 @@ def blast_checks(tube, settings, min_blasts=200):
         reasons.append(f"basophil check: {left:.0%} of gated blasts are CD123-bright, HLA-DR-negative "
                        "and CD34/CD117-negative (basophil-like) after basophil exclusion")
     return reasons
+
+
+def coverage_check(tube, pops, least):
+    """The blast gate must hold most of the blast population it was drawn for.
+
+    A gate cut back to the core of a small blast population (where it meets
+    lymphocytes or monocytes, or basophils on CD123) counts a part of the
+    blasts, and a small part is an estimate of the whole only if CD125 does
+    not vary across the population.
+    """
+    found = pops.rows_of("blasts")
+    if not found.size:
+        return []
+    coverage = float(tube.step("blasts").mask[found].mean())
+    if coverage >= least:
+        return []
+    return [f"coverage check: the blast gate holds {coverage:.0%} of the {found.size} fitted events of the "
+            f"blast population (at least {least:.0%} expected): the count may not represent the blasts"]
 
 
 def marker_positive(tube, events, reference, markers, above):

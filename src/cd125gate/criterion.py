@@ -121,6 +121,8 @@ def control_consistency(evidence, settings):
         return [], []
     stained, control = evidence.blast_share
     ratio = settings.qc.max_control_blast_share_ratio
+    if not evidence.blasts:
+        return [], []  # nothing to compare: enough_blasts says why
     if control == 0 or not 1 / ratio <= stained / control <= ratio:
         return [f"blasts are {stained:.1%} of leukocytes in the stained tube but {control:.1%} in the "
                 "control tube: the control may be from another specimen, or the gates may not fit it"], []
@@ -159,6 +161,10 @@ def gating_notes(evidence, settings):
 def enough_blasts(evidence, settings):
     """Too few blasts, or a confidence interval that straddles the threshold, cannot decide."""
     criterion = settings.criterion
+    if not evidence.blasts:
+        # A valid tube whose blasts the automatic gates did not find (e.g. CD34-, HLA-DR-,
+        # CD123-bright blasts that look like basophils): a reviewer gates it by hand.
+        return ["the automatic gating found no blasts: gate the tube by hand (re-gate) before any call"], []
     if evidence.blasts < criterion.min_blasts:
         return [f"only {evidence.blasts} blasts, fewer than the {criterion.min_blasts} needed to decide"], []
     cut = criterion.positive_fraction

@@ -129,6 +129,8 @@ class GatingChecks:
                                             "float", within=Range(0, 1))
     max_basophil_like_share: float = setting("most CD123-bright HLA-DR-negative events left among blasts",
                                              "float", within=Range(0, 1))
+    min_blast_coverage: float = setting("least share of the named blast population's fitted events in the "
+                                        "blast gate", "float", within=Range(0, 1))
     min_control_events: int = setting("fewer fitted events of a population: not an internal control", "int",
                                       within=Range(1, 1e9))
     min_positive_control: float = setting("positive internal control below this CD125+ share: REVIEW",
