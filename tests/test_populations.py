@@ -217,7 +217,8 @@ def checked_tube(blast_values, lymph_values, n=400):
     tube.markers = {m: m for m in markers}
     tube.scales = {m: LOGICLE for m in markers}
     tube.step = steps.__getitem__
-    tube.populations = SimpleNamespace(found=lambda name: True)
+    # the blast population's fitted events: every gated blast
+    tube.populations = SimpleNamespace(found=lambda name: True, rows_of=lambda name: np.arange(n, 2 * n))
     return tube
 
 
@@ -227,6 +228,16 @@ BLAST = {"CD45": 2.6, "SSC-A": 4.2, "CD34": 2.5, "CD117": 2.4, "HLA-DR": 2.6, "C
 
 def test_real_blasts_pass_every_blast_check():
     assert checks.blast_checks(checked_tube(BLAST, LYMPH), SETTINGS) == []
+
+
+@pytest.mark.parametrize("outside, flagged", [(300, False), (500, True)])
+def test_a_blast_gate_holding_under_half_its_population_is_flagged(outside, flagged):
+    """400 gated blasts; the population's fitted events also include ``outside`` events the gate left out."""
+    tube = checked_tube(BLAST, LYMPH)
+    tube.populations.rows_of = lambda name: np.concatenate([np.arange(400 - outside // 2, 400),
+                                                           np.arange(400, 800), np.arange(outside - outside // 2)])
+    reasons = checks.blast_checks(tube, SETTINGS)
+    assert any(r.startswith("coverage check: the blast gate holds 44%") for r in reasons) is flagged, reasons
 
 
 @pytest.mark.parametrize("change, name", [
