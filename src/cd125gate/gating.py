@@ -1,12 +1,13 @@
 """Automated gating: find each gate of the hierarchy from the tube's own data.
 
 Every gate is proposed from the data (density valleys, robust statistics and
-a Gaussian mixture for the CD45/SSC blast cluster) and expressed as a FlowKit
-gate, so the exported Gating-ML reproduces every count in FlowKit, FlowJo or
-Cytobank. Counting applies those same FlowKit gate objects (``gate.apply``)
-to events compensated and transformed once, instead of FlowKit's
-``gate_sample``, which recomputes the transforms for every gate; a test shows
-``gate_sample`` on the exported gates gives the same counts.
+the named populations) and expressed as a gate of ``cd125gate.gates``, each
+meaning exactly what FlowKit's class of the same name means, so the exported
+Gating-ML reproduces every count in FlowKit, FlowJo or Cytobank. Counting
+applies those gate values (``gate.apply``) to events compensated and
+transformed once, instead of FlowKit's ``gate_sample``, which recomputes the
+transforms for every gate; tests show ``gate_sample`` on the exported gates
+gives the same counts.
 
 Hierarchy (names in ``model.GATE_ORDER``)::
 
@@ -29,7 +30,7 @@ COMP_ID = "spill"
 
 
 def dim(tube, channel, raw=False, lo=None, hi=None):
-    """A FlowKit Dimension for ``channel`` as this tube holds it in ``tube.data``.
+    """A gate Dimension for ``channel`` as this tube holds it in ``tube.data``.
 
     Fluorescence channels are compensated and transformed; scatter and Time are
     linear. ``raw=True`` asks for the uncompensated, untransformed values

@@ -29,7 +29,7 @@ class GateStep:
 
     name: str               # one of GATE_ORDER, or an annotation population ("basophils", ...)
     parent: str | None      # name of the parent step (None for the root)
-    gate: object            # the FlowKit gate object (flowkit.gates.*) that defines it
+    gate: object            # the gate (cd125gate.gates.*, FlowKit's meaning) that defines it
     x: str                  # channel ($PnN) on the x axis of its plot
     y: str | None           # channel on the y axis, None for a 1-D gate
     mask: np.ndarray        # bool over all events of the tube: in this gate and all its ancestors
