@@ -240,6 +240,13 @@ def test_density_counts_every_event_piling_off_scale_ones_on_the_edge():
     assert row[0] == 1 and row[-1] == 2 and row[int(0.1 * plots.BINS)] == 2
 
 
+def drawn_tick_labels(ax, which):
+    """(positions, texts) of the tick labels _set_ticks drew on an Axes that holds nothing else."""
+    index = 0 if which == "x" else 1
+    texts = sorted(ax.texts, key=lambda t: t.get_position()[index])
+    return np.array([t.get_position()[index] for t in texts]), [t.get_text() for t in texts]
+
+
 def test_fluorescence_ticks_are_raw_decades_at_forward_positions():
     from matplotlib.figure import Figure
 
@@ -247,8 +254,7 @@ def test_fluorescence_ticks_are_raw_decades_at_forward_positions():
     limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
     ax = Figure().add_subplot()
     plots._raw_ticks(ax, "x", scale, limits)
-    positions = ax.get_xticks()
-    labels = [t.get_text() for t in ax.get_xticklabels()]
+    positions, labels = drawn_tick_labels(ax, "x")
     # plain text with Unicode superscripts: no mathtext anywhere in the figures
     assert "0" in labels and "10⁵" in labels and "−10³" in labels
     np.testing.assert_allclose(positions[labels.index("10⁴")], np.arcsinh(1e4 / COFACTOR))
@@ -262,7 +268,7 @@ def test_scatter_ticks_read_in_thousands():
 
     ax = Figure().add_subplot()
     plots._raw_ticks(ax, "y", FakeScale("SSC-A", "linear", {}), (0.0, 262144.0))
-    labels = [t.get_text() for t in ax.get_yticklabels()]
+    _, labels = drawn_tick_labels(ax, "y")
     assert "100K" in labels and "0" in labels
 
 
@@ -314,7 +320,7 @@ def test_minor_ticks_mark_every_in_range_multiple_of_a_decade():
     limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
     ax = Figure().add_subplot()
     plots._raw_ticks(ax, "x", scale, limits)
-    marks = [line for line in ax.lines if line.get_marker() == TICKDOWN]
+    marks = [line for line in ax.lines if line.get_marker() == TICKDOWN and line.get_markersize() == plots.MINOR_TICK]
     assert len(marks) == 1
     raw = [s * m * 10.0**d for d in range(1, 7) for m in range(2, 10) for s in (-1, 1)]
     expected = np.sort([p for p in np.arcsinh(np.array(raw) / COFACTOR) if limits[0] <= p <= limits[1]])
@@ -370,3 +376,140 @@ def test_light_gates_are_drawn_as_their_flowkit_originals(sample):
     ax = Figure().add_subplot()
     plots._draw_gate(ax, from_flowkit(stained.step("blasts").gate), "APC-A", "BV421-A", "black", None)
     assert len(ax.patches) == 0  # a BooleanGate has no outline
+
+
+# --- drawing at raster speed: hand-placed ticks, own PNG encoder ------------------------------------
+
+
+def drawn_figure(ax):
+    """The renderer after drawing ``ax``'s figure (window extents are then final)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(ax.figure)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def test_ticks_are_plain_artists_outside_the_axes():
+    """No matplotlib Tick objects: one marker line per tick size, each label one Text below/left of its mark."""
+    from matplotlib.figure import Figure
+
+    scale = FakeScale("PE-A", "arcsinh", {})
+    limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    ax = fig.add_subplot()
+    ticks = plots._raw_ticks(ax, "x", scale, limits)
+    assert ax.get_xlim() == limits and ax.xaxis.get_major_ticks() == [] and ax.xaxis.get_minor_ticks() == []
+    major = [line for line in ax.lines if line.get_markersize() == plots.MAJOR_TICK]
+    assert len(major) == 1
+    positions, labels = drawn_tick_labels(ax, "x")
+    np.testing.assert_allclose(major[0].get_xdata(), positions)
+    np.testing.assert_allclose(positions, ticks.major)
+    assert labels == list(ticks.labels)
+    renderer = drawn_figure(ax)
+    frame = ax.get_window_extent(renderer)
+    for text in ax.texts:
+        box = text.get_window_extent(renderer)
+        assert box.y1 < frame.y0  # under the axes, clear of the tick marks
+        centre = ax.transData.transform((text.get_position()[0], 0))[0]
+        assert abs((box.x0 + box.x1) / 2 - centre) < 1  # centred on its tick
+
+
+@pytest.mark.parametrize("scale", [FakeScale("SSC-A", "linear", {}), FakeScale("PE-A", "arcsinh", {})])
+def test_axis_titles_clear_their_tick_labels(scale):
+    """The titles are placed from an estimate of the labels' size, never by measuring them: check it holds."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    ax = fig.add_subplot()
+    limits = (0.0, 262144.0) if scale.kind == "linear" else (float(scale.forward(-3e4)), float(scale.forward(3e5)))
+    y_ticks = plots._raw_ticks(ax, "y", scale, limits)
+    x_ticks = plots._raw_ticks(ax, "x", scale, limits)
+    plots._axis_label(ax, "y", "SSC-A title", y_ticks)
+    plots._axis_label(ax, "x", "x title", x_ticks)
+    renderer = drawn_figure(ax)
+    *tick_texts, y_title, x_title = ax.texts
+    y_labels = [t.get_window_extent(renderer) for t in tick_texts if t.get_horizontalalignment() == "right"]
+    x_labels = [t.get_window_extent(renderer) for t in tick_texts if t.get_horizontalalignment() == "center"]
+    assert len(y_labels) == len(y_ticks.labels) >= 3 and len(x_labels) == len(x_ticks.labels) >= 3
+    assert y_title.get_window_extent(renderer).x1 < min(b.x0 for b in y_labels)
+    assert x_title.get_window_extent(renderer).y1 < min(b.y0 for b in x_labels)
+    # ...and not far off either: a title stays within 12 points of its labels
+    assert min(b.x0 for b in y_labels) - y_title.get_window_extent(renderer).x1 < 12 * plots.DPI / 72
+
+
+def test_png_bytes_decode_to_the_pixels():
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    image = Image.open(io.BytesIO(plots._png_bytes(rgba, 100, {"Software": None, "Title": "QC $x$"})))
+    assert image.mode == "RGB" and image.size == (53, 37)
+    np.testing.assert_array_equal(np.asarray(image), rgba[..., :3])
+    assert image.info["Title"] == "QC $x$" and "Software" not in image.info
+    assert image.info["dpi"] == pytest.approx((100, 100), abs=0.01)
+    rgba[3, 4, 3] = 10  # any transparency: the alpha channel is kept
+    image = Image.open(io.BytesIO(plots._png_bytes(rgba, 100)))
+    assert image.mode == "RGBA"
+    np.testing.assert_array_equal(np.asarray(image), rgba)
+
+
+def test_saved_png_is_the_rendered_page(sample, tmp_path):
+    """savefig(format="png") on a QC figure goes through _png_bytes and holds exactly the Agg page."""
+    import io
+
+    from PIL import Image
+
+    stained, control, threshold, result = sample
+    paths = plots.plot_sample(*sample, tmp_path)
+    fig = plots._tube_figure(stained, stained, control, threshold, result)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=plots.DPI)
+    assert buffer.getvalue() == paths[0].read_bytes()
+    page = np.asarray(fig.canvas.buffer_rgba())
+    decoded = np.asarray(Image.open(paths[0]))
+    assert decoded.shape == page.shape[:2] + (3,) and (page[..., 3] == 255).all()
+    np.testing.assert_array_equal(decoded, page[..., :3])
+
+
+def test_time_panel_draws_each_bin_at_its_rate(sample):
+    from matplotlib.figure import Figure
+
+    stained = sample[0]
+    qc = stained.time_qc
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    plots._time_panel(fig, fig.add_gridspec(1, 1)[0, 0], plots._Context(stained))
+    rate_ax, signal_ax = fig.axes
+    line = next(line for line in rate_ax.lines if line.get_linestyle() == "-")
+    steps = line.get_xydata().reshape(-1, 2, 2)  # one (left, right) pair of points per bin
+    np.testing.assert_allclose(steps[:, 0, 0], qc.bin_edges[:-1])
+    np.testing.assert_allclose(steps[:, 1, 0], qc.bin_edges[1:])
+    np.testing.assert_allclose(steps[:, 0, 1], qc.rate)
+    np.testing.assert_allclose(steps[:, 1, 1], qc.rate)
+    low, high = rate_ax.get_ylim()
+    assert low < np.min(qc.rate) and high > np.max(qc.rate)
+    assert rate_ax.get_xlim() == signal_ax.get_xlim() == (qc.bin_edges[0], qc.bin_edges[-1])
+    assert len([line for line in signal_ax.lines if line.get_linestyle() == "-"]) == len(qc.signal)
+
+
+def test_cd125_panel_shows_both_tubes_whole_with_the_threshold(sample):
+    from matplotlib.figure import Figure
+
+    stained, control, threshold, result = sample
+    contexts = [plots._Context(stained), plots._Context(control)]
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    plots._cd125_panel(fig, fig.add_gridspec(1, 1)[0, 0], contexts[0], contexts, threshold, result)
+    ax = fig.axes[0]
+    steps = [a for a in ax.get_children() if type(a).__name__ == "StepPatch"]
+    assert len(steps) == 2
+    highest = max(float(np.max(s.get_data().values)) for s in steps)
+    assert ax.get_ylim()[0] == 0 and highest < ax.get_ylim()[1] < 1.1 * highest
+    for s in steps:  # each histogram is the percentage of that tube's blasts
+        assert np.sum(s.get_data().values) == pytest.approx(100.0)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"stained blasts ({stained.step('blasts').count:,})",
+                      f"control blasts ({control.step('blasts').count:,})",
+                      f"threshold {threshold.value_raw:,.4g} raw"]
