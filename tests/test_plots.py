@@ -513,3 +513,22 @@ def test_cd125_panel_shows_both_tubes_whole_with_the_threshold(sample):
     assert legend == [f"stained blasts ({stained.step('blasts').count:,})",
                       f"control blasts ({control.step('blasts').count:,})",
                       f"threshold {threshold.value_raw:,.4g} raw"]
+
+
+@pytest.mark.parametrize("cmap", ["turbo", "Greys"])
+def test_density_colours_are_lognorm_through_the_colormap(cmap):
+    """The table look-up gives imshow's colours for LogNorm(1, max) with empty bins white."""
+    import matplotlib
+    from matplotlib.colors import LogNorm
+
+    rng = np.random.default_rng(3)
+    colours = matplotlib.colormaps[cmap]
+    if cmap == "Greys":
+        colours = matplotlib.colors.ListedColormap(colours(np.linspace(0.3, 1.0, 256)))
+    colours = colours.with_extremes(bad="white")
+    for top in (1, 2, 17, 256, 123457):
+        counts = rng.integers(0, top + 1, (plots.BINS, plots.BINS))
+        counts[0, :2] = top, 0
+        norm = LogNorm(vmin=1, vmax=max(int(counts.max()), 2))
+        expected = colours(norm(np.ma.masked_equal(counts, 0)), bytes=True)
+        np.testing.assert_array_equal(plots._density_rgba(counts, cmap), expected)

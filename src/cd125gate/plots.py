@@ -517,24 +517,42 @@ def _histogram2d(x, y, xlim, ylim):
 
 
 def _density(ax, ctx, mask, x, y, cmap="turbo"):
-    """Pseudo-colour density (log colour) of the masked events: one image."""
-    import matplotlib
-    from matplotlib.colors import LogNorm
-
+    """Pseudo-colour density (log colour) of the masked events: one image of precomputed RGBA."""
     xlim, ylim = ctx.limits(x), ctx.limits(y)
     counts = _counts(ctx.bins(x)[mask], ctx.bins(y)[mask])
-    colours = matplotlib.colormaps[cmap]
-    if cmap == "Greys":
-        # keep the faintest blasts visible against the white background
-        colours = matplotlib.colors.ListedColormap(colours(np.linspace(0.3, 1.0, 256)))
-    colours = colours.with_extremes(bad="white")
-    image = np.ma.masked_equal(counts, 0)
-    ax.imshow(image, origin="lower", extent=(*xlim, *ylim), aspect="auto", interpolation="nearest",
-              cmap=colours, norm=LogNorm(vmin=1, vmax=max(int(counts.max()), 2)))
+    ax.imshow(_density_rgba(counts, cmap), origin="lower", extent=(*xlim, *ylim), aspect="auto",
+              interpolation="nearest")
     ctx.axis(ax, "x", x)
     ctx.axis(ax, "y", y)
     ax.text(0.99, 0.01, f"{int(mask.sum()):,} events", transform=ax.transAxes, ha="right", va="bottom",
             fontsize=6.5, color="#333333")
+
+
+def _density_rgba(counts, cmap):
+    """(BINS, BINS, 4) uint8 colours of ``counts``: log scale from 1 to the maximum, empty bins white.
+
+    The same colours as imshow with LogNorm(1, max) and the colormap's 256 entries,
+    computed with one table look-up instead of matplotlib's masked-array path.
+    """
+    table = _colour_table(cmap)
+    top = max(int(counts.max()), 2)
+    # LogNorm's arithmetic, in its order (log10, divide, then times the table size)
+    scaled = np.log10(np.maximum(counts, 1)) / np.log10(top) * len(table)
+    rgba = table[np.minimum(scaled.astype(np.intp), len(table) - 1)]
+    rgba[counts == 0] = 255  # white, opaque: as the plot background
+    return rgba
+
+
+@cache
+def _colour_table(cmap):
+    """The colormap's 256 colours as uint8 RGBA rows."""
+    import matplotlib
+
+    colours = matplotlib.colormaps[cmap]
+    if cmap == "Greys":
+        # keep the faintest blasts visible against the white background
+        colours = matplotlib.colors.ListedColormap(colours(np.linspace(0.3, 1.0, 256)))
+    return colours(np.arange(colours.N), bytes=True)
 
 
 def _overlay(ax, ctx, mask, x, y, colour):
@@ -834,9 +852,22 @@ def _new_figure(figsize):
 @cache
 def _png_canvas():
     """The Agg canvas class whose ``print_png`` encodes with ``_png_bytes``, not Pillow."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+
+    renderers = {}
 
     class PngCanvas(FigureCanvasAgg):
+        def get_renderer(self):
+            # One renderer per page size for the whole process: matplotlib caches text
+            # measurements per renderer, and the tick labels, axis titles and legends
+            # repeat from one figure to the next. Each draw clears it first.
+            w, h = self.figure.bbox.size
+            key = (w, h, self.figure.dpi)
+            if key not in renderers:
+                renderers[key] = RendererAgg(w, h, self.figure.dpi)
+            self.renderer = renderers[key]
+            return self.renderer
+
         # savefig passes dpi, facecolor, ... to a print method outside matplotlib; it has
         # already applied them to the figure, as it does for Agg's own print_png.
         def print_png(self, filename_or_obj, *, metadata=None, pil_kwargs=None, **_applied_by_savefig):
