@@ -532,3 +532,21 @@ def test_density_colours_are_lognorm_through_the_colormap(cmap):
         norm = LogNorm(vmin=1, vmax=max(int(counts.max()), 2))
         expected = colours(norm(np.ma.masked_equal(counts, 0)), bytes=True)
         np.testing.assert_array_equal(plots._density_rgba(counts, cmap), expected)
+
+
+def test_density_counts_of_a_mask_are_the_counts_of_the_selected_events():
+    rng = np.random.default_rng(5)
+    ix, iy = rng.integers(0, plots.BINS, (2, 5000)).astype(np.uint8)
+    mask = rng.random(5000) < 0.3
+    counts = plots._counts(ix, iy, mask)
+    np.testing.assert_array_equal(counts, plots._counts(ix[mask], iy[mask]))
+    assert counts.sum() == mask.sum() and counts[iy[mask][0], ix[mask][0]] >= 1
+    corner = plots._counts(np.array([plots.BINS - 1], np.uint8), np.array([plots.BINS - 1], np.uint8))
+    assert corner[-1, -1] == 1  # the last bin of the last row: no uint16 overflow
+
+
+def test_bin_index_puts_nan_and_infinities_on_the_edges():
+    values = np.array([np.nan, -np.inf, np.inf, -3.0, 0.0, 0.5, 0.9999, 1.0, 7.0])
+    bins = plots._bin_index(values, (0.0, 1.0))
+    assert bins.dtype == np.uint8
+    assert bins.tolist() == [0, 0, plots.BINS - 1, 0, 0, plots.BINS // 2] + [plots.BINS - 1] * 3

@@ -37,7 +37,7 @@ STAINED_COLOUR = "#1f77b4"
 CONTROL_COLOUR = "#7f7f7f"
 THRESHOLD_COLOUR = "#c62828"
 FORMATS = ("png", "svg", "pdf")
-BINS = 200              # density resolution per axis
+BINS = 200              # density resolution per axis (at most 255: bin indices are uint8)
 NCOLS = 4               # panels per row
 PANEL_INCHES = (4.3, 3.9)
 HEADER_INCHES = 1.25
@@ -51,7 +51,8 @@ TITLE = {"fontsize": 8.5, "y": 1.0}
 PNG_COMPRESSION = 1
 # Axis limits are quantiles of at most this many events (a fixed stride through the
 # tube): display only, and a full quantile of 1,000,000 events per channel is slow.
-LIMIT_EVENTS = 250_000
+# 100,000 still leaves 50 events in each 0.05% tail.
+LIMIT_EVENTS = 100_000
 # No dates or software versions in the files: the same input gives the same bytes.
 METADATA = {
     "png": {"Software": None},
@@ -496,18 +497,25 @@ def _limits(values, scale):
 
 def _bin_index(values, limits):
     """Bin (0..BINS-1, uint8) of each value on ``limits``; off-scale values go to the edge bins."""
-    scaled = (values - limits[0]) * (BINS / (limits[1] - limits[0]))
-    # NaN lands in bin 0, as a value below the range would
-    return np.clip(np.nan_to_num(scaled, nan=0.0), 0, BINS - 1).astype(np.uint8)
+    scaled = np.subtract(values, limits[0])  # one new array, then in place: ~2x faster on 1e6 events
+    scaled *= BINS / (limits[1] - limits[0])
+    np.fmax(scaled, 0, out=scaled)  # fmax takes the 0 over NaN: NaN lands in bin 0, as a value below would
+    np.minimum(scaled, BINS - 1, out=scaled)
+    return scaled.astype(np.uint8)
 
 
-def _counts(ix, iy):
-    """BINS x BINS counts (rows y, columns x) of events with bin indices ``ix``, ``iy``.
+def _counts(ix, iy, mask=None):
+    """BINS x BINS counts (rows y, columns x) of the events (``mask``: those selected) with bin indices ``ix``, ``iy``.
 
     Binning by hand with bincount: np.histogram2d drops out-of-range events and
-    is several times slower on a million events.
+    is several times slower on a million events. The flat bin fits in uint16
+    (BINS² < 65536), which halves the time against intp.
     """
-    flat = iy.astype(np.intp) * BINS + ix
+    flat = iy.astype(np.uint16)
+    flat *= BINS
+    flat += ix
+    if mask is not None:
+        flat = flat[mask]
     return np.bincount(flat, minlength=BINS * BINS).reshape(BINS, BINS)
 
 
@@ -519,7 +527,7 @@ def _histogram2d(x, y, xlim, ylim):
 def _density(ax, ctx, mask, x, y, cmap="turbo"):
     """Pseudo-colour density (log colour) of the masked events: one image of precomputed RGBA."""
     xlim, ylim = ctx.limits(x), ctx.limits(y)
-    counts = _counts(ctx.bins(x)[mask], ctx.bins(y)[mask])
+    counts = _counts(ctx.bins(x), ctx.bins(y), mask)
     ax.imshow(_density_rgba(counts, cmap), origin="lower", extent=(*xlim, *ylim), aspect="auto",
               interpolation="nearest")
     ctx.axis(ax, "x", x)
@@ -560,7 +568,7 @@ def _overlay(ax, ctx, mask, x, y, colour):
     from matplotlib.colors import to_rgb
 
     xlim, ylim = ctx.limits(x), ctx.limits(y)
-    counts = _counts(ctx.bins(x)[mask], ctx.bins(y)[mask])
+    counts = _counts(ctx.bins(x), ctx.bins(y), mask)
     rgba = np.zeros((BINS, BINS, 4))
     rgba[..., :3] = to_rgb(colour)
     if counts.max() > 0:
