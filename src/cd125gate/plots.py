@@ -6,12 +6,14 @@ log colour), the gate outline drawn from the very FlowKit gate object that
 counted the events, and a title with the parent count, the gate count and the
 percentage. Axes are in transformed units with tick labels in raw units.
 
-Drawn at raster speed: every density is one image of a 2-D histogram (never
-one artist per event), each channel's bin indices, limits and ticks are
-computed once per figure set, and minor ticks are one marker line per axis
-rather than dozens of matplotlib Tick objects (which cost more than the
-data). All text is plain text: a ``$`` in a channel name, sample id, reason
-or path is printed as is, never parsed as mathtext.
+Drawn at raster speed: every density is one image of precomputed colours from
+a 2-D histogram (never one artist per event); each channel's bin indices,
+limits and ticks are computed once per figure set; tick marks are one marker
+line per axis and tick labels and axis titles plain Text at fixed offsets,
+instead of matplotlib Tick objects and measured label positions (which cost
+more than the data); PNGs are encoded here (``_png_bytes``), not by Pillow.
+All text is plain text: a ``$`` in a channel name, sample id, reason or path
+is printed as is, never parsed as mathtext.
 
 matplotlib is imported inside the functions: importing this module stays cheap.
 """
