@@ -550,3 +550,22 @@ def test_bin_index_puts_nan_and_infinities_on_the_edges():
     bins = plots._bin_index(values, (0.0, 1.0))
     assert bins.dtype == np.uint8
     assert bins.tolist() == [0, 0, plots.BINS - 1, 0, 0, plots.BINS // 2] + [plots.BINS - 1] * 3
+
+
+def test_time_panel_without_signal_channels_or_rate_changes_still_draws(sample):
+    """A flat event rate and no per-channel signal: limits still span the data, nothing divides by zero."""
+    import dataclasses
+
+    from matplotlib.figure import Figure
+
+    stained = sample[0]
+    qc = stained.time_qc
+    flat = dataclasses.replace(qc, rate=np.full_like(qc.rate, 250.0), signal={})
+    tube = dataclasses.replace(stained, time_qc=flat)
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    plots._time_panel(fig, fig.add_gridspec(1, 1)[0, 0], plots._Context(tube))
+    rate_ax, signal_ax = fig.axes
+    low, high = rate_ax.get_ylim()
+    assert low < 250 < high and np.isfinite(signal_ax.get_ylim()).all()
+    assert signal_ax.get_legend() is None
+    drawn_figure(rate_ax)

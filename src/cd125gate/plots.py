@@ -333,8 +333,9 @@ def _time_panel(fig, spec, ctx):
                                     (signal_ax, positions, "mean signal\n(share of plot range)", 7)):
         for start, stop in _runs(~np.asarray(qc.kept, dtype=bool)):  # one span per run of removed bins
             ax.axvspan(edges[start], edges[stop], color="#c62828", alpha=0.3, linewidth=0)
-        ticks = _round_ticks(_data_limits(*values), nbins=4)
-        _set_ticks(ax, "y", ticks, _data_limits(*values))
+        limits = _data_limits(*values)
+        ticks = _round_ticks(limits, nbins=4)
+        _set_ticks(ax, "y", ticks, limits)
         _axis_label(ax, "y", label, ticks, fontsize=size)
         # the two axes share the time axis: marks on both, labels under the lower one only
         shared = time_ticks if ax is signal_ax else _Ticks(time_ticks.major, (), time_ticks.minor)
@@ -682,7 +683,7 @@ def _round_ticks(limits, nbins):
 
 def _data_limits(*arrays, margin=0.05, floor=None):
     """(lo, hi) of the finite values with matplotlib's 5% margins; ``floor`` pins the bottom (a baseline at 0)."""
-    values = np.concatenate([np.ravel(np.asarray(a, dtype=float)) for a in arrays])
+    values = np.concatenate([np.ravel(np.asarray(a, dtype=float)) for a in arrays] + [np.zeros(0)])
     values = values[np.isfinite(values)]
     lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
     if hi <= lo:
