@@ -569,3 +569,18 @@ def test_time_panel_without_signal_channels_or_rate_changes_still_draws(sample):
     assert low < 250 < high and np.isfinite(signal_ax.get_ylim()).all()
     assert signal_ax.get_legend() is None
     drawn_figure(rate_ax)
+
+
+def test_figures_share_a_renderer_within_a_thread_only(sample):
+    """Text measurements are cached per renderer, so figures reuse one; another thread gets its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stained, control, threshold, result = sample
+
+    def renderer():
+        return plots._tube_figure(stained, stained, control, threshold, result).canvas.get_renderer()
+
+    here = renderer()
+    assert renderer() is here
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(renderer).result() is not here

@@ -863,17 +863,20 @@ def _new_figure(figsize):
 @cache
 def _png_canvas():
     """The Agg canvas class whose ``print_png`` encodes with ``_png_bytes``, not Pillow."""
+    import threading
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 
     renderers = {}
 
     class PngCanvas(FigureCanvasAgg):
         def get_renderer(self):
-            # One renderer per page size for the whole process: matplotlib caches text
-            # measurements per renderer, and the tick labels, axis titles and legends
-            # repeat from one figure to the next. Each draw clears it first.
+            # One renderer per page size (and thread: two figures drawn at once must not
+            # share pixels) for the whole process: matplotlib caches text measurements per
+            # renderer, and the tick labels, axis titles and legends repeat from one figure
+            # to the next. Each draw clears it first.
             w, h = self.figure.bbox.size
-            key = (w, h, self.figure.dpi)
+            key = (threading.get_ident(), w, h, self.figure.dpi)
             if key not in renderers:
                 renderers[key] = RendererAgg(w, h, self.figure.dpi)
             self.renderer = renderers[key]
