@@ -240,6 +240,13 @@ def test_density_counts_every_event_piling_off_scale_ones_on_the_edge():
     assert row[0] == 1 and row[-1] == 2 and row[int(0.1 * plots.BINS)] == 2
 
 
+def drawn_tick_labels(ax, which):
+    """(positions, texts) of the tick labels _set_ticks drew on an Axes that holds nothing else."""
+    index = 0 if which == "x" else 1
+    texts = sorted(ax.texts, key=lambda t: t.get_position()[index])
+    return np.array([t.get_position()[index] for t in texts]), [t.get_text() for t in texts]
+
+
 def test_fluorescence_ticks_are_raw_decades_at_forward_positions():
     from matplotlib.figure import Figure
 
@@ -247,8 +254,7 @@ def test_fluorescence_ticks_are_raw_decades_at_forward_positions():
     limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
     ax = Figure().add_subplot()
     plots._raw_ticks(ax, "x", scale, limits)
-    positions = ax.get_xticks()
-    labels = [t.get_text() for t in ax.get_xticklabels()]
+    positions, labels = drawn_tick_labels(ax, "x")
     # plain text with Unicode superscripts: no mathtext anywhere in the figures
     assert "0" in labels and "10⁵" in labels and "−10³" in labels
     np.testing.assert_allclose(positions[labels.index("10⁴")], np.arcsinh(1e4 / COFACTOR))
@@ -262,7 +268,7 @@ def test_scatter_ticks_read_in_thousands():
 
     ax = Figure().add_subplot()
     plots._raw_ticks(ax, "y", FakeScale("SSC-A", "linear", {}), (0.0, 262144.0))
-    labels = [t.get_text() for t in ax.get_yticklabels()]
+    _, labels = drawn_tick_labels(ax, "y")
     assert "100K" in labels and "0" in labels
 
 
@@ -314,7 +320,7 @@ def test_minor_ticks_mark_every_in_range_multiple_of_a_decade():
     limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
     ax = Figure().add_subplot()
     plots._raw_ticks(ax, "x", scale, limits)
-    marks = [line for line in ax.lines if line.get_marker() == TICKDOWN]
+    marks = [line for line in ax.lines if line.get_marker() == TICKDOWN and line.get_markersize() == plots.MINOR_TICK]
     assert len(marks) == 1
     raw = [s * m * 10.0**d for d in range(1, 7) for m in range(2, 10) for s in (-1, 1)]
     expected = np.sort([p for p in np.arcsinh(np.array(raw) / COFACTOR) if limits[0] <= p <= limits[1]])
@@ -370,3 +376,211 @@ def test_light_gates_are_drawn_as_their_flowkit_originals(sample):
     ax = Figure().add_subplot()
     plots._draw_gate(ax, from_flowkit(stained.step("blasts").gate), "APC-A", "BV421-A", "black", None)
     assert len(ax.patches) == 0  # a BooleanGate has no outline
+
+
+# --- drawing at raster speed: hand-placed ticks, own PNG encoder ------------------------------------
+
+
+def drawn_figure(ax):
+    """The renderer after drawing ``ax``'s figure (window extents are then final)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(ax.figure)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def test_ticks_are_plain_artists_outside_the_axes():
+    """No matplotlib Tick objects: one marker line per tick size, each label one Text below/left of its mark."""
+    from matplotlib.figure import Figure
+
+    scale = FakeScale("PE-A", "arcsinh", {})
+    limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    ax = fig.add_subplot()
+    ticks = plots._raw_ticks(ax, "x", scale, limits)
+    assert ax.get_xlim() == limits and ax.xaxis.get_major_ticks() == [] and ax.xaxis.get_minor_ticks() == []
+    major = [line for line in ax.lines if line.get_markersize() == plots.MAJOR_TICK]
+    assert len(major) == 1
+    positions, labels = drawn_tick_labels(ax, "x")
+    np.testing.assert_allclose(major[0].get_xdata(), positions)
+    np.testing.assert_allclose(positions, ticks.major)
+    assert labels == list(ticks.labels)
+    renderer = drawn_figure(ax)
+    frame = ax.get_window_extent(renderer)
+    for text in ax.texts:
+        box = text.get_window_extent(renderer)
+        assert box.y1 < frame.y0  # under the axes, clear of the tick marks
+        centre = ax.transData.transform((text.get_position()[0], 0))[0]
+        assert abs((box.x0 + box.x1) / 2 - centre) < 1  # centred on its tick
+
+
+@pytest.mark.parametrize("scale", [FakeScale("SSC-A", "linear", {}), FakeScale("PE-A", "arcsinh", {})])
+def test_axis_titles_clear_their_tick_labels(scale):
+    """The titles are placed from an estimate of the labels' size, never by measuring them: check it holds."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    ax = fig.add_subplot()
+    limits = (0.0, 262144.0) if scale.kind == "linear" else (float(scale.forward(-3e4)), float(scale.forward(3e5)))
+    y_ticks = plots._raw_ticks(ax, "y", scale, limits)
+    x_ticks = plots._raw_ticks(ax, "x", scale, limits)
+    plots._axis_label(ax, "y", "SSC-A title", y_ticks)
+    plots._axis_label(ax, "x", "x title", x_ticks)
+    renderer = drawn_figure(ax)
+    *tick_texts, y_title, x_title = ax.texts
+    y_labels = [t.get_window_extent(renderer) for t in tick_texts if t.get_horizontalalignment() == "right"]
+    x_labels = [t.get_window_extent(renderer) for t in tick_texts if t.get_horizontalalignment() == "center"]
+    assert len(y_labels) == len(y_ticks.labels) >= 3 and len(x_labels) == len(x_ticks.labels) >= 3
+    assert y_title.get_window_extent(renderer).x1 < min(b.x0 for b in y_labels)
+    assert x_title.get_window_extent(renderer).y1 < min(b.y0 for b in x_labels)
+    # ...and not far off either: a title stays within 12 points of its labels
+    assert min(b.x0 for b in y_labels) - y_title.get_window_extent(renderer).x1 < 12 * plots.DPI / 72
+
+
+def test_png_bytes_decode_to_the_pixels():
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    image = Image.open(io.BytesIO(plots._png_bytes(rgba, 100, {"Software": None, "Title": "QC $x$"})))
+    assert image.mode == "RGB" and image.size == (53, 37)
+    np.testing.assert_array_equal(np.asarray(image), rgba[..., :3])
+    assert image.info["Title"] == "QC $x$" and "Software" not in image.info
+    assert image.info["dpi"] == pytest.approx((100, 100), abs=0.01)
+    rgba[3, 4, 3] = 10  # any transparency: the alpha channel is kept
+    image = Image.open(io.BytesIO(plots._png_bytes(rgba, 100)))
+    assert image.mode == "RGBA"
+    np.testing.assert_array_equal(np.asarray(image), rgba)
+
+
+def test_saved_png_is_the_rendered_page(sample, tmp_path):
+    """savefig(format="png") on a QC figure goes through _png_bytes and holds exactly the Agg page."""
+    import io
+
+    from PIL import Image
+
+    stained, control, threshold, result = sample
+    paths = plots.plot_sample(*sample, tmp_path)
+    fig = plots._tube_figure(stained, stained, control, threshold, result)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=plots.DPI)
+    assert buffer.getvalue() == paths[0].read_bytes()
+    page = np.asarray(fig.canvas.buffer_rgba())
+    decoded = np.asarray(Image.open(paths[0]))
+    assert decoded.shape == page.shape[:2] + (3,) and (page[..., 3] == 255).all()
+    np.testing.assert_array_equal(decoded, page[..., :3])
+
+
+def test_time_panel_draws_each_bin_at_its_rate(sample):
+    from matplotlib.figure import Figure
+
+    stained = sample[0]
+    qc = stained.time_qc
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    plots._time_panel(fig, fig.add_gridspec(1, 1)[0, 0], plots._Context(stained))
+    rate_ax, signal_ax = fig.axes
+    line = next(line for line in rate_ax.lines if line.get_linestyle() == "-")
+    steps = line.get_xydata().reshape(-1, 2, 2)  # one (left, right) pair of points per bin
+    np.testing.assert_allclose(steps[:, 0, 0], qc.bin_edges[:-1])
+    np.testing.assert_allclose(steps[:, 1, 0], qc.bin_edges[1:])
+    np.testing.assert_allclose(steps[:, 0, 1], qc.rate)
+    np.testing.assert_allclose(steps[:, 1, 1], qc.rate)
+    low, high = rate_ax.get_ylim()
+    assert low < np.min(qc.rate) and high > np.max(qc.rate)
+    assert rate_ax.get_xlim() == signal_ax.get_xlim() == (qc.bin_edges[0], qc.bin_edges[-1])
+    assert len([line for line in signal_ax.lines if line.get_linestyle() == "-"]) == len(qc.signal)
+
+
+def test_cd125_panel_shows_both_tubes_whole_with_the_threshold(sample):
+    from matplotlib.figure import Figure
+
+    stained, control, threshold, result = sample
+    contexts = [plots._Context(stained), plots._Context(control)]
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    plots._cd125_panel(fig, fig.add_gridspec(1, 1)[0, 0], contexts[0], contexts, threshold, result)
+    ax = fig.axes[0]
+    steps = [a for a in ax.get_children() if type(a).__name__ == "StepPatch"]
+    assert len(steps) == 2
+    highest = max(float(np.max(s.get_data().values)) for s in steps)
+    assert ax.get_ylim()[0] == 0 and highest < ax.get_ylim()[1] < 1.1 * highest
+    for s in steps:  # each histogram is the percentage of that tube's blasts
+        assert np.sum(s.get_data().values) == pytest.approx(100.0)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"stained blasts ({stained.step('blasts').count:,})",
+                      f"control blasts ({control.step('blasts').count:,})",
+                      f"threshold {threshold.value_raw:,.4g} raw"]
+
+
+@pytest.mark.parametrize("cmap", ["turbo", "Greys"])
+def test_density_colours_are_lognorm_through_the_colormap(cmap):
+    """The table look-up gives imshow's colours for LogNorm(1, max) with empty bins white."""
+    import matplotlib
+    from matplotlib.colors import LogNorm
+
+    rng = np.random.default_rng(3)
+    colours = matplotlib.colormaps[cmap]
+    if cmap == "Greys":
+        colours = matplotlib.colors.ListedColormap(colours(np.linspace(0.3, 1.0, 256)))
+    colours = colours.with_extremes(bad="white")
+    for top in (1, 2, 17, 256, 123457):
+        counts = rng.integers(0, top + 1, (plots.BINS, plots.BINS))
+        counts[0, :2] = top, 0
+        norm = LogNorm(vmin=1, vmax=max(int(counts.max()), 2))
+        expected = colours(norm(np.ma.masked_equal(counts, 0)), bytes=True)
+        np.testing.assert_array_equal(plots._density_rgba(counts, cmap), expected)
+
+
+def test_density_counts_of_a_mask_are_the_counts_of_the_selected_events():
+    rng = np.random.default_rng(5)
+    ix, iy = rng.integers(0, plots.BINS, (2, 5000)).astype(np.uint8)
+    mask = rng.random(5000) < 0.3
+    counts = plots._counts(ix, iy, mask)
+    np.testing.assert_array_equal(counts, plots._counts(ix[mask], iy[mask]))
+    assert counts.sum() == mask.sum() and counts[iy[mask][0], ix[mask][0]] >= 1
+    corner = plots._counts(np.array([plots.BINS - 1], np.uint8), np.array([plots.BINS - 1], np.uint8))
+    assert corner[-1, -1] == 1  # the last bin of the last row: no uint16 overflow
+
+
+def test_bin_index_puts_nan_and_infinities_on_the_edges():
+    values = np.array([np.nan, -np.inf, np.inf, -3.0, 0.0, 0.5, 0.9999, 1.0, 7.0])
+    bins = plots._bin_index(values, (0.0, 1.0))
+    assert bins.dtype == np.uint8
+    assert bins.tolist() == [0, 0, plots.BINS - 1, 0, 0, plots.BINS // 2] + [plots.BINS - 1] * 3
+
+
+def test_time_panel_without_signal_channels_or_rate_changes_still_draws(sample):
+    """A flat event rate and no per-channel signal: limits still span the data, nothing divides by zero."""
+    import dataclasses
+
+    from matplotlib.figure import Figure
+
+    stained = sample[0]
+    qc = stained.time_qc
+    flat = dataclasses.replace(qc, rate=np.full_like(qc.rate, 250.0), signal={})
+    tube = dataclasses.replace(stained, time_qc=flat)
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    plots._time_panel(fig, fig.add_gridspec(1, 1)[0, 0], plots._Context(tube))
+    rate_ax, signal_ax = fig.axes
+    low, high = rate_ax.get_ylim()
+    assert low < 250 < high and np.isfinite(signal_ax.get_ylim()).all()
+    assert signal_ax.get_legend() is None
+    drawn_figure(rate_ax)
+
+
+def test_figures_share_a_renderer_within_a_thread_only(sample):
+    """Text measurements are cached per renderer, so figures reuse one; another thread gets its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stained, control, threshold, result = sample
+
+    def renderer():
+        return plots._tube_figure(stained, stained, control, threshold, result).canvas.get_renderer()
+
+    here = renderer()
+    assert renderer() is here
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(renderer).result() is not here
