@@ -159,6 +159,27 @@ def test_plot_sample_writes_one_png_per_tube(sample, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_control_page_drawn_beside_is_the_page_drawn_in_turn(sample, tmp_path, monkeypatch):
+    beside = plots.plot_sample(*sample, tmp_path / "beside", formats=("png", "svg"))
+    monkeypatch.setattr(plots, "_beside", lambda call: None)  # no fork: both pages here
+    in_turn = plots.plot_sample(*sample, tmp_path / "turn", formats=("png", "svg"))
+    assert [p.name for p in beside] == [p.name for p in in_turn] == ["qc.png", "qc.svg", "qc_control.png",
+                                                                     "qc_control.svg"]
+    for a, b in zip(beside, in_turn):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_a_failed_child_is_reported_and_its_page_drawn_here(sample, tmp_path, monkeypatch):
+    monkeypatch.setattr(plots.os, "sched_getaffinity", lambda pid: {0, 1})  # as on a 2-CPU machine
+    done = plots._beside(lambda: (tmp_path / "child.txt").write_text("drawn"))
+    assert done() is True and (tmp_path / "child.txt").read_text() == "drawn"
+    assert plots._beside(lambda: 1 / 0)() is False
+    real = plots._beside
+    monkeypatch.setattr(plots, "_beside", lambda call: real(lambda: 1 / 0))  # the control's child fails
+    paths = plots.plot_sample(*sample, tmp_path / "out")
+    assert [p.name for p in paths] == ["qc.png", "qc_control.png"] and paths[1].is_file()
+
+
 def test_plot_sample_is_deterministic_in_every_format(sample, tmp_path):
     first = plots.plot_sample(*sample, tmp_path / "a", formats=("png", "svg", "pdf"))
     second = plots.plot_sample(*sample, tmp_path / "b", formats=("svg", "pdf"))
