@@ -536,6 +536,23 @@ def test_cd125_panel_shows_both_tubes_whole_with_the_threshold(sample):
                       f"threshold {threshold.value_raw:,.4g} raw"]
 
 
+def test_cd125_panel_lists_the_internal_controls(sample):
+    from matplotlib.figure import Figure
+
+    stained, control, threshold, result = sample
+    controls = {"eosinophils": {"role": "positive", "events": 584, "cd125_pos_share": 0.97, "median_above_cut": 1.8},
+                "basophils": {"role": "positive", "events": 0, "cd125_pos_share": None, "median_above_cut": None},
+                "lymphocytes": {"role": "negative", "events": 2333, "cd125_pos_share": 0.004,
+                                "median_above_cut": -0.7}}
+    contexts = [plots._Context(stained), plots._Context(control)]
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    plots._cd125_panel(fig, fig.add_gridspec(1, 1)[0, 0], contexts[0], contexts, threshold,
+                       result.replace(internal_controls=controls))
+    text = "\n".join(t.get_text() for t in fig.axes[0].texts)
+    assert "internal controls, fitted events:\neosinophils (+): 97% above\nlymphocytes (-): 0% above" in text
+    assert "basophils" not in text  # none fitted: nothing to show
+
+
 @pytest.mark.parametrize("cmap", ["turbo", "Greys"])
 def test_density_colours_are_lognorm_through_the_colormap(cmap):
     """The table look-up gives imshow's colours for LogNorm(1, max) with empty bins white."""

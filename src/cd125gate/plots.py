@@ -459,6 +459,7 @@ def _cd125_panel(fig, spec, ctx, contexts, threshold, result):
     overlap = (result.threshold or {}).get("overlap")
     if overlap:  # the dim-CD125 guard: at least this share is brighter than the control
         texts.append(f"cumulative subtraction: {100 * overlap['cumulative_subtraction']:.1f}%")
+    texts += _internal_control_lines(result.internal_controls)
     x_ticks = _raw_ticks(ax, "x", stained.scales[channel], (lo, hi))
     _axis_label(ax, "x", ctx.label(channel), x_ticks)
     y_limits = (0.0, 1.05 * highest if highest > 0 else 1.0)
@@ -476,6 +477,13 @@ def _cd125_panel(fig, spec, ctx, contexts, threshold, result):
             va="top", fontsize=7, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#bbbbbb"})
     step = _maybe_step(stained, "cd125_pos")
     ax.set_title(_title(step) if step else "CD125 on blasts", **TITLE)
+
+
+def _internal_control_lines(controls):
+    """The stained tube's internal controls against the same cut-off, one line each (+ CD125+ by nature)."""
+    lines = [f"{name} ({'+' if c['role'] == 'positive' else '-'}): {100 * c['cd125_pos_share']:.0f}% above"
+             for name, c in (controls or {}).items() if c["events"] and c["cd125_pos_share"] is not None]
+    return ["internal controls, fitted events:"] + lines if lines else []
 
 
 def _fraction_short(result):
