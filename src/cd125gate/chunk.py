@@ -158,9 +158,13 @@ def _child(sample_args, log):
     except OSError as exc:
         print(f"cd125gate: {log}: cannot write the sample's log: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    os.dup2(fd, sys.stdout.fileno())
-    os.dup2(fd, sys.stderr.fileno())
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
     os.close(fd)
+    # Fresh streams on the redirected descriptors: the inherited ones may be
+    # wrappers of something else (an embedding program's, a test's capture).
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     # As the workflow's own per-sample job writes it first: which batch job ran the sample.
     print(f"slurm_job_id={os.environ.get('SLURM_JOB_ID', 'none')}", flush=True)
     try:
