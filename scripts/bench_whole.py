@@ -180,7 +180,7 @@ def batch(sheet, cores, label, chunk=None, targets=("all",)):
     """
     samples = sum(1 for line in Path(sheet).read_text().splitlines()[1:] if line.strip())
     out = Path(tempfile.mkdtemp(prefix="cd125gate-batch-"))
-    command = [BIN / "snakemake", "--cores", str(cores), "--quiet", *targets,
+    command = [BIN / "snakemake", *targets, "--cores", str(cores), "--quiet",
                "--config", f"samples={sheet}", f"outdir={out}",
                *([] if chunk is None else [f"analyze_chunk={chunk}"])]
     start = time.perf_counter()
