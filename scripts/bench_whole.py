@@ -4,6 +4,7 @@
 Usage:
   .venv/bin/python scripts/bench_whole.py [--events 100000 1000000] [--repeat 5]
   .venv/bin/python scripts/bench_whole.py --events 100000 --batch bundled --batch-pairs 100
+  .venv/bin/python scripts/bench_whole.py --events --batch-pairs 100 --analyze-chunk 1 10
 
 For each pair size, one stained + control pair (N events each) is simulated
 (cached in ``--data``), then two commands are run on it in alternation,
@@ -23,7 +24,8 @@ load the machine has, so the ratio is fairer than the absolute times.
 ``--batch bundled`` runs the bundled test_data batch through the Snakemake
 workflow on ``--cores``; ``--batch-pairs N`` does the same for N simulated
 pairs of ``--batch-events`` events. Each prints the wall time and the wall
-time per sample.
+time per sample. ``--analyze-chunk 1 10`` runs each batch once per value of the
+workflow's ``analyze_chunk`` (samples per analyze job).
 """
 
 import argparse
@@ -51,6 +53,9 @@ def main():
     parser.add_argument("--batch-pairs", type=int, default=0, help="also time N simulated pairs through the workflow")
     parser.add_argument("--batch-events", type=int, default=100_000)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--analyze-chunk", type=int, nargs="+", metavar="N",
+                        help="samples per analyze job of the workflow runs (config analyze_chunk; default: "
+                             "config/config.yaml's); several values: one run each, in turn")
     parser.add_argument("--baseline", metavar="SRC",
                         help="also run `cd125gate analyze` from another source tree's src/ folder (e.g. a "
                              "`git archive` of an older commit), alternating with the others")
@@ -65,11 +70,15 @@ def main():
     for n in args.events:
         stained, control = simulated_pair(data, n, seed=1)
         whole_process(stained, control, n, args.repeat, args.baseline)
-    if args.batch == "bundled":
-        batch(ROOT / "config" / "samples.tsv", args.cores, "bundled batch")
-    if args.batch_pairs:
-        sheet = simulated_sheet(data, args.batch_pairs, args.batch_events)
-        batch(sheet, args.cores, f"{args.batch_pairs} pairs x {args.batch_events:,} events")
+    for chunk in args.analyze_chunk or [None]:
+        if args.batch == "bundled":
+            batch(ROOT / "config" / "samples.tsv", args.cores, "bundled batch", chunk)
+        if args.batch_pairs:
+            sheet = simulated_sheet(data, args.batch_pairs, args.batch_events)
+            # Every simulated pair has a flow-rate jump, whose Boolean time gate FlowKit cannot
+            # write to a FlowJo workspace: batch.wsp would have no sample, so it is left out.
+            batch(sheet, args.cores, f"{args.batch_pairs} pairs x {args.batch_events:,} events", chunk,
+                  targets=("screening", "review_page", "signout_records"))
 
 
 def simulated_pair(folder, n, seed):
@@ -163,20 +172,28 @@ def simulated_sheet(folder, pairs, n):
     return sheet
 
 
-def batch(sheet, cores, label):
-    """Wall time of the whole workflow over ``sheet`` on ``cores`` cores, into a fresh folder."""
+def batch(sheet, cores, label, chunk=None, targets=("all",)):
+    """Wall time of the whole workflow over ``sheet`` on ``cores`` cores, into a fresh folder.
+
+    ``chunk``: samples per analyze job (config ``analyze_chunk``); None: the config file's.
+    ``targets``: the rules to run (default: everything).
+    """
     samples = sum(1 for line in Path(sheet).read_text().splitlines()[1:] if line.strip())
     out = Path(tempfile.mkdtemp(prefix="cd125gate-batch-"))
-    command = [BIN / "snakemake", "--cores", str(cores), "--quiet", "all",
-               "--config", f"samples={sheet}", f"outdir={out}"]
+    command = [BIN / "snakemake", *targets, "--cores", str(cores), "--quiet",
+               "--config", f"samples={sheet}", f"outdir={out}",
+               *([] if chunk is None else [f"analyze_chunk={chunk}"])]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"bench_whole: workflow on {sheet} exited {done.returncode}:\n{done.stderr[-3000:]}")
     shutil.rmtree(out, ignore_errors=True)
-    print(f"{label} through the workflow on {cores} cores: {wall:.1f} s for {samples} samples, "
-          f"{wall / samples:.2f} s per sample")
+    chunked = "" if chunk is None else f", analyze_chunk={chunk}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    rules = "" if targets == ("all",) else f" (rules {', '.join(targets)})"
+    print(f"{label} through the workflow{rules} on {cores} cores{chunked}: {wall:.1f} s for {samples} samples, "
+          f"{wall / samples:.2f} s per sample (load average after: {load})")
     sys.stdout.flush()
 
 

@@ -38,7 +38,7 @@ def run(workdir, sheet, *extra, timeout):
         "timeout", "-k", "30", str(timeout), str(SNAKEMAKE),
         "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(workdir),
         "--configfile", str(ROOT / "config/config.yaml"),
-        "--config", f"samples={sheet}", f"outdir={workdir / 'results'}", *extra,
+        "--config", f"samples={sheet}", f"outdir={workdir / 'results'}", "analyze_chunk=2", *extra,
     ]
     # timeout -k: a stuck status query makes Snakemake ignore SIGTERM (tools/hpc/README.md).
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout + 60)
@@ -50,8 +50,8 @@ def test_workflow_runs_through_slurm_like_locally(slurm_cluster, tmp_path):
     assert local.returncode == 0, local.stderr[-3000:]
 
     cluster = run(tmp_path / "slurm", sheet, "--profile", str(ROOT / "workflow/profiles/slurm"),
-                  # two bundles of two samples: grouping, and more than one SLURM job
-                  "--group-components", "analyze=2", timeout=900)
+                  # two chunks of two samples, one SLURM job each: more than one SLURM job
+                  "--group-components", "analyze=1", timeout=900)
     assert cluster.returncode == 0, cluster.stderr[-3000:]
 
     job_ids = set()
@@ -60,7 +60,7 @@ def test_workflow_runs_through_slurm_like_locally(slurm_cluster, tmp_path):
         match = re.match(r"slurm_job_id=(\d+)\n", log)
         assert match, (sample_id, log[:200])
         job_ids.add(match.group(1))
-    assert len(job_ids) == 2  # the samples went in two bundled jobs
+    assert len(job_ids) == 2  # the samples went in two chunk jobs
     completed = re.findall(r"JobId=(\d+) .*JobState=COMPLETED",
                            (slurm_cluster / "log/jobcomp.log").read_text())
     assert job_ids <= set(completed)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,8 @@ SAMPLE_FILES = ("result.json", "gates.xml", "gate_counts.tsv", "qc.png")
 BATCH_FILES = ("screening.tsv", "screening.json", "report.html")
 # Tubes that cannot be analysed must end as FAILED rows without stopping the batch.
 MUST_FAIL = ("corrupt", "no_cd125")
+# The batch fixture's jobs take 4 samples each: 14 samples are chunks of 4, 4, 4 and 2.
+BATCH_CHUNK = 4
 
 
 def snakemake_command(workdir, samples, outdir, *extra):
@@ -77,8 +80,10 @@ def test_snakefmt_leaves_the_workflow_unchanged():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_lint_reports_nothing(tmp_path):
-    proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", "--lint")
+@pytest.mark.parametrize("chunk", [1, 10])
+def test_lint_reports_nothing(tmp_path, chunk):
+    proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", f"analyze_chunk={chunk}",
+                         "--lint")
     assert proc.returncode == 0, proc.stderr
     output = proc.stdout + proc.stderr
     assert "Congratulations, your workflow is in a good condition!" in output
@@ -106,6 +111,13 @@ def test_bad_sheet_stops_the_run_with_one_line(tmp_path, text, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_chunk_of_no_samples_stops_the_run(tmp_path):
+    proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", "analyze_chunk=0")
+    assert proc.returncode != 0
+    assert "0 is less than the minimum of 1" in proc.stderr and "analyze_chunk" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_analysis_key_stops_the_run(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text("analysis:\n  gating:\n    min_event: 10\n")
@@ -123,10 +135,10 @@ def test_unknown_analysis_key_stops_the_run(tmp_path):
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    """The whole test_data batch, run once on 2 cores."""
+    """The whole test_data batch, run once on 2 cores, BATCH_CHUNK samples per analyze job."""
     workdir = tmp_path_factory.mktemp("batch")
     start = time.monotonic()
-    proc = run_snakemake(workdir, ROOT / "config/samples.tsv", workdir / "results")
+    proc = run_snakemake(workdir, ROOT / "config/samples.tsv", workdir / "results", f"analyze_chunk={BATCH_CHUNK}")
     print(f"\nbatch of {len(sample_ids(ROOT / 'config/samples.tsv'))} samples:"
           f" {time.monotonic() - start:.1f} s wall")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -176,10 +188,16 @@ def test_unreadable_tubes_become_failed_rows(batch):
 @pytest.mark.slow
 def test_jobs_are_logged_and_benchmarked(batch):
     _, outdir, _ = batch
-    for sample_id in sample_ids(ROOT / "config/samples.tsv"):
+    ids = sample_ids(ROOT / "config/samples.tsv")
+    for sample_id in ids:  # each sample its own log, at the same path as a job of its own
         log = (outdir / "logs/analyze" / f"{sample_id}.log").read_text()
         assert log.startswith("slurm_job_id=none\n")
-        assert (outdir / "benchmarks/analyze" / f"{sample_id}.tsv").is_file()
+        assert f"{sample_id}: " in log  # the summary line of its analysis
+    chunks = -(-len(ids) // BATCH_CHUNK)
+    for number in range(1, chunks + 1):
+        assert (outdir / "logs/analyze_chunk" / f"{number}.log").read_text().startswith("slurm_job_id=none\n")
+        assert (outdir / "benchmarks/analyze_chunk" / f"{number}.tsv").is_file()
+    assert not (outdir / "benchmarks/analyze_chunk" / f"{chunks + 1}.tsv").exists()
     for rule in ("screening", "review_page"):
         assert (outdir / "benchmarks" / f"{rule}.tsv").is_file()
 
@@ -187,16 +205,79 @@ def test_jobs_are_logged_and_benchmarked(batch):
 @pytest.mark.slow
 def test_second_run_has_nothing_to_do(batch):
     workdir, outdir, _ = batch
-    proc = run_snakemake(workdir, ROOT / "config/samples.tsv", outdir, "--dry-run")
+    proc = run_snakemake(workdir, ROOT / "config/samples.tsv", outdir, f"analyze_chunk={BATCH_CHUNK}", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def planned_jobs(proc):
+    """Rule name -> count of the jobs a dry run would run (its 'Job stats' table)."""
+    lines = (proc.stdout + proc.stderr).splitlines()
+    start = lines.index("Job stats:") + 3
+    jobs = {}
+    for line in lines[start:]:
+        name, count = line.split()
+        if name == "total":
+            return jobs
+        jobs[name] = int(count)
+
+
+@pytest.mark.slow
+def test_a_changed_sheet_value_reruns_its_chunk_only(batch, tmp_path):
+    workdir, outdir, _ = batch
+    # The same sheet elsewhere, with one note changed: clog is the 9th sample, so in chunk 3.
+    text = (ROOT / "config/samples.tsv").read_text().replace("../test_data/", f"{ROOT}/test_data/")
+    text, n = re.subn(r"(\nclog\t.*\t)[^\t\n]*\n", r"\1flow-rate jump, re-checked\n", text)
+    assert n == 1 and sample_ids(ROOT / "config/samples.tsv").index("clog") // BATCH_CHUNK + 1 == 3
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(text)
+    proc = run_snakemake(workdir, sheet, outdir, f"analyze_chunk={BATCH_CHUNK}", "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = planned_jobs(proc)
+    assert {name for name in jobs if name.startswith("analyze")} == {"analyze_spec_3", "analyze_chunk_3"}
+    assert "analysis_config" not in jobs and "screening" in jobs
+
+
+@pytest.mark.slow
+def test_changed_analysis_settings_rerun_every_chunk(batch, tmp_path):
+    workdir, outdir, _ = batch
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("analysis:\n  criterion:\n    confidence: 0.99\n")
+    proc = subprocess.run(
+        [*snakemake_command(workdir, ROOT / "config/samples.tsv", outdir, f"analyze_chunk={BATCH_CHUNK}",
+                            "--dry-run"),
+         "--configfile", str(ROOT / "config/config.yaml"), str(settings)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = planned_jobs(proc)
+    assert {name for name in jobs if name.startswith("analyze_chunk")} == \
+        {f"analyze_chunk_{n}" for n in range(1, 5)}
+    assert "analysis_config" in jobs
+
+
+@pytest.mark.slow
+def test_per_sample_jobs_give_the_chunks_results_to_the_byte(batch, tmp_path):
+    _, chunked, _ = batch
+    ids = sample_ids(ROOT / "config/samples.tsv")
+    outdir = tmp_path / "out"
+    targets = [str(outdir / "samples" / sid / name) for sid in ids for name in ("result.json", "gate_counts.tsv")]
+    # (--printshellcmds ends the --config list, so that the targets are not read as config.)
+    proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", outdir, "analyze_chunk=1", "--printshellcmds",
+                         *targets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.stem for p in (outdir / "benchmarks/analyze").iterdir()) == sorted(ids)  # a job each
+    for sid in ids:
+        for name in ("result.json", "gate_counts.tsv", "gates.xml"):
+            assert (outdir / "samples" / sid / name).read_bytes() == \
+                   (chunked / "samples" / sid / name).read_bytes(), (sid, name)
 
 
 @pytest.mark.slow
 def test_snakemake_report_builds_with_plots_and_tables(batch, tmp_path):
     workdir, outdir, _ = batch
     report = tmp_path / "report.zip"
-    proc = run_snakemake(workdir, ROOT / "config/samples.tsv", outdir, "--report", str(report))
+    proc = run_snakemake(workdir, ROOT / "config/samples.tsv", outdir, f"analyze_chunk={BATCH_CHUNK}",
+                         "--report", str(report))
     assert proc.returncode == 0, proc.stderr[-3000:]
     with zipfile.ZipFile(report) as archive:
         names = archive.namelist()
@@ -214,14 +295,23 @@ def test_snakemake_report_builds_with_plots_and_tables(batch, tmp_path):
 
 CRASH_HOOK = '''
 import os, sys
-# Test hook: make the gating of one sample crash, as a bug in our code would.
-if "analyze" in sys.argv and os.environ.get("CD125GATE_TEST_CRASH") in sys.argv:
+# Test hook: make the gating of one sample crash, as a bug in our code would, whether
+# the sample runs as a job of its own or in a chunk's forked process.
+if os.environ.get("CD125GATE_TEST_CRASH") and os.path.basename(sys.argv[0]) == "cd125gate":
+    import cd125gate.analyze_command
     import cd125gate.gating
+
+    real_run = cd125gate.analyze_command.run
 
     def find_gates(*args, **kwargs):
         raise RuntimeError("injected crash")
 
-    cd125gate.gating.find_gates = find_gates
+    def run(args):
+        if args.sample_id == os.environ["CD125GATE_TEST_CRASH"]:
+            cd125gate.gating.find_gates = find_gates
+        return real_run(args)
+
+    cd125gate.analyze_command.run = run
 '''
 
 
@@ -230,14 +320,15 @@ def screening_rows(outdir):
 
 
 @pytest.mark.slow
-def test_a_crash_is_the_samples_failed_row_and_the_batch_finishes(tmp_path):
+@pytest.mark.parametrize("chunk", [1, 2])  # a job of its own; a chunk's process beside another sample
+def test_a_crash_is_the_samples_failed_row_and_the_batch_finishes(tmp_path, chunk):
     sheet = write_subset_sheet(tmp_path / "two.tsv", {"low_fmo", "low_nocontrol"})
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(CRASH_HOOK)
     env = dict(os.environ, PYTHONPATH=str(hook), CD125GATE_TEST_CRASH="low_fmo")
     outdir = tmp_path / "out"
-    proc = run_snakemake(tmp_path, sheet, outdir, env=env)
+    proc = run_snakemake(tmp_path, sheet, outdir, f"analyze_chunk={chunk}", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in BATCH_FILES:
         assert (outdir / name).stat().st_size > 0
@@ -426,7 +517,9 @@ def test_killed_run_resumes_redoing_only_what_is_missing(batch, tmp_path):
     subset = ("low_fmo", "high_fmo", "near50_fmo", "low_nocontrol")
     sheet = write_subset_sheet(tmp_path / "subset.tsv", set(subset))
     outdir = tmp_path / "out"
-    proc = subprocess.Popen(snakemake_command(tmp_path, sheet, outdir),
+    # One job per sample: a killed chunk is redone whole (its outputs are all incomplete).
+    chunk = "analyze_chunk=1"
+    proc = subprocess.Popen(snakemake_command(tmp_path, sheet, outdir, chunk),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -443,8 +536,8 @@ def test_killed_run_resumes_redoing_only_what_is_missing(batch, tmp_path):
     assert len(finished) < len(subset), "the run was killed too late to test resuming"
 
     # The kill leaves Snakemake's lock behind; --unlock is the documented way out.
-    assert run_snakemake(tmp_path, sheet, outdir, "--unlock").returncode == 0
-    resumed = run_snakemake(tmp_path, sheet, outdir)
+    assert run_snakemake(tmp_path, sheet, outdir, chunk, "--unlock").returncode == 0
+    resumed = run_snakemake(tmp_path, sheet, outdir, chunk)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for sid, mtime in finished.items():
         assert (outdir / "samples" / sid / "result.json").stat().st_mtime_ns == mtime, sid

@@ -46,9 +46,7 @@ def run(args):
 
     formats = plot_formats(args.plot_formats)
     settings = load_settings(args.config)
-    meta = {"patient_id": args.patient_id, "specimen": args.specimen, "notes": args.notes,
-            "cd125_clone": args.cd125_clone, "cd125_fluorochrome": args.cd125_fluorochrome,
-            "cd125_lot": args.cd125_lot}
+    meta = sample_meta(args)
     try:
         analysis = analyze_sample(args.fcs, args.control, settings, sample_id=args.sample_id,
                                   compensation_path=args.compensation, meta=meta, threads=args.threads,
@@ -76,6 +74,13 @@ def run(args):
     if not args.quiet:
         print(f"results: {Path(args.out) / 'result.json'} (figures and gates beside it)", file=sys.stderr)
     return 0 if args.exit_zero else EXIT_STATUS[result.criterion]
+
+
+def sample_meta(args):
+    """The sample sheet's fields of this sample, as its result records them."""
+    return {"patient_id": args.patient_id, "specimen": args.specimen, "notes": args.notes,
+            "cd125_clone": args.cd125_clone, "cd125_fluorochrome": args.cd125_fluorochrome,
+            "cd125_lot": args.cd125_lot}
 
 
 def _crashed(args, settings, meta, exc):

@@ -194,7 +194,12 @@ def batch_outputs():
 
 def analyze_inputs(wildcards):
     """The tubes and matrix of one sample, plus the settings file of the batch."""
-    sample = SAMPLES[wildcards.sample_id]
+    return sample_inputs(wildcards.sample_id)
+
+
+def sample_inputs(sample_id):
+    """The tubes and matrix of ``sample_id``, plus the settings file of the batch."""
+    sample = SAMPLES[sample_id]
     files = {"fcs": sample.fcs, "config": batch_path("analysis_config.yaml")}
     for name in ("control", "compensation"):
         if getattr(sample, name) is not None:
@@ -202,12 +207,12 @@ def analyze_inputs(wildcards):
     return files
 
 
-def analyze_options(wildcards, input):
-    """The optional `cd125gate analyze` arguments of one sample, shell-quoted."""
-    sample = SAMPLES[wildcards.sample_id]
+def sample_options(sample_id, files):
+    """Flag -> value of the optional `cd125gate analyze` arguments of one sample."""
+    sample = SAMPLES[sample_id]
     options = {
-        "--control": input.get("control"),
-        "--compensation": input.get("compensation"),
+        "--control": files.get("control"),
+        "--compensation": files.get("compensation"),
         "--patient-id": sample.patient_id,
         "--specimen": sample.specimen,
         "--notes": sample.notes,
@@ -215,11 +220,83 @@ def analyze_options(wildcards, input):
         "--cd125-fluorochrome": sample.cd125_fluorochrome,
         "--cd125-lot": sample.cd125_lot,
     }
-    return " ".join(
-        f"{flag} {shlex.quote(str(value))}"
-        for flag, value in options.items()
-        if value is not None
+    return {flag: str(value) for flag, value in options.items() if value is not None}
+
+
+def analyze_options(wildcards, input):
+    """The optional `cd125gate analyze` arguments of one sample, shell-quoted."""
+    options = sample_options(wildcards.sample_id, input)
+    return " ".join(f"{flag} {shlex.quote(value)}" for flag, value in options.items())
+
+
+# --- chunks: one analyze job for several samples (`analyze_chunk` > 1) ------------------------------
+# Each chunk is a rule of its own (its outputs must be named without wildcards),
+# made in rules/analysis.smk. Its job runs `cd125gate analyze-chunk` on a spec
+# that lists, per sample, the arguments the per-sample rule passes to
+# `cd125gate analyze`, and the sample's log at the per-sample rule's path.
+ANALYZE_CHUNK = config["analyze_chunk"]
+
+
+def analyze_chunks():
+    """Consecutive samples of the sheet, ``analyze_chunk`` at a time (the last may be shorter)."""
+    ids = list(SAMPLES)
+    return [ids[i : i + ANALYZE_CHUNK] for i in range(0, len(ids), ANALYZE_CHUNK)]
+
+
+def chunk_inputs(chunk, spec):
+    """The spec, and the tubes, matrices and settings file of every sample of ``chunk``."""
+    files = {"spec": spec, "config": batch_path("analysis_config.yaml")}
+    for sample_id in chunk:
+        for name, path in sample_inputs(sample_id).items():
+            if name != "config":
+                files[f"{name}_{sample_id}"] = path
+    return files
+
+
+def chunk_spec(chunk):
+    """The `cd125gate analyze-chunk` spec of ``chunk``: per sample, its log and analyze arguments."""
+    entries = []
+    for sample_id in chunk:
+        files = sample_inputs(sample_id)
+        args = [str(files["fcs"]), "--out", os.path.join(OUTDIR, "samples", sample_id)]
+        args += ["--sample-id", sample_id, "--config", files["config"]]
+        args += ["--plot-formats", ",".join(config["plot_formats"])]
+        for flag, value in sample_options(sample_id, files).items():
+            args += [flag, value]
+        log = batch_path(f"logs/analyze/{sample_id}.log")
+        entries.append({"log": log, "args": args})
+    return {"samples": entries}
+
+
+def chunk_outputs(chunk):
+    """Every file the per-sample rule declares, for each sample of ``chunk``, report flags included."""
+    files = []
+    for sample_id in chunk:
+        folder = os.path.join(OUTDIR, "samples", sample_id)
+        files += [
+            os.path.join(folder, "result.json"),
+            os.path.join(folder, "gates.xml"),
+            in_report(folder, "gate_counts.tsv", "gate_counts.rst", "gate counts"),
+            in_report(folder, "qc.png", "qc.rst", "QC plots"),
+        ]
+        files += [os.path.join(folder, f"qc.{fmt}") for fmt in EXTRA_PLOT_FORMATS]
+    return files
+
+
+def in_report(folder, name, caption, what):
+    """A sample's file as the per-sample rule puts it into `snakemake --report`."""
+    sample_id = os.path.basename(folder)
+    return report(
+        os.path.join(folder, name),
+        caption=f"../report/{caption}",
+        category="Samples",
+        subcategory=sample_id,
+        labels={"sample": sample_id, "file": what},
     )
+
+
+def write_chunk_spec(path, spec):
+    atomic_write_text(path, json.dumps(spec, indent=1) + "\n")
 
 
 def write_analysis_config(path, analysis):
