@@ -75,10 +75,7 @@ def main():
             batch(ROOT / "config" / "samples.tsv", args.cores, "bundled batch", chunk)
         if args.batch_pairs:
             sheet = simulated_sheet(data, args.batch_pairs, args.batch_events)
-            # Every simulated pair has a flow-rate jump, whose Boolean time gate FlowKit cannot
-            # write to a FlowJo workspace: batch.wsp would have no sample, so it is left out.
-            batch(sheet, args.cores, f"{args.batch_pairs} pairs x {args.batch_events:,} events", chunk,
-                  targets=("screening", "review_page", "signout_records"))
+            batch(sheet, args.cores, f"{args.batch_pairs} pairs x {args.batch_events:,} events", chunk)
 
 
 def simulated_pair(folder, n, seed):
@@ -172,15 +169,14 @@ def simulated_sheet(folder, pairs, n):
     return sheet
 
 
-def batch(sheet, cores, label, chunk=None, targets=("all",)):
+def batch(sheet, cores, label, chunk=None):
     """Wall time of the whole workflow over ``sheet`` on ``cores`` cores, into a fresh folder.
 
     ``chunk``: samples per analyze job (config ``analyze_chunk``); None: the config file's.
-    ``targets``: the rules to run (default: everything).
     """
     samples = sum(1 for line in Path(sheet).read_text().splitlines()[1:] if line.strip())
     out = Path(tempfile.mkdtemp(prefix="cd125gate-batch-"))
-    command = [BIN / "snakemake", *targets, "--cores", str(cores), "--quiet",
+    command = [BIN / "snakemake", "--cores", str(cores), "--quiet",
                "--config", f"samples={sheet}", f"outdir={out}",
                *([] if chunk is None else [f"analyze_chunk={chunk}"])]
     start = time.perf_counter()
@@ -191,8 +187,7 @@ def batch(sheet, cores, label, chunk=None, targets=("all",)):
     shutil.rmtree(out, ignore_errors=True)
     chunked = "" if chunk is None else f", analyze_chunk={chunk}"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    rules = "" if targets == ("all",) else f" (rules {', '.join(targets)})"
-    print(f"{label} through the workflow{rules} on {cores} cores{chunked}: {wall:.1f} s for {samples} samples, "
+    print(f"{label} through the workflow on {cores} cores{chunked}: {wall:.1f} s for {samples} samples, "
           f"{wall / samples:.2f} s per sample (load average after: {load})")
     sys.stdout.flush()
 

@@ -51,3 +51,13 @@ def test_workspace_reads_back_in_flowkit_with_our_counts(batch, capsys):
     # Each sample keeps its own transforms: logicle widths are fitted per tube.
     widths = {sid: workspace.get_transform(f"{sid}_stained.fcs", "Comp-PE-A").param_w for sid in SAMPLES[:3]}
     assert len(set(widths.values())) > 1
+
+
+def test_a_batch_without_one_writable_sample_still_gets_its_workspace(batch, capsys):
+    out, paths = batch
+    wsp = out / "only_unwritable.wsp"
+    chosen = [p for p in paths if p.parent.name in ("corrupt", "clog")]
+    assert cli.main(["workspace", *map(str, chosen), "--out", str(wsp)]) == 0
+    assert "0 gated samples of 2" in capsys.readouterr().out
+    text = wsp.read_text()
+    assert "<SampleList/>" in text and "left out: clog: FlowKit cannot write" in text

@@ -114,10 +114,22 @@ def batch_wsp(samples, skipped=None):
             root.find("Matrices").extend(list(doc.find("Matrices")))
         etree.SubElement(root.find("Groups/GroupNode/Group/SampleRefs"), "SampleRef", sampleID=str(number))
     if root is None:
-        raise InputError("batch.wsp", "no gated sample FlowKit can write as a workspace")
+        # Not one sample FlowKit can write (e.g. every tube has a Boolean time gate): an empty
+        # workspace, as FlowKit writes one, that says why each sample is left out.
+        root = _empty_wsp()
     for sample_id, reason in skipped:
         root.append(etree.Comment(f" left out: {sample_id}: {reason} ".replace("--", "- -")))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _empty_wsp():
+    """The (lxml) root of a workspace with no sample, as FlowKit's Session writes it."""
+    import flowkit as fk
+    from lxml import etree
+
+    handle = io.BytesIO()
+    fk.Session().export_wsp(handle, "cd125gate batch")
+    return etree.fromstring(handle.getvalue())
 
 
 def _renumber(sample_el, number):
