@@ -216,7 +216,7 @@ def signout_figure(result, row=None, qc_png=None):
             w_frac = left_width * scale
             h_frac = w_frac * A4_INCHES[0] * image.shape[0] / image.shape[1] / A4_INCHES[1]
             ax = fig.add_axes([margin, top - h_frac, w_frac, h_frac])
-            ax.imshow(image, interpolation="lanczos")
+            ax.imshow(image, interpolation="none")
             ax.set_axis_off()
             top -= h_frac + 0.005
         y_left = top
