@@ -9,15 +9,19 @@ rule analysis_config:
     benchmark:
         batch_path("benchmarks/analysis_config.tsv")
     localrule: True
+    conda:
+        "../envs/cd125gate.yaml"
     threads: 1
     resources:
         mem_mb=200,
         runtime=2,
     params:
         # As a param, a changed `analysis:` block reruns this rule and so every sample.
-        analysis=config["analysis"],
-    run:
-        write_analysis_config(output[0], params.analysis)
+        text=analysis_config_text(config["analysis"]),
+    # printf, not a run: block: Snakemake runs a run: block in a Python process of its own
+    # (~2-3 s each, more than the whole write).
+    shell:
+        "printf '%s' {params.text:q} > {output:q} 2> {log:q}"
 
 
 # analyze_chunk: 1 keeps one `cd125gate analyze` job (one process) per sample; above 1,
@@ -82,6 +86,8 @@ else:
             log:
                 batch_path(f"logs/analyze_spec/{number}.log"),
             localrule: True
+            conda:
+                "../envs/cd125gate.yaml"
             threads: 1
             resources:
                 mem_mb=200,
@@ -89,9 +95,9 @@ else:
             params:
                 # As a param, a changed sheet value or setting path rewrites the spec, and
                 # so reruns the chunk.
-                spec=chunk_spec(chunk),
-            run:
-                write_chunk_spec(output[0], params.spec)
+                text=chunk_spec_text(chunk),
+            shell:
+                "printf '%s' {params.text:q} > {output:q} 2> {log:q}"
 
         rule:
             name:

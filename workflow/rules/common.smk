@@ -10,7 +10,7 @@ from snakemake.utils import validate
 
 from cd125gate import reviews as review_lines, samplesheet
 from cd125gate.errors import InputError
-from cd125gate.fileio import atomic_write_text, sha256_file
+from cd125gate.fileio import sha256_file
 from cd125gate.settings import load_settings
 
 
@@ -295,13 +295,14 @@ def in_report(folder, name, caption, what):
     )
 
 
-def write_chunk_spec(path, spec):
-    atomic_write_text(path, json.dumps(spec, indent=1) + "\n")
+def chunk_spec_text(chunk):
+    """The spec file of ``chunk`` (JSON)."""
+    return json.dumps(chunk_spec(chunk), indent=1) + "\n"
 
 
-def write_analysis_config(path, analysis):
+def analysis_config_text(analysis):
     """The batch's analysis settings as a config file that `cd125gate analyze --config` reads."""
-    atomic_write_text(path, yaml.safe_dump({"analysis": analysis}, sort_keys=False))
+    return yaml.safe_dump({"analysis": analysis}, sort_keys=False)
 
 
 def finish_batch(snakemake_logs, succeeded):
