@@ -43,19 +43,17 @@ class Mixture:
         return np.argmax(self.log_resp(x), axis=1)
 
 
-def gaussian_mixture(x, k, seed=0, max_iter=200, tol=1e-3, reg_covar=1e-6, lloyd_steps=30, first=None):
+def gaussian_mixture(x, k, seed=0, max_iter=200, tol=1e-3, reg_covar=1e-6, lloyd_steps=30):
     """Fit a ``k``-component full-covariance Gaussian mixture to ``x`` (n, d) by EM.
 
-    Deterministic for a given ``seed``. ``first`` (an event index) makes that
-    event the first k-means centre instead of a random one, so that a small
-    population the caller cannot do without is sure to start with a centre. Empty components keep a tiny weight
-    (as scikit-learn's, they add 10 machine epsilons to every count) so that
-    their covariance stays defined.
+    Deterministic for a given ``seed``. Empty components keep a tiny weight (as
+    scikit-learn's, they add 10 machine epsilons to every count) so that their
+    covariance stays defined.
     """
     x = np.asarray(x, dtype=float)
     if x.ndim == 1:
         x = x[:, None]
-    labels = _kmeans_labels(x, k, np.random.default_rng(seed), lloyd_steps, first)
+    labels = _kmeans_labels(x, k, np.random.default_rng(seed), lloyd_steps)
     resp = np.zeros((x.shape[0], k))
     resp[np.arange(x.shape[0]), labels] = 1.0
     weights, means, covs = _m_step(x, resp, reg_covar)
@@ -73,7 +71,7 @@ def gaussian_mixture(x, k, seed=0, max_iter=200, tol=1e-3, reg_covar=1e-6, lloyd
     return Mixture(weights, means, covs, final, converged)
 
 
-def _kmeans_labels(x, k, rng, max_steps, first=None):
+def _kmeans_labels(x, k, rng, max_steps):
     """Labels of k-means: greedy k-means++ seeding, then Lloyd steps until no label changes.
 
     Greedy seeding (the best of ``2 + log k`` candidates for every centre, as
@@ -81,7 +79,7 @@ def _kmeans_labels(x, k, rng, max_steps, first=None):
     centre with a big neighbour. Lloyd steps stop when the centres settle.
     """
     trials = 2 + int(math.log(k))
-    centres = [x[rng.integers(x.shape[0]) if first is None else first]]
+    centres = [x[rng.integers(x.shape[0])]]
     closest = ((x - centres[0]) ** 2).sum(1)
     for _ in range(1, k):
         total = closest.sum()
