@@ -123,7 +123,6 @@ def _warm_up():
     import matplotlib.lines  # noqa: F401
     import matplotlib.patches  # noqa: F401
     import matplotlib.ticker  # noqa: F401
-    import PIL.PngImagePlugin  # noqa: F401 - what savefig(png) writes with
 
     from . import (analyze, analyze_command, checks, compensation, fcs, gating, gatingml,  # noqa: F401
                    outputs, panel, plausibility, plots, results, threshold)

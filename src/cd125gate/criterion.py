@@ -117,12 +117,10 @@ def time_qc(evidence, settings):
 
 def control_consistency(evidence, settings):
     """A control from the same specimen has about the same share of blasts among leukocytes."""
-    if evidence.blast_share is None:
-        return [], []
+    if evidence.blast_share is None or not evidence.blasts:
+        return [], []  # no control, or no blasts to compare (enough_blasts says why)
     stained, control = evidence.blast_share
     ratio = settings.qc.max_control_blast_share_ratio
-    if not evidence.blasts:
-        return [], []  # nothing to compare: enough_blasts says why
     if control == 0 or not 1 / ratio <= stained / control <= ratio:
         return [f"blasts are {stained:.1%} of leukocytes in the stained tube but {control:.1%} in the "
                 "control tube: the control may be from another specimen, or the gates may not fit it"], []

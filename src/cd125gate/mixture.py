@@ -72,11 +72,11 @@ def gaussian_mixture(x, k, seed=0, max_iter=200, tol=1e-3, reg_covar=1e-6, lloyd
 
 
 def _kmeans_labels(x, k, rng, max_steps):
-    """Labels of k-means: greedy k-means++ seeding, then Lloyd steps until no label changes.
+    """Labels of k-means: greedy k-means++ seeding, then Lloyd steps until the centres settle.
 
     Greedy seeding (the best of ``2 + log k`` candidates for every centre, as
     scikit-learn's ``KMeans`` seeds) keeps a small population from sharing a
-    centre with a big neighbour. Lloyd steps stop when the centres settle.
+    centre with a big neighbour.
     """
     trials = 2 + int(math.log(k))
     centres = [x[rng.integers(x.shape[0])]]
@@ -105,9 +105,8 @@ def _kmeans_labels(x, k, rng, max_steps):
 def _lloyd_centres(x, labels, centres):
     """The means of the clusters; an empty cluster takes the event farthest from its centre.
 
-    Relocating empty clusters (as scikit-learn's Lloyd step does) is what
-    gives a small outlying population (a few lymphocytes in a blast-rich
-    marrow) a centre of its own instead of a centre that serves nothing.
+    As scikit-learn's Lloyd step does: a centre left without events moves to
+    where the data are worst served instead of staying where it serves nothing.
     """
     k = len(centres)
     counts = np.bincount(labels, minlength=k).astype(float)

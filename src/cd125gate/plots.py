@@ -727,15 +727,15 @@ def _round_ticks(limits, nbins):
     return _Ticks(np.asarray(values, dtype=float), tuple(_short_number(t) for t in values), np.zeros(0))
 
 
-def _data_limits(*arrays, margin=0.05, floor=None):
-    """(lo, hi) of the finite values with matplotlib's 5% margins; ``floor`` pins the bottom (a baseline at 0)."""
+def _data_limits(*arrays, margin=0.05):
+    """(lo, hi) of the finite values with matplotlib's 5% margins."""
     values = np.concatenate([np.ravel(np.asarray(a, dtype=float)) for a in arrays] + [np.zeros(0)])
     values = values[np.isfinite(values)]
     lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     pad = margin * (hi - lo)
-    return (floor if floor is not None else lo - pad, hi + pad)
+    return (lo - pad, hi + pad)
 
 
 def _linear_ticks(scale, limits):

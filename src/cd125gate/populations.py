@@ -17,7 +17,6 @@ self-checks (``checks.py``) compare what ended up in a gate with the
 populations found here.
 """
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
