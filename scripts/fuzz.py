@@ -3,9 +3,10 @@
 Seeds are the corpus copies in test_data/corpus and the bundled tubes in
 test_data. Each mutant changes one thing: a HEADER or TEXT keyword value
 (numbers, superscript digits, inf/nan, huge, negative, empty), a dropped or
-repeated keyword, a truncation, non-ASCII bytes, flipped bits, or extreme
-event values. Every mutant is run in-process (``cd125gate.cli.main``) and
-must end in one of the documented ways:
+repeated keyword, an absurdly long number (thousands of digits) in a numeric
+keyword, a truncation, non-ASCII bytes, flipped bits, or extreme event values.
+Every mutant is run in-process (``cd125gate.cli.main``) and must end in one of
+the documented ways:
 
 - ``inspect --json``: exit 0 with strict JSON (no NaN/Infinity), or exit 2
   with exactly one stderr line ``cd125gate: FILE: reason``;
@@ -58,6 +59,13 @@ HOSTILE_VALUES = [
     "I", "F", "D", "A", "L", "C", "FCS3.1", "2147483648", "  7  ", "0,0", "4,0", "inf,1", "1,nan", "-2,1",
     "$x$^{y}$", "a\nb", "\t", "\u00e9\u00e8",
 ]
+# Keywords that hold a number (a count, offset, width, range, gain or time step), for absurdly
+# long numbers; the spillover count and $DATE's year are handled beside them. Python's int()
+# refuses over 4,300 digits, so the lengths straddle that limit.
+NUMERIC = re.compile(rb"^\$(PAR|TOT|NEXTDATA|BEGINDATA|ENDDATA|BEGINANALYSIS|ENDANALYSIS|BEGINSTEXT|ENDSTEXT|"
+                     rb"P\d+[BRG]|TIMESTEP)$", re.IGNORECASE)
+LONG_DIGITS = [21, 400, 4300, 4301, 5000, 50_000]
+SPILL_OR_DATE = (b"$SPILLOVER", b"SPILL", b"$SPILL", b"SPILLOVER", b"$DATE")
 EXTREME_FLOATS = [float("nan"), float("inf"), float("-inf"), 1e30, -1e30, 0.0, 3.4e38, -3.4e38, 1e-40]
 
 
@@ -145,13 +153,18 @@ def load_seed(path):
     return Seed(path, content, content[:6], delimiter, pairs, (text_start, text_end), data, datatype, widths)
 
 
-def assemble(seed, pairs, data):
-    """A consistent FCS file: HEADER, TEXT (with fresh $BEGINDATA/$ENDDATA), DATA."""
+def assemble(seed, pairs, data, offset_text=lambda key, offset: b"%020d" % offset):
+    """A consistent FCS file: HEADER, TEXT (with fresh $BEGINDATA/$ENDDATA), DATA.
+
+    ``offset_text(key, offset)`` writes $BEGINDATA and $ENDDATA; its length must not depend
+    on ``offset`` (the TEXT length is measured with offsets 0).
+    """
     d = seed.delimiter
     pairs = [(k, v) for k, v in pairs if k.strip().upper() not in (b"$BEGINDATA", b"$ENDDATA")]
 
     def text(begin, end):
-        items = pairs + [(b"$BEGINDATA", b"%020d" % begin), (b"$ENDDATA", b"%020d" % end)]
+        items = pairs + [(b"$BEGINDATA", offset_text(b"$BEGINDATA", begin)),
+                         (b"$ENDDATA", offset_text(b"$ENDDATA", end))]
         escaped = [part.replace(d, d * 2) for kv in items for part in kv]
         return d + d.join(escaped) + d
 
@@ -213,6 +226,63 @@ def mutate_keyword_in_place(rng, seed):
     start = at + len(d + key + d)
     return (f"in-place {key.decode('latin-1')}",
             seed.content[:start] + new + seed.content[start + len(old):])
+
+
+def long_number(rng, digits=None):
+    """A whole number of ``digits`` (default: one of LONG_DIGITS) digits, sometimes negative."""
+    digits = digits or rng.choice(LONG_DIGITS)
+    number = str(rng.randint(1, 9)).encode() + bytes(rng.choices(b"0123456789", k=digits - 1))
+    return b"-" + number if rng.random() < 0.1 else number
+
+
+def mutate_long_number(rng, seed, key=None, value=None, padding=None):
+    """An absurdly long number in a numeric keyword (issue: int() of 5,000 digits was a traceback).
+
+    ``key`` (default: a random one of the seed's numeric keywords, $BEGINDATA, $ENDDATA, the
+    spillover count or $DATE's year) gets ``value``, or its old value behind ``padding`` zeros
+    (which must read as the old value). Default: one time in five 4,301 or 5,000 zeros, else
+    ``long_number``.
+    """
+    keys = [k.strip().upper() for k, _ in seed.pairs]
+    numeric = [k for k in keys if NUMERIC.match(k) or k in SPILL_OR_DATE]
+    if key is None:
+        if not seed.pairs:
+            return None
+        key = rng.choice(sorted(set(numeric) | {b"$BEGINDATA", b"$ENDDATA"}))
+    if value is None and padding is None:
+        if rng.random() < 0.2:
+            padding = rng.choice([4301, 5000])
+        else:
+            value = long_number(rng)
+    length = "zero-padded" if padding else f"{len(value.lstrip(b'-'))} digits"
+    label = f"long-number {key.decode('latin-1')} {length}"
+
+    def padded(old):
+        return b"0" * padding + old.strip()
+
+    if key in (b"$BEGINDATA", b"$ENDDATA"):
+        def offset_text(which, offset):
+            if which != key:
+                return b"%020d" % offset
+            return b"%0*d" % (padding + 20, offset) if padding else value
+
+        return label, assemble(seed, seed.pairs, seed_data(seed), offset_text)
+    pairs = list(seed.pairs)
+    index = keys.index(key) if key in keys else None
+    old = pairs[index][1] if index is not None else b"1"
+    if key == b"$DATE" and old.count(b"-") == 2:
+        day, month, year = old.split(b"-")
+        new = b"-".join([day, month, padded(year) if padding else value])
+    elif key.lstrip(b"$") in (b"SPILL", b"SPILLOVER") and b"," in old:
+        count, rest = old.split(b",", 1)
+        new = (padded(count) if padding else value) + b"," + rest
+    else:
+        new = padded(old) if padding else value
+    if index is None:
+        pairs.append((key, new))
+    else:
+        pairs[index] = (pairs[index][0], new)
+    return label, assemble(seed, pairs, seed_data(seed))
 
 
 def mutate_drop_or_repeat(rng, seed):
@@ -377,6 +447,7 @@ def degenerate_tubes(folder, source=TEST_DATA / "low_fmo_stained.fcs"):
 
 MUTATIONS = [
     (mutate_keyword, 5), (mutate_keyword_in_place, 3), (mutate_drop_or_repeat, 2), (mutate_duplicate_names, 1),
+    (mutate_long_number, 2),
     (mutate_truncate, 2), (mutate_non_ascii, 2), (mutate_header, 2), (mutate_bits, 2), (mutate_data_values, 3),
 ]
 
@@ -491,8 +562,9 @@ def check_inspect(path, size):
 
 
 def check_read_stage(path, size):
-    """What analyze does first: decode events, resolve the panel, run the plausibility checks."""
-    from cd125gate import panel, plausibility
+    """What analyze does first: decode events, read the assay keywords ($DATE...), resolve the
+    panel, run the plausibility checks."""
+    from cd125gate import assay, panel, plausibility
     from cd125gate.errors import InputError
     from cd125gate.fcs import read_fcs
     from cd125gate.settings import load_settings
@@ -501,6 +573,7 @@ def check_read_stage(path, size):
     try:
         with time_limit(bound(size, 10.0)):
             fcs = read_fcs(path)
+            assay.from_keywords(fcs.keywords)
             markers = panel.resolve_markers(fcs.channels, replace(settings.panel, required=[]), path)
             plausibility.problems(fcs, markers, settings.panel.required)
     except InputError as exc:

@@ -553,9 +553,10 @@ def test_renaming_skips_names_already_taken(make_fcs):
 
 
 def test_huge_par_is_refused_at_once(make_fcs):
-    # A fuzzer mutant: $PAR of 10**80 made the reader build per-channel lists forever.
-    path = make_fcs(np.ones((3, 2)), keywords={"$PAR": "13" * 40})
-    _one_line_refusal(path, f"$PAR is {'13' * 40} but TEXT holds only")
+    # A fuzzer mutant: $PAR of 10**80 made the reader build per-channel lists forever. (10**80
+    # itself is now refused for its length; 20 digits is the most a plausible number has.)
+    path = make_fcs(np.ones((3, 2)), keywords={"$PAR": "13" * 10})
+    _one_line_refusal(path, f"$PAR is {'13' * 10} but TEXT holds only")
 
 
 def test_decoded_size_is_bounded_by_the_limit_too(make_fcs):
@@ -565,3 +566,76 @@ def test_decoded_size_is_bounded_by_the_limit_too(make_fcs):
     assert read_fcs(path, read_events=False, max_bytes=size).event_count == 1000
     _one_line_refusal(path, "decoding 1,000 events x 4 channels would take 32,000 bytes", max_bytes=size)
     assert read_fcs(path, max_bytes=8000).events.shape == (1000, 4)
+
+
+# --- Absurdly long numbers: int() of over 4,300 digits raised Python's ValueError (a traceback). ---
+
+FIVE_THOUSAND = "9" * 5000
+
+
+def with_text_value(raw, key, value):
+    """``raw`` (from build_fcs, blank HEADER DATA offsets) with TEXT ``key`` set to ``value``; the
+    HEADER's TEXT end follows the new length. For $BEGINDATA/$ENDDATA, which build_fcs writes itself."""
+    needle = f"/{key}/".encode()
+    start = raw.index(needle) + len(needle)
+    end = raw.index(b"/", start)
+    changed = raw[:start] + value.encode() + raw[end:]
+    text_end = int(raw[18:26]) + len(changed) - len(raw)
+    return changed[:18] + b"%8d" % text_end + changed[26:]
+
+
+@pytest.mark.parametrize("key, datatype, what", [
+    ("$PAR", "I", "channel count"),
+    ("$TOT", "I", "event count"),
+    ("$BEGINDATA", "F", "byte offset"),
+    ("$ENDDATA", "F", "byte offset"),
+    ("$P1B", "I", "bit width"),
+    ("$P2B", "F", "bit width"),      # float data read $PnB only to warn; still refused
+])
+def test_absurdly_long_whole_numbers_are_one_line_refusals(tmp_path, capsys, key, datatype, what):
+    from cd125gate.cli import main
+
+    raw = build_fcs(np.full((4, 2), 7), datatype=datatype, blank_header_data=True)
+    path = tmp_path / "digits.fcs"
+    path.write_bytes(with_text_value(raw, key, FIVE_THOUSAND))
+    message = f"{key} is not a plausible {what} (5,000 digits)"
+    assert _one_line_refusal(path, message) == message
+    assert main(["inspect", str(path)]) == 2
+    assert capsys.readouterr().err == f"cd125gate: {path}: {message}\n"
+
+
+def test_a_long_count_is_refused_before_arithmetic_makes_it_unprintable(make_fcs):
+    # 4,300 digits convert, but $TOT x bytes per event has 4,301 and raised when put in a message.
+    _one_line_refusal(make_fcs(np.ones((4, 2)), keywords={"$TOT": "9" * 4300}),
+                      "$TOT is not a plausible event count (4,300 digits)")
+    _one_line_refusal(make_fcs(np.ones((4, 2)), keywords={"$TOT": "1" + "0" * 20}),
+                      "$TOT is not a plausible event count (21 digits)")
+    _one_line_refusal(make_fcs(np.ones((4, 2)), keywords={"$TOT": "-" + FIVE_THOUSAND}),
+                      "$TOT is not a plausible event count (5,000 digits)")
+
+
+def test_leading_zeros_do_not_count_as_digits(make_fcs):
+    fcs = read_fcs(make_fcs(np.ones((4, 2)), datatype="I",
+                            keywords={"$TOT": "0" * 5000 + "4", "$PAR": "0" * 5000 + "2", "$P1B": "0" * 5000 + "16"}))
+    assert fcs.event_count == 4 and len(fcs.channels) == 2 and fcs.channels[0].bits == 16
+
+
+def test_absurdly_long_nextdata_is_a_warning(make_fcs):
+    # Only the first data set is read: a damaged pointer to the next one is not fatal.
+    fcs = read_fcs(make_fcs(np.ones((3, 2)), keywords={"$NEXTDATA": FIVE_THOUSAND}))
+    assert fcs.dataset_count == 1
+    assert "$NEXTDATA is not a plausible byte offset (5,000 digits); ignored" in fcs.warnings
+
+
+@pytest.mark.parametrize("count", [FIVE_THOUSAND, "9" * 4000])
+def test_absurdly_long_spillover_count_is_ignored_with_warning(make_fcs, count):
+    # 4,000 digits converted, then n * n (8,000 digits) raised in the warning's text.
+    fcs = read_fcs(make_fcs(np.ones((2, 2)), keywords={"$SPILLOVER": f"{count},FL1-A,FL2-A,1,0,0,1"}))
+    assert fcs.spillover is None
+    assert "$SPILLOVER is not a spillover matrix ('n,names,values'); ignored" in fcs.warnings
+
+
+def test_absurdly_long_size_limit_variable_is_one_line(make_fcs, monkeypatch):
+    monkeypatch.setenv("CD125GATE_MAX_FCS_BYTES", FIVE_THOUSAND)
+    with pytest.raises(InputError, match=r"must be a positive whole number of bytes, not '9+' \(5,000 digits\)$"):
+        read_fcs(make_fcs(np.ones((2, 2))))

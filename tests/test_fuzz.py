@@ -42,7 +42,7 @@ def test_mutants_are_reproducible_and_varied(engine):
     again = [(label, seed, content) for label, seed, content in engine.mutants(60, CI_SEED)]
     assert first == again
     classes = {engine.mutation_class(label) for label, _, _ in engine.mutants(CI_MUTANTS, CI_SEED)}
-    assert {"keyword", "in-place", "truncate", "non-ASCII", "HEADER", "data", "bit"} <= classes
+    assert {"keyword", "in-place", "truncate", "non-ASCII", "HEADER", "data", "bit", "long-number"} <= classes
 
 
 def test_seeded_mutants_end_cleanly(engine):
@@ -91,6 +91,46 @@ def test_input_modification_is_caught(engine, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "check_inspect", scribble)
     outcomes = list(engine.run_mutant("test", "seed", b"FCS3.1", tmp_path, 0))
     assert [o.result for o in outcomes if o.stage == "input"] == ["modified"]
+
+
+# Keywords whose absurdly long number the reader must refuse, naming the keyword (the others are
+# floats, refused or warned as not finite, or keywords only warned about or not parsed at all).
+REFUSED_LONG = {b"$PAR", b"$TOT", b"$BEGINDATA", b"$ENDDATA", b"$P1B"}
+LONG_KEYS = sorted(REFUSED_LONG | {b"$NEXTDATA", b"$P1R", b"$P1G", b"$TIMESTEP", b"$SPILLOVER", b"$DATE",
+                                   b"$BEGINSTEXT"})
+
+
+def test_absurdly_long_numbers_end_in_one_line_or_a_read(engine, tmp_path):
+    """The issue's last traceback: int() of a 5,000-digit $PAR or $TOT. Every numeric keyword of a
+    bundled tube, at lengths around Python's 4,300-digit limit, and its own value behind 5,000 zeros."""
+    rng = random.Random(CI_SEED)
+    seed = engine.load_seed(ROOT / "test_data" / "low_fmo_stained.fcs")
+    values = {"21": b"1" + b"0" * 20, "4300": b"9" * 4300, "4301": b"9" * 4301, "5000": b"9" * 5000,
+              "-5000": b"-" + b"9" * 5000, "zero-padded": None}
+    outcomes = []
+    for key in LONG_KEYS:
+        for kind, value in values.items():
+            label, content = engine.mutate_long_number(rng, seed, key, value, padding=5000 if value is None else None)
+            for outcome in engine.run_mutant(label, seed.path.name, content, tmp_path, len(outcomes)):
+                outcomes.append((key, kind, outcome))
+    failures = [o for _, _, o in outcomes if not o.result.startswith("ok")]
+    assert failures == [], describe(failures)
+    for key, kind, outcome in outcomes:
+        if kind == "zero-padded":
+            assert outcome.result == "ok-read", (key, outcome)  # leading zeros are no reason to refuse
+        elif key in REFUSED_LONG and outcome.stage == "inspect":
+            assert outcome.result == "ok-refused", (key, kind, outcome)
+            assert outcome.detail.startswith(f"{key.decode()} is not a plausible "), outcome.detail
+            assert outcome.detail.endswith(f" ({int(kind.lstrip('-')):,} digits)"), outcome.detail
+    # Random draws of the operator, over every seed: the same contract.
+    seeds = [engine.load_seed(path) for path in engine.seed_files()]
+    drawn = [engine.mutate_long_number(rng, rng.choice(seeds)) for _ in range(40)]
+    tally = engine.Tally()
+    for index, (label, content) in enumerate(m for m in drawn if m is not None):
+        for outcome in engine.run_mutant(label, "drawn", content, tmp_path, 1000 + index):
+            tally.add(outcome)
+    assert tally.failures() == [], describe(tally.failures())
+    assert {"ok-read", "ok-refused"} <= {o.result for o in tally.outcomes}
 
 
 def test_every_mutation_operator_produces_mutants(engine):

@@ -232,6 +232,9 @@ def test_assay_metadata_from_fcs_keywords():
                     "instrument": "FACSCanto II", "instrument_serial": "V123", "operator": "jdoe",
                     "tube_name": "CD125 stained"}
     assert assay.fcs_date("3-feb-99") == "1999-02-03"
+    # Not dates we can convert, kept as written (int() raised on these).
+    for odd in ("01-JAN-\u00b2", "\u00b2-JAN-2020", "01-JAN-" + "9" * 5000):
+        assert assay.fcs_date(odd) == odd
     assert assay.from_keywords({})["instrument"] is None
 
 

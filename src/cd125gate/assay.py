@@ -7,6 +7,8 @@ or, per sample, from the sample sheet. Missing values stay None: a reviewer
 sees what is not recorded.
 """
 
+import re
+
 FIELDS = ("acquisition_date", "acquisition_time", "instrument", "instrument_serial", "operator",
           "tube_name", "cd125_clone", "cd125_fluorochrome", "cd125_lot")
 # FCS keywords of the assay metadata, first one present wins ($CYTSN is FCS 3.1; CYTNUM is BD's).
@@ -16,6 +18,7 @@ KEYWORDS = {
     "operator": ("$OP", "EXPORT USER NAME"),
     "tube_name": ("TUBE NAME", "$SRC"),
 }
+_DATE_NUMBER = re.compile(r"[0-9]{1,4}")
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
@@ -51,7 +54,9 @@ def fcs_date(text):
     if text is None:
         return None
     parts = text.strip().split("-")
-    if len(parts) == 3 and parts[1].upper() in MONTHS and parts[0].isdigit() and parts[2].isdigit():
+    # ASCII digits, at most 4: isdigit() also accepts '²' (int() refuses it) and int() of a
+    # 4,301-digit year raised Python's integer-digit-limit ValueError (a traceback in analyze).
+    if len(parts) == 3 and parts[1].upper() in MONTHS and all(_DATE_NUMBER.fullmatch(p) for p in parts[::2]):
         year = int(parts[2]) + (1900 if len(parts[2]) == 2 else 0)  # FCS 2.0 wrote dd-mmm-yy
         return f"{year:04d}-{MONTHS.index(parts[1].upper()) + 1:02d}-{int(parts[0]):02d}"
     return text.strip()

@@ -41,6 +41,11 @@ MAX_BYTES_VARIABLE = "CD125GATE_MAX_FCS_BYTES"
 DECODED_PER_FILE_BYTE = 4
 # Only ASCII digits: str.isdigit() also accepts '²' and int() accepts '١٢' or '1_000'.
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+# Whole numbers in TEXT are byte offsets, event and channel counts and bit widths; 2**64 has
+# 20 digits and no FCS file comes near it. More significant digits are damage, not data: int()
+# of over 4,300 digits raises Python's own ValueError, and sums and products of fewer can give
+# numbers too long to print in a message. Leading zeros (fixed-width writers) do not count.
+MAX_DIGITS = 20
 # Repeated warnings of one kind are summarised after this many (a hostile file can
 # repeat a channel name 50,000 times).
 MAX_WARNINGS_PER_KIND = 5
@@ -152,9 +157,10 @@ def max_file_bytes():
     value = os.environ.get(MAX_BYTES_VARIABLE, "").strip()
     if not value:
         return DEFAULT_MAX_BYTES
-    if not _WHOLE_NUMBER.fullmatch(value) or int(value) <= 0:
-        raise InputError(MAX_BYTES_VARIABLE, f"must be a positive whole number of bytes, not {value[:40]!r}")
-    return int(value)
+    if not _WHOLE_NUMBER.fullmatch(value) or _digits(value) > MAX_DIGITS or _to_int(value) <= 0:
+        raise InputError(MAX_BYTES_VARIABLE, f"must be a positive whole number of bytes, not {value[:40]!r}"
+                                             + (f" ({_digits(value):,} digits)" if len(value) > 40 else ""))
+    return _to_int(value)
 
 
 def _read_bytes(path, limit):
@@ -355,11 +361,33 @@ def _keyword(keywords, key, path):
     return keywords[key]
 
 
-def _int_keyword(keywords, key, path):
+def _int_keyword(keywords, key, path, what):
+    """A whole number (sign allowed) of at most MAX_DIGITS digits; ``what`` it counts names it."""
     value = _keyword(keywords, key, path)
     if not _WHOLE_NUMBER.fullmatch(value.strip()):
         raise InputError(path, f"keyword {key} is not a whole number: {value[:40]!r}")
-    return int(value.strip())
+    _check_digits(value, key, path, what)
+    return _to_int(value)
+
+
+def _digits(text):
+    """Significant digits of a whole number's text: spaces, sign and leading zeros not counted."""
+    return len(text.strip().lstrip("+-").lstrip("0"))
+
+
+def _check_digits(text, key, path, what):
+    """Refuse a whole number too long to be a plausible ``what`` (see MAX_DIGITS)."""
+    digits = _digits(text)
+    if digits > MAX_DIGITS:
+        raise InputError(path, f"{key} is not a plausible {what} ({digits:,} digits)")
+
+
+def _to_int(text):
+    """int() of a whole number already checked by _check_digits (leading zeros would count
+    towards Python's digit limit)."""
+    text = text.strip()
+    sign = "-" if text.startswith("-") else ""
+    return int(sign + (text.lstrip("+-").lstrip("0") or "0"))
 
 
 def _float_keyword(keywords, key, path):
@@ -406,7 +434,7 @@ def _byte_order(value, path):
 
 
 def _channels(keywords, path, warnings):
-    count = _int_keyword(keywords, "$PAR", path)
+    count = _int_keyword(keywords, "$PAR", path, "channel count")
     if count < 1:
         raise InputError(path, f"$PAR is {count}: the file has no channels")
     if count > len(keywords):
@@ -422,6 +450,10 @@ def _channels(keywords, path, warnings):
         n = next(i for i, r in enumerate(ranges, start=1) if r is None or r <= 0.0)
         _range(keywords, n, path)  # raises, naming the keyword
     bits = [_whole(value) for value in _column(keywords, prefixes, "B", path)]
+    if None in bits:
+        for n, value in enumerate(bits, start=1):
+            if value is None:
+                _check_digits(keywords[f"$P{n}B"], f"$P{n}B", path, "bit width")
     amplifications = [_decades_offset(get(p + "E", "0,0")) for p in prefixes]
     if None in amplifications:
         _amplification(keywords, amplifications.index(None) + 1, path)  # raises
@@ -484,14 +516,17 @@ def _bits(keywords, n, path):
 
 
 def _whole(text):
-    """A non-negative whole number written in ASCII digits, else None."""
+    """A non-negative whole number written in ASCII digits, else None (also when it has more
+    than MAX_DIGITS significant digits: callers that refuse such a number use _check_digits)."""
     return _whole_cached(text) if len(text) <= _CACHED_LENGTH else _whole_cached.__wrapped__(text)
 
 
 @functools.lru_cache(maxsize=4096)
 def _whole_cached(text):
     text = text.strip()
-    return int(text) if _WHOLE_NUMBER.fullmatch(text) and text[0] not in "+-" else None
+    if not _WHOLE_NUMBER.fullmatch(text) or text[0] in "+-" or _digits(text) > MAX_DIGITS:
+        return None
+    return _to_int(text)
 
 
 def _amplification(keywords, n, path):
@@ -572,8 +607,8 @@ def _data_offsets(header, keywords, path):
         if header_start == 0 and header_end == 0:
             raise InputError(path, "HEADER gives no DATA offsets and TEXT has no $BEGINDATA/$ENDDATA")
         return header_start, header_end
-    text_start = _int_keyword(keywords, "$BEGINDATA", path)
-    text_end = _int_keyword(keywords, "$ENDDATA", path)
+    text_start = _int_keyword(keywords, "$BEGINDATA", path, "byte offset")
+    text_end = _int_keyword(keywords, "$ENDDATA", path, "byte offset")
     if (header_start, header_end) not in ((0, 0), (text_start, text_end)):
         raise InputError(
             path,
@@ -584,7 +619,7 @@ def _data_offsets(header, keywords, path):
 
 def _event_count(keywords, data_start, data_end, event_size, path, warnings):
     if "$TOT" in keywords:
-        count = _int_keyword(keywords, "$TOT", path)
+        count = _int_keyword(keywords, "$TOT", path, "event count")
         if count < 0:
             raise InputError(path, f"$TOT is negative ({count})")
         length = data_end - data_start + 1
@@ -717,7 +752,9 @@ def _spillover(keywords, channels, warnings):
     keyword = present[0]
     parts = [part.strip() for part in keywords[keyword].split(",")]
     try:
-        n = int(parts[0])
+        n = _whole(parts[0])
+        if n is None:
+            raise ValueError(parts[0])  # not a count of at most MAX_DIGITS ASCII digits
         names = tuple(parts[1:n + 1])
         values = np.array([float(v) for v in parts[n + 1:]], dtype=np.float64)
     except ValueError:
@@ -742,7 +779,11 @@ def _count_datasets(content, keywords, path, warnings):
     count, start = 1, 0
     step = keywords.get("$NEXTDATA", "0").strip()
     if step and _whole(step) is None:
-        warnings.append(f"$NEXTDATA is not a whole number ({step[:40]!r}); ignored")
+        # Only the first data set is read: a damaged pointer to the next one is not fatal.
+        if _WHOLE_NUMBER.fullmatch(step) and _digits(step) > MAX_DIGITS:
+            warnings.append(f"$NEXTDATA is not a plausible byte offset ({_digits(step):,} digits); ignored")
+        else:
+            warnings.append(f"$NEXTDATA is not a whole number ({step[:40]!r}); ignored")
     while (_whole(step) or 0) > 0:
         start += _whole(step)
         where = f"data set {count + 1} (byte {start}): "
