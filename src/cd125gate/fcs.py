@@ -171,14 +171,7 @@ def _read_bytes(path, limit):
     reading so that memory is bounded by ``limit``.
     """
     try:
-        info = os.stat(path)
-        if stat.S_ISDIR(info.st_mode):
-            raise InputError(path, "cannot read file: it is a folder, not an FCS file")
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(path, f"cannot read file: it is a {_file_kind(info.st_mode)}, not a regular file")
-        if info.st_size > limit:
-            raise InputError(path, f"file is {info.st_size:,} bytes, more than the {limit:,}-byte limit "
-                                   f"(set {MAX_BYTES_VARIABLE} to raise it)")
+        info = _regular_file(path, limit)
         with open(path, "rb") as handle:
             # At most one byte more than stat said (a bounded buffer): more means the file
             # is still being written, and its offsets cannot be trusted yet.
@@ -188,6 +181,42 @@ def _read_bytes(path, limit):
     if len(content) > info.st_size:
         raise InputError(path, "file grew while being read (is it still being written?)")
     return content
+
+
+def read_channels(path):
+    """The channels of an FCS file from its HEADER and TEXT alone, DATA not read.
+
+    For checking a batch's panels before any job: reading whole files would take
+    minutes on hundreds of large tubes. The DATA segment is checked when the tube
+    is analysed.
+
+    :raises InputError: the file cannot be opened or its HEADER/TEXT cannot be parsed
+    """
+    path = str(path)
+    try:
+        size = _regular_file(path, max_file_bytes()).st_size
+        with open(path, "rb") as handle:
+            header = _parse_header(handle.read(HEADER_SIZE), path, size)
+            text_start, text_end = header["text"]
+            handle.seek(text_start)
+            text = handle.read(text_end - text_start + 1)
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from None
+    warnings = []
+    return _channels(_parse_text(text, path, warnings), path, warnings)
+
+
+def _regular_file(path, limit):
+    """``os.stat`` of ``path``, refusing a folder, a special file or one over ``limit`` bytes."""
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(path, "cannot read file: it is a folder, not an FCS file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(path, f"cannot read file: it is a {_file_kind(info.st_mode)}, not a regular file")
+    if info.st_size > limit:
+        raise InputError(path, f"file is {info.st_size:,} bytes, more than the {limit:,}-byte limit "
+                               f"(set {MAX_BYTES_VARIABLE} to raise it)")
+    return info
 
 
 def _file_kind(mode):

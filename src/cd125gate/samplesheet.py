@@ -16,6 +16,7 @@ read is a bad *sample* instead, and ends as a FAILED result.
 import csv
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,9 +200,13 @@ def _check_unique(path, samples):
 
 def add_arguments(parser):
     parser.add_argument("sheet", help="sample sheet (TSV: sample_id, fcs, control, ...)")
+    parser.add_argument("--config", help="settings YAML whose panel maps the files (default: packaged)")
 
 
 def run(args):
+    from .panel_command import sheet_problems
+    from .settings import load_settings
+
     samples = read_sheet(args.sheet)
     # Hashing every pair is for this explicit check; the workflow's own read only compares paths.
     copies = same_tube_pairs(samples)
@@ -210,6 +215,11 @@ def run(args):
         raise InputError(args.sheet, f"line {first.line}: sample '{first.sample_id}': the control "
                                      f"{first.control.name} is a copy of the stained tube (same SHA-256)"
                                      + (f"; {len(copies) - 1} more such sample(s)" if len(copies) > 1 else ""))
+    unmapped = sheet_problems(samples, load_settings(args.config).panel)
+    if unmapped:
+        for line in unmapped:
+            print(f"cd125gate: {args.sheet}: {line}", file=sys.stderr)
+        return 1
     controls = sum(sample.control is not None for sample in samples)
     # Rows read = samples (every non-blank row after the header becomes one sample or an error);
     # said explicitly so that a sheet which lost rows cannot pass unnoticed.

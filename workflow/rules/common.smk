@@ -8,7 +8,7 @@ import sys
 import yaml
 from snakemake.utils import validate
 
-from cd125gate import reviews as review_lines, samplesheet
+from cd125gate import panel_command as panel_check, reviews as review_lines, samplesheet
 from cd125gate.errors import InputError
 from cd125gate.fileio import sha256_file
 from cd125gate.settings import load_settings
@@ -39,7 +39,18 @@ def load_samples():
         sys.exit(f"cd125gate: {exc}")
     for sample in samples:
         validate(sheet_record(sample), "../schemas/samples.schema.yaml")
+    check_panels(samples)
     return {sample.sample_id: sample for sample in samples}
+
+
+def check_panels(samples):
+    """Stop before any job, one line per file, when a file's panel cannot be mapped."""
+    panel_settings = load_settings(overrides=config.get("analysis") or {}).panel
+    lines = panel_check.sheet_problems(samples, panel_settings)
+    if lines:
+        sys.exit("\n".join(f"cd125gate: {line}" for line in lines)
+                 + f"\ncd125gate: {len(lines)} file(s) whose panel cannot be mapped; no job was run"
+                 " (`cd125gate panel FILE` shows each channel)")
 
 
 def sheet_record(sample):
