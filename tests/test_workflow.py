@@ -111,6 +111,22 @@ def test_bad_sheet_stops_the_run_with_one_line(tmp_path, text, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_sheet_with_an_unmappable_panel_stops_before_any_job(tmp_path):
+    fc500 = ROOT / "test_data/realdata/clarient_FI05_000599_tube6.fcs"  # CD38 where CD125 should be
+    sheet = tmp_path / "mixed.tsv"
+    sheet.write_text(f"sample_id\tfcs\nok\t{ROOT / 'test_data/low_fmo_stained.fcs'}\nfc500\t{fc500}\n")
+    proc = run_snakemake(tmp_path, sheet, tmp_path / "out")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("cd125gate:")]
+    assert errors == [
+        f"cd125gate: sample fc500: stained tube {fc500}: required marker(s) CD125 not found; unrecognised "
+        "channel(s): FL5 Log (CD38-PC7) (add the spelling to panel.markers if one of them is it)",
+        "cd125gate: 1 file(s) whose panel cannot be mapped; no job was run (`cd125gate panel FILE` shows "
+        "each channel)"]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_chunk_of_no_samples_stops_the_run(tmp_path):
     proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", "analyze_chunk=0")
     assert proc.returncode != 0
