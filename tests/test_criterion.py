@@ -31,6 +31,24 @@ def test_counts_alone(positive, blasts, expected):
     assert verdict.ci_low < positive / blasts < verdict.ci_high
 
 
+@pytest.mark.parametrize("positive, expected", [
+    (700, "MET"), (650, "MET"), (300, "NOT_MET"),
+    (620, "REVIEW"),    # CI 58.9 %-65.0 %: MET against a control, not 10 points clear without one
+    (380, "REVIEW"),    # CI 35.0 %-41.1 %
+])
+def test_without_a_control_cut_off_only_a_clear_answer_stands(positive, expected):
+    verdict = decide(evidence(positive=positive, threshold_method="internal_negative", control_used=False),
+                     SETTINGS)
+    assert verdict.criterion == expected
+    reasons = [r for r in verdict.reasons if r.startswith("no control tube's cut-off")]
+    assert bool(reasons) == (expected == "REVIEW")
+    if reasons:
+        assert reasons[0] == (f"no control tube's cut-off (threshold from internal negative): the estimate "
+                              f"{positive / 10:.1f}% (CI {verdict.ci_low:.1%}-{verdict.ci_high:.1%}) is within "
+                              "10 points of 50%; give a control tube or gate by hand")
+        assert decide(evidence(positive=positive), SETTINGS).criterion in ("MET", "NOT_MET")
+
+
 def test_no_gated_blasts_is_a_review_with_one_plain_reason():
     """A valid tube whose blasts the gates missed: REVIEW to gate by hand, not a FAILED tube."""
     verdict = decide(evidence(blasts=0, positive=0, blast_share=(0.0, 0.0)), SETTINGS)

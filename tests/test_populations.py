@@ -275,12 +275,28 @@ def test_internal_control_reasons():
     c = SETTINGS.checks
     good = {"eosinophils": control("positive", 500, 0.99, 1.7), "lymphocytes": control("negative", 500, 0.01, -0.5)}
     assert checks.control_reasons(good, c) == []
-    failed_stain = dict(good, eosinophils=control("positive", 500, 0.9, 0.4))
+    failed_stain = dict(good, eosinophils=control("positive", 500, 0.85, 0.4))
     assert "eosinophils (CD125+ by nature)" in checks.control_reasons(failed_stain, c)[0]
     off = dict(good, lymphocytes=control("negative", 500, 0.8, 0.3))
     assert "lymphocytes (CD125- by nature) are 80% CD125+" in checks.control_reasons(off, c)[0]
     few = dict(good, eosinophils=control("positive", 10, 0.0, -1.0))
     assert checks.control_reasons(few, c) == []
+
+
+@pytest.mark.parametrize("name, share, above, fails", [
+    ("basophils", 0.97, 0.5, False),    # wholly above the cut-off: never a failed stain
+    ("eosinophils", 0.95, 0.2, False),
+    ("basophils", 0.8, 0.4, False),     # basophils carry less IL-5Ra: 0.3 decades suffice
+    ("basophils", 0.8, 0.2, True),
+    ("eosinophils", 0.8, 0.4, True),    # eosinophils are expected 0.8 decades above
+    ("basophils", 0.3, 1.0, True),      # most of them below the cut-off
+])
+def test_positive_controls_are_judged_by_their_own_margin(name, share, above, fails):
+    controls = {name: control("positive", 500, share, above)}
+    reasons = checks.control_reasons(controls, SETTINGS.checks)
+    assert bool(reasons) == fails
+    if fails:
+        assert reasons[0].startswith(f"internal control check: {name} (CD125+ by nature) are {share:.0%}")
 
 
 def test_internal_controls_count_the_named_populations_against_the_cut():

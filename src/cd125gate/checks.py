@@ -155,8 +155,9 @@ def control_reasons(controls, checks):
         if c["events"] < checks.min_control_events:
             continue
         share, above = c["cd125_pos_share"], c["median_above_cut"]
-        if c["role"] == "positive" and (share < checks.min_positive_control
-                                        or above < checks.positive_control_decades):
+        margin = checks.basophil_control_decades if name == "basophils" else checks.positive_control_decades
+        dim = above < margin and share < checks.clearly_positive_share
+        if c["role"] == "positive" and (share < checks.min_positive_control or dim):
             reasons.append(f"internal control check: {name} (CD125+ by nature) are {share:.0%} CD125+, "
                            f"median {above:+.2f} decades from the cut-off: failed CD125 stain?")
         if c["role"] == "negative" and share > checks.max_negative_control:

@@ -102,6 +102,25 @@ def threshold_source(evidence, settings):
     return [], flags
 
 
+def internal_cutoff(evidence, settings):
+    """Without a control tube's cut-off only a clear answer stands: the CI well away from the threshold.
+
+    An internal negative population can hold blasts or sit off the blasts' background
+    (a confident NOT_MET 26 % on a true 63 % was met this way), so its cut-off is trusted
+    only far from the threshold.
+    """
+    if evidence.threshold_method == "control_percentile" or not evidence.blasts:
+        return [], []
+    criterion = settings.criterion
+    cut, margin = criterion.positive_fraction, criterion.internal_cutoff_margin
+    low, high = wilson_interval(evidence.positive, evidence.blasts, criterion.confidence)
+    if high < cut - margin or low >= cut + margin:
+        return [], []
+    return [f"no control tube's cut-off (threshold from {evidence.threshold_method.replace('_', ' ')}): "
+            f"the estimate {evidence.fraction:.1%} (CI {low:.1%}-{high:.1%}) is within "
+            f"{margin * 100:.0f} points of {cut:.0%}; give a control tube or gate by hand"], []
+
+
 def time_qc(evidence, settings):
     """A clog or a flow-rate jump that removed much of a tube makes its counts doubtful."""
     limit = settings.qc.max_removed_fraction
@@ -173,5 +192,5 @@ def enough_blasts(evidence, settings):
     return [], []
 
 
-RULES = (uncompensated, control_unusable, implausible_data, threshold_source, time_qc, control_consistency,
+RULES = (uncompensated, control_unusable, implausible_data, threshold_source, internal_cutoff, time_qc, control_consistency,
          gating_checks, dim_cd125, gating_notes, enough_blasts)

@@ -136,8 +136,14 @@ class GatingChecks:
     min_positive_control: float = setting("positive internal control below this CD125+ share: REVIEW",
                                           "float", within=Range(0, 1))
     positive_control_decades: float = setting(
-        "positive internal control's median less than this many decades above the cut-off: REVIEW",
-        "float", within=Range(0, 5))
+        "eosinophils' median less than this many decades above the cut-off: REVIEW", "float",
+        within=Range(0, 5))
+    basophil_control_decades: float = setting(
+        "basophils' median less than this many decades above the cut-off: REVIEW (they carry less "
+        "IL-5Ra than eosinophils)", "float", within=Range(0, 5))
+    clearly_positive_share: float = setting(
+        "a positive internal control with at least this CD125+ share is never a failed stain",
+        "float", within=Range(0, 1))
     max_negative_control: float = setting("negative internal control above this CD125+ share: REVIEW",
                                           "float", within=Range(0, 1))
 
@@ -189,6 +195,9 @@ class Criterion:
     min_blasts: int = setting("fewer blasts: REVIEW", "int", within=Range(1, 1e9))
     confidence: float = setting("Wilson interval level; REVIEW when it straddles the threshold",
                                 "float", within=Range(0.5, 1, open_hi=True))
+    internal_cutoff_margin: float = setting(
+        "without a control tube's cut-off, the interval must lie this far from positive_fraction",
+        "float", within=Range(0, 0.5))
 
 
 @dataclass(frozen=True)
