@@ -379,6 +379,11 @@ def test_cytek_post_unmixing_compensation_is_applied():
     assert comp.source == "file" and comp.applied
     np.testing.assert_array_equal(comp.matrix, matrix)
     assert "compensation applied after unmixing" in comp.detail
+    # Raw Aurora data (detector names) with a matrix: a plain file matrix, nothing about unmixing.
+    raw = ["FSC-A", "SSC-A", "V1-A", "B2-A", "R3-A"]
+    raw_spill = Spillover(("V1-A", "B2-A", "R3-A"), matrix, "$SPILLOVER")
+    raw_comp = choose_matrix(tube(raw, raw_spill, {"CREATOR": "SpectroFlo 3.0.3"}, "Aurora"))
+    assert raw_comp.source == "file" and "unmixing" not in raw_comp.detail
 
 
 def test_an_identity_spillover_alone_is_no_evidence():

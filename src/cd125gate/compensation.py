@@ -259,7 +259,7 @@ def choose_matrix(fcs, override_path=None, allow_uncompensated=False, declared=N
         matrix = np.asarray(spill.matrix, dtype=np.float64)
         validate_matrix(spill.channels, matrix, names, f"{fcs.path} ({spill.keyword})")
         unmixed = (" (unmixed Cytek data: the compensation applied after unmixing)"
-                   if _cytek_name(fcs) and not is_near_identity(matrix) else "")
+                   if _unmixed_cytek(fcs) and not is_near_identity(matrix) else "")
         return Compensation(tuple(spill.channels), matrix, "file",
                             f"{spill.keyword} keyword of {fcs.path}{unmixed}")
     if not allow_uncompensated:
@@ -285,13 +285,12 @@ def prior_compensation(fcs):
     cytometer = _cytometer(fcs)
     if any(_number(keywords[key]) for key in keywords if _DFC.match(key.upper())):
         return f"compensated by the instrument: $DFCnTOm keywords{f' ({cytometer})' if cytometer else ''}"
-    fluorescence = [name for name in fcs.channel_names()
-                    if not _NOT_FLUORESCENCE.match(re.sub(r"[\s\-_/.()]+", "", name.lower()))]
+    fluorescence = _fluorescence(fcs)
     if fluorescence and all(_COMP_NAME.match(name) for name in fluorescence):
         return "Comp- channels: exported compensated"
-    cytek = _cytek_name(fcs)
+    cytek = _unmixed_cytek(fcs)
     spill = fcs.spillover
-    if cytek and fluorescence and not all(_CYTEK_DETECTOR.match(name) for name in fluorescence):
+    if cytek:
         if spill is None:
             return f"unmixed spectral data ({cytek}, no spillover matrix)"
         if is_near_identity(spill.matrix):
@@ -318,15 +317,29 @@ def _cytometer(fcs):
     return (getattr(fcs, "cytometer", None) or keywords.get("$CYT") or "").strip()
 
 
-def _cytek_name(fcs):
-    """"Cytek <model>" for data from a Cytek spectral cytometer or SpectroFlo, else ""."""
+def _fluorescence(fcs):
+    """$PnN of the channels that are neither scatter, Time nor counters."""
+    return [name for name in fcs.channel_names()
+            if not _NOT_FLUORESCENCE.match(re.sub(r"[\s\-_/.()]+", "", name.lower()))]
+
+
+def _unmixed_cytek(fcs):
+    """"Cytek <model>" for unmixed data of a Cytek spectral cytometer (or SpectroFlo), else "".
+
+    Unmixed data are named after fluorochromes (BV421-A, AF-A); raw data after detectors (V1-A).
+    """
     keywords = getattr(fcs, "keywords", None) or {}
     cytometer = _cytometer(fcs)
     if _CYTEK.search(cytometer):
-        return cytometer if "cytek" in cytometer.lower() else f"Cytek {cytometer}"
-    if "spectroflo" in keywords.get("CREATOR", "").lower():
-        return f"Cytek {cytometer}".strip() if cytometer else "Cytek SpectroFlo"
-    return ""
+        name = cytometer if "cytek" in cytometer.lower() else f"Cytek {cytometer}"
+    elif "spectroflo" in keywords.get("CREATOR", "").lower():
+        name = f"Cytek {cytometer}" if cytometer else "Cytek SpectroFlo"
+    else:
+        return ""
+    fluorescence = _fluorescence(fcs)
+    if not fluorescence or all(_CYTEK_DETECTOR.match(n) for n in fluorescence):
+        return ""
+    return name
 
 
 def _zero_dfc_note(fcs):
