@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cd125gate import gatingml
@@ -255,3 +256,97 @@ def test_assay_metadata_and_the_cd125_reagent_are_recorded(tmp_path):
     assert set(result.assay) >= {"acquisition_date", "instrument", "operator", "tube_name"}
     failed = analyze_sample(TEST_DATA / "no_cd125_stained.fcs", None, settings).result
     assert failed.criterion == "FAILED" and failed.assay["cd125_lot"] == "L1"
+
+
+# --- already compensated data -------------------------------------------------------------------
+
+def _precompensated_copy(source_path, path, comp_names, keywords=None):
+    """``source_path``'s events compensated with its own $SPILLOVER and written without a matrix,
+    its fluorescence channels renamed ``Comp-...`` (as FlowJo exports them) when ``comp_names``."""
+    from cd125gate.compensation import choose_matrix, compensate
+    from cd125gate.fcs import read_fcs
+    from cd125gate.fcs_write import write_fcs
+
+    source = read_fcs(source_path)
+    comp = choose_matrix(source)
+    assert comp.source == "file" and not comp.is_identity
+    events = compensate(source.events, source.channel_names(), comp)
+    names = [f"Comp-{n}" if comp_names and n in comp.channels else n for n in source.channel_names()]
+    keywords = dict(keywords or {})
+    if "$TIMESTEP" in source.keywords:
+        keywords["$TIMESTEP"] = source.keywords["$TIMESTEP"]
+    if "Time" in names:  # the reader multiplied Time by $TIMESTEP: store it as the instrument did
+        events[:, names.index("Time")] /= float(source.keywords.get("$TIMESTEP", 1))
+    write_fcs(path, events.astype(np.float32), names, stains=[c.stain for c in source.channels],
+              ranges=[c.range for c in source.channels], keywords=keywords)
+    return path
+
+
+def test_exported_compensated_tubes_are_analysed_flagged_and_reproduce_in_flowkit(clog_case, tmp_path):
+    """Comp- channels, no matrix: events used as they are, a flag (not REVIEW), gates FlowKit re-applies."""
+    stained, control = (_precompensated_copy(p, tmp_path / f"comp_{p.name}", True) for p in clog_case)
+    analysis = analyze_sample(stained, control, load_settings(), sample_id="comp")
+    write_outputs(analysis, tmp_path / "out")
+    result = analysis.result
+    assert result.qc["compensation"] == "precompensated"
+    assert "precompensated: Comp- channels: exported compensated" in result.flags
+    assert not any("compensat" in reason for reason in result.reasons)
+    assert "uncompensated" not in result.flags
+    assert not any("prior compensation" in w for w in result.warnings)
+    gates_xml = (tmp_path / "out" / "gates.xml").read_text()
+    assert "spectrumMatrix" not in gates_xml and 'compensation-ref="spill"' not in gates_xml
+    ours = {g["name"]: g["count"] for g in result.gates}
+    assert gatingml.reapply(tmp_path / "out" / "gates.xml", stained) == ours
+    ours_control = {g["name"]: g["count"] for g in result.control_gates}
+    assert gatingml.reapply(tmp_path / "out" / "control_gates.xml", control) == ours_control
+    # The same tubes compensated by us from their $SPILLOVER give the same answer.
+    original = analyze_sample(*clog_case, load_settings(), sample_id="clog").result
+    assert original.qc["compensation"] == "file"
+    assert not any(flag.startswith("precompensated") for flag in original.flags)
+    assert result.criterion == original.criterion
+    assert result.cd125_pos_fraction == pytest.approx(original.cd125_pos_fraction, abs=0.01)
+
+
+def test_declared_precompensated_is_not_sent_to_review_for_no_compensation(tmp_path):
+    stained = _precompensated_copy(TEST_DATA / "high_fmo_stained.fcs", tmp_path / "s.fcs", False)
+    control = _precompensated_copy(TEST_DATA / "high_fmo_control.fcs", tmp_path / "c.fcs", False)
+    # No matrix and no sign in the file: refused, as before.
+    assert analyze_sample(stained, control, load_settings()).result.criterion == "FAILED"
+    # Per sample, as the workflow passes it: `cd125gate analyze --compensation precompensated`.
+    status = main(["analyze", str(stained), "--control", str(control), "--out", str(tmp_path / "out"),
+                   "--compensation", "precompensated", "--quiet"])
+    per_sample = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert status == 0 and per_sample["criterion"] == "MET" and per_sample["reasons"] == []
+    assert "precompensated: declared for this sample (compensation: precompensated)" in per_sample["flags"]
+    assert per_sample["inputs"]["compensation"] is None and per_sample["qc"]["compensation"] == "precompensated"
+    settings = load_settings(overrides={"compensation": {"precompensated": True}})
+    in_settings = analyze_sample(stained, control, settings).result
+    assert in_settings.criterion == "MET"
+    assert "precompensated: declared in the settings (compensation.precompensated)" in in_settings.flags
+    assert in_settings.cd125_pos_events == per_sample["cd125_pos_events"]
+
+
+def test_declared_precompensated_is_not_compensated_again(tmp_path):
+    """Declared for a tube that still carries a real $SPILLOVER: the matrix is not applied."""
+    declared = analyze_sample(TEST_DATA / "high_fmo_stained.fcs", TEST_DATA / "high_fmo_control.fcs",
+                              load_settings(), compensation_path="precompensated")
+    assert declared.compensation.source == "precompensated" and not declared.compensation.applied
+    assert any("the file's $SPILLOVER is not applied" in f for f in declared.result.flags)
+    stained = declared.stained
+    cd125 = stained.markers["CD125"]
+    raw = stained.fcs.column(cd125)
+    # settle recomputed a few events' values from the raw events: all are the raw values, transformed.
+    from cd125gate.transforms import forward
+
+    np.testing.assert_allclose(stained.column(cd125), forward(stained.scales[cd125], raw), atol=1e-9)
+
+
+def test_a_control_without_the_stained_tubes_sign_of_compensation_is_warned_about(tmp_path):
+    stained = _precompensated_copy(TEST_DATA / "high_fmo_stained.fcs", tmp_path / "s.fcs", False,
+                                   {"$CYT": "Cytomics FC 500", "$DFC1TO2": "21.10"})
+    control = _precompensated_copy(TEST_DATA / "high_fmo_control.fcs", tmp_path / "c.fcs", False)
+    result = analyze_sample(stained, control, load_settings()).result
+    assert "precompensated: compensated by the instrument: $DFCnTOm keywords (Cytomics FC 500)" in result.flags
+    assert ("control tube: no sign of prior compensation in the file, unlike the stained tube "
+            "(compensated by the instrument: $DFCnTOm keywords (Cytomics FC 500)); used as it is") in result.warnings
+    assert result.criterion == "MET"

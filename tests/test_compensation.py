@@ -296,3 +296,174 @@ def test_matrix_survives_gatingml_round_trip(fcs):
     ours = compensate(fcs.events, fcs.channel_names(), comp)[:, fcs.channel_names().index("PE-A")]
     assert count == int((ours >= 0).sum())
     assert 0 < count < len(ours)
+
+
+# --- already compensated data: how compensation is established -------------------------------
+
+REALDATA = Path(__file__).parents[1] / "test_data" / "realdata"  # copies of ../shared/realdata files
+FC500 = REALDATA / "clarient_FI05_000599_tube6.fcs"
+AURORA = REALDATA / "aurora_unmixed_INF071.fcs"
+SPILL = Spillover(channels=("A", "B"), matrix=np.array([[1.0, 0.2], [0.1, 1.0]]), keyword="$SPILLOVER")
+
+
+def tube(names=FILE, spillover=None, keywords=None, cytometer=None):
+    return SimpleNamespace(path="tube.fcs", spillover=spillover, channel_names=lambda: list(names),
+                           keywords=keywords or {}, cytometer=cytometer)
+
+
+def dfc(**values):
+    return {f"$DFC{key[1]}TO{key[3]}": value for key, value in values.items()}
+
+
+def test_dfc_keywords_mean_compensated_by_the_instrument():
+    comp = choose_matrix(tube(keywords=dfc(D1T2="21.10", D2T1="0.70"), cytometer="Cytomics FC 500"))
+    assert comp.source == "precompensated" and not comp.applied
+    assert comp.detail == "compensated by the instrument: $DFCnTOm keywords (Cytomics FC 500)"
+    assert comp.channels == () and compensation.to_flowkit(comp) is None
+
+
+def test_dfc_keywords_of_zero_are_no_compensation():
+    zero = tube(keywords=dfc(D1T2="0.00", D2T1="0"))
+    assert compensation.prior_compensation(zero) is None
+    with pytest.raises(InputError) as err:
+        choose_matrix(zero)
+    assert "all 0: the instrument applied no compensation" in err.value.problem
+    assert choose_matrix(zero, allow_uncompensated=True).source == "none"
+
+
+@pytest.mark.parametrize("names, recognised", [
+    (["FSC-A", "SSC-A", "Comp-FITC-A", "Comp-PE-A", "Time"], True),
+    (["FSC-A", "FSC-H", "SSC-A", "comp-FL1-A", "COMP-FL2-A", "HDR-T"], True),
+    (["FSC-A", "SSC-A", "Comp-FITC-A", "PE-A", "Time"], False),   # one channel left raw
+    (["FSC-A", "SSC-A", "FITC-A", "PE-A", "Time"], False),
+    (["FSC-A", "SSC-A", "Time"], False),                          # no fluorescence at all
+])
+def test_comp_channels_mean_exported_compensated(names, recognised):
+    found = compensation.prior_compensation(tube(names))
+    assert found == ("Comp- channels: exported compensated" if recognised else None)
+
+
+def test_a_comp_named_file_is_recognised_from_the_file(tmp_path):
+    from cd125gate.fcs_write import write_fcs
+
+    names = ["FSC-A", "SSC-A", "Comp-FITC-A", "Comp-PE-A", "Time"]
+    path = tmp_path / "exported.fcs"
+    write_fcs(path, np.ones((10, 5)), names, stains=[None, None, "CD45", "CD125", None])
+    comp = choose_matrix(read_fcs(path))
+    assert comp.source == "precompensated" and comp.detail == "Comp- channels: exported compensated"
+
+
+UNMIXED = ["FSC-A", "SSC-A", "SSC-B-A", "BV421-A", "PE-A", "AF-A", "Time"]
+
+
+@pytest.mark.parametrize("keywords, cytometer", [
+    ({"CREATOR": "SpectroFlo 3.0.3"}, "Aurora"),
+    ({}, "Aurora"),
+    ({"CREATOR": "SpectroFlo 2.2"}, None),
+    ({}, "Northern Lights"),
+])
+def test_cytek_unmixed_data_with_an_identity_spillover(keywords, cytometer):
+    identity = Spillover(("BV421-A", "PE-A", "AF-A"), np.eye(3) + 1e-6 * np.tri(3, k=-1), "$SPILLOVER")
+    comp = choose_matrix(tube(UNMIXED, identity, keywords, cytometer))
+    assert comp.source == "precompensated" and not comp.applied
+    assert comp.detail.startswith("unmixed spectral data (Cytek ") and comp.detail.endswith(
+        "identity $SPILLOVER)")
+
+
+def test_cytek_post_unmixing_compensation_is_applied():
+    """A non-identity $SPILLOVER of unmixed data is the user's compensation after unmixing: applied."""
+    matrix = np.eye(3)
+    matrix[0, 1] = 0.08
+    spill = Spillover(("BV421-A", "PE-A", "AF-A"), matrix, "$SPILLOVER")
+    comp = choose_matrix(tube(UNMIXED, spill, {"CREATOR": "SpectroFlo 3.0.3"}, "Aurora"))
+    assert comp.source == "file" and comp.applied
+    np.testing.assert_array_equal(comp.matrix, matrix)
+    assert "compensation applied after unmixing" in comp.detail
+    # Raw Aurora data (detector names) with a matrix: a plain file matrix, nothing about unmixing.
+    raw = ["FSC-A", "SSC-A", "V1-A", "B2-A", "R3-A"]
+    raw_spill = Spillover(("V1-A", "B2-A", "R3-A"), matrix, "$SPILLOVER")
+    raw_comp = choose_matrix(tube(raw, raw_spill, {"CREATOR": "SpectroFlo 3.0.3"}, "Aurora"))
+    assert raw_comp.source == "file" and "unmixing" not in raw_comp.detail
+
+
+def test_an_identity_spillover_alone_is_no_evidence():
+    """Conventional instruments write an identity matrix when no compensation was set up."""
+    names = ["FSC-A", "SSC-A", "FITC-A", "PE-A"]
+    identity = Spillover(("FITC-A", "PE-A"), np.eye(2), "SPILL")
+    assert choose_matrix(tube(names, identity, cytometer="LSRFortessa")).source == "file"
+    # Cytek conventional (DxP) data, and raw Aurora data named after the detectors, are not unmixed.
+    assert choose_matrix(tube(names, identity, cytometer="Cytek xP5")).source == "file"
+    raw = ["FSC-A", "SSC-A", "UV1-A", "V3-A", "B2-A", "YG5-A", "R8-A"]
+    raw_spill = Spillover(tuple(raw[2:]), np.eye(5), "$SPILLOVER")
+    assert choose_matrix(tube(raw, raw_spill, cytometer="Aurora")).source == "file"
+
+
+def test_the_order_override_declared_file_evidence_file_matrix(tmp_path):
+    both = tube(["FSC-A", "SSC-A", "A", "B"], SPILL, dfc(D1T2="5"), "Cytomics FC 500")
+    path = tmp_path / "ab.csv"
+    path.write_text("A,B\n1,0.3\n0,1\n")
+    override = choose_matrix(both, override_path=path)
+    assert override.source == "override" and "yet the file shows prior compensation" in override.detail
+    declared = choose_matrix(both, declared="declared for this sample")
+    assert declared.source == "precompensated"
+    assert declared.detail == "declared for this sample; the file's $SPILLOVER is not applied"
+    evidence = choose_matrix(both)
+    assert evidence.source == "precompensated" and evidence.detail.startswith("compensated by the instrument")
+    # Declared with nothing in the file: precompensated, not an error.
+    assert choose_matrix(tube(), declared="declared in the settings").source == "precompensated"
+
+
+def test_a_real_spillover_is_still_applied():
+    # (test_comp_example.fcs's own SPILL is the identity; the simulated tubes carry a real one)
+    fcs = read_fcs(Path(__file__).parents[1] / "test_data" / "high_fmo_stained.fcs")
+    assert compensation.prior_compensation(fcs) is None
+    comp = choose_matrix(fcs)
+    assert comp.source == "file" and comp.applied and not comp.is_identity
+    ours = compensate(fcs.events, fcs.channel_names(), comp)
+    assert not np.allclose(ours, fcs.events)
+
+
+def test_precompensated_events_are_used_as_they_are():
+    events = np.arange(12, dtype=np.float32).reshape(4, 3)
+    comp = choose_matrix(tube(["A", "B", "C"]), declared="declared for this sample")
+    out = compensate(events, ["A", "B", "C"], comp)
+    assert out.dtype == np.float64 and out is not events
+    np.testing.assert_array_equal(out, events)
+
+
+def test_real_fc500_tube_is_compensated_by_the_instrument():
+    fcs = read_fcs(FC500)
+    assert fcs.spillover is None and fcs.keywords["@COMPENSATIONMODE"] == "Advanced"
+    assert fcs.keywords["$DFC1TO2"] == "21.10"
+    comp = choose_matrix(fcs)
+    assert comp.source == "precompensated"
+    assert comp.detail == "compensated by the instrument: $DFCnTOm keywords (Cytomics FC 500)"
+    np.testing.assert_array_equal(compensate(fcs.events, fcs.channel_names(), comp), fcs.events)
+
+
+def test_real_aurora_unmixed_file_has_an_identity_spillover():
+    fcs = read_fcs(AURORA)
+    spill = fcs.spillover
+    assert len(spill.channels) == 30 and "AF-A" in spill.channels
+    off = spill.matrix - np.eye(30)
+    # The identity as SpectroFlo writes it: six decimals, one stray 0.000001 (BUV395-A into BUV496-A).
+    assert np.count_nonzero(off) == 1 and off[1, 0] == pytest.approx(1e-6)
+    assert compensation.is_near_identity(spill.matrix) and not np.array_equal(spill.matrix, np.eye(30))
+    assert fcs.keywords["CREATOR"].startswith("SpectroFlo") and fcs.keywords["APPLY COMPENSATION"] == "FALSE"
+    comp = choose_matrix(fcs)
+    assert comp.source == "precompensated"
+    assert comp.detail == "unmixed spectral data (Cytek Aurora, identity $SPILLOVER)"
+
+
+def test_real_aurora_file_with_a_post_unmixing_matrix_is_compensated():
+    import copy
+
+    fcs = copy.copy(read_fcs(AURORA))
+    matrix = fcs.spillover.matrix.copy()
+    matrix[fcs.spillover.channels.index("PE-A"), fcs.spillover.channels.index("PE-Dazzle594-A")] = 0.12
+    fcs.spillover = Spillover(fcs.spillover.channels, matrix, "$SPILLOVER")
+    comp = choose_matrix(fcs)
+    assert comp.source == "file" and "after unmixing" in comp.detail
+    out = compensate(fcs.events, fcs.channel_names(), comp)
+    dazzle = fcs.channel_names().index("PE-Dazzle594-A")
+    assert not np.allclose(out[:, dazzle], fcs.events[:, dazzle])

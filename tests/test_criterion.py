@@ -70,6 +70,14 @@ def test_uncompensated_withholds_and_flags():
     assert "analysed uncompensated" in verdict.reasons[0]
 
 
+def test_precompensated_is_a_flag_naming_how_not_a_reason():
+    verdict = decide(evidence(precompensated="compensated by the instrument: $DFCnTOm keywords (FC 500)"),
+                     SETTINGS)
+    assert verdict.criterion == "MET" and verdict.reasons == ()
+    assert verdict.flags == ("precompensated: compensated by the instrument: $DFCnTOm keywords (FC 500)",)
+    assert decide(evidence(), SETTINGS).flags == ()
+
+
 def test_unusable_control_withholds():
     verdict = decide(evidence(control_problem="c.fcs: truncated", control_used=False,
                               threshold_method="internal_negative"), SETTINGS)

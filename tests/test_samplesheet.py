@@ -52,6 +52,15 @@ def test_relative_paths_resolve_against_the_sheet_folder(tubes, tmp_path, monkey
     assert sample.compensation is None and sample.notes is None
 
 
+def test_compensation_is_a_matrix_file_or_the_word_precompensated(tubes):
+    (tubes / "m.csv").write_text("A,B\n1,0\n0,1\n")
+    text = "sample_id\tfcs\tcompensation\nA\ta.fcs\tm.csv\nB\tb.fcs\tprecompensated\nC\tb.fcs\tPrecompensated\nD\tb.fcs\t\n"
+    a, b, c, d = samplesheet.read_sheet(write_sheet(tubes, text))
+    assert a.compensation == tubes / "m.csv" and not a.precompensated
+    assert b.compensation is None and b.precompensated and c.precompensated
+    assert d.compensation is None and not d.precompensated
+
+
 def test_spreadsheet_quirks_bom_crlf_blank_lines_and_empty_cells(tubes):
     text = "\ufeffsample_id\tfcs\tcontrol\tnotes\r\nA\ta.fcs\ta_ctrl.fcs\tfirst\r\n\r\nB\tb.fcs\t\t\r\n"
     samples = samplesheet.read_sheet(write_sheet(tubes, text))

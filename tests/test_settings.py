@@ -33,6 +33,9 @@ def test_settings_are_frozen():
     ({"gating": {"sed": 1}}, "unknown settings key 'gating.sed'"),
     ({"panel": {"required": ["FSC-A", "SSC-A", "CD45"]}}, "panel.required: must include CD125"),
     ({"panel": {"markers": {"CD125": []}}}, "panel.markers.CD125: needs at least one spelling"),
+    ({"compensation": {"precompensated": "yes"}}, "compensation.precompensated: 'yes' is not true or false"),
+    ({"compensation": {"precompensated": True, "matrix": "m.csv"}},
+     "compensation.precompensated: cannot be true while compensation.matrix is set"),
 ])
 def test_a_bad_value_is_one_line_naming_its_key_and_what_is_allowed(overrides, message):
     with pytest.raises(InputError) as caught:

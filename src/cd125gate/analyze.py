@@ -74,20 +74,39 @@ def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None
                    compensation_path=None, meta=None, threads=1, progress=None):
     """Analyse one sample; bad input ends as a FAILED result, never as an exception.
 
+    ``compensation_path`` is this sample's matrix CSV, or the word ``precompensated``
+    (its events are already compensated); either wins over the settings' ``compensation``.
     With ``threads=2`` the two tubes are read, compensated and transformed side
     by side (numpy releases the GIL); the result is the same to the byte.
     """
     settings = settings or load_settings()
-    compensation_path = compensation_path or settings.compensation.matrix
+    compensation_path, declared = compensation_choice(compensation_path, settings)
     base = result_header(fcs_path, control_path, compensation_path, settings, sample_id, meta)
     analysis = SampleAnalysis(base, threads=threads, progress=progress, meta=meta or {})
     facts = Facts(copy.deepcopy(base.inputs))
     try:
-        _run(analysis, facts, fcs_path, control_path, compensation_path, settings)
+        _run(analysis, facts, fcs_path, control_path, (compensation_path, declared), settings)
     except InputError as exc:
         analysis.result = results.failed(base, str(exc), inputs=facts.inputs,
                                          warnings=tuple(facts.warnings), qc=facts.qc, assay=facts.assay)
     return analysis
+
+
+def compensation_choice(compensation, settings):
+    """(matrix CSV or None, where the data were declared precompensated or None) of one sample.
+
+    ``compensation`` is the sample's own choice (a matrix CSV, the word ``precompensated``,
+    or None); without one, the settings' ``compensation.matrix`` / ``precompensated`` apply.
+    """
+    from .compensation import PRECOMPENSATED
+
+    if compensation is not None and str(compensation) == PRECOMPENSATED:
+        return None, "declared for this sample (compensation: precompensated)"
+    if compensation is not None:
+        return compensation, None
+    if settings.compensation.precompensated:
+        return None, "declared in the settings (compensation.precompensated)"
+    return settings.compensation.matrix, None
 
 
 def result_header(fcs_path, control_path, compensation_path, settings, sample_id=None, meta=None):
@@ -97,8 +116,11 @@ def result_header(fcs_path, control_path, compensation_path, settings, sample_id
 
 
 def _inputs(fcs_path, control_path, compensation_path):
+    from .compensation import PRECOMPENSATED
+
     def entry(path):
-        return None if path is None else {"path": str(path), "sha256": None}
+        # The word `precompensated` declares the data compensated: it names no file.
+        return None if path is None or str(path) == PRECOMPENSATED else {"path": str(path), "sha256": None}
 
     return {"fcs": entry(fcs_path), "control": entry(control_path), "compensation": entry(compensation_path)}
 
@@ -111,10 +133,10 @@ def _provenance(settings):
             "flowkit_version": version("flowkit")}
 
 
-def _run(analysis, facts, fcs_path, control_path, compensation_path, settings):
+def _run(analysis, facts, fcs_path, control_path, compensation, settings):
     with analysis.stage("read"):
         stained_fcs, control_fcs, markers, control_problem = _read_inputs(
-            analysis, facts, fcs_path, control_path, compensation_path, settings)
+            analysis, facts, fcs_path, control_path, compensation, settings)
     with analysis.stage("compensate_transform"):
         analysis.stained, analysis.control = tubes.prepare(
             stained_fcs, control_fcs, markers, analysis.compensation, settings, analysis.both)
@@ -129,18 +151,22 @@ def _run(analysis, facts, fcs_path, control_path, compensation_path, settings):
                                           internal_controls=facts.internal_controls, assay=facts.assay)
 
 
-def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, settings):
-    """Read both tubes, find the markers and the compensation; say why a control cannot be used."""
+def _read_inputs(analysis, facts, fcs_path, control_path, choice, settings):
+    """Read both tubes, find the markers and the compensation; say why a control cannot be used.
+
+    :param choice: ``compensation_choice``'s (matrix CSV or None, declared precompensated where or None)
+    """
     from . import compensation, panel, plausibility
     from .fcs import read_fcs
 
+    compensation_path, declared = choice
     stained, control = analysis.both(lambda: read_fcs(fcs_path), lambda: controltube.read(control_path))
     facts.inputs["fcs"]["sha256"] = stained.sha256
     facts.assay = assay.record(stained.keywords, settings.panel.cd125_reagent, analysis.meta)
     facts.warnings += [f"stained tube: {w}" for w in stained.warnings]
     markers = panel.resolve_markers(stained.channels, settings.panel, fcs_path)
     analysis.compensation = compensation.choose_matrix(
-        stained, compensation_path, settings.compensation.allow_uncompensated)
+        stained, compensation_path, settings.compensation.allow_uncompensated, declared)
     facts.qc["compensation"] = analysis.compensation.source
     if compensation_path is not None:
         facts.inputs["compensation"]["sha256"] = sha256_file(compensation_path)
@@ -148,6 +174,12 @@ def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, set
     if control is not None and not isinstance(control, InputError):
         facts.inputs["control"]["sha256"] = control.sha256
         facts.warnings += [f"control tube: {w}" for w in control.warnings]
+    if analysis.compensation.source == compensation.PRECOMPENSATED and declared is None \
+            and control is not None and not isinstance(control, InputError) \
+            and compensation.prior_compensation(control) is None:
+        # The stained tube says it is compensated; a control that does not may be raw data.
+        facts.warnings.append("control tube: no sign of prior compensation in the file, unlike the "
+                              f"stained tube ({analysis.compensation.detail}); used as it is")
     control, problem = controltube.usable(control, control_path, markers, settings.panel)
     facts.implausible = plausibility.check(stained, control, markers, settings.panel.required)
     return stained, control, markers, problem
@@ -181,6 +213,8 @@ def _measure(analysis, facts, settings, control_problem):
     return criterion.Evidence(
         blasts=blasts, positive=positive, threshold_method=cut.method,
         uncompensated=analysis.compensation.source == "none", control_used=control is not None,
+        precompensated=(analysis.compensation.detail
+                        if analysis.compensation.source == "precompensated" else None),
         control_problem=control_problem, implausible=tuple(facts.implausible), time_removed=time_removed,
         blast_share=_blast_shares(stained, control) if control is not None else None,
         overlap=threshold.overlap(stained, control, cut, positive / blasts, settings.threshold) if blasts else None,

@@ -26,7 +26,8 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, help="output folder for this sample")
     parser.add_argument("--sample-id", help="sample id (default: the FCS file name)")
     parser.add_argument("--config", help="settings YAML (its `analysis:` block, or the whole file)")
-    parser.add_argument("--compensation", help="spillover matrix CSV overriding the file's own")
+    parser.add_argument("--compensation", help="spillover matrix CSV overriding the file's own, or "
+                                               "`precompensated`: the events are already compensated")
     parser.add_argument("--patient-id")
     parser.add_argument("--specimen")
     parser.add_argument("--notes")

@@ -1,13 +1,25 @@
-"""Spillover compensation: choose the matrix, check it, apply it as FlowKit does.
+"""Spillover compensation: decide how a tube is compensated, check the matrix, apply it as FlowKit does.
 
-The matrix is the file's own ($SPILLOVER / $SPILL) unless a CSV overrides it.
-Compensated events are ``raw[:, idx] @ inv(M)`` on the matrix's channels
-(flowutils' ``compensate``, which FlowKit's ``Matrix.apply`` also calls), so
-gates exported with this matrix re-apply in FlowKit to the same counts.
+How a tube's compensation is established (``choose_matrix``), first that applies:
+
+1. a matrix CSV given for the sample or in the settings ("override"), applied;
+2. the sample (or the settings) declaring the data already compensated ("precompensated");
+3. the file's own evidence that its events are already compensated ("precompensated",
+   ``prior_compensation``): FCS 2.0 ``$DFCnTOm`` keywords (compensation the instrument applied
+   at acquisition), every fluorescence channel named ``Comp-...`` (exported compensated, as
+   FlowJo names them), or Cytek unmixed spectral data (an identity ``$SPILLOVER``);
+4. the file's ``$SPILLOVER`` / ``$SPILL`` ("file"), applied;
+5. nothing ("none"): refused unless ``compensation.allow_uncompensated`` (then REVIEW).
+
+Precompensated events are used as they are, with no matrix: in Gating-ML terms their
+fluorescence dimensions are "uncompensated". Compensated events are ``raw[:, idx] @ inv(M)``
+on the matrix's channels (flowutils' ``compensate``, which FlowKit's ``Matrix.apply`` also
+calls), so gates exported with this matrix re-apply in FlowKit to the same counts.
 """
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +31,26 @@ from .errors import InputError
 # amplify noise rather than remove spillover.
 MAX_CONDITION = 1e6
 DIAGONAL_TOLERANCE = 1e-6
+# A $SPILLOVER whose off-diagonal values are all this small is the identity: SpectroFlo writes
+# six decimals, and its unmixed files' identity matrices carry stray 0.000001 entries.
+IDENTITY_TOLERANCE = 1e-5
+
+# The word that declares a tube already compensated, in place of a matrix CSV
+# (the sample sheet's `compensation` column, `cd125gate analyze --compensation`).
+PRECOMPENSATED = "precompensated"
+# Sources whose matrix is applied to the events ("precompensated" and "none" apply none).
+APPLIED = ("file", "override")
+
+# FCS 2.0: $DFCiTOj is the compensation (percent of channel i subtracted from channel j)
+# the instrument applied at acquisition.
+_DFC = re.compile(r"^\$DFC\d+TO\d+$")
+_COMP_NAME = re.compile(r"^comp-", re.IGNORECASE)
+# Scatter, Time and counters: the same test as panel.fluorescence_channels (on names only).
+_NOT_FLUORESCENCE = re.compile(r"^(fsc|ssc|fs|ss|time|event|width|hdr)")
+# Cytek's spectral cytometers (its conventional ones, e.g. the DxP "Cytek xP5", are not).
+_CYTEK = re.compile(r"aurora|northern ?lights", re.IGNORECASE)
+# Raw (not unmixed) Cytek data are named after the detectors: UV1-A, V3-A, B2-H, YG5-A, R8-W ...
+_CYTEK_DETECTOR = re.compile(r"^(UV|V|B|YG|R)\d+-[AHW]$")
 
 
 @dataclass(frozen=True)
@@ -27,13 +59,18 @@ class Compensation:
 
     channels: tuple         # $PnN of the matrix rows/columns, in matrix order
     matrix: np.ndarray      # spillover (not its inverse), square float64; (0, 0) when none
-    source: str             # "file" | "override" | "none"
-    detail: str             # one line for the reviewer
+    source: str             # "file" | "override" | "precompensated" | "none"
+    detail: str             # one line for the reviewer: where the matrix came from, or the evidence
 
     @property
     def is_identity(self):
         """True when the matrix changes nothing (no matrix, or an identity matrix)."""
         return bool(np.array_equal(self.matrix, np.eye(len(self.channels))))
+
+    @property
+    def applied(self):
+        """True when a matrix is applied to the events ("file", "override")."""
+        return self.source in APPLIED
 
 
 def read_matrix_csv(path):
@@ -180,8 +217,8 @@ def validate_matrix(channels, matrix, file_channels, source):
                                  f"(condition number {condition:.3g}, limit {MAX_CONDITION:g})")
 
 
-def choose_matrix(fcs, override_path=None, allow_uncompensated=False):
-    """The spillover matrix to compensate ``fcs`` with.
+def choose_matrix(fcs, override_path=None, allow_uncompensated=False, declared=None):
+    """How ``fcs`` is compensated: the matrix to apply, or why none is (see the module's order).
 
     Parameters
     ----------
@@ -190,7 +227,11 @@ def choose_matrix(fcs, override_path=None, allow_uncompensated=False):
     override_path : str or Path, optional
         A matrix CSV that replaces the file's own matrix.
     allow_uncompensated : bool
-        Without any matrix, analyse uncompensated (source "none") instead of failing.
+        Without any matrix or sign of prior compensation, analyse uncompensated
+        (source "none") instead of failing.
+    declared : str, optional
+        Where the data were declared already compensated (e.g. "declared for this sample"):
+        the events are used as they are, whatever the file holds.
 
     Returns
     -------
@@ -199,24 +240,122 @@ def choose_matrix(fcs, override_path=None, allow_uncompensated=False):
     Raises
     ------
     InputError
-        If the chosen matrix is invalid, or there is none and
-        ``allow_uncompensated`` is false.
+        If the chosen matrix is invalid, or there is none, no sign of prior
+        compensation, and ``allow_uncompensated`` is false.
     """
     names = fcs.channel_names()
     if override_path is not None:
         channels, matrix = read_matrix_csv(override_path)
         validate_matrix(channels, matrix, names, override_path)
         replaced = f" (replaces the file's {fcs.spillover.keyword})" if fcs.spillover else ""
-        return Compensation(channels, matrix, "override", f"matrix CSV {override_path}{replaced}")
+        prior = prior_compensation(fcs)
+        prior = f"; yet the file shows prior compensation ({prior})" if prior else ""
+        return Compensation(channels, matrix, "override", f"matrix CSV {override_path}{replaced}{prior}")
+    evidence = declared or prior_compensation(fcs)
+    if evidence:
+        return _precompensated(fcs, evidence)
     if fcs.spillover is not None:
         spill = fcs.spillover
         matrix = np.asarray(spill.matrix, dtype=np.float64)
         validate_matrix(spill.channels, matrix, names, f"{fcs.path} ({spill.keyword})")
-        return Compensation(tuple(spill.channels), matrix, "file", f"{spill.keyword} keyword of {fcs.path}")
+        unmixed = (" (unmixed Cytek data: the compensation applied after unmixing)"
+                   if _unmixed_cytek(fcs) and not is_near_identity(matrix) else "")
+        return Compensation(tuple(spill.channels), matrix, "file",
+                            f"{spill.keyword} keyword of {fcs.path}{unmixed}")
     if not allow_uncompensated:
-        raise InputError(fcs.path, "no spillover matrix in the file ($SPILLOVER/$SPILL) and none given; "
-                                   "give a matrix CSV or set compensation.allow_uncompensated")
+        raise InputError(fcs.path, "no spillover matrix in the file ($SPILLOVER/$SPILL) and none given"
+                                   f"{_zero_dfc_note(fcs)}; give a matrix CSV, declare the data "
+                                   "precompensated, or set compensation.allow_uncompensated")
     return Compensation((), np.zeros((0, 0)), "none", "no spillover matrix: analysed uncompensated")
+
+
+def prior_compensation(fcs):
+    """The file's own evidence that its events are already compensated, in one line; None if none.
+
+    Evidence, in this order: ``$DFCnTOm`` keywords with a value other than 0 (FCS 2.0: the
+    compensation the instrument applied at acquisition, e.g. a Beckman Cytomics FC 500);
+    every fluorescence channel named ``Comp-...`` (exported compensated, e.g. by FlowJo);
+    Cytek spectral data whose channels are fluorochromes, not detectors, with an identity
+    ``$SPILLOVER`` or none (unmixed by SpectroFlo; a non-identity ``$SPILLOVER`` there is the
+    compensation applied after unmixing, and is applied as any file matrix). An identity
+    ``$SPILLOVER`` alone is no evidence: conventional instruments write one when no
+    compensation was set up.
+    """
+    keywords = getattr(fcs, "keywords", None) or {}
+    cytometer = _cytometer(fcs)
+    if any(_number(keywords[key]) for key in keywords if _DFC.match(key.upper())):
+        return f"compensated by the instrument: $DFCnTOm keywords{f' ({cytometer})' if cytometer else ''}"
+    fluorescence = _fluorescence(fcs)
+    if fluorescence and all(_COMP_NAME.match(name) for name in fluorescence):
+        return "Comp- channels: exported compensated"
+    cytek = _unmixed_cytek(fcs)
+    spill = fcs.spillover
+    if cytek:
+        if spill is None:
+            return f"unmixed spectral data ({cytek}, no spillover matrix)"
+        if is_near_identity(spill.matrix):
+            return f"unmixed spectral data ({cytek}, identity {spill.keyword})"
+    return None
+
+
+def is_near_identity(matrix):
+    """True for a square matrix within IDENTITY_TOLERANCE of the identity."""
+    m = np.asarray(matrix, dtype=np.float64)
+    return (m.ndim == 2 and m.shape[0] == m.shape[1]
+            and bool(np.all(np.abs(m - np.eye(len(m))) <= IDENTITY_TOLERANCE)))
+
+
+def _precompensated(fcs, evidence):
+    spill = fcs.spillover
+    ignored = (f"; the file's {spill.keyword} is not applied"
+               if spill is not None and not is_near_identity(spill.matrix) else "")
+    return Compensation((), np.zeros((0, 0)), PRECOMPENSATED, evidence + ignored)
+
+
+def _cytometer(fcs):
+    keywords = getattr(fcs, "keywords", None) or {}
+    return (getattr(fcs, "cytometer", None) or keywords.get("$CYT") or "").strip()
+
+
+def _fluorescence(fcs):
+    """$PnN of the channels that are neither scatter, Time nor counters."""
+    return [name for name in fcs.channel_names()
+            if not _NOT_FLUORESCENCE.match(re.sub(r"[\s\-_/.()]+", "", name.lower()))]
+
+
+def _unmixed_cytek(fcs):
+    """"Cytek <model>" for unmixed data of a Cytek spectral cytometer (or SpectroFlo), else "".
+
+    Unmixed data are named after fluorochromes (BV421-A, AF-A); raw data after detectors (V1-A).
+    """
+    keywords = getattr(fcs, "keywords", None) or {}
+    cytometer = _cytometer(fcs)
+    if _CYTEK.search(cytometer):
+        name = cytometer if "cytek" in cytometer.lower() else f"Cytek {cytometer}"
+    elif "spectroflo" in keywords.get("CREATOR", "").lower():
+        name = f"Cytek {cytometer}" if cytometer else "Cytek SpectroFlo"
+    else:
+        return ""
+    fluorescence = _fluorescence(fcs)
+    if not fluorescence or all(_CYTEK_DETECTOR.match(n) for n in fluorescence):
+        return ""
+    return name
+
+
+def _zero_dfc_note(fcs):
+    keywords = getattr(fcs, "keywords", None) or {}
+    if any(_DFC.match(key.upper()) for key in keywords):
+        return " (its $DFCnTOm keywords are all 0: the instrument applied no compensation)"
+    return ""
+
+
+def _number(text):
+    """The value of a keyword as a finite number (0 when it is not one)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return 0.0
+    return value if np.isfinite(value) else 0.0
 
 
 # Rows per block when compensating: small enough for the temporaries to stay in cache.
@@ -242,7 +381,7 @@ def compensate(events, channel_names, comp):
     from flowutils.compensate import compensate as flowutils_compensate
 
     data = np.asarray(events, dtype=np.float64)
-    if comp.source == "none":
+    if not comp.applied:  # precompensated or uncompensated: the events as they are
         return np.array(data, order="F")
     names = list(channel_names)
     missing = [c for c in comp.channels if c not in names]
@@ -263,7 +402,7 @@ def compensate(events, channel_names, comp):
 
 
 def to_flowkit(comp):
-    """The ``flowkit.Matrix`` of ``comp`` (None when uncompensated).
+    """The ``flowkit.Matrix`` of ``comp`` (None when no matrix is applied).
 
     Gating-ML names compensated dimensions after the matrix's fluorochromes.
     Using the detector ($PnN) names for those too keeps gates that refer to
@@ -272,7 +411,7 @@ def to_flowkit(comp):
     """
     import flowkit as fk
 
-    if comp.source == "none":
+    if not comp.applied:
         return None
     detectors = list(comp.channels)
     return fk.Matrix(comp.matrix.copy(), detectors=detectors, fluorochromes=list(detectors))

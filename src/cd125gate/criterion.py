@@ -23,6 +23,7 @@ class Evidence:
     positive: int                       # of them, at or above the CD125 threshold
     threshold_method: str               # Threshold.method
     uncompensated: bool = False         # no spillover matrix: analysed as acquired
+    precompensated: str | None = None   # already compensated: how that was established
     control_used: bool = False          # a usable control tube was gated alongside
     control_problem: str | None = None  # why a given control tube cannot be used
     implausible: tuple = ()             # plausibility doubts about the tubes' data
@@ -75,6 +76,13 @@ def uncompensated(evidence, settings):
     if not evidence.uncompensated:
         return [], []
     return ["no compensation matrix: the tube was analysed uncompensated"], ["uncompensated"]
+
+
+def precompensated(evidence, settings):
+    """Data compensated before cd125gate saw them: not withheld, but the reviewer sees how that is known."""
+    if not evidence.precompensated:
+        return [], []
+    return [], [f"precompensated: {evidence.precompensated}"]
 
 
 def control_unusable(evidence, settings):
@@ -192,5 +200,5 @@ def enough_blasts(evidence, settings):
     return [], []
 
 
-RULES = (uncompensated, control_unusable, implausible_data, threshold_source, internal_cutoff, time_qc, control_consistency,
-         gating_checks, dim_cd125, gating_notes, enough_blasts)
+RULES = (uncompensated, precompensated, control_unusable, implausible_data, threshold_source, internal_cutoff,
+         time_qc, control_consistency, gating_checks, dim_cd125, gating_notes, enough_blasts)

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from . import density, gates, populations
+from .compensation import APPLIED
 from .errors import InputError
 from .gates import Dimension
 from .model import GateStep, TimeQC
@@ -34,10 +35,11 @@ def dim(tube, channel, raw=False, lo=None, hi=None):
 
     Fluorescence channels are compensated and transformed; scatter and Time are
     linear. ``raw=True`` asks for the uncompensated, untransformed values
-    (the detector's own numbers, used for the ceiling gate).
+    (the detector's own numbers, used for the ceiling gate). Precompensated
+    data have no matrix: their fluorescence dimensions are "uncompensated" too.
     """
     fluor = tube.scales[channel].kind != "linear"
-    comp = COMP_ID if fluor and tube.compensation != "none" and not raw else "uncompensated"
+    comp = COMP_ID if fluor and tube.compensation in APPLIED and not raw else "uncompensated"
     xform = transform_id(tube.scales[channel]) if fluor and not raw else None
     return Dimension(channel, compensation_ref=comp, transformation_ref=xform, range_min=lo, range_max=hi)
 

@@ -37,7 +37,7 @@ def build_strategy(tube, comp):
     import flowkit as fk
 
     strategy = fk.GatingStrategy()
-    if comp is not None and comp.source != "none":
+    if comp is not None and comp.applied:
         strategy.add_comp_matrix(COMP_ID, compensation.to_flowkit(comp))
     for channel, scale in sorted(tube.scales.items()):
         xform = transforms.to_flowkit(scale)
@@ -101,7 +101,7 @@ NAMESPACES = (("gating", "http://www.isac-net.org/std/Gating-ML/v2.0/gating"),
 
 def export(tube, comp):
     """Gating-ML 2.0 text of the tube's applied gates (``cd125gate.gates`` values), without FlowKit."""
-    matrix = comp if comp is not None and comp.source != "none" else None
+    matrix = comp if comp is not None and comp.applied else None
     steps = [(s.name, s.parent, s.gate) for s in tube.steps]
     return document(steps, [tube.scales[c] for c in sorted(tube.scales)], matrix)
 

@@ -69,7 +69,7 @@ class TubeAnalysis:
     scales: dict            # $PnN -> Scale
     steps: list             # GateStep, in hierarchy order (annotation populations included)
     time_qc: TimeQC | None = None
-    compensation: str = "none"   # "file" | "override" | "none"
+    compensation: str = "none"   # "file" | "override" (a matrix applied) | "precompensated" | "none"
     flags: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     populations: object = None   # gating's named backbone populations (populations.Populations)

@@ -2,7 +2,8 @@
 
 A sheet is a tab-separated file with a header row. ``sample_id`` and ``fcs``
 are required; ``control``, ``patient_id``, ``specimen``, ``compensation`` and
-``notes`` are optional. Relative paths resolve against the sheet's folder, so
+``notes`` are optional. ``compensation`` is a matrix CSV, or the word
+``precompensated`` (the tubes hold events already compensated). Relative paths resolve against the sheet's folder, so
 a sheet and its FCS files can move together. Every row has one cell per header
 column (an empty cell is written as such, between two tabs), and a quoted cell
 ("...", with "" for a quote) must close on its own line: anything else is
@@ -20,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .compensation import PRECOMPENSATED
 from .errors import InputError
 
 REQUIRED_COLUMNS = ("sample_id", "fcs")
@@ -41,7 +43,8 @@ class Sample:
     sample_id: str
     fcs: Path
     control: Path | None = None
-    compensation: Path | None = None
+    compensation: Path | None = None      # matrix CSV
+    precompensated: bool = False           # `compensation` said `precompensated`
     patient_id: str | None = None
     specimen: str | None = None
     notes: str | None = None
@@ -151,6 +154,9 @@ def _parse_row(path, header, cells, line):
         )
     if not values["fcs"]:
         raise InputError(path, f"line {line}: sample '{sample_id}' has no fcs file")
+    precompensated = values.get("compensation", "").lower() == PRECOMPENSATED
+    if precompensated:
+        values["compensation"] = ""  # a word, not a matrix file
     paths = {
         name: _existing_file(path, line, sample_id, name, values.get(name, ""))
         for name in PATH_COLUMNS
@@ -158,7 +164,7 @@ def _parse_row(path, header, cells, line):
     if paths["control"] is not None and os.path.samefile(paths["fcs"], paths["control"]):
         raise InputError(path, f"line {line}: sample '{sample_id}' names the stained tube as its own control")
     texts = {name: values.get(name) or None for name in TEXT_COLUMNS}
-    return Sample(sample_id=sample_id, line=line, **paths, **texts)
+    return Sample(sample_id=sample_id, line=line, precompensated=precompensated, **paths, **texts)
 
 
 def same_tube_pairs(samples):

@@ -72,6 +72,8 @@ class Panel:
 class Compensation:
     matrix: str = setting("spillover matrix CSV overriding the one in the FCS files", "str",
                           nullable=True)
+    precompensated: bool = setting("the FCS files hold compensated (or unmixed) events: apply no matrix",
+                                   "bool")
     allow_uncompensated: bool = setting("analyse a tube without any matrix (then REVIEW)", "bool")
 
 
@@ -381,6 +383,9 @@ def _check_cross_fields(settings):
         check_logicle(262144.0, logicle.max_width, logicle.M, logicle.A)
     except ValueError as exc:
         raise _Bad(f"transform.logicle (M={logicle.M}, A={logicle.A}, max_width={logicle.max_width}): {exc}")
+    if settings.compensation.precompensated and settings.compensation.matrix is not None:
+        raise _Bad("compensation.precompensated: cannot be true while compensation.matrix is set "
+                   "(a matrix would compensate the data again)")
     if settings.threshold.fallback == "fixed" and settings.threshold.fixed_cutoff is None:
         raise _Bad("threshold.fixed_cutoff: must be set when threshold.fallback is fixed")
     return settings

@@ -23,7 +23,7 @@ def prepare(stained_fcs, control_fcs, markers, comp, settings, both):
     def compensate_control():
         if control_fcs is None:
             return None
-        if comp.source != "none":
+        if comp.applied:
             compensation.validate_matrix(comp.channels, comp.matrix, control_fcs.channel_names(),
                                          control_fcs.path)
         return compensation.compensate(control_fcs.events, control_fcs.channel_names(), comp)

@@ -221,9 +221,12 @@ def sample_inputs(sample_id):
 def sample_options(sample_id, files):
     """Flag -> value of the optional `cd125gate analyze` arguments of one sample."""
     sample = SAMPLES[sample_id]
+    compensation = files.get("compensation")  # a matrix CSV
+    if sample.precompensated:
+        compensation = "precompensated"  # the word: events as they are
     options = {
         "--control": files.get("control"),
-        "--compensation": files.get("compensation"),
+        "--compensation": compensation,
         "--patient-id": sample.patient_id,
         "--specimen": sample.specimen,
         "--notes": sample.notes,
