@@ -163,7 +163,7 @@ def _gate(analysis, settings):
 
 def _measure(analysis, facts, settings, control_problem):
     """Threshold CD125, count positive blasts, and gather the evidence the criterion weighs."""
-    from . import checks, gating, threshold
+    from . import ceiling, checks, gating, threshold
 
     stained, control = analysis.stained, analysis.control
     cut = threshold.choose(stained, control, stained.scales[stained.markers["CD125"]], settings.threshold)
@@ -178,10 +178,13 @@ def _measure(analysis, facts, settings, control_problem):
     facts.qc.update({f"{role}_time_removed_fraction": removed for role, removed in time_removed})
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
     doubts, facts.internal_controls = checks.all_checks(stained, control, cut, settings)
+    at_ceiling = [ceiling.findings(tube) for tube in filter(None, (stained, control))]
     return criterion.Evidence(
         blasts=blasts, positive=positive, threshold_method=cut.method,
         uncompensated=analysis.compensation.source == "none", control_used=control is not None,
         control_problem=control_problem, implausible=tuple(facts.implausible), time_removed=time_removed,
+        ceiling_doubts=tuple(r for reasons, _ in at_ceiling for r in reasons),
+        ceiling_flags=tuple(f for _, flags in at_ceiling for f in flags),
         blast_share=_blast_shares(stained, control) if control is not None else None,
         overlap=threshold.overlap(stained, control, cut, positive / blasts, settings.threshold) if blasts else None,
         gating_doubts=tuple(doubts), gating_flags=tuple(stained.flags))
