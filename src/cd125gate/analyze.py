@@ -85,7 +85,12 @@ def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None
     try:
         _run(analysis, facts, fcs_path, control_path, compensation_path, settings)
     except InputError as exc:
-        analysis.result = results.failed(base, str(exc), inputs=facts.inputs,
+        reason = str(exc)
+        if analysis.failed_stage in ("gate", "threshold_statistics") and not exc.problem.startswith("margins:"):
+            from .ceiling import failure_note
+
+            reason += failure_note(analysis.stained)
+        analysis.result = results.failed(base, reason, inputs=facts.inputs,
                                          warnings=tuple(facts.warnings), qc=facts.qc, assay=facts.assay)
     return analysis
 
