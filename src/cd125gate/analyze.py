@@ -154,7 +154,8 @@ def _read_inputs(analysis, facts, fcs_path, control_path, compensation_path, set
         facts.inputs["control"]["sha256"] = control.sha256
         facts.warnings += [f"control tube: {w}" for w in control.warnings]
     control, problem = controltube.usable(control, control_path, markers, settings.panel)
-    facts.implausible = plausibility.check(stained, control, markers, settings.panel.required)
+    facts.implausible = plausibility.check(stained, control, markers, settings.panel.required,
+                                           settings.qc.margin_fraction)
     return stained, control, markers, problem
 
 
