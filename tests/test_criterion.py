@@ -78,6 +78,15 @@ def test_precompensated_is_a_flag_naming_how_not_a_reason():
     assert decide(evidence(), SETTINGS).flags == ()
 
 
+def test_detector_ceiling_flags_without_withholding_and_withholds_on_blasts():
+    flag = "stained tube: SSC-A: 61.2% of events at the detector ceiling (>= 261,882), ...; no blasts among them"
+    verdict = decide(evidence(ceiling_flags=(flag,)), SETTINGS)
+    assert verdict.criterion == "MET" and verdict.flags == (flag,)
+    doubt = "stained tube: 17.2% of blasts at the detector ceiling (CD125 (PE-A): 686 events), ..."
+    verdict = decide(evidence(ceiling_doubts=(doubt,), ceiling_flags=(flag,)), SETTINGS)
+    assert verdict.criterion == "REVIEW" and verdict.reasons == (doubt,) and verdict.flags == (flag,)
+
+
 def test_unusable_control_withholds():
     verdict = decide(evidence(control_problem="c.fcs: truncated", control_used=False,
                               threshold_method="internal_negative"), SETTINGS)

@@ -99,11 +99,25 @@ def test_constant_required_channel_is_fatal(tmp_path, column, value, text):
     assert found(read(tmp_path, columns))[(NAMES[column].replace("BV510-A", "CD45"), True)] == text
 
 
-def test_saturated_channel_is_fatal(tmp_path):
+def test_many_events_at_the_ceiling_are_judged_after_gating_not_here(tmp_path):
+    # Issue 17: 61 % of a granulocyte-rich marrow at the SSC ceiling FAILED the tube though its
+    # blasts lay far below. Whether the ceiling matters is asked of the blasts (cd125gate.ceiling).
     columns = tube_columns()
-    columns[:1200, 0] = 262143.0
-    assert found(read(tmp_path, columns))[("FSC-A", True)] == \
-        "saturated: 60% of 2,000 events sit at the maximum 262143"
+    columns[:1200, 1] = 262143.0   # at the ceiling: >= 99.9 % of $PnR=262144
+    assert found(read(tmp_path, columns)) == {}
+
+
+def test_a_pile_up_under_the_ceiling_is_fatal(tmp_path):
+    # The detector clips where $PnR does not say: no margins gate removes those events.
+    columns = tube_columns()
+    columns[:, 0] *= 0.75              # every other event below 190,000
+    columns[:1200, 0] = 200000.0
+    assert found(read(tmp_path, columns))[("FSC-A", True)] == (
+        "saturated below the range: 60% of 2,000 events sit at the maximum 200000, under the ceiling "
+        "261882 the margins gate removes: the detector clips where $PnR does not say")
+    # A lower margin_fraction puts the same value at the ceiling.
+    fcs = read(tmp_path, columns, name="lower.fcs")
+    assert plausibility.problems(fcs, MARKERS, REQUIRED, margin_fraction=0.75) == []
 
 
 def test_non_finite_and_absurd_values_are_fatal(tmp_path):

@@ -87,7 +87,12 @@ def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None
     try:
         _run(analysis, facts, fcs_path, control_path, (compensation_path, declared), settings)
     except InputError as exc:
-        analysis.result = results.failed(base, str(exc), inputs=facts.inputs,
+        reason = str(exc)
+        if analysis.failed_stage in ("gate", "threshold_statistics") and not exc.problem.startswith("margins:"):
+            from .ceiling import failure_note
+
+            reason += failure_note(analysis.stained)
+        analysis.result = results.failed(base, reason, inputs=facts.inputs,
                                          warnings=tuple(facts.warnings), qc=facts.qc, assay=facts.assay)
     return analysis
 
@@ -181,7 +186,8 @@ def _read_inputs(analysis, facts, fcs_path, control_path, choice, settings):
         facts.warnings.append("control tube: no sign of prior compensation in the file, unlike the "
                               f"stained tube ({analysis.compensation.detail}); used as it is")
     control, problem = controltube.usable(control, control_path, markers, settings.panel)
-    facts.implausible = plausibility.check(stained, control, markers, settings.panel.required)
+    facts.implausible = plausibility.check(stained, control, markers, settings.panel.required,
+                                           settings.qc.margin_fraction)
     return stained, control, markers, problem
 
 
@@ -195,7 +201,7 @@ def _gate(analysis, settings):
 
 def _measure(analysis, facts, settings, control_problem):
     """Threshold CD125, count positive blasts, and gather the evidence the criterion weighs."""
-    from . import checks, gating, threshold
+    from . import ceiling, checks, gating, threshold
 
     stained, control = analysis.stained, analysis.control
     cut = threshold.choose(stained, control, stained.scales[stained.markers["CD125"]], settings.threshold)
@@ -210,12 +216,15 @@ def _measure(analysis, facts, settings, control_problem):
     facts.qc.update({f"{role}_time_removed_fraction": removed for role, removed in time_removed})
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
     doubts, facts.internal_controls = checks.all_checks(stained, control, cut, settings)
+    at_ceiling = [ceiling.findings(tube) for tube in filter(None, (stained, control))]
     return criterion.Evidence(
         blasts=blasts, positive=positive, threshold_method=cut.method,
         uncompensated=analysis.compensation.source == "none", control_used=control is not None,
         precompensated=(analysis.compensation.detail
                         if analysis.compensation.source == "precompensated" else None),
         control_problem=control_problem, implausible=tuple(facts.implausible), time_removed=time_removed,
+        ceiling_doubts=tuple(r for reasons, _ in at_ceiling for r in reasons),
+        ceiling_flags=tuple(f for _, flags in at_ceiling for f in flags),
         blast_share=_blast_shares(stained, control) if control is not None else None,
         overlap=threshold.overlap(stained, control, cut, positive / blasts, settings.threshold) if blasts else None,
         gating_doubts=tuple(doubts), gating_flags=tuple(stained.flags))

@@ -124,7 +124,7 @@ def _warm_up():
     import matplotlib.patches  # noqa: F401
     import matplotlib.ticker  # noqa: F401
 
-    from . import (analyze, analyze_command, checks, compensation, fcs, gating, gatingml,  # noqa: F401
+    from . import (analyze, analyze_command, ceiling, checks, compensation, fcs, gating, gatingml,  # noqa: F401
                    outputs, panel, plausibility, plots, results, threshold)
 
     results._validator()  # the compiled result schema, inherited by every child

@@ -27,6 +27,8 @@ class Evidence:
     control_used: bool = False          # a usable control tube was gated alongside
     control_problem: str | None = None  # why a given control tube cannot be used
     implausible: tuple = ()             # plausibility doubts about the tubes' data
+    ceiling_doubts: tuple = ()          # blasts lost to the detector ceiling (ceiling.findings)
+    ceiling_flags: tuple = ()           # many events at a ceiling, not among the blasts
     time_removed: tuple = ()            # (tube role, share of events time QC removed)
     blast_share: tuple | None = None    # (stained, control) blasts / leukocytes
     overlap: dict | None = None         # threshold.overlap: the dim-CD125 guard
@@ -95,6 +97,11 @@ def control_unusable(evidence, settings):
 def implausible_data(evidence, settings):
     """Data that decode but make doubtful physical sense (plausibility.check)."""
     return list(evidence.implausible), []
+
+
+def detector_ceiling(evidence, settings):
+    """Events at a detector ceiling: a doubt when blasts sit there, else a flag with the share."""
+    return list(evidence.ceiling_doubts), list(evidence.ceiling_flags)
 
 
 def threshold_source(evidence, settings):
@@ -200,5 +207,5 @@ def enough_blasts(evidence, settings):
     return [], []
 
 
-RULES = (uncompensated, precompensated, control_unusable, implausible_data, threshold_source, internal_cutoff,
-         time_qc, control_consistency, gating_checks, dim_cd125, gating_notes, enough_blasts)
+RULES = (uncompensated, precompensated, control_unusable, implausible_data, detector_ceiling, threshold_source,
+         internal_cutoff, time_qc, control_consistency, gating_checks, dim_cd125, gating_notes, enough_blasts)

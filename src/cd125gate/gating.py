@@ -164,15 +164,29 @@ def _time_gates(tube, time_ch, edges, bad):
 # -- scatter, viability, CD45 -----------------------------------------------------------------
 
 def margins(tube, settings):
-    """Events below the detector ceiling on scatter and every fluorescence channel."""
+    """Events below the detector ceiling on scatter and every fluorescence channel.
+
+    Every gate below, and the mixture fit of the populations, sees only these
+    events: a clipped value (61 % of a marrow piled on the SSC-A ceiling by a
+    high gain) never becomes a population or a density peak. Whether the events
+    removed here matter is asked after gating (``cd125gate.ceiling``); only too
+    few events left to gate (``gating.min_events``) fail the tube here.
+    """
     fraction = settings.qc.margin_fraction
     used = [tube.markers[m] for m in ("FSC-A", "FSC-H", "SSC-A") if m in tube.markers]
     used += [c for c in tube.channels if tube.scales[c].kind != "linear"]
     ranges = {c.name: c.range for c in tube.fcs.channels}
     dims = [dim(tube, c, raw=True, hi=fraction * ranges[c]) for c in used]
     gate = gates.RectangleGate("margins", dims)
-    add_step(tube, "margins", "time_qc", gate, tube.markers["FSC-A"], tube.markers["SSC-A"],
-             f"below {fraction:.1%} of each detector's range")
+    step = add_step(tube, "margins", "time_qc", gate, tube.markers["FSC-A"], tube.markers["SSC-A"],
+                    f"below {fraction:.1%} of each detector's range")
+    rows = np.flatnonzero(tube.step("time_qc").mask)
+    if step.count < settings.gating.min_events <= rows.size:  # the ceiling, not time QC, left too few
+        from .ceiling import shares
+
+        raise InputError(tube.fcs.path, f"margins: only {step.count:,} of {rows.size:,} events lie below the "
+                                        f"detector ceiling ({shares(tube, rows)} at the ceiling), fewer than "
+                                        f"the {settings.gating.min_events:,} needed to gate")
 
 
 def guarded(tube, step, channel, mask, parent):

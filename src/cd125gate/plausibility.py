@@ -16,12 +16,22 @@ panel resolved), also the following, fatal on a required marker and a doubt
 (REVIEW) on any other:
 
 - a constant channel: (nearly) every event has the same value;
-- a saturated channel: most events sit at the channel's maximum;
+- a channel that clips below its range: most events sit at one maximum
+  under the detector ceiling (``qc.margin_fraction`` of ``$PnR``), where no
+  gate removes them;
 - integer values with bits above `$PnR` for most events, or 32-bit integers
   that are IEEE floats in disguise: `$DATATYPE`/`$PnB`/`$PnR` do not
   describe the data;
 - a `$PnR` far above every value, or far below many values (the range,
   which sets the display scale and the logicle top, does not describe the data).
+
+Many events *at* the detector ceiling are not judged here: the file is then
+a true measurement with a gain set high, and whether it matters depends on
+which events sit there (issue 17: 61 % of a granulocyte-rich marrow at the
+SSC ceiling, blasts far below it, had FAILED the tube). The ``margins`` gate
+removes them, and ``cd125gate.ceiling`` asks after gating whether blasts are
+among them (a flag with the share, REVIEW when blasts are, FAILED when too
+few events are left to gate).
 
 The thresholds sit far outside what real files show: over the 19 readable
 corpus files and the bundled tubes the smallest data maximum is 1.4e-4 of
@@ -37,7 +47,7 @@ import numpy as np
 from .errors import InputError
 
 CONSTANT_SHARE = 0.99      # share of events at one value above which a channel is "constant"
-SATURATED_SHARE = 0.5      # share of events at the channel's maximum: "saturated for most events"
+SATURATED_SHARE = 0.5      # share of events at a maximum under the ceiling: "clips below its range"
 OVER_RANGE_SHARE = 0.5     # share of events with integer bits above $PnR
 # |value| above this many times the channel's top is not a measurement. Even one such
 # event matters: the transforms stretch their top to the data maximum.
@@ -65,7 +75,7 @@ class Problem:
         return f"{label}: {self.text}"
 
 
-def problems(fcs, markers, required=()):
+def problems(fcs, markers, required=(), margin_fraction=0.999):
     """Implausible findings on the channels the analysis uses.
 
     Parameters
@@ -79,6 +89,11 @@ def problems(fcs, markers, required=()):
         problem on one of them is fatal; on another marker it only puts the
         answer in doubt, since gating may still work without it. Non-finite
         and absurd values are fatal on any channel.
+    margin_fraction : float
+        Config ``qc.margin_fraction``: values at or above this fraction of
+        ``$PnR`` are at the detector ceiling, which the ``margins`` gate
+        removes; many events there are judged after gating (``ceiling``),
+        not here.
 
     Returns
     -------
@@ -112,11 +127,11 @@ def problems(fcs, markers, required=()):
                   for text in _absurd_values(column, _top(fcs, channel))]
         if marker is not None:
             found += [Problem(channel.name, marker, text, marker in required)
-                      for text in _channel_problems(fcs, channel, column)]
+                      for text in _channel_problems(fcs, channel, column, margin_fraction * channel.range)]
     return found
 
 
-def check(stained, control, markers, required=()):
+def check(stained, control, markers, required=(), margin_fraction=0.999):
     """Refuse a stained tube with a fatal problem; return the rest as REVIEW doubts.
 
     Raises
@@ -132,14 +147,14 @@ def check(stained, control, markers, required=()):
         but analyze's own rules decide whether it is usable). A control that
         is the stained tube itself is refused before this, by ``controltube``.
     """
-    stained_problems = problems(stained, markers, required)
+    stained_problems = problems(stained, markers, required, margin_fraction)
     fatal = [p for p in stained_problems if p.fatal]
     if fatal:
         more = f" (and {len(fatal) - 1} more implausible channel(s))" if len(fatal) > 1 else ""
         raise InputError(stained.path, f"implausible data: {fatal[0]}{more}")
     doubts = [f"stained tube implausible: {p}" for p in stained_problems]
     if control is not None:
-        doubts += [f"control tube implausible: {p}" for p in problems(control, markers, required)]
+        doubts += [f"control tube implausible: {p}" for p in problems(control, markers, required, margin_fraction)]
     return doubts
 
 
@@ -157,12 +172,15 @@ def _absurd_values(column, top):
             f"{top:g} (largest {float(np.abs(column).max()):g})"]
 
 
-def _channel_problems(fcs, channel, column):
-    """The checks for channels the analysis uses (non-finite and absurd values are checked for all)."""
+def _channel_problems(fcs, channel, column, ceiling=np.inf):
+    """The checks for channels the analysis uses (non-finite and absurd values are checked for all).
+
+    ``ceiling``: where the ``margins`` gate starts removing events (see ``_share_problems``).
+    """
     n = column.size
     top = _top(fcs, channel)
     # A handful of events says nothing about shares (and analyze refuses so few anyway).
-    found = _share_problems(column) if n >= MIN_EVENTS_FOR_SHARES else []
+    found = _share_problems(column, ceiling) if n >= MIN_EVENTS_FOR_SHARES else []
     over = fcs.over_range.get(channel.name, 0.0)
     if over >= OVER_RANGE_SHARE:
         found.append(f"{over:.0%} of events have bits above $P{channel.index}R={channel.range:g}: "
@@ -181,8 +199,17 @@ def _channel_problems(fcs, channel, column):
     return found
 
 
-def _share_problems(column):
-    """A constant or a saturated channel."""
+def _share_problems(column, ceiling=np.inf):
+    """A constant channel, or most events piled at a maximum below the detector ceiling.
+
+    Most events at the ceiling (at or above ``ceiling``, the values the margins
+    gate removes) are not judged here: a high gain puts a marrow's granulocytes
+    at the SSC ceiling while the blasts lie far below it, so only the events
+    the analysis needs can tell whether it matters (``cd125gate.ceiling``). A
+    pile-up at a maximum *below* the ceiling is: the detector clips where
+    ``$PnR`` does not say, no gate removes those events, and the mixture fit
+    would take them for a population.
+    """
     n = column.size
     # A value held by >= CONSTANT_SHARE of the events holds more than half of every k-th
     # event when k * (1 - CONSTANT_SHARE) < 1/2, so it is that subsample's median: an exact
@@ -192,9 +219,13 @@ def _share_problems(column):
     if at_middle >= CONSTANT_SHARE:
         return [f"constant: {at_middle:.1%} of {n:,} events have the value {middle:g}"]
     highest = float(column.max())
+    if highest >= ceiling:
+        return []
     at_max = np.count_nonzero(column == highest) / n
     if at_max >= SATURATED_SHARE:
-        return [f"saturated: {at_max:.0%} of {n:,} events sit at the maximum {highest:g}"]
+        return [f"saturated below the range: {at_max:.0%} of {n:,} events sit at the maximum {highest:g}, "
+                f"under the ceiling {ceiling:g} the margins gate removes: the detector clips where $PnR "
+                "does not say"]
     return []
 
 
