@@ -293,6 +293,74 @@ def test_scatter_ticks_read_in_thousands():
     assert "100K" in labels and "0" in labels
 
 
+def fake_fcs(amplification, datatype="I"):
+    """The part of an FCSData the plots read: SSC-A with the given $PnE, every other channel linear."""
+    from types import SimpleNamespace
+
+    from cd125gate.fcs import Channel
+
+    channels = [Channel(i, name, None, 262144.0, 32, amplification if name == "SSC-A" else (0.0, 0.0), None)
+                for i, name in enumerate(CHANNELS, start=1)]
+    return SimpleNamespace(channels=channels, keywords={}, datatype=datatype)
+
+
+def test_only_a_decoded_log_amplified_linear_channel_is_drawn_on_a_log_axis():
+    linear = FakeScale("SSC-A", "linear", {})
+    shown = plots._display_scale(fake_fcs((4.0, 1.0)), "SSC-A", linear)
+    assert shown.kind == "log" and shown.floor == 1.0  # channel 0 of $PnE=4,1 decodes to 1
+    np.testing.assert_allclose(shown.forward(np.array([0.0, 1.0, 10.0, 1e4])), [0.0, 0.0, 1.0, 4.0])
+    assert plots._display_scale(fake_fcs((0.0, 0.0)), "SSC-A", linear) is linear
+    assert plots._display_scale(fake_fcs((4.0, 1.0)), "FSC-A", FakeScale("FSC-A", "linear", {})).kind == "linear"
+    # float data are linear whatever $PnE says (the reader ignores it); fluorescence keeps its scale
+    assert plots._display_scale(fake_fcs((4.0, 1.0), datatype="F"), "SSC-A", linear) is linear
+    arcsinh = FakeScale("SSC-A", "arcsinh", {})
+    assert plots._display_scale(fake_fcs((4.0, 1.0)), "SSC-A", arcsinh) is arcsinh
+    assert plots._display_scale(None, "SSC-A", linear) is linear
+
+
+def test_log_amplified_scatter_is_drawn_on_a_log_axis_and_the_gating_data_stay_linear(sample):
+    """Issue 17: SSC log-amplified by the instrument reads in decades; FSC and the events themselves do not change."""
+    import dataclasses
+
+    from matplotlib.figure import Figure
+
+    stained = sample[0]
+    tube = dataclasses.replace(stained, fcs=fake_fcs((4.0, 1.0)))
+    before = tube.column("SSC-A").copy()
+    ctx, plain = plots._Context(tube), plots._Context(stained)
+    ticks = ctx.ticks("SSC-A")
+    assert ticks.labels and all(label.startswith("10") for label in ticks.labels)
+    exponents = [int(label[2:].translate(str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789"))) for label in ticks.labels]
+    np.testing.assert_allclose(ticks.major, exponents)  # 10ⁿ at log10 = n
+    assert len(ticks.minor)  # 2..9 between the decades, as the fluorescence axes
+    lo, hi = ctx.limits("SSC-A")
+    assert 3 < lo < hi < 6  # log10 of the fake's 2e3..3e5
+    np.testing.assert_array_equal(ctx.bins("SSC-A"), plots._bin_index(np.log10(before), (lo, hi)))
+    # the linear channel is drawn as before
+    for channel in ("FSC-A", "V500-A"):
+        assert ctx.scales[channel] is tube.scales[channel] and ctx.limits(channel) == plain.limits(channel)
+        assert ctx.ticks(channel).labels == plain.ticks(channel).labels
+        np.testing.assert_array_equal(ctx.ticks(channel).major, plain.ticks(channel).major)
+    np.testing.assert_array_equal(tube.column("SSC-A"), before)
+    # the gate is drawn through the same mapping: blast_region's SSC-A edges at log10 of its vertices
+    fig = Figure()
+    plots._gate_panel(fig, fig.add_gridspec(1, 1)[0, 0], ctx, ["blast_region"])
+    outline = fig.axes[0].patches[0].get_xy()
+    np.testing.assert_allclose([outline[:, 1].min(), outline[:, 1].max()], np.log10([5e3, 70e3]))
+    np.testing.assert_allclose([outline[:, 0].min(), outline[:, 0].max()], [2.0, 3.6])
+    # a rectangle's bound too (open bounds at the plot edges); then the whole page draws
+    ax = Figure().add_subplot()
+    ctx.axis(ax, "x", "FSC-A")
+    ctx.axis(ax, "y", "SSC-A")
+    plots._draw_gate(ax, RectangleGate("r", [Dimension("SSC-A", range_min=1e4)]), "FSC-A", "SSC-A", "black", None, ctx)
+    np.testing.assert_allclose(ax.patches[0].get_xy()[:4, 1], [4.0, 4.0, hi, hi])
+    control = dataclasses.replace(sample[1], fcs=fake_fcs((0.0, 0.0)))  # the stained file decides both pages
+    contexts = {id(tube): plots._Context(tube, tube), id(control): plots._Context(control, tube)}
+    assert contexts[id(control)].scales["SSC-A"].kind == "log"
+    drawn = plots._tube_figure(control, tube, control, sample[2], sample[3], contexts)
+    drawn.canvas.draw()
+
+
 def test_failure_card(tmp_path):
     result = fake_result("runs/P009.fcs", sample_id="P009", reasons=("only 120 events after time QC",))
     first = plots.plot_failure(result, tmp_path / "a", formats=("png", "svg"))

@@ -4,7 +4,9 @@ The reviewer reads a tube's figure left to right, top to bottom, in gating
 order. Every panel shows the parent population as a density (2-D histogram,
 log colour), the gate outline drawn from the very FlowKit gate object that
 counted the events, and a title with the parent count, the gate count and the
-percentage. Axes are in transformed units with tick labels in raw units.
+percentage. Axes are in transformed units with tick labels in raw units;
+a channel the file log-amplified but the gating keeps linear (scatter of older
+instruments) is drawn on a log10 axis (``_display_scale``), display only.
 
 Drawn at raster speed: every density is one image of precomputed colours from
 a 2-D histogram (never one artist per event); each channel's bin indices,
@@ -90,7 +92,7 @@ def plot_sample(stained, control, threshold, result, out_dir, formats=("png",)):
         ``qc.<fmt>`` for the stained tube, then ``qc_control.<fmt>`` for the control.
     """
     formats = _check_formats(formats)
-    contexts = {id(t): _Context(t) for t in (stained, control) if t is not None}
+    contexts = {id(t): _Context(t, stained) for t in (stained, control) if t is not None}
 
     def draw(tube, stem):
         return _save(_tube_figure(tube, stained, control, threshold, result, contexts), out_dir, stem, formats)
@@ -200,7 +202,7 @@ def _tube_figure(tube, stained, control, threshold, result, contexts=None):
     contexts = dict(contexts or {})
     for t in (tube, stained, control):
         if t is not None and id(t) not in contexts:
-            contexts[id(t)] = _Context(t)
+            contexts[id(t)] = _Context(t, stained)
     panels = _panels(tube)
     others = [contexts[id(t)] for t in (stained, control) if t is not None]
     panels.append(lambda fig, spec, ctx: _cd125_panel(fig, spec, ctx, others, threshold, result))
@@ -245,30 +247,46 @@ def _panels(tube):
 
 
 class _Context:
-    """Per-tube caches shared by the panels: limits, ticks, bin indices and labels of each channel."""
+    """Per-tube caches shared by the panels: limits, ticks, bin indices and labels of each channel.
 
-    def __init__(self, tube):
+    ``stained``: the tube whose file decides which channels are drawn on a log axis
+    (``_display_scale``), so that the control's page draws every channel as the
+    stained tube's does (as both share the stained tube's scales); default ``tube``.
+    """
+
+    def __init__(self, tube, stained=None):
         self.tube = tube
         self.names = {channel: marker for marker, channel in tube.markers.items()}
+        fcs = (stained if stained is not None else tube).fcs
+        self.scales = {channel: _display_scale(fcs, channel, scale) for channel, scale in tube.scales.items()}
         self._limits = {}
         self._ticks = {}
         self._bins = {}
 
+    def values(self, channel):
+        """The channel's events in the units its axis is drawn in."""
+        return self.shown(channel, self.tube.column(channel))
+
+    def shown(self, channel, values):
+        """``values`` of the channel (the gating's units) where its axis draws them."""
+        scale = self.scales.get(channel)
+        return scale.forward(values) if scale is not None and scale.kind == "log" else values
+
     def limits(self, channel):
         if channel not in self._limits:
-            self._limits[channel] = _limits(self.tube.column(channel), self.tube.scales[channel])
+            self._limits[channel] = _limits(self.values(channel), self.scales[channel])
         return self._limits[channel]
 
     def ticks(self, channel):
         """Ticks of the channel's scale over its limits: computed once, used by every panel."""
         if channel not in self._ticks:
-            self._ticks[channel] = _tick_values(self.tube.scales[channel], self.limits(channel))
+            self._ticks[channel] = _tick_values(self.scales[channel], self.limits(channel))
         return self._ticks[channel]
 
     def bins(self, channel):
         """Histogram bin (0..BINS-1) of every event on the channel's limits, off-scale events on the edge."""
         if channel not in self._bins:
-            self._bins[channel] = _bin_index(self.tube.column(channel), self.limits(channel))
+            self._bins[channel] = _bin_index(self.values(channel), self.limits(channel))
         return self._bins[channel]
 
     def label(self, channel):
@@ -363,7 +381,7 @@ def _time_panel(fig, spec, ctx):
     positions = []
     for channel in sorted(qc.signal, key=ctx.label):
         lo, hi = ctx.limits(channel)
-        positions.append((np.asarray(qc.signal[channel], dtype=float) - lo) / (hi - lo))
+        positions.append((ctx.shown(channel, np.asarray(qc.signal[channel], dtype=float)) - lo) / (hi - lo))
         signal_ax.plot(step_x, np.repeat(positions[-1], 2), linewidth=1, label=ctx.names.get(channel, channel))
     time_limits = (float(edges[0]), float(edges[-1])) if edges[-1] > edges[0] else _data_limits(edges)
     time_ticks = _round_ticks(time_limits, nbins=7)
@@ -402,7 +420,7 @@ def _gate_panel(fig, spec, ctx, names):
     ax = fig.add_subplot(spec)
     _density(ax, ctx, tube.parent_mask(steps[0]), x, y)
     for step, colour in zip(steps, PANEL_COLOURS):
-        _draw_gate(ax, step.gate, x, y, colour, f"{step.name} {step.percent_of_parent:.1f}%")
+        _draw_gate(ax, step.gate, x, y, colour, f"{step.name} {step.percent_of_parent:.1f}%", ctx)
     ax.set_title("\n".join(_title(s) for s in steps), **TITLE)
 
 
@@ -416,11 +434,11 @@ def _blasts_panel(fig, spec, ctx):
     x, y = _refinement_axes(ctx, exclusions, blasts)
     ax = fig.add_subplot(spec)
     _density(ax, ctx, blasts.mask, x, y, cmap="Greys")
-    _draw_gate(ax, blasts.gate, x, y, PANEL_COLOURS[0], None)
+    _draw_gate(ax, blasts.gate, x, y, PANEL_COLOURS[0], None, ctx)
     handles = [Patch(color="#555555", label=f"blasts {blasts.count:,}")]
     for step, colour in zip(exclusions, EXCLUSION_COLOURS * 4):
         _overlay(ax, ctx, step.mask, x, y, colour)
-        _draw_gate(ax, step.gate, x, y, colour, None)
+        _draw_gate(ax, step.gate, x, y, colour, None, ctx)
         handles.append(Patch(color=colour, label=f"{step.name} {step.count:,} ({step.percent_of_parent:.1f}%)"))
     ax.legend(handles=handles, fontsize=6.5, loc="upper right", framealpha=0.8)
     ax.set_title(_title(blasts) + "\nexcluded populations in colour", **TITLE)
@@ -448,7 +466,7 @@ def _cd125_panel(fig, spec, ctx, contexts, threshold, result):
     for c, colour, label in zip(contexts, colours, labels):
         tube = c.tube
         values = tube.column(tube.markers["CD125"])[_blast_mask(tube)]
-        percent = _percent_histogram(values, edges)
+        percent = _percent_histogram(c.shown(channel, values), edges)
         highest = max(highest, float(percent.max(initial=0.0)))
         # added as an artist with the limits set by hand: ax.stairs walks the outline in Python
         handles.append(ax.add_artist(StepPatch(
@@ -460,16 +478,17 @@ def _cd125_panel(fig, spec, ctx, contexts, threshold, result):
     if overlap:  # the dim-CD125 guard: at least this share is brighter than the control
         texts.append(f"cumulative subtraction: {100 * overlap['cumulative_subtraction']:.1f}%")
     texts += _internal_control_lines(result.internal_controls)
-    x_ticks = _raw_ticks(ax, "x", stained.scales[channel], (lo, hi))
+    x_ticks = _raw_ticks(ax, "x", contexts[0].scales[channel], (lo, hi))
     _axis_label(ax, "x", ctx.label(channel), x_ticks)
     y_limits = (0.0, 1.05 * highest if highest > 0 else 1.0)
     y_ticks = _round_ticks(y_limits, nbins=5)
     _set_ticks(ax, "y", y_ticks, y_limits)
     _axis_label(ax, "y", "% of blasts per bin", y_ticks)
     if threshold is not None:
-        handles.append(ax.axvline(threshold.value, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5,
+        cut = contexts[0].shown(channel, threshold.value)
+        handles.append(ax.axvline(cut, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5,
                                   label=f"threshold {threshold.value_raw:,.4g} raw"))
-        ax.axvspan(threshold.value, hi, color=THRESHOLD_COLOUR, alpha=0.06, linewidth=0)
+        ax.axvspan(cut, hi, color=THRESHOLD_COLOUR, alpha=0.06, linewidth=0)
     ax.set_xlim(lo, hi)
     ax.set_ylim(*y_limits)
     ax.legend(handles=handles, fontsize=6.5, loc="upper left", framealpha=0.8)
@@ -524,6 +543,46 @@ def _refinement_axes(ctx, exclusions, blasts):
     if "CD123" in markers and "HLA-DR" in markers:
         return markers["HLA-DR"], markers["CD123"]
     return _panel_axes(ctx, [ctx.tube.step("blast_region")])
+
+
+@dataclass(frozen=True)
+class _LogAxis:
+    """Display-only log10 axis of a channel the gating keeps linear; values below ``floor`` are drawn at it."""
+
+    channel: str
+    floor: float            # the channel's lowest decoded value (> 0)
+    kind: str = "log"
+
+    def forward(self, raw):
+        return np.log10(np.maximum(raw, self.floor))
+
+    def inverse(self, shown):
+        return 10.0 ** np.asarray(shown, dtype=float)
+
+
+def _display_scale(fcs, channel, scale):
+    """The scale ``channel`` is drawn on: ``scale`` itself, or a _LogAxis (issue 17).
+
+    Why: an instrument that log-amplified a channel ($PnE = decades,offset, as the
+    FC500's "SS Log") stored it in decades; the reader decodes it to linear
+    values (offset..offset·10^decades) and scatter stays linear for the gating,
+    so on a linear axis every event sits on the bottom few pixels. Such a
+    channel is drawn on a log10 axis instead, floored at its lowest decoded value
+    (offset / gain): display only, the gating, its checks and the exported gates
+    never see it. Only integer data are decoded (float data are linear whatever
+    $PnE says), and a channel already on a logicle/arcsinh scale keeps it.
+    """
+    if scale.kind != "linear" or fcs is None:
+        return scale
+    found = next((c for c in getattr(fcs, "channels", ()) if c.name == channel), None)
+    if found is None:
+        return scale
+    decades, offset = found.amplification
+    datatype = fcs.keywords.get(f"$P{found.index}DATATYPE", fcs.datatype).strip().upper()
+    floor = offset / found.gain if found.gain not in (None, 0.0, 1.0) else offset
+    if decades <= 0 or datatype != "I" or not floor > 0:
+        return scale
+    return _LogAxis(channel, float(floor))
 
 
 def _limits(values, scale):
@@ -646,6 +705,8 @@ def _tick_values(scale, limits):
     if scale.kind == "linear":
         raw, labels = _linear_ticks(scale, limits)
         minor = []
+    elif scale.kind == "log":
+        raw, labels, minor = _log_ticks(scale, limits)
     else:
         raw, labels, minor = _decade_ticks(scale, limits)
     positions = np.asarray(scale.forward(np.asarray(raw, dtype=float)), dtype=float)
@@ -746,7 +807,7 @@ def _linear_ticks(scale, limits):
     return raw, [_short_number(t) for t in raw]
 
 
-SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+SUPERSCRIPTS = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
 
 
 def _decade_ticks(scale, limits):
@@ -757,6 +818,20 @@ def _decade_ticks(scale, limits):
               + [f"10{str(d).translate(SUPERSCRIPTS)}" for d in decades])
     minor = [sign * m * 10.0**d for d in range(1, 7) for m in range(2, 10) for sign in (-1, 1)]
     return raw, labels, sorted(minor)
+
+
+def _log_ticks(scale, limits):
+    """Powers of ten on a _LogAxis (10⁰, 10¹, ... as the decades of the other axes), 2..9 between."""
+    lo, hi = np.asarray(scale.inverse(np.asarray(limits, dtype=float)), dtype=float)
+    lo = max(lo, scale.floor)  # below the floor every value is drawn at the floor
+    decades = range(int(np.ceil(np.log10(lo))), int(np.floor(np.log10(hi))) + 1)
+    raw = [10.0**d for d in decades]
+    labels = [f"10{str(d).translate(SUPERSCRIPTS)}" for d in decades]
+    if not raw:  # less than a decade shown (a nearly constant channel): round numbers instead
+        raw, labels = _linear_ticks(scale, limits)
+        return raw, labels, []
+    minor = [m * 10.0**d for d in range(decades.start - 1, decades.stop) for m in range(2, 10)]
+    return raw, labels, [v for v in minor if lo <= v <= hi]
 
 
 def _spaced(positions, limits, min_gap=0.06):
@@ -792,19 +867,20 @@ def _percent_histogram(values, edges):
 # --- gate outlines -----------------------------------------------------------
 
 
-def _draw_gate(ax, gate, x, y, colour, label):
+def _draw_gate(ax, gate, x, y, colour, label, ctx=None):
     """Outline a FlowKit gate on the (x, y) axes; gates without geometry draw nothing.
 
     BooleanGates (NOT / OR of other gates) have no outline: their events are
-    shown instead by the caller.
+    shown instead by the caller. ``ctx`` (a _Context): the gate is drawn
+    through its axes' display mapping (a log axis: see ``_display_scale``).
     """
     kind = type(gate).__name__
     if kind == "PolygonGate":
-        vertices = _oriented(gate, np.asarray(gate.vertices, dtype=float), x, y)
+        vertices = _shown_outline(ctx, _oriented(gate, np.asarray(gate.vertices, dtype=float), x, y), x, y)
     elif kind == "RectangleGate":
-        vertices = _rectangle(gate, ax, x, y)
+        vertices = _rectangle(gate, ax, x, y, ctx)
     elif kind == "EllipsoidGate":
-        vertices = _ellipse(gate, x, y)
+        vertices = _shown_outline(ctx, _ellipse(gate, x, y), x, y)
     else:
         return
     if vertices is None:
@@ -840,10 +916,29 @@ def _oriented(gate, points, x, y):
     return None  # drawn on other axes than this panel's
 
 
-def _rectangle(gate, ax, x, y):
-    """Corners of a RectangleGate; open bounds reach the plot edges."""
+def _shown_outline(ctx, points, x, y):
+    """A closed outline (n, 2) in gating units, where the panel's axes draw it.
+
+    On a log axis a straight edge is a curve: each edge is then drawn through
+    EDGE_POINTS points, so the outline is the gate's true boundary.
+    """
+    if points is None or ctx is None or not any(getattr(ctx.scales.get(c), "kind", None) == "log" for c in (x, y)):
+        return points
+    ends = np.vstack([points, points[:1]])
+    steps = np.linspace(0.0, 1.0, EDGE_POINTS, endpoint=False)[None, :, None]
+    dense = (ends[:-1, None, :] + steps * np.diff(ends, axis=0)[:, None, :]).reshape(-1, 2)
+    return np.column_stack([ctx.shown(x, dense[:, 0]), ctx.shown(y, dense[:, 1])])
+
+
+# Points per gate edge on a log axis (``_shown_outline``).
+EDGE_POINTS = 64
+
+
+def _rectangle(gate, ax, x, y, ctx=None):
+    """Corners of a RectangleGate; open bounds reach the plot edges (bounds drawn through ``ctx``'s axes)."""
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
     bounds = {"x": list(xlim), "y": list(ylim)}
+    shown = ctx.shown if ctx is not None else (lambda channel, value: value)
     matched = False
     for dim in gate.dimensions:
         which = "x" if dim.id == x else "y" if dim.id == y else None
@@ -851,9 +946,9 @@ def _rectangle(gate, ax, x, y):
             continue
         matched = True
         if dim.min is not None:
-            bounds[which][0] = dim.min
+            bounds[which][0] = shown(dim.id, dim.min)
         if dim.max is not None:
-            bounds[which][1] = dim.max
+            bounds[which][1] = shown(dim.id, dim.max)
     if not matched:
         return None
     (x0, x1), (y0, y1) = bounds["x"], bounds["y"]
