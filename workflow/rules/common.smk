@@ -48,9 +48,11 @@ def check_panels(samples):
     panel_settings = load_settings(overrides=config.get("analysis") or {}).panel
     lines = panel_check.sheet_problems(samples, panel_settings)
     if lines:
-        sys.exit("\n".join(f"cd125gate: {line}" for line in lines)
-                 + f"\ncd125gate: {len(lines)} file(s) whose panel cannot be mapped; no job was run"
-                 " (`cd125gate panel FILE` shows each channel)")
+        sys.exit(
+            "\n".join(f"cd125gate: {line}" for line in lines)
+            + f"\ncd125gate: {len(lines)} file(s) whose panel cannot be mapped; no job was run"
+            " (`cd125gate panel FILE` shows each channel)"
+        )
 
 
 def sheet_record(sample):
