@@ -127,14 +127,15 @@ class PanelMap:
             return "; ".join(self.problems)
         scatter = [m for m in self.missing if m in SCATTER]
         if scatter:
-            return f"no channel named as {', '.join(scatter)} (channels: {self._channel_list()})"
+            return f"no channel named as {', '.join(scatter)} (channels: {self.channel_list()})"
         if self.missing and self.unrecognised:
             unknown = ", ".join(f"{name} ({stain})" if stain else name for name, stain in self.unrecognised)
             return (f"required marker(s) {', '.join(self.missing)} not found; unrecognised channel(s): "
                     f"{unknown} (add the spelling to panel.markers if one of them is it)")
         return None
 
-    def _channel_list(self):
+    def channel_list(self):
+        """Every channel of the file, "PnN (PnS)", for messages."""
         return ", ".join(f"{name} ({stain})" if stain else name for name, stain in self.channels)
 
 
@@ -194,7 +195,7 @@ def resolve_markers(channels, panel, source):
         raise InputError(source, "; ".join(mapped.problems))
     if mapped.missing:
         raise InputError(source, f"required marker(s) {', '.join(mapped.missing)} not found among "
-                                 f"channels: {mapped._channel_list()}")
+                                 f"channels: {mapped.channel_list()}")
     return mapped.markers
 
 
