@@ -83,12 +83,7 @@ def lost_to_ceiling(tube, rows, last="blasts"):
         elif step.parent not in done:
             continue
         elif isinstance(step.gate, gates.BooleanGate):
-            refs = [done[r.ref] ^ r.complement for r in step.gate.gate_refs]
-            if step.gate.type == "not":
-                member = ~refs[0] & done[step.parent]
-            else:
-                combine = np.logical_and if step.gate.type == "and" else np.logical_or
-                member = combine.reduce(refs) & done[step.parent]
+            member = step.gate.apply(done) & done[step.parent]
         else:
             member = step.gate.apply(_frame(step.gate, tube, rows)) & done[step.parent]
         done[step.name] = member

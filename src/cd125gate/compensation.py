@@ -45,8 +45,6 @@ APPLIED = ("file", "override")
 # the instrument applied at acquisition.
 _DFC = re.compile(r"^\$DFC\d+TO\d+$")
 _COMP_NAME = re.compile(r"^comp-", re.IGNORECASE)
-# Scatter, Time and counters: the same test as panel.fluorescence_channels (on names only).
-_NOT_FLUORESCENCE = re.compile(r"^(fsc|ssc|fs|ss|time|event|width|hdr)")
 # Cytek's spectral cytometers (its conventional ones, e.g. the DxP "Cytek xP5", are not).
 _CYTEK = re.compile(r"aurora|northern ?lights", re.IGNORECASE)
 # Raw (not unmixed) Cytek data are named after the detectors: UV1-A, V3-A, B2-H, YG5-A, R8-W ...
@@ -319,8 +317,9 @@ def _cytometer(fcs):
 
 def _fluorescence(fcs):
     """$PnN of the channels that are neither scatter, Time nor counters."""
-    return [name for name in fcs.channel_names()
-            if not _NOT_FLUORESCENCE.match(re.sub(r"[\s\-_/.()]+", "", name.lower()))]
+    from .panel import is_fluorescence
+
+    return [name for name in fcs.channel_names() if is_fluorescence(name)]
 
 
 def _unmixed_cytek(fcs):

@@ -58,11 +58,7 @@ def _frame(gate, tube, rows=slice(None)):
 def apply_gate(gate, tube, parent_mask, steps_by_name=None):
     """Membership of every event in ``gate`` and its parent (a boolean array)."""
     if isinstance(gate, gates.BooleanGate):
-        members = [steps_by_name[r.ref].mask ^ r.complement for r in gate.gate_refs]
-        if gate.type == "not":
-            return ~members[0] & parent_mask
-        combine = np.logical_and if gate.type == "and" else np.logical_or
-        return combine.reduce(members) & parent_mask
+        return gate.apply({name: step.mask for name, step in steps_by_name.items()}) & parent_mask
     return gate.apply(_frame(gate, tube)) & parent_mask
 
 

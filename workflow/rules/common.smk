@@ -15,18 +15,18 @@ from cd125gate.settings import load_settings
 
 
 def check_analysis_settings():
-    """Refuse a bad analysis setting before any job, rather than in every job.
+    """The analysis settings, or a one-line stop before any job (rather than in every job).
 
     Checked before the schema, whose analysis part is generated from the same
     settings classes, so that the message is cd125gate's one line naming the key.
     """
     try:
-        load_settings(overrides=config.get("analysis") or {})
+        return load_settings(overrides=config.get("analysis") or {})
     except InputError as exc:
         sys.exit(f"cd125gate: workflow config, analysis block: {exc.problem}")
 
 
-check_analysis_settings()
+ANALYSIS_SETTINGS = check_analysis_settings()
 validate(config, "../schemas/config.schema.yaml")
 
 
@@ -45,8 +45,7 @@ def load_samples():
 
 def check_panels(samples):
     """Stop before any job, one line per file, when a file's panel cannot be mapped."""
-    panel_settings = load_settings(overrides=config.get("analysis") or {}).panel
-    lines = panel_check.sheet_problems(samples, panel_settings)
+    lines = panel_check.sheet_problems(samples, ANALYSIS_SETTINGS.panel)
     if lines:
         sys.exit(
             "\n".join(f"cd125gate: {line}" for line in lines)
