@@ -67,6 +67,7 @@ class Facts:
     qc: dict = field(default_factory=dict)
     implausible: list = field(default_factory=list)  # plausibility doubts (REVIEW)
     internal_controls: dict | None = None            # CD125 of populations that carry it or not
+    clones: tuple = ()                               # per blast clone: phenotype, coverage, CD125+
     assay: dict | None = None                        # acquisition and reagent metadata
 
 
@@ -153,7 +154,8 @@ def _run(analysis, facts, fcs_path, control_path, compensation, settings):
         analysis.result = results.decided(analysis.result, verdict, evidence, analysis.stained,
                                           analysis.control, analysis.threshold, warnings=facts.warnings,
                                           inputs=facts.inputs, qc=facts.qc,
-                                          internal_controls=facts.internal_controls, assay=facts.assay)
+                                          internal_controls=facts.internal_controls, assay=facts.assay,
+                                          clones=facts.clones)
 
 
 def _read_inputs(analysis, facts, fcs_path, control_path, choice, settings):
@@ -215,7 +217,7 @@ def _measure(analysis, facts, settings, control_problem):
                          if t.time_qc is not None)
     facts.qc.update({f"{role}_time_removed_fraction": removed for role, removed in time_removed})
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
-    doubts, facts.internal_controls = checks.all_checks(stained, control, cut, settings)
+    doubts, facts.internal_controls, facts.clones, clone_flags = checks.all_checks(stained, control, cut, settings)
     at_ceiling = [ceiling.findings(tube) for tube in filter(None, (stained, control))]
     return criterion.Evidence(
         blasts=blasts, positive=positive, threshold_method=cut.method,
@@ -227,7 +229,7 @@ def _measure(analysis, facts, settings, control_problem):
         ceiling_flags=tuple(f for _, flags in at_ceiling for f in flags),
         blast_share=_blast_shares(stained, control) if control is not None else None,
         overlap=threshold.overlap(stained, control, cut, positive / blasts, settings.threshold) if blasts else None,
-        gating_doubts=tuple(doubts), gating_flags=tuple(stained.flags))
+        gating_doubts=tuple(doubts), gating_flags=tuple(stained.flags) + tuple(clone_flags))
 
 
 def _blast_shares(stained, control):

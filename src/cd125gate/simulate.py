@@ -79,14 +79,26 @@ POPULATIONS = {
     "blast": dict(fsc=(60000, 0.05), ssc=(18000, 0.09), af=(100, 0.15), markers={
         "CD45": (3000, 0.12), "CD34": (6000, 0.15), "CD117": (3000, 0.15), "HLA-DR": (5000, 0.15),
         "CD33": (4000, 0.15), "CD123": (1500, 0.15)}),
+    # The neighbours of blasts in a real marrow (CaseSpec.extra): CD45-dim or negative, SSC-low or
+    # intermediate like blasts, told apart only by their markers.
+    "nrbc": dict(fsc=(38000, 0.05), ssc=(8000, 0.1), af=(50, 0.15), markers={
+        "CD45": (60, 0.3), "CD117": (300, 0.25, 0.4)}),
+    "hematogone": dict(fsc=(40000, 0.04), ssc=(9000, 0.08), af=(60, 0.15), markers={
+        "CD45": (10000, 0.15), "CD34": (5000, 0.15, 0.4), "HLA-DR": (10000, 0.15), "CD123": (300, 0.2)}),
+    "pdc": dict(fsc=(50000, 0.05), ssc=(13000, 0.08), af=(80, 0.15), markers={
+        "CD45": (8000, 0.1), "CD123": (25000, 0.12), "HLA-DR": (15000, 0.12), "CD33": (400, 0.2)}),
+    "immature_eosinophil": dict(fsc=(70000, 0.05), ssc=(55000, 0.1), af=(800, 0.15), markers={
+        "CD45": (10000, 0.12), "CD125": (5000, 0.2), "CD33": (3000, 0.15), "CD123": (300, 0.2)}),
 }
+NEIGHBOURS = ("nrbc", "hematogone", "pdc", "immature_eosinophil")
 # Nonspecific binding: an isotype antibody on live cells (monocytes carry Fc
 # receptors), and every antibody on dead cells.
 ISOTYPE_BINDING = {"default": (40, 0.2), "monocyte": (120, 0.2), "dead": (400, 0.25)}
 DEAD_BINDING = (400, 0.25)
 DEAD_VIABILITY = (20000, 0.15)
 NORMAL = ("lymphocyte", "monocyte", "neutrophil")
-BLAST_LABELS = ("blast_cd125pos", "blast_cd125neg")
+BLAST_LABELS = ("blast_cd125pos", "blast_cd125neg", "blast2_cd125pos", "blast2_cd125neg")
+POSITIVE_BLASTS = ("blast_cd125pos", "blast2_cd125pos")
 # A short clog: ~14% of the events, so that removing its time bins stays under
 # the 25% the analysis tolerates before sending a tube to REVIEW.
 CLOG_WINDOW = (0.45, 0.50)  # share of the acquisition time
@@ -138,6 +150,27 @@ class CaseSpec:
     specimen: str = "bone marrow"
     patient_id: str = ""
     notes: str = ""
+    # Real-marrow variation (the cohort's confounders), all off by default:
+    # shares of all events for the blasts' neighbours (NEIGHBOURS: nrbc, hematogone, pdc,
+    # immature_eosinophil), taken before lymphocytes, monocytes and neutrophils share the rest;
+    extra: dict = field(default_factory=dict)
+    # a second blast clone: its share of the blasts, phenotype overrides (as blast_markers),
+    # CD125+ share and CD125 median;
+    clone2_fraction: float = 0.0
+    clone2_markers: dict = field(default_factory=dict)
+    clone2_cd125_pos_fraction: float = 0.5
+    clone2_cd125_median: float = 1200.0
+    # markers whose channel the panel lacks (e.g. ("Viability",)); ADC bits of every detector
+    # ($PnR 2**bits: 20-bit data hold every value x4); FSC and SSC detector gains.
+    drop_markers: tuple = ()
+    bits: int = 18
+    scatter_gain: tuple = (1.0, 1.0)
+
+
+# CaseSpec fields a truth.json records only when they differ from their default, so that the
+# bundled truth.json stays as it was before they existed.
+OPTIONAL_FIELDS = ("blast_markers", "extra", "clone2_fraction", "clone2_markers", "clone2_cd125_pos_fraction",
+                   "clone2_cd125_median", "drop_markers", "bits", "scatter_gain")
 
 
 @dataclass
@@ -197,8 +230,11 @@ def population_counts(spec, n_events):
         "blast": spec.blast_fraction, "basophil": spec.basophil_fraction,
         "eosinophil": spec.eosinophil_fraction, "dead": spec.dead_fraction,
         "debris": spec.debris_fraction, "doublet": spec.doublet_fraction,
-        "ceiling": spec.ceiling_fraction,
+        "ceiling": spec.ceiling_fraction, **spec.extra,
     }
+    unknown = set(spec.extra) - set(NEIGHBOURS)
+    if unknown:
+        raise ValueError(f"case {spec.name}: unknown extra population(s) {', '.join(sorted(unknown))}")
     rest = 1.0 - sum(fixed.values())
     if rest < 0 or min(fixed.values()) < 0:
         raise ValueError(f"case {spec.name}: population fractions must be >= 0 and sum to <= 1")
@@ -211,14 +247,20 @@ def _lognormal(rng, n, median, sd_log10):
     return median * 10.0 ** (sd_log10 * rng.standard_normal(n))
 
 
-def _cells(rng, population, n, spec):
-    """Noise-free cells of one population: scatter areas/heights, dye abundances, autofluorescence."""
+def _cells(rng, population, n, spec, overrides=None):
+    """Noise-free cells of one population: scatter areas/heights, dye abundances, autofluorescence.
+
+    ``overrides`` (marker -> [median, sd] or None) changes the population's phenotype; blasts take
+    ``spec.blast_markers`` by default.
+    """
     p = POPULATIONS[population]
     fsc_a, ssc_a = _lognormal(rng, n, *p["fsc"]), _lognormal(rng, n, *p["ssc"])
     abundance = np.zeros((n, len(PANEL)))
     markers = p["markers"]
-    if population == "blast" and spec.blast_markers:
-        markers = {m: v for m, v in {**markers, **spec.blast_markers}.items() if v is not None}
+    if overrides is None and population == "blast":
+        overrides = spec.blast_markers
+    if overrides:
+        markers = {m: v for m, v in {**markers, **overrides}.items() if v is not None}
     for marker, params in markers.items():
         if population == "blast" and marker == "CD34" and spec.cd34_negative:
             continue
@@ -253,12 +295,24 @@ def _take(cells, index):
 
 
 def _blasts(rng, n, spec):
-    """Blasts, the first ``round(n * cd125_pos_fraction)`` of them CD125-positive."""
-    cells = _cells(rng, "blast", n, spec)
-    n_pos = int(round(n * spec.cd125_pos_fraction))
-    cells["abundance"][:n_pos, CD125] = _lognormal(rng, n_pos, spec.cd125_median, spec.cd125_sd)
-    labels = np.array(["blast_cd125pos"] * n_pos + ["blast_cd125neg"] * (n - n_pos))
+    """Blasts, the first ``round(n * cd125_pos_fraction)`` of them CD125-positive; with a second
+    clone (``clone2_fraction``), that share of them from the clone's own phenotype and CD125."""
+    n2 = int(round(n * spec.clone2_fraction))
+    cells, labels = _clone(rng, n - n2, spec, spec.blast_markers, spec.cd125_pos_fraction,
+                           spec.cd125_median, "blast")
+    if n2:
+        markers = {**spec.blast_markers, **spec.clone2_markers}
+        second, labels2 = _clone(rng, n2, spec, markers, spec.clone2_cd125_pos_fraction,
+                                 spec.clone2_cd125_median, "blast2")
+        cells, labels = _concat([cells, second]), np.concatenate([labels, labels2])
     return cells, labels
+
+
+def _clone(rng, n, spec, markers, pos_fraction, median, label):
+    cells = _cells(rng, "blast", n, spec, markers)
+    n_pos = int(round(n * pos_fraction))
+    cells["abundance"][:n_pos, CD125] = _lognormal(rng, n_pos, median, spec.cd125_sd)
+    return cells, np.array([f"{label}_cd125pos"] * n_pos + [f"{label}_cd125neg"] * (n - n_pos))
 
 
 def _dead(rng, n, counts, spec):
@@ -309,9 +363,10 @@ def _ceiling(rng, n, counts, spec):
 def _specimen(rng, spec, n_events):
     """Noise-free cells and labels of one tube, in acquisition order."""
     counts = population_counts(spec, n_events)
-    live = {p: counts[p] for p in (*NORMAL, "blast", "basophil", "eosinophil")}
+    neighbours = tuple(p for p in NEIGHBOURS if counts.get(p))
+    live = {p: counts[p] for p in (*NORMAL, "blast", "basophil", "eosinophil", *neighbours)}
     parts, labels = [], []
-    for pop in (*NORMAL, "basophil", "eosinophil"):
+    for pop in (*NORMAL, "basophil", "eosinophil", *neighbours):
         parts.append(_cells(rng, pop, counts[pop], spec))
         labels += [pop] * counts[pop]
     blasts, blast_labels = _blasts(rng, counts["blast"], spec)
@@ -324,7 +379,7 @@ def _specimen(rng, spec, n_events):
         parts.append(cells)
         labels += [name] * len(cells["af"])
     order = rng.permutation(n_events)
-    return _take(_concat(parts), order), np.array(labels, dtype="<U16")[order]
+    return _take(_concat(parts), order), np.array(labels, dtype="<U24")[order]
 
 
 def _apply_control(rng, cells, labels, control):
@@ -355,15 +410,27 @@ def arrival_times(rng, n, clog):
     return t, window
 
 
-def _measure(rng, cells):
-    """Detector values: spillover, autofluorescence, photon and electronic noise."""
+def _measure(rng, cells, spec):
+    """Detector values: spillover, autofluorescence, photon and electronic noise.
+
+    Scatter detectors see the cells through their gains (``spec.scatter_gain``); every detector
+    clips at its ceiling, and ``spec.bits`` above 18 writes the same signal at a finer digitisation
+    (20-bit: every value x4, $PnR x4), as newer instruments do.
+    """
     signal = cells["abundance"] @ spillover_matrix() + cells["af"][:, None] * AF_SPECTRUM
     spread = np.sqrt(PHOTON_K * np.clip(signal, 0.0, None))
     fluor = signal + spread * rng.standard_normal(signal.shape)
     fluor += ELECTRONIC_SD * rng.standard_normal(signal.shape)
     scatter = np.column_stack([cells[k] for k in ("fsc_a", "fsc_h", "ssc_a", "ssc_h")])
+    if tuple(spec.scatter_gain) != (1.0, 1.0):
+        scatter *= np.repeat(np.asarray(spec.scatter_gain, dtype=float), 2)
     scatter += SCATTER_SD * rng.standard_normal(scatter.shape)
-    return np.minimum(np.column_stack([scatter, fluor]), CEILING)
+    return np.minimum(np.column_stack([scatter, fluor]), CEILING) * _digitisation(spec)
+
+
+def _digitisation(spec):
+    """Detector units per simulated unit: 2 ** (bits - 18)."""
+    return float(2 ** (int(spec.bits) - 18))
 
 
 def simulate_tube(spec, seed, role):
@@ -379,7 +446,7 @@ def simulate_tube(spec, seed, role):
         if key_ != "af":
             cells[key_][clogged] *= CLOG_SIGNAL
     labels[clogged] = "clog"
-    events = np.column_stack([_measure(rng, cells), t / TIMESTEP]).astype(np.float32)
+    events = np.column_stack([_measure(rng, cells, spec), t / TIMESTEP]).astype(np.float32)
     return _tube(spec, role, events, labels, seed, t)
 
 
@@ -391,14 +458,15 @@ def _tube(spec, role, events, labels, seed, t):
     channels = list(SCATTER) + list(DETECTORS) + ["Time"]
     fluor = list(DETECTORS)
     spill = spillover_matrix()
-    if spec.drop_cd125_channel:
-        keep = [i for i in range(len(channels)) if i != 4 + CD125]
+    dropped = {MARKERS.index(m) for m in spec.drop_markers} | ({CD125} if spec.drop_cd125_channel else set())
+    if dropped:
+        keep = [i for i in range(len(channels)) if i - 4 not in dropped]
         events, channels, stains = events[:, keep], [channels[i] for i in keep], [stains[i] for i in keep]
-        fluor_keep = [i for i in range(len(fluor)) if i != CD125]
+        fluor_keep = [i for i in range(len(fluor)) if i not in dropped]
         spill, fluor = spill[np.ix_(fluor_keep, fluor_keep)], [fluor[i] for i in fluor_keep]
     channels = [spec.rename.get(c, c) for c in channels]
     fluor = [spec.rename.get(c, c) for c in fluor]
-    ranges = [RANGE] * (len(channels) - 1) + [float(np.ceil(DURATION / TIMESTEP * 1.1))]
+    ranges = [RANGE * _digitisation(spec)] * (len(channels) - 1) + [float(np.ceil(DURATION / TIMESTEP * 1.1))]
     keywords = _keywords(spec, role, seed, t)
     return SimulatedTube(events, channels, stains, ranges, spill, fluor, labels, keywords)
 
@@ -466,11 +534,13 @@ def case_truth(spec, seed, stained, control):
     """Truth of one case: counts per population, blasts, CD125+ blasts, expected criterion."""
     blast_mask = stained.truth_blasts()
     blasts = int(blast_mask.sum())
-    positives = int((blast_mask & (stained.labels == "blast_cd125pos")).sum())
+    positives = int((blast_mask & np.isin(stained.labels, POSITIVE_BLASTS)).sum())
     criterion, reason = expected_criterion(spec, blasts, positives)
     spec_dict = asdict(spec)
-    if not spec.blast_markers:  # keeps the bundled truth.json as it was before the cohort
-        del spec_dict["blast_markers"]
+    defaults = CaseSpec("default")
+    for name in OPTIONAL_FIELDS:
+        if getattr(spec, name) == getattr(defaults, name):
+            del spec_dict[name]
     return {
         "name": spec.name, "seed": int(seed), "spec": spec_dict, "format": spec.fmt,
         "events": {"stained": len(stained.events), "control": len(control.events) if control else 0},
@@ -480,9 +550,20 @@ def case_truth(spec, seed, stained, control):
         "true_fraction": positives / blasts if blasts else None,
         "control_blasts": int(control.truth_blasts().sum()) if control else 0,
         "expected_criterion": criterion, "criterion_reason": reason,
+        **({"clones": _clone_truth(stained, blast_mask)} if spec.clone2_fraction else {}),
         "files": {"stained": f"{spec.name}_stained.fcs",
                   "control": f"{spec.name}_control.fcs" if control else None},
     }
+
+
+def _clone_truth(stained, blast_mask):
+    """Per clone: true blasts and their CD125+ fraction."""
+    out = {}
+    for clone in ("blast", "blast2"):
+        own = blast_mask & np.char.startswith(stained.labels.astype(str), clone + "_")
+        pos = int((own & (stained.labels == f"{clone}_cd125pos")).sum())
+        out[clone] = {"blasts": int(own.sum()), "true_fraction": pos / int(own.sum()) if own.any() else None}
+    return out
 
 
 def _label_counts(labels):
@@ -590,11 +671,17 @@ def add_arguments(parser):
     parser.add_argument("--cohort", type=int, metavar="N",
                         help="instead of the bundled cases, N varied specimens drawn from --seed "
                              "(see cd125gate.cohort)")
+    parser.add_argument("--confounders", action="store_true",
+                        help="with --cohort: each specimen also carries what real marrows hold beside blasts "
+                             "(nucleated red cells, hematogones, a second clone, 20-bit data...; "
+                             "cd125gate.cohort.CONFOUNDERS)")
 
 
 def run(args):
     if args.cohort is not None:
         return _run_cohort(args)
+    if args.confounders:
+        raise InputError("--confounders", "only with --cohort N")
     specs = default_cases()
     if args.cases:
         wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -624,12 +711,12 @@ def _run_cohort(args):
     if args.cases or args.format:
         raise InputError("--cohort", "draws its own cases and formats; drop --cases/--format")
     events = EVENTS if args.events is None else (args.events, args.events)
-    truths = write_cohort(args.outdir, args.cohort, args.seed, events)
+    truths = write_cohort(args.outdir, args.cohort, args.seed, events, args.confounders)
     for name, truth in truths.items():
         fraction = truth["true_fraction"]
         shown = f"{fraction:.3f}" if fraction is not None else "-"
         print(f"{name}\tblasts={truth['blasts']}\tcd125+={shown}\t{truth['expected_criterion']}"
-              f"\t{'clear' if truth['clear'] else ''}")
+              f"\t{'clear' if truth['clear'] else ''}\t{','.join(truth['confounders'])}")
     return 0
 
 
