@@ -103,8 +103,17 @@ def test_levels_are_read_against_the_t_cells_not_the_hla_dr_positive_b_cells():
     assert pops.levels[6]["HLA-DR"] == "bright"  # monocytes
 
 
-def test_a_blast_as_cd45_bright_as_lymphocytes_is_not_called_a_blast():
+def test_cd45_bright_blasts_are_called_blasts_only_by_cd34_or_cd117():
+    """As CD45-bright as lymphocytes: CD34+/CD117+ is blasts (as a cytometrist gates them), HLA-DR alone is not."""
     pops = named(dict(MARROW, blasts=[4.78, 4.26, 3.45, 2.8, 2.6, 2.7, 2.2, 2.6]))
+    assert pops.labels[2] == "blasts"
+    pops = named(dict(MARROW, blasts=[4.78, 4.26, 3.45, 0.6, 0.6, 2.7, 2.2, 2.6]))
+    assert pops.labels[2] != "blasts"
+
+
+def test_a_cd34_population_lacking_cd117_and_cd33_is_not_called_blasts():
+    """CD34+ hematogones-like events (CD117-, CD33-) are not myeloid blasts."""
+    pops = named(dict(MARROW, blasts=[4.78, 4.26, 2.6, 2.8, 0.6, 0.6, 2.2, 0.6]))
     assert pops.labels[2] != "blasts"
 
 

@@ -13,6 +13,10 @@ the reviewer must see when the clones disagree on CD125.
   least ``CLONE_GAP`` decades and ``CLONE_SD`` pooled SDs on a backbone marker are
   different clones; the mixture often splits one population into a few close
   components, which stay one clone.
+- Components the ``intact`` gate cut off as a lower-FSC population (dead blasts
+  where the panel has no viability dye) are not clones.
+- Unnamed populations in the blasts' CD45-dim/SSC-low place that the gate leaves
+  out (a clone without blast markers) are a failed check too.
 - ``clone_table``: per clone, its phenotype, the share of its fitted events the
   blast gate holds (a clone mostly outside is a failed check: REVIEW), and its
   gated blasts and CD125+ fraction; clones that disagree on CD125 are flagged.
@@ -20,7 +24,7 @@ the reviewer must see when the clones disagree on CD125.
 
 import numpy as np
 
-from .populations import BACKBONE, carries_blast_marker, feature_matrix
+from .populations import BACKBONE, feature_matrix, is_blast
 
 CLONE_GAP = 0.25    # decades on one backbone marker ...
 CLONE_SD = 2.0      # ... and pooled SDs, between two clones
@@ -39,13 +43,23 @@ def blast_like(pops, checks):
             out.append(i)
         elif label in ("basophils", "unknown") and _blast_scatter(levels) \
                 and any(levels.get(m) in POSITIVE for m in ("CD34", "CD117")) \
-                and carries_blast_marker(levels, checks.blast_markers):
+                and is_blast(levels, checks.blast_markers):
             out.append(i)
     return out
 
 
 def _blast_scatter(levels):
-    return levels.get("SSC") == "low" and levels.get("FSC") != "low" and levels.get("CD45") != "bright"
+    return levels.get("SSC") == "low" and levels.get("FSC") != "low"
+
+
+def _dead(tube, pops, comp):
+    """Whether most of a component lies below the ``intact`` gate's FSC-A cut (dead blasts, no viability dye)."""
+    step = next((s for s in tube.steps if s.name == "intact"), None)
+    if step is None:
+        return False
+    rows = pops.rows[pops.assigned == comp]
+    fsc = tube.column(tube.markers["FSC-A"])[rows]
+    return bool(rows.size) and float(np.mean(fsc < step.gate.dimensions[0].min)) > 0.5
 
 
 def group(pops, comps):
@@ -95,7 +109,7 @@ def clone_table(tube, cut, checks):
     pops = tube.populations
     if pops is None or pops.reference is None:
         return (), [], []
-    comps = blast_like(pops, checks)
+    comps = [c for c in blast_like(pops, checks) if not _dead(tube, pops, c)]
     if not comps:
         return (), [], []
     total = np.isin(pops.assigned, comps).sum()
@@ -103,7 +117,7 @@ def clone_table(tube, cut, checks):
     gated = np.flatnonzero(tube.step("blasts").mask)
     owner = assign(tube, gated, comps) if gated.size and len(clones) > 1 else None
     cd125 = tube.column(tube.markers["CD125"])
-    table, reasons = [], []
+    table, reasons = [], _unexplained(tube, pops, total, checks.min_blast_coverage)
     for k, clone in enumerate(clones, 1):
         fitted = pops.rows[np.isin(pops.assigned, clone)]
         coverage = float(tube.step("blasts").mask[fitted].mean())
@@ -116,6 +130,27 @@ def clone_table(tube, cut, checks):
         if coverage < checks.min_blast_coverage:
             reasons.append(_coverage_reason(entry, len(clones), checks.min_blast_coverage))
     return tuple(table), reasons, _disagreement(table)
+
+
+def _unexplained(tube, pops, blast_events, least):
+    """REVIEW reasons for unnamed CD45-dim/SSC-low populations the blast gate leaves out.
+
+    A clone negative for every blast marker the panel has (or lacking CD117 and CD33) is not
+    called blasts; where such a population sits in the blasts' place, the count may miss a clone.
+    """
+    reasons = []
+    for i, (label, levels) in enumerate(zip(pops.labels, pops.levels)):
+        if label != "unknown" or not _blast_scatter(levels) or levels.get("CD45") not in ("dim", "pos"):
+            continue
+        rows = pops.rows[pops.assigned == i]
+        if rows.size < max(MIN_CLONE_SHARE * blast_events, 50):
+            continue
+        inside = float(tube.step("blasts").mask[rows].mean())
+        if inside < least:
+            reasons.append(f"population check: an unnamed CD45-{levels['CD45']}/SSC-low population "
+                           f"({phenotype(pops, [i])}; {rows.size} fitted events) lies outside the blast gate: "
+                           "a blast clone without the blast markers? Gate by hand")
+    return reasons
 
 
 def _coverage_reason(entry, n, least):

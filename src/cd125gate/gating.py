@@ -12,7 +12,7 @@ gives the same counts.
 Hierarchy (names in ``model.GATE_ORDER``)::
 
     time_qc > margins > cells > singlets > viable > leukocytes > blast_region > blast_markers
-                                                    > myeloid > blasts > cd125_pos
+                                                    > myeloid > intact (no viability dye) > blasts > cd125_pos
                                                     leukocytes > lymphocytes (internal CD125 reference)
                                                     myeloid > basophils (excluded from blasts)
 """
@@ -676,6 +676,36 @@ def myeloid(tube, settings, parent):
     return "myeloid"
 
 
+def intact(tube, settings, parent, min_separation=2.5, min_share=0.02):
+    """Without a viability dye: the marker-positive blasts minus a lower-FSC population (dead blasts).
+
+    Dead cells shrink (lower FSC-A) and bind every antibody, so without a viability dye the dead
+    blasts pass every marker gate. A two-component mixture on log10 FSC-A of the ``parent`` events
+    finds them when a lower-FSC population is separated from the rest (``min_separation`` pooled
+    SDs, at least ``min_share`` of the events); the cut is where the two become equally likely.
+    With a viability dye, or without such a population, no gate.
+    """
+    if "viability" in tube.markers:
+        return parent
+    fsc, ssc = tube.markers["FSC-A"], tube.markers["SSC-A"]
+    rows = tube.step(parent).mask
+    x = np.log10(np.clip(tube.column(fsc)[rows], 10.0, None))
+    if x.size < 200:
+        return parent
+    from .threshold import negative_peak
+
+    low = negative_peak(x, settings.gating.seed, min_separation=min_separation, min_weight=min_share)
+    if low is None:
+        return parent
+    high = x[x > low[0] + 3 * low[1]]
+    cut = boundary(low, (float(np.median(high)), density.robust_sd(high), 1.0 - low[2]))
+    gate = gates.RectangleGate("intact", [dim(tube, fsc, lo=10.0 ** cut)])
+    add_step(tube, "intact", parent, gate, fsc, ssc,
+             f"no viability dye: a lower-FSC population ({100 * low[2]:.1f}%, dead blasts) cut at "
+             f"FSC-A {10.0 ** cut:,.0f}")
+    return "intact"
+
+
 def blasts(tube, settings, parent="blast_region"):
     """Blast region minus basophils (CD123-bright, and negative for HLA-DR, CD34 or CD117).
 
@@ -726,7 +756,7 @@ def find_gates(tube, settings):
     leukocytes(tube, settings, parent)
     blast_region(tube, settings)
     lymphocytes(tube, settings)
-    parent = myeloid(tube, settings, blast_markers(tube, settings))
+    parent = intact(tube, settings, myeloid(tube, settings, blast_markers(tube, settings)))
     blasts(tube, settings, parent)
 
 

@@ -20,6 +20,7 @@ GATE_ORDER = (
     "blast_region", # CD45-dim / SSC-low
     "blast_markers",  # CD34 or CD117 positive (blast markers)
     "myeloid",      # CD117 or CD33 positive (hematogones and nucleated red cells out)
+    "intact",       # without a viability dye: a lower-FSC (dead) population out
     "blasts",       # minus basophils (CD123-bright, negative for the blasts' marker)
     "cd125_pos",    # blasts above the CD125 threshold
 )

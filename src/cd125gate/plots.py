@@ -238,7 +238,7 @@ def _panels(tube):
         axes = (tube.step(cd45_panel[-1]).x, tube.step(cd45_panel[-1]).y)
         cd45_panel += [s.name for s in extras if (s.x, s.y) == axes]
         panels.append(lambda fig, spec, ctx: _gate_panel(fig, spec, ctx, cd45_panel))
-    for name in ("blast_markers", "myeloid"):
+    for name in ("blast_markers", "myeloid", "intact"):
         if name in names:
             panels.append(lambda fig, spec, ctx, name=name: _gate_panel(fig, spec, ctx, [name]))
     for step in extras:
