@@ -138,6 +138,9 @@ class CaseSpec:
     specimen: str = "bone marrow"
     patient_id: str = ""
     notes: str = ""
+    # A calibration bead tube beside the case (simulate_beads): the sheet names it, the tubes carry
+    # the instrument's serial and detector voltages, and the truth holds the CD125 molecules (ABC).
+    beads: bool = False
 
 
 @dataclass
@@ -152,6 +155,7 @@ class SimulatedTube:
     fluor_channels: list      # $PnN of the spillover rows/columns
     labels: np.ndarray        # str population label per event
     keywords: dict            # further TEXT keywords
+    cd125_molecules: np.ndarray | None = None  # true CD125 antibodies bound per event
 
     def column(self, channel):
         return self.events[:, self.channels.index(channel)]
@@ -380,7 +384,13 @@ def simulate_tube(spec, seed, role):
             cells[key_][clogged] *= CLOG_SIGNAL
     labels[clogged] = "clog"
     events = np.column_stack([_measure(rng, cells), t / TIMESTEP]).astype(np.float32)
-    return _tube(spec, role, events, labels, seed, t)
+    tube = _tube(spec, role, events, labels, seed, t)
+    from .simulate_beads import instrument_keywords, molecules
+
+    tube.cd125_molecules = molecules(cells["abundance"][:, CD125])
+    if spec.beads:  # what the bead tube is checked against
+        tube.keywords.update(instrument_keywords(tube.channels))
+    return tube
 
 
 def _tube(spec, role, events, labels, seed, t):
@@ -471,7 +481,9 @@ def case_truth(spec, seed, stained, control):
     spec_dict = asdict(spec)
     if not spec.blast_markers:  # keeps the bundled truth.json as it was before the cohort
         del spec_dict["blast_markers"]
-    return {
+    if not spec.beads:
+        del spec_dict["beads"]
+    truth = {
         "name": spec.name, "seed": int(seed), "spec": spec_dict, "format": spec.fmt,
         "events": {"stained": len(stained.events), "control": len(control.events) if control else 0},
         "populations": {"stained": _label_counts(stained.labels),
@@ -483,6 +495,12 @@ def case_truth(spec, seed, stained, control):
         "files": {"stained": f"{spec.name}_stained.fcs",
                   "control": f"{spec.name}_control.fcs" if control else None},
     }
+    if spec.beads:
+        from .simulate_beads import abc_truth
+
+        truth["cd125_abc"] = abc_truth(stained)
+        truth["files"].update({"beads": "beads.fcs", "bead_lot": "beads_lot.yaml"})
+    return truth
 
 
 def _label_counts(labels):
@@ -522,6 +540,10 @@ def write_case(outdir, spec, seed, *, fmt=None):
     atomic_write_bytes(outdir / truth["files"]["stained"], payload)
     if control is not None:
         atomic_write_bytes(outdir / truth["files"]["control"], tube_bytes(control, spec.fmt))
+    if spec.beads:  # one bead tube for the batch: the same bytes whichever case writes it
+        from .simulate_beads import write_beads
+
+        write_beads(outdir, seed=seed)
     return truth
 
 
@@ -534,12 +556,19 @@ def write_set(outdir, specs, seed, *, fmt=None):
 
 
 def sample_sheet(specs, truths):
-    """Sample sheet text: sample_id, fcs, control, patient_id, specimen, notes (tab-separated)."""
-    rows = ["sample_id\tfcs\tcontrol\tpatient_id\tspecimen\tnotes"]
+    """Sample sheet text: sample_id, fcs, control, patient_id, specimen, notes (tab-separated).
+
+    With bead tubes, also beads and bead_lot (empty for a case without).
+    """
+    beads = any(spec.beads for spec in specs)
+    rows = ["sample_id\tfcs\tcontrol\tpatient_id\tspecimen\tnotes" + ("\tbeads\tbead_lot" if beads else "")]
     for i, spec in enumerate(specs, start=1):
         files = truths[spec.name]["files"]
-        rows.append("\t".join([spec.name, files["stained"], files["control"] or "",
-                               spec.patient_id or f"SIM-{i:03d}", spec.specimen, spec.notes]))
+        row = [spec.name, files["stained"], files["control"] or "",
+               spec.patient_id or f"SIM-{i:03d}", spec.specimen, spec.notes]
+        if beads:
+            row += [files.get("beads") or "", files.get("bead_lot") or ""]
+        rows.append("\t".join(row))
     return "\n".join(rows) + "\n"
 
 
@@ -587,6 +616,9 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--cases", help="comma-separated case names (default: all bundled cases)")
     parser.add_argument("--format", choices=sorted(FORMATS), help="override every case's file format")
+    parser.add_argument("--beads", action="store_true",
+                        help="also a calibration bead tube and its lot file, named in the sheet for every "
+                             "case, and each case's true CD125 antibodies bound per cell in truth.json")
     parser.add_argument("--cohort", type=int, metavar="N",
                         help="instead of the bundled cases, N varied specimens drawn from --seed "
                              "(see cd125gate.cohort)")
@@ -608,6 +640,8 @@ def run(args):
         if args.events < 10:
             raise InputError("--events", f"need at least 10 events per tube, not {args.events}")
         specs = [replace(s, n_events=args.events) for s in specs]
+    if args.beads:
+        specs = [replace(s, beads=True) for s in specs]
     truths = write_set(args.outdir, specs, args.seed, fmt=args.format)
     for name, truth in truths.items():
         fraction = truth["true_fraction"]
@@ -624,7 +658,7 @@ def _run_cohort(args):
     if args.cases or args.format:
         raise InputError("--cohort", "draws its own cases and formats; drop --cases/--format")
     events = EVENTS if args.events is None else (args.events, args.events)
-    truths = write_cohort(args.outdir, args.cohort, args.seed, events)
+    truths = write_cohort(args.outdir, args.cohort, args.seed, events, beads=args.beads)
     for name, truth in truths.items():
         fraction = truth["true_fraction"]
         shown = f"{fraction:.3f}" if fraction is not None else "-"
