@@ -248,3 +248,28 @@ def test_the_cd125_dye_is_read_from_the_channel_when_not_recorded():
     assert beads.cd125_fluorochrome(None, channel("FL4-A", "IL-5Ra APC")) == "APC"
     assert beads.cd125_fluorochrome("BV421", channel("PE-A", "CD125")) == "BV421"
     assert beads.cd125_fluorochrome(None, channel("FL2-A", "CD125")) is None
+
+
+def test_the_screening_table_carries_the_density_lot_and_fit(batch):
+    from cd125gate import results, screening
+
+    _, cases = batch
+    rows = [screening.screening_row(result) for _, result in cases.values()]
+    document = screening.screening_document(rows)
+    assert results.schema_error(json.loads(json.dumps(document)), "screening.schema.json") is None
+    row = next(r for r in rows if r["sample_id"] == "high_fmo_stained")
+    density = cases["high_fmo"][1].density
+    assert (row["density"], row["abc_cd125_pos_median"], row["abc_control_blasts_median"], row["bead_lot"]) == \
+        ("measured", density["cd125_pos_blasts"]["median"], density["control_blasts"]["median"], "SIM-QB-0001")
+    assert row["bead_r2"] == density["curve"]["r2"] and row["bead_slope"] == density["curve"]["slope"]
+    header, *lines = screening.format_tsv(rows).splitlines()
+    assert "abc_cd125_pos_median" in header.split("\t") and len(lines) == len(rows)
+
+
+def test_a_result_without_beads_has_no_density_and_empty_columns(batch):
+    from cd125gate import screening
+
+    result = batch[1]["high_fmo"][1].replace(density=None)
+    assert "density" not in result.to_json()
+    row = screening.screening_row(result)
+    assert {row[name] for name in beads.SCREENING_COLUMNS} == {None}

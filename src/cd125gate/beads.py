@@ -373,3 +373,25 @@ def _per_population(stained, control, curve):
     return {"cd125_pos_blasts": summary(raw(stained, "cd125_pos"), curve),
             "blasts": summary(raw(stained, "blasts"), curve),
             "control_blasts": summary(raw(control, "blasts"), curve)}
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+SCREENING_COLUMNS = ("density", "density_reason", "abc_cd125_pos_median", "abc_cd125_pos_q1",
+                     "abc_cd125_pos_q3", "abc_blasts_median", "abc_control_blasts_median", "bead_lot",
+                     "bead_slope", "bead_intercept", "bead_r2")
+
+
+def screening_columns(record):
+    """The screening table's density columns of a result's ``density`` (all None without beads)."""
+    record = record or {}
+    curve, lot = record.get("curve") or {}, record.get("lot") or {}
+
+    def abc_of(population, key="median"):
+        return (record.get(population) or {}).get(key)
+
+    values = (record.get("status"), record.get("reason"), abc_of("cd125_pos_blasts"),
+              abc_of("cd125_pos_blasts", "q1"), abc_of("cd125_pos_blasts", "q3"), abc_of("blasts"),
+              abc_of("control_blasts"), lot.get("name"), curve.get("slope"), curve.get("intercept"),
+              curve.get("r2"))
+    return dict(zip(SCREENING_COLUMNS, values))
