@@ -273,3 +273,35 @@ def test_a_result_without_beads_has_no_density_and_empty_columns(batch):
     assert "density" not in result.to_json()
     row = screening.screening_row(result)
     assert {row[name] for name in beads.SCREENING_COLUMNS} == {None}
+
+
+def test_the_page_and_the_signout_show_the_density_with_lot_and_fit_and_link_the_bead_figure(tmp_path):
+    from cd125gate import report, signout
+    from cd125gate.outputs import write_outputs
+
+    data = tmp_path / "data"
+    write_set(data, [CaseSpec("s1", n_events=4000, cd125_pos_fraction=0.8, beads=True)], seed=2)
+    analysis = analyze_sample(data / "s1_stained.fcs", data / "s1_control.fcs", SETTINGS, sample_id="s1",
+                              beads=data / "beads.fcs", bead_lot=data / "beads_lot.yaml")
+    result = write_outputs(analysis, tmp_path / "out" / "s1")
+    assert result.outputs["beads_png"] == "beads.png" and (tmp_path / "out/s1/beads.png").is_file()
+    density = result.density
+    median = f"{density['cd125_pos_blasts']['median']:,.0f}"
+    fit = f"{density['curve']['slope']:.4f} × log10(CD125) + {density['curve']['intercept']:.4f}"
+
+    report.write_page(report.load_samples(tmp_path / "out"), tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert f"CD125+ blasts: median {median} ABC" in page and "lot SIM-QB-0001" in page and fit in page
+    assert '<a href="report_files/s0/beads.png" target="_blank" class="bead-qc">bead QC figure</a>' in page
+    assert (tmp_path / "report_files/s0/beads.png").read_bytes() == (tmp_path / "out/s1/beads.png").read_bytes()
+
+    figure = signout.signout_figure(result.to_json())
+    text = " ".join(t.get_text() for t in figure.texts)
+    assert "CD125 antigen density (calibration beads)" in text
+    assert f"median {median} ABC" in text and "lot SIM-QB-0001" in text and f"{density['curve']['r2']:.5f}" in text
+
+
+def test_a_sample_without_beads_shows_no_density():
+    from cd125gate import beads as module
+
+    assert module.density_lines(None) == []

@@ -395,3 +395,28 @@ def screening_columns(record):
               abc_of("control_blasts"), lot.get("name"), curve.get("slope"), curve.get("intercept"),
               curve.get("r2"))
     return dict(zip(SCREENING_COLUMNS, values))
+
+
+def density_lines(record):
+    """The density as plain lines for the review page and the sign-out record: values, lot, fit."""
+    if not record:
+        return []
+    lines = []
+    if record["status"] == MEASURED:
+        for key, label in (("cd125_pos_blasts", "CD125+ blasts"), ("blasts", "All blasts"),
+                           ("control_blasts", "Control tube blasts (background)")):
+            value = record.get(key)
+            lines.append(f"{label}: median {value['median']:,.0f} ABC (IQR {value['q1']:,.0f}–{value['q3']:,.0f}), "
+                         f"{value['events']:,} events" if value else f"{label}: none")
+    else:
+        lines.append(record["reason"])
+    lot, curve = record.get("lot"), record.get("curve")
+    if lot:
+        values = ", ".join(f"{m:g}" for m in lot["molecules"])
+        lines.append(f"Beads: {lot['dye']} lot {lot['name'] or '(unnamed)'}, {values} molecules per bead "
+                     f"(lot from {lot['source']})")
+    if curve and curve.get("slope") is not None:
+        lines.append(f"Fit: log10(ABC) = {curve['slope']:.4f} × log10(CD125) + {curve['intercept']:.4f}, "
+                     f"R² {curve['r2']:.5f}, {len(curve['peaks'])} peaks")
+    lines.append(f"Bead file: {record['beads']['path']}")
+    return lines
