@@ -305,3 +305,23 @@ def test_a_sample_without_beads_shows_no_density():
     from cd125gate import beads as module
 
     assert module.density_lines(None) == []
+
+
+@pytest.mark.slow
+def test_the_workflow_passes_the_bead_tube_and_lot_and_a_sample_without_beads_has_no_density(tmp_path):
+    from test_workflow import run_snakemake, screening_rows
+
+    data = tmp_path / "data"
+    write_set(data, [CaseSpec("with_beads", n_events=4000, cd125_pos_fraction=0.8, beads=True),
+                     CaseSpec("no_beads", n_events=4000, cd125_pos_fraction=0.2)], seed=4)
+    sheet = (data / "samples.tsv").read_text()
+    assert sheet.splitlines()[0].endswith("\tbeads\tbead_lot") and sheet.splitlines()[2].endswith("\t\t")
+    outdir = tmp_path / "out"
+    proc = run_snakemake(tmp_path, data / "samples.tsv", outdir, "analyze_chunk=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = screening_rows(outdir)
+    assert rows["with_beads"]["density"] == "measured" and rows["with_beads"]["bead_lot"] == "SIM-QB-0001"
+    assert rows["no_beads"]["density"] is None and rows["no_beads"]["abc_cd125_pos_median"] is None
+    assert (outdir / "samples/with_beads/beads.png").is_file()
+    assert not (outdir / "samples/no_beads/beads.png").exists()
+    assert "bead QC figure" in (outdir / "report.html").read_text()
