@@ -370,15 +370,21 @@ def _per_population(stained, control, curve):
         detector = tube.markers["CD125"]  # the control's own name for the same detector
         return tube.scales[detector].inverse(tube.column(detector)[tube.step(step).mask])
 
-    return {"cd125_pos_blasts": summary(raw(stained, "cd125_pos"), curve),
-            "blasts": summary(raw(stained, "blasts"), curve),
-            "control_blasts": summary(raw(control, "blasts"), curve)}
+    values = {"cd125_pos_blasts": summary(raw(stained, "cd125_pos"), curve),
+              "blasts": summary(raw(stained, "blasts"), curve),
+              "control_blasts": summary(raw(control, "blasts"), curve)}
+    positive, background = values["cd125_pos_blasts"], values["control_blasts"]
+    # Autofluorescence, compensation residue and nonspecific binding read as molecules too; the
+    # control tube's blasts carry them without the antibody, so the difference is the antibody's own.
+    values["cd125_pos_blasts_specific"] = (round(positive["median"] - background["median"], 1)
+                                           if positive and background else None)
+    return values
 
 
 # -- tables --------------------------------------------------------------------------------------
 
 SCREENING_COLUMNS = ("density", "density_reason", "abc_cd125_pos_median", "abc_cd125_pos_q1",
-                     "abc_cd125_pos_q3", "abc_blasts_median", "abc_control_blasts_median", "bead_lot",
+                     "abc_cd125_pos_q3", "abc_cd125_pos_specific", "abc_blasts_median", "abc_control_blasts_median", "bead_lot",
                      "bead_slope", "bead_intercept", "bead_r2")
 
 
@@ -391,7 +397,8 @@ def screening_columns(record):
         return (record.get(population) or {}).get(key)
 
     values = (record.get("status"), record.get("reason"), abc_of("cd125_pos_blasts"),
-              abc_of("cd125_pos_blasts", "q1"), abc_of("cd125_pos_blasts", "q3"), abc_of("blasts"),
+              abc_of("cd125_pos_blasts", "q1"), abc_of("cd125_pos_blasts", "q3"),
+              record.get("cd125_pos_blasts_specific"), abc_of("blasts"),
               abc_of("control_blasts"), lot.get("name"), curve.get("slope"), curve.get("intercept"),
               curve.get("r2"))
     return dict(zip(SCREENING_COLUMNS, values))
@@ -408,6 +415,8 @@ def density_lines(record):
             value = record.get(key)
             lines.append(f"{label}: median {value['median']:,.0f} ABC (IQR {value['q1']:,.0f}–{value['q3']:,.0f}), "
                          f"{value['events']:,} events" if value else f"{label}: none")
+        if record.get("cd125_pos_blasts_specific") is not None:
+            lines.append(f"CD125+ blasts less the control's background: {record['cd125_pos_blasts_specific']:,.0f} ABC")
     else:
         lines.append(record["reason"])
     lot, curve = record.get("lot"), record.get("curve")
