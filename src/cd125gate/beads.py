@@ -182,7 +182,7 @@ def peak_problem(peaks, lot):
         if others.size and count >= MERGED_COUNT_RATIO * np.median(others):
             return (f"two bead peaks merged: peak {i + 1} of {n} holds {count / counts.sum():.0%} "
                     f"of the single beads ({k} levels expected)")
-    missing = _missing_level(peaks, lot) if k - n == 1 else None
+    missing = _missing_level(peaks, lot) if k - n == 1 and n >= 3 else None  # 2 points always fit
     if missing is not None:
         return f"bead peak {missing} of {k} missing (expected near {lot.molecules[missing - 1]:g} molecules)"
     return f"the bead lot lists {k} peaks but {n} were found"
