@@ -72,14 +72,14 @@ def test_the_curve_reads_the_simulated_instrument_back(tmp_path):
     assert medians == pytest.approx([m * UNITS_PER_MOLECULE for m in LOT["molecules"]], rel=0.02)
 
 
-def test_doublets_and_debris_are_off_the_singlet_gate(tmp_path):
+def test_bead_doublets_are_off_the_singlet_gate(tmp_path):
+    from cd125gate.panel import map_panel
+    from cd125gate.simulate_beads import simulate_beads
+
     files = write_beads(tmp_path, BeadSpec(doublet_fraction=0.2), seed=3)
     fcs = read_fcs(tmp_path / files["beads"])
-    from cd125gate.panel import map_panel
-
     keep = beads.singlet_beads(fcs, map_panel(fcs.channels, SETTINGS.panel, "x").markers, 4.0)
-    labels = __import__("cd125gate.simulate_beads", fromlist=["x"]).simulate_beads(
-        BeadSpec(doublet_fraction=0.2), 3).labels
+    labels = simulate_beads(BeadSpec(doublet_fraction=0.2), 3).labels
     assert (labels[keep] == "doublet").mean() < 0.005
     assert keep[labels != "doublet"].mean() > 0.97
 
