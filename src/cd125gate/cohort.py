@@ -223,9 +223,14 @@ def annotate(truth, spec):
     return truth
 
 
-def write_cohort(outdir, n, seed, events=EVENTS, confounders=False):
-    """Write ``n`` cohort cases, ``truth.json`` and ``samples.tsv`` into ``outdir``; return the truths."""
+def write_cohort(outdir, n, seed, events=EVENTS, confounders=False, beads=False):
+    """Write ``n`` cohort cases, ``truth.json`` and ``samples.tsv`` into ``outdir``; return the truths.
+
+    ``beads``: with a calibration bead tube named for every case (CD125 density and its truth).
+    """
     specs = cohort_specs(n, seed, events, confounders)
+    if beads:
+        specs = [replace(s, beads=True) for s in specs]
     truths = {s.name: annotate(write_case(outdir, s, seed), s) for s in specs}
     atomic_write_json(Path(outdir) / "truth.json", truths)
     atomic_write_text(Path(outdir) / "samples.tsv", sample_sheet(specs, truths))

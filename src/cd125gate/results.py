@@ -20,7 +20,7 @@ from .model import GATE_ORDER
 
 SCHEMA_VERSION = "1"
 # Keys result.json holds only when they have a value.
-OPTIONAL = ("internal_controls", "clones", "outputs", "assay", "review")
+OPTIONAL = ("internal_controls", "clones", "outputs", "assay", "review", "density")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class SampleResult:
     outputs: dict | None = None     # kind -> file name in the sample's folder (set when written)
     assay: dict | None = None       # acquisition metadata from the FCS keywords
     review: dict | None = None      # reviewed_result.json only: the REGATE it comes from
+    density: dict | None = None     # CD125 ABC from calibration beads (beads.measure), when named
     schema_version: str = SCHEMA_VERSION
 
     @property

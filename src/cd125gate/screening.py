@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__, assay, results, reviews
+from . import __version__, assay, beads, results, reviews
 from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text, sha256_file
 
@@ -28,7 +28,7 @@ COLUMNS = (
     "fcs_sha256", "control_sha256", "cd125gate_version", "config_digest",
     "result_sha256", "reviewed_criterion", "reviewed_cd125_pos_fraction", "reviewed_ci_low",
     "reviewed_ci_high", "reviewed_result_sha256", "threshold_value_raw", "control_pos_fraction",
-    "cd125_median_ratio", *ASSAY_COLUMNS,
+    "cd125_median_ratio", *ASSAY_COLUMNS, *beads.SCREENING_COLUMNS,
 )
 LIST_SEPARATOR = "; "
 # Tabs and line breaks inside a cell would shift or split the row.
@@ -54,6 +54,7 @@ def screening_row(result):
         "control_pos_fraction": control_pos_fraction(result),
         "cd125_median_ratio": (result.cd125_median or {}).get("ratio"),
         **{name: recorded.get(name) for name in ASSAY_COLUMNS},
+        **beads.screening_columns(result.density),
     }
 
 

@@ -205,6 +205,11 @@ def signout_figure(result, row=None, qc_png=None):
     left_width = 0.52
     y_left = block(margin, y, "Decision", decision_lines(result, row), width=70)
     y_left = block(margin, y_left, "Threshold vs control", threshold_lines(result, row), width=70)
+    if result.get("density"):
+        from .beads import density_lines
+
+        y_left = block(margin, y_left, "CD125 antigen density (calibration beads)",
+                       density_lines(result["density"]), width=75, size=7.5)
     panels = key_panels(qc_png) if qc_png else []
     if panels:
         top = y_left - 0.005

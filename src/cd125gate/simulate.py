@@ -165,12 +165,15 @@ class CaseSpec:
     drop_markers: tuple = ()
     bits: int = 18
     scatter_gain: tuple = (1.0, 1.0)
+    # A calibration bead tube beside the case (simulate_beads): the sheet names it, the tubes carry
+    # the instrument's serial and detector voltages, and the truth holds the CD125 molecules (ABC).
+    beads: bool = False
 
 
 # CaseSpec fields a truth.json records only when they differ from their default, so that the
 # bundled truth.json stays as it was before they existed.
 OPTIONAL_FIELDS = ("blast_markers", "extra", "clone2_fraction", "clone2_markers", "clone2_cd125_pos_fraction",
-                   "clone2_cd125_median", "drop_markers", "bits", "scatter_gain")
+                   "clone2_cd125_median", "drop_markers", "bits", "scatter_gain", "beads")
 
 
 @dataclass
@@ -185,6 +188,7 @@ class SimulatedTube:
     fluor_channels: list      # $PnN of the spillover rows/columns
     labels: np.ndarray        # str population label per event
     keywords: dict            # further TEXT keywords
+    cd125_molecules: np.ndarray | None = None  # true CD125 antibodies bound per event
 
     def column(self, channel):
         return self.events[:, self.channels.index(channel)]
@@ -447,7 +451,13 @@ def simulate_tube(spec, seed, role):
             cells[key_][clogged] *= CLOG_SIGNAL
     labels[clogged] = "clog"
     events = np.column_stack([_measure(rng, cells, spec), t / TIMESTEP]).astype(np.float32)
-    return _tube(spec, role, events, labels, seed, t)
+    tube = _tube(spec, role, events, labels, seed, t)
+    from .simulate_beads import instrument_keywords, molecules
+
+    tube.cd125_molecules = molecules(cells["abundance"][:, CD125])
+    if spec.beads:  # what the bead tube is checked against
+        tube.keywords.update(instrument_keywords(tube.channels))
+    return tube
 
 
 def _tube(spec, role, events, labels, seed, t):
@@ -541,7 +551,7 @@ def case_truth(spec, seed, stained, control):
     for name in OPTIONAL_FIELDS:
         if getattr(spec, name) == getattr(defaults, name):
             del spec_dict[name]
-    return {
+    truth = {
         "name": spec.name, "seed": int(seed), "spec": spec_dict, "format": spec.fmt,
         "events": {"stained": len(stained.events), "control": len(control.events) if control else 0},
         "populations": {"stained": _label_counts(stained.labels),
@@ -554,6 +564,12 @@ def case_truth(spec, seed, stained, control):
         "files": {"stained": f"{spec.name}_stained.fcs",
                   "control": f"{spec.name}_control.fcs" if control else None},
     }
+    if spec.beads:
+        from .simulate_beads import abc_truth
+
+        truth["cd125_abc"] = abc_truth(stained)
+        truth["files"].update({"beads": "beads.fcs", "bead_lot": "beads_lot.yaml"})
+    return truth
 
 
 def _clone_truth(stained, blast_mask):
@@ -603,6 +619,10 @@ def write_case(outdir, spec, seed, *, fmt=None):
     atomic_write_bytes(outdir / truth["files"]["stained"], payload)
     if control is not None:
         atomic_write_bytes(outdir / truth["files"]["control"], tube_bytes(control, spec.fmt))
+    if spec.beads:  # one bead tube for the batch: the same bytes whichever case writes it
+        from .simulate_beads import write_beads
+
+        write_beads(outdir, seed=seed)
     return truth
 
 
@@ -615,12 +635,19 @@ def write_set(outdir, specs, seed, *, fmt=None):
 
 
 def sample_sheet(specs, truths):
-    """Sample sheet text: sample_id, fcs, control, patient_id, specimen, notes (tab-separated)."""
-    rows = ["sample_id\tfcs\tcontrol\tpatient_id\tspecimen\tnotes"]
+    """Sample sheet text: sample_id, fcs, control, patient_id, specimen, notes (tab-separated).
+
+    With bead tubes, also beads and bead_lot (empty for a case without).
+    """
+    beads = any(spec.beads for spec in specs)
+    rows = ["sample_id\tfcs\tcontrol\tpatient_id\tspecimen\tnotes" + ("\tbeads\tbead_lot" if beads else "")]
     for i, spec in enumerate(specs, start=1):
         files = truths[spec.name]["files"]
-        rows.append("\t".join([spec.name, files["stained"], files["control"] or "",
-                               spec.patient_id or f"SIM-{i:03d}", spec.specimen, spec.notes]))
+        row = [spec.name, files["stained"], files["control"] or "",
+               spec.patient_id or f"SIM-{i:03d}", spec.specimen, spec.notes]
+        if beads:
+            row += [files.get("beads") or "", files.get("bead_lot") or ""]
+        rows.append("\t".join(row))
     return "\n".join(rows) + "\n"
 
 
@@ -668,6 +695,9 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--cases", help="comma-separated case names (default: all bundled cases)")
     parser.add_argument("--format", choices=sorted(FORMATS), help="override every case's file format")
+    parser.add_argument("--beads", action="store_true",
+                        help="also a calibration bead tube and its lot file, named in the sheet for every "
+                             "case, and each case's true CD125 antibodies bound per cell in truth.json")
     parser.add_argument("--cohort", type=int, metavar="N",
                         help="instead of the bundled cases, N varied specimens drawn from --seed "
                              "(see cd125gate.cohort)")
@@ -695,6 +725,8 @@ def run(args):
         if args.events < 10:
             raise InputError("--events", f"need at least 10 events per tube, not {args.events}")
         specs = [replace(s, n_events=args.events) for s in specs]
+    if args.beads:
+        specs = [replace(s, beads=True) for s in specs]
     truths = write_set(args.outdir, specs, args.seed, fmt=args.format)
     for name, truth in truths.items():
         fraction = truth["true_fraction"]
@@ -711,7 +743,7 @@ def _run_cohort(args):
     if args.cases or args.format:
         raise InputError("--cohort", "draws its own cases and formats; drop --cases/--format")
     events = EVENTS if args.events is None else (args.events, args.events)
-    truths = write_cohort(args.outdir, args.cohort, args.seed, events, args.confounders)
+    truths = write_cohort(args.outdir, args.cohort, args.seed, events, args.confounders, beads=args.beads)
     for name, truth in truths.items():
         fraction = truth["true_fraction"]
         shown = f"{fraction:.3f}" if fraction is not None else "-"

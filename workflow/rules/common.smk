@@ -213,7 +213,7 @@ def sample_inputs(sample_id):
     """The tubes and matrix of ``sample_id``, plus the settings file of the batch."""
     sample = SAMPLES[sample_id]
     files = {"fcs": sample.fcs, "config": batch_path("analysis_config.yaml")}
-    for name in ("control", "compensation"):
+    for name in ("control", "compensation", "beads", "bead_lot"):
         if getattr(sample, name) is not None:
             files[name] = getattr(sample, name)
     return files
@@ -234,6 +234,8 @@ def sample_options(sample_id, files):
         "--cd125-clone": sample.cd125_clone,
         "--cd125-fluorochrome": sample.cd125_fluorochrome,
         "--cd125-lot": sample.cd125_lot,
+        "--beads": files.get("beads"),
+        "--bead-lot": files.get("bead_lot"),
     }
     return {flag: str(value) for flag, value in options.items() if value is not None}
 
