@@ -414,22 +414,22 @@ def arrival_times(rng, n, clog):
     return t, window
 
 
-def _measure(rng, cells, spec):
+def _measure(rng, cells, scatter_gain=(1.0, 1.0), digitisation=1.0):
     """Detector values: spillover, autofluorescence, photon and electronic noise.
 
-    Scatter detectors see the cells through their gains (``spec.scatter_gain``); every detector
-    clips at its ceiling, and ``spec.bits`` above 18 writes the same signal at a finer digitisation
-    (20-bit: every value x4, $PnR x4), as newer instruments do.
+    Scatter detectors see the cells through their gains (FSC, SSC); every detector clips at its
+    ceiling, and ``digitisation`` writes the same signal at a finer resolution (20-bit data: x4,
+    with $PnR x4; see ``_digitisation``), as newer instruments do.
     """
     signal = cells["abundance"] @ spillover_matrix() + cells["af"][:, None] * AF_SPECTRUM
     spread = np.sqrt(PHOTON_K * np.clip(signal, 0.0, None))
     fluor = signal + spread * rng.standard_normal(signal.shape)
     fluor += ELECTRONIC_SD * rng.standard_normal(signal.shape)
     scatter = np.column_stack([cells[k] for k in ("fsc_a", "fsc_h", "ssc_a", "ssc_h")])
-    if tuple(spec.scatter_gain) != (1.0, 1.0):
-        scatter *= np.repeat(np.asarray(spec.scatter_gain, dtype=float), 2)
+    if tuple(scatter_gain) != (1.0, 1.0):
+        scatter *= np.repeat(np.asarray(scatter_gain, dtype=float), 2)
     scatter += SCATTER_SD * rng.standard_normal(scatter.shape)
-    return np.minimum(np.column_stack([scatter, fluor]), CEILING) * _digitisation(spec)
+    return np.minimum(np.column_stack([scatter, fluor]), CEILING) * digitisation
 
 
 def _digitisation(spec):
@@ -450,7 +450,8 @@ def simulate_tube(spec, seed, role):
         if key_ != "af":
             cells[key_][clogged] *= CLOG_SIGNAL
     labels[clogged] = "clog"
-    events = np.column_stack([_measure(rng, cells, spec), t / TIMESTEP]).astype(np.float32)
+    signals = _measure(rng, cells, spec.scatter_gain, _digitisation(spec))
+    events = np.column_stack([signals, t / TIMESTEP]).astype(np.float32)
     tube = _tube(spec, role, events, labels, seed, t)
     from .simulate_beads import instrument_keywords, molecules
 
