@@ -222,7 +222,8 @@ def test_screening_command_applies_reviews_and_appends_the_audit(batch, tmp_path
     assert cli.main(argv) == 0  # a rerun adds no audit line
     lines = audit.read_text().splitlines()
     assert len(lines) == 2 and lines[1].split("\t")[1:4] == ["s3", "REJECT", "Dr Bo"]
-    assert lines[1].split("\t")[7] == lines[1].split("\t")[8] == digest(batch[2])
+    row = dict(zip(lines[0].split("\t"), lines[1].split("\t")))
+    assert row["result_sha256_before"] == row["result_sha256_after"] == digest(batch[2])
 
 
 def test_assay_metadata_from_fcs_keywords():

@@ -133,7 +133,8 @@ def collect_samples(paths, review_lines=None, signoff="review_only", metadata=Tr
         seen[row["sample_id"]] = path
         digest = sha256_file(path)
         review = latest.get(row["sample_id"])
-        reviewed = _current_reviewed_result(Path(path), digest, review)
+        reviewed_path = reviewed_result_path(Path(path), review)
+        reviewed = _current_reviewed_result(reviewed_path, digest, review)
         status = reviews.final_status(result["criterion"], digest, review, signoff,
                                       reviewed["criterion"] if reviewed else None)
         row.update(status.columns(), result_sha256=digest)
@@ -141,7 +142,7 @@ def collect_samples(paths, review_lines=None, signoff="review_only", metadata=Tr
             row.update(reviewed_criterion=reviewed["criterion"],
                        reviewed_cd125_pos_fraction=reviewed["cd125_pos_fraction"],
                        reviewed_ci_low=reviewed["ci_low"], reviewed_ci_high=reviewed["ci_high"],
-                       reviewed_result_sha256=sha256_file(Path(path).with_name(REVIEWED_RESULT)))
+                       reviewed_result_sha256=sha256_file(reviewed_path))
         if metadata and not any(row[name] for name in ASSAY_COLUMNS):
             row.update(read_assay_metadata(result))
         samples.append(Collected(Path(path), result, row, status, reviewed))
@@ -149,22 +150,35 @@ def collect_samples(paths, review_lines=None, signoff="review_only", metadata=Tr
 
 
 REVIEWED_RESULT = "reviewed_result.json"
+REVIEWED_FOLDER = "reviewed"
 
 
-def _current_reviewed_result(path, digest, review):
-    """The sample's reviewed_result.json when it re-gated this very result with this review's gates.
+def reviewed_result_path(result_path, review):
+    """Where the re-gating of ``review`` (a REGATE line) is kept: one file per decision.
+
+    Each REGATE decision has a file of its own beside ``result.json``, so that
+    re-gating a later decision (which may fail) never overwrites or deletes
+    what an earlier one produced; ``reviewed_result.json`` is a copy of the
+    latest that succeeded.
+    """
+    if review is None or review.decision != "REGATE":
+        return None
+    return Path(result_path).parent / REVIEWED_FOLDER / f"{review.decision_id()}.json"
+
+
+def _current_reviewed_result(reviewed_path, digest, review):
+    """The re-gated result of ``review`` when it re-gated this very result with the gates signed.
 
     A reviewed result left over from an earlier REGATE (another result, other
     gates) is not this review's answer and is ignored.
     """
-    reviewed_path = path.with_name(REVIEWED_RESULT)
-    if review is None or review.decision != "REGATE" or not reviewed_path.is_file():
+    if reviewed_path is None or not reviewed_path.is_file():
         return None
     reviewed = results.load(reviewed_path).to_json()
     source = reviewed.get("review") or {}
     if source.get("source_result_sha256") != digest:
         return None
-    if source.get("gates_sha256") != sha256_file(review.gates):
+    if source.get("gates_sha256") != review.gates_sha256:
         return None
     return reviewed
 
