@@ -174,6 +174,9 @@ def edit(gates_xml, tmp_path, change):
     (lambda t: re.sub(CD125_GATE, r"\g<1>blast_region\g<2>PE-A\g<3>", t), "must sit directly under 'blasts'"),
     (lambda t: re.sub(CD125_GATE, r"\g<1>blasts\g<2>PE-Cy9-A\g<3>", t),
      "gate 'cd125_pos' uses channel(s) PE-Cy9-A, which near50_fmo_stained.fcs does not have"),
+    (lambda t: t.replace('<data-type:fcs-dimension data-type:name="PE-A"/>',
+                         '<data-type:fcs-dimension data-type:name="PE-Q-A"/>', 2),
+     "compensation matrix 'spill' names channel(s) PE-Q-A, which near50_fmo_stained.fcs does not have"),
 ])
 def test_edited_gates_are_checked_on_the_sample_tubes(near50, tmp_path, change, problem):
     _, out = near50

@@ -178,6 +178,11 @@ def gate_channels(strategy):
 def check_channels(strategy, gates_path, tubes):
     """Refuse gates naming a channel a tube lacks: ``tubes`` maps an FCS path to its channel names."""
     for fcs_path, channels in tubes.items():
+        for matrix_id, matrix in strategy.comp_matrices.items():
+            missing = sorted(set(matrix.detectors) - set(channels))
+            if missing:
+                raise InputError(gates_path, f"compensation matrix '{matrix_id}' names channel(s) "
+                                             f"{', '.join(missing)}, which {Path(fcs_path).name} does not have")
         for gate, needed in gate_channels(strategy).items():
             missing = sorted(needed - set(channels))
             if missing:
