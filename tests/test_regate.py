@@ -217,3 +217,18 @@ def test_the_reviewed_result_is_written_whole_to_each_path(near50, tmp_path):
     regate.regate_result(out / "result.json", out / "gates.xml", tmp_path / "a.json",
                          copies=[tmp_path / "b.json"])
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_regate_command_records_a_failure_instead_of_failing(near50, tmp_path, capsys):
+    from cd125gate import cli
+
+    _, out = near50
+    edited = edit(out / "gates.xml", tmp_path, lambda t: re.sub(CD125_GATE, r"\g<1>blasts\g<2>PE-Cy9-A\g<3>", t))
+    folder = tmp_path / "reviewed" / "0123456789abcdef"
+    argv = ["regate", str(out / "result.json"), "--gates", str(edited), "--out", str(folder / "reviewed_result.json"),
+            "--failure", str(folder / "failed.txt")]
+    assert cli.main(argv) == 0
+    problem = (folder / "failed.txt").read_text()
+    assert problem.startswith(f"{edited} (applied to near50_fmo_stained.fcs): ") and problem.count("\n") == 1
+    assert not (folder / "reviewed_result.json").exists()
+    assert problem.strip() in capsys.readouterr().err

@@ -15,6 +15,7 @@ it used.
 """
 
 import copy
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,9 +303,25 @@ def add_arguments(parser):
     parser.add_argument("--reviews", help="reviews file: the sample's latest REGATE line says who, when, why")
     parser.add_argument("--current", help="also write the reviewed result here once it is complete "
                                           "(the workflow's reviewed_result.json beside result.json)")
+    parser.add_argument("--failure", help="when the inputs cannot be re-gated, write the one-line problem here "
+                                          "and exit 0 (the workflow records it; the batch goes on)")
 
 
 def run(args):
+    if not args.failure:
+        return _regate(args)
+    try:
+        return _regate(args)
+    except InputError as exc:
+        from .fileio import atomic_write_text
+
+        # A recorded outcome, not a failed job: Snakemake would stop the batch over one sample.
+        atomic_write_text(args.failure, f"{exc}\n")
+        print(f"cd125gate: {exc}", file=sys.stderr)
+        return 0
+
+
+def _regate(args):
     from . import results, reviews
 
     review = None

@@ -11,7 +11,7 @@ why, and the assay metadata a reviewer checks (acquisition date, instrument,
 operator, tube) from the FCS keywords.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -137,6 +137,9 @@ def collect_samples(paths, review_lines=None, signoff="review_only", metadata=Tr
         reviewed = _current_reviewed_result(reviewed_path, digest, review)
         status = reviews.final_status(result["criterion"], digest, review, signoff,
                                       reviewed["criterion"] if reviewed else None)
+        failure = regate_failure(reviewed_path) if status.review is not None else None
+        if failure:
+            status = replace(status, note=f"re-gating failed: {failure}")
         row.update(status.columns(), result_sha256=digest)
         if reviewed is not None and status.review is not None:
             row.update(reviewed_criterion=reviewed["criterion"],
@@ -151,19 +154,29 @@ def collect_samples(paths, review_lines=None, signoff="review_only", metadata=Tr
 
 REVIEWED_RESULT = "reviewed_result.json"
 REVIEWED_FOLDER = "reviewed"
+REGATE_FAILURE = "failed.txt"
 
 
 def reviewed_result_path(result_path, review):
     """Where the re-gating of ``review`` (a REGATE line) is kept: one file per decision.
 
-    Each REGATE decision has a file of its own beside ``result.json``, so that
+    Each REGATE decision has a folder of its own beside ``result.json``, so that
     re-gating a later decision (which may fail) never overwrites or deletes
-    what an earlier one produced; ``reviewed_result.json`` is a copy of the
-    latest that succeeded.
+    what an earlier one produced; ``reviewed_result.json`` beside
+    ``result.json`` is a copy of the latest that succeeded. A re-gating that
+    could not be done leaves ``failed.txt`` (the one-line problem) instead.
     """
     if review is None or review.decision != "REGATE":
         return None
-    return Path(result_path).parent / REVIEWED_FOLDER / f"{review.decision_id()}.json"
+    return Path(result_path).parent / REVIEWED_FOLDER / review.decision_id() / REVIEWED_RESULT
+
+
+def regate_failure(reviewed_path):
+    """The one-line problem of a re-gating that could not be done, or None."""
+    failed = None if reviewed_path is None else reviewed_path.with_name(REGATE_FAILURE)
+    if failed is None or reviewed_path.is_file() or not failed.is_file():
+        return None
+    return failed.read_text(encoding="utf-8", errors="replace").strip() or "no reason recorded"
 
 
 def _current_reviewed_result(reviewed_path, digest, review):

@@ -131,7 +131,7 @@ rule regate:
     input:
         unpack(regate_inputs),
     output:
-        regate_output(),
+        directory(regate_output()),
     log:
         batch_path("logs/regate/{sample_id}.{decision}.log"),
     benchmark:
@@ -150,5 +150,6 @@ rule regate:
         ),
         options=regate_options,
     shell:
-        "cd125gate regate {input.result:q} --gates {input.gates:q} --out {output:q}"
+        "cd125gate regate {input.result:q} --gates {input.gates:q}"
+        " --out {output:q}/reviewed_result.json --failure {output:q}/failed.txt"
         " --current {params.current:q} --reviews {params.reviews:q} {params.options} > {log:q} 2>&1"

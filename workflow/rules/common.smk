@@ -187,9 +187,9 @@ def reviewed_results():
 
 
 def regate_output():
-    # One file per decision (not one per sample): Snakemake deletes a job's outputs before
-    # it runs and when it fails, so a later REGATE must never share an earlier one's file.
-    return sample_path(os.path.join(screening.REVIEWED_FOLDER, "{decision}.json"))
+    # One folder per decision (not one file per sample): Snakemake deletes a job's outputs
+    # before it runs and when it fails, so a later REGATE must never share an earlier one's.
+    return sample_path(os.path.join(screening.REVIEWED_FOLDER, "{decision}"))
 
 
 def screening_inputs(wildcards):
