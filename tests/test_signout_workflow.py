@@ -231,7 +231,8 @@ def tamper_evident_decisions(tmp_path, sheet, outdir, reviews, results):
 
     # A superseding REGATE writes a file of its own: the earlier reviewed result is kept.
     (tmp_path / "second_edit.xml").write_text(signed.replace('gating:min="0.9"', 'gating:min="1.1"'))
-    earlier_files = {p: p.read_bytes() for p in (outdir / "samples/high_fmo/reviewed").glob("*/reviewed_result.json")}
+    decisions = outdir / "samples/high_fmo/reviewed"
+    earlier_files = {p: p.read_bytes() for p in decisions.glob("*/reviewed_result.json")}
     assert len(earlier_files) == 1
     # A WITHDRAW takes the override of near50_fmo back; the audit records it.
     with reviews.open("a") as handle:
@@ -241,7 +242,7 @@ def tamper_evident_decisions(tmp_path, sheet, outdir, reviews, results):
     proc = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all(path.read_bytes() == data for path, data in earlier_files.items())
-    assert len(list((outdir / "samples/high_fmo/reviewed").glob("*/reviewed_result.json"))) == 2
+    assert len(list(decisions.glob("*/reviewed_result.json"))) == 2
     assert reviewed.read_bytes() != earlier
     rows = screening_rows(outdir)
     assert rows["high_fmo"]["reviewed_result_sha256"] == digest(reviewed)

@@ -68,7 +68,7 @@ def sheet_record(sample):
     }
 
 
-def load_reviews():
+def load_reviews(current, criteria):
     """The checked review lines of the batch (none without `reviews:`), or a one-line stop.
 
     Lines are checked against the results as they are now, before any job:
@@ -80,7 +80,6 @@ def load_reviews():
     audit_path = os.path.join(OUTDIR, "audit.tsv")
     try:
         lines = review_lines.read_reviews(source) if source else []
-        current, criteria = current_results()
         audit = review_lines.read_audit(audit_path)
         review_lines.check_audit(lines, audit, source, audit_path)
         review_lines.check(lines, current, review_lines.known_digests(audit), criteria)
@@ -142,9 +141,11 @@ def check_outdir(outdir):
 
 SAMPLES = load_samples()
 OUTDIR = check_outdir(os.path.normpath(config["outdir"]))
-REVIEWS = load_reviews()
+# The results as they are before any job: what review lines must sign.
+CURRENT, CRITERIA = current_results()
+REVIEWS = load_reviews(CURRENT, CRITERIA)
 # Samples whose latest review line is a REGATE of their current result: re-analysed with the reviewer's gates.
-REGATES = applying_regates(REVIEWS, current_results()[0])
+REGATES = applying_regates(REVIEWS, CURRENT)
 EXTRA_PLOT_FORMATS = [fmt for fmt in config["plot_formats"] if fmt != "png"]
 
 
