@@ -282,7 +282,8 @@ def viable(tube, settings):
     x = guarded(tube, "viable", ch, tube.step("singlets").mask, "singlets")
     lo, hi = np.percentile(x, [0.1, 99.9])
     peak = density.mode(x, lo, hi)
-    cut = density.deepest_valley(x, peak, hi)
+    # A small dead population beside a large live one (eosinophilia) still makes its own peak.
+    cut = density.deepest_valley(x, lo, hi, above=peak, min_height=0.0005)
     note = "valley between live and dead cells"
     if cut is None:
         # No separate dead population: stay well above the live cells' spread.

@@ -266,8 +266,8 @@ def _cells(rng, population, n, spec, overrides=None):
     if overrides:
         markers = {m: v for m, v in {**markers, **overrides}.items() if v is not None}
     for marker, params in markers.items():
-        if population == "blast" and marker == "CD34" and spec.cd34_negative:
-            continue
+        if (population == "blast" and marker == "CD34" and spec.cd34_negative) or marker in spec.drop_markers:
+            continue  # a marker the panel lacks has no antibody in the tube (nor its spillover)
         level = _lognormal(rng, n, *params[:2])
         if len(params) == 3:  # expressed on a subset only (e.g. HLA-DR on B cells)
             level *= rng.random(n) < params[2]
@@ -329,6 +329,7 @@ def _dead(rng, n, counts, spec):
     binding = _lognormal(rng, n * len(ANTIBODIES), *DEAD_BINDING).reshape(n, len(ANTIBODIES))
     cells["abundance"][:, ANTIBODIES] += binding
     cells["abundance"][:, VIABILITY] = _lognormal(rng, n, *DEAD_VIABILITY)
+    cells["abundance"][:, [MARKERS.index(m) for m in spec.drop_markers]] = 0.0
     return cells
 
 
