@@ -28,8 +28,10 @@ from .populations import BACKBONE, feature_matrix, is_blast
 
 CLONE_GAP = 0.25    # decades on one backbone marker ...
 CLONE_SD = 2.0      # ... and pooled SDs, between two clones
-# A clone must hold this share of the blast-like events to be judged (smaller: a component's tail).
+# Beside the largest, a clone must hold this share of the blast-like fitted events, and this many,
+# to be judged (smaller: a component's tail).
 MIN_CLONE_SHARE = 0.05
+MIN_CLONE_EVENTS = 50
 # Clones disagree when one is at least this far above the criterion's fraction and another this far below.
 DISAGREE = 0.15
 POSITIVE = ("pos", "bright")
@@ -113,7 +115,9 @@ def clone_table(tube, cut, checks):
     if not comps:
         return (), [], []
     total = np.isin(pops.assigned, comps).sum()
-    clones = [c for c in group(pops, comps) if np.isin(pops.assigned, c).sum() >= MIN_CLONE_SHARE * total]
+    least = max(MIN_CLONE_SHARE * total, MIN_CLONE_EVENTS)
+    found = group(pops, comps)
+    clones = found[:1] + [c for c in found[1:] if np.isin(pops.assigned, c).sum() >= least]
     gated = np.flatnonzero(tube.step("blasts").mask)
     owner = assign(tube, gated, comps) if gated.size and len(clones) > 1 else None
     cd125 = tube.column(tube.markers["CD125"])
@@ -143,7 +147,7 @@ def _unexplained(tube, pops, blast_events, least):
         if label != "unknown" or not _blast_scatter(levels) or levels.get("CD45") not in ("dim", "pos"):
             continue
         rows = pops.rows[pops.assigned == i]
-        if rows.size < max(MIN_CLONE_SHARE * blast_events, 50):
+        if rows.size < max(MIN_CLONE_SHARE * blast_events, MIN_CLONE_EVENTS):
             continue
         inside = float(tube.step("blasts").mask[rows].mean())
         if inside < least:
