@@ -189,7 +189,7 @@ def reference_checks(tube, cut, checks, most_marker_positive=0.1, most_above=0.0
     CD125-negative population, more autofluorescent) plus ``neutrophil_margin`` decades. A negative
     blast peak must leave the lymphocytes below the cut-off (at most ``most_above`` above it).
     """
-    from .threshold import negative_peak
+    from .density import lower_peak
 
     if cut.method != "internal_negative":
         return []
@@ -207,7 +207,7 @@ def reference_checks(tube, cut, checks, most_marker_positive=0.1, most_above=0.0
     if positive is not None and positive.size and positive.mean() > most_marker_positive:
         reasons.append(f"reference check: {positive.mean():.0%} of the lymphocytes used as the CD125-negative "
                        "reference carry a blast marker: the reference holds blasts")
-    if negative_peak(values, seed=0) is not None:
+    if lower_peak(values, seed=0) is not None:
         reasons.append("reference check: CD125 on the lymphocytes used as the negative reference has two "
                        "peaks: part of the reference is CD125-positive")
     neutrophils = tube.populations.rows_of("neutrophils") if tube.populations is not None else ()

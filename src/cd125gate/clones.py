@@ -94,12 +94,12 @@ def phenotype(pops, clone):
 
 def assign(tube, rows, comps):
     """The component of ``comps`` each event of ``rows`` most likely belongs to (backbone space)."""
-    from .mixture import _weighted_log_prob
+    from .mixture import Mixture
 
     pops = tube.populations
     x = feature_matrix(tube, rows, pops.features, pops.channels, pops.scale)
-    log_prob = _weighted_log_prob(x, pops.weights[comps], pops.means[comps], pops.covariances[comps])
-    return np.asarray(comps)[np.argmax(log_prob, axis=1)]
+    own = Mixture(pops.weights[comps], pops.means[comps], pops.covariances[comps], 0.0, True)
+    return np.asarray(comps)[own.predict(x)]
 
 
 def clone_table(tube, cut, checks):

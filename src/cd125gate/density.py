@@ -62,3 +62,24 @@ def mode(x, lo, hi, bins=256, sigma_bins=2.0):
     """Position of the highest point of the smoothed density of ``x`` on [lo, hi]."""
     centres, dens = smoothed_histogram(x, lo, hi, bins, sigma_bins)
     return float(centres[int(np.argmax(dens))])
+
+
+def lower_peak(values, seed, min_separation=3.0, min_weight=0.05, max_fit=50000):
+    """(mean, sd, weight) of the lower of two well-separated Gaussian components of ``values``, or None.
+
+    Two components ``min_separation`` pooled SDs apart, the smaller holding at least ``min_weight``:
+    the CD125-negative blast peak under the positive one, dead cells under live ones on FSC-A.
+    """
+    from .mixture import gaussian_mixture
+
+    if values.size < 200:
+        return None
+    rng = np.random.default_rng(seed)
+    fit = values if values.size <= max_fit else rng.choice(values, max_fit, replace=False)
+    gm = gaussian_mixture(fit, 2, seed=seed)
+    means, sds = gm.means[:, 0], np.sqrt(gm.covariances[:, 0, 0])
+    lo, hi = np.argsort(means)
+    separation = (means[hi] - means[lo]) / np.hypot(sds[lo], sds[hi])
+    if separation < min_separation or min(gm.weights) < min_weight:
+        return None
+    return float(means[lo]), float(sds[lo]), float(gm.weights[lo])

@@ -693,9 +693,7 @@ def intact(tube, settings, parent, min_separation=2.5, min_share=0.02):
     x = np.log10(np.clip(tube.column(fsc)[rows], 10.0, None))
     if x.size < 200:
         return parent
-    from .threshold import negative_peak
-
-    low = negative_peak(x, settings.gating.seed, min_separation=min_separation, min_weight=min_share)
+    low = density.lower_peak(x, settings.gating.seed, min_separation=min_separation, min_weight=min_share)
     if low is None:
         return parent
     high = x[x > low[0] + 3 * low[1]]
@@ -708,7 +706,7 @@ def intact(tube, settings, parent, min_separation=2.5, min_share=0.02):
 
 
 def blasts(tube, settings, parent="blast_region"):
-    """Blast region minus basophils (CD123-bright, and negative for HLA-DR, CD34 or CD117).
+    """The ``parent`` gate's events minus basophils (CD123-bright, and negative for HLA-DR, CD34 or CD117).
 
     Basophils share the blasts' CD45-dim / SSC-low place and carry CD125, so
     leaving them in would raise the CD125+ fraction. The exclusion is drawn on
@@ -719,9 +717,12 @@ def blasts(tube, settings, parent="blast_region"):
     cd123, hladr = tube.markers.get("CD123"), tube.markers.get("HLA-DR")
     region = tube.step("blast_region")
     if cd123 is None or hladr is None:
-        tube.flags.append("CD123 or HLA-DR missing: basophils not excluded from blasts")
+        if parent == "blast_region":  # no blast-marker gate either
+            tube.flags.append("CD123 or HLA-DR missing: basophils not excluded from blasts")
+        note = ("no basophil exclusion (CD123 or HLA-DR missing); basophils lack CD34 and CD117"
+                if parent != "blast_region" else "no backbone refinement")
         gate = gates.RectangleGate("blasts", [dim(tube, tube.markers["CD45"], lo=-FAR)])
-        add_step(tube, "blasts", parent, gate, region.x, region.y, "no backbone refinement")
+        add_step(tube, "blasts", parent, gate, region.x, region.y, note)
         return
     pops = tube.populations
     marker = separating_marker(pops)
