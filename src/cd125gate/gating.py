@@ -60,7 +60,14 @@ def apply_gate(gate, tube, parent_mask, steps_by_name=None):
     """Membership of every event in ``gate`` and its parent (a boolean array)."""
     if isinstance(gate, gates.BooleanGate):
         return gate.apply({name: step.mask for name, step in steps_by_name.items()}) & parent_mask
-    return gate.apply(_frame(gate, tube)) & parent_mask
+    # A deep gate's parent holds a few of the events: test only those (gathering them costs more
+    # than testing every event when the parent holds most).
+    rows = np.flatnonzero(parent_mask)
+    if rows.size > len(parent_mask) // 4:
+        return gate.apply(_frame(gate, tube)) & parent_mask
+    mask = np.zeros(len(parent_mask), dtype=bool)
+    mask[rows] = gate.apply(_frame(gate, tube, rows))
+    return mask
 
 
 def add_step(tube, name, parent, gate, x, y, note, exclusion=False):
