@@ -97,3 +97,21 @@ def test_components_group_into_clones_by_phenotype():
     # one phenotype split by the mixture far along an axis stays one clone
     far = pops_of([[2.0, 3.0], [2.0, 3.6]], [same, same])
     assert clones.group(far, [0, 1]) == [[0, 1]]
+
+
+def test_flowkit_reproduces_the_marker_gates_of_a_marrow_without_viability_dye(tmp_path):
+    """Every gate (blast_markers, myeloid, intact) exported as Gating-ML gives FlowKit our counts."""
+    from cd125gate import gatingml
+    from cd125gate.outputs import write_outputs
+
+    spec = CaseSpec("noviab", n_events=30_000, blast_fraction=0.12, dead_fraction=0.15,
+                    drop_markers=("Viability",), extra={"nrbc": 0.08, "hematogone": 0.03})
+    analysis, truth, labels = analysed(tmp_path, spec)
+    names = [s.name for s in analysis.stained.steps]
+    assert {"blast_markers", "myeloid", "intact"} <= set(names) and "viable" not in names
+    gated = Counter(labels[analysis.stained.step("blasts").mask])
+    assert gated["dead"] <= 0.05 * sum(gated.values()), gated
+    out = tmp_path / "out"
+    write_outputs(analysis, out)
+    ours = {g["name"]: g["count"] for g in analysis.result.gates}
+    assert gatingml.reapply(out / "gates.xml", tmp_path / truth["files"]["stained"]) == ours

@@ -266,12 +266,12 @@ def _number(text):
 
 def cd125_fluorochrome(recorded, channel):
     """The CD125 dye: the recorded reagent's, else read from the channel's $PnS / $PnN, else None."""
-    from .panel import _channel_name_words, fluorochromes, normalise, tokens
+    from .panel import channel_name_words, fluorochromes, normalise, tokens
 
     if recorded:
         return recorded
     dyes = fluorochromes()
-    for text in (channel.stain, _channel_name_words(channel.name)):
+    for text in (channel.stain, channel_name_words(channel.name)):
         words = [w for w in tokens(text) if normalise(w) not in ("cd125", "il5ra", "il5r")]
         for start in range(len(words)):  # the longest run of words that names a dye: PE-Cy7 over PE
             for stop in range(len(words), start, -1):

@@ -97,7 +97,7 @@ def _scatter_channel(aliases, channels):
     return None
 
 
-def _channel_name_words(name):
+def channel_name_words(name):
     """A $PnN read as a stain: an area suffix (`CD125 PE-A`) is not part of the name."""
     return re.sub(r"[\s\-_]A$", "", name)
 
@@ -164,7 +164,7 @@ def map_panel(channels, panel, source):
             continue
         named, why = markers_named(channel.stain, keys) if channel.stain else (set(), None)
         if not named and not why:
-            named, why = markers_named(_channel_name_words(channel.name), keys)
+            named, why = markers_named(channel_name_words(channel.name), keys)
         if why:
             problems.append(f"channel {channel.name}: {why}")
         for marker in named:
