@@ -94,13 +94,12 @@ def test_flowcal_mef_calibration_agrees_on_the_same_beads_and_lot(tmp_path):
     data = FlowCal.gate.density2d(data, channels=["FSC-A", "SSC-A"], gate_fraction=0.85)
     peer = FlowCal.mef.get_transform_fxn(data, mef_values=[LOT["molecules"]], mef_channels=["PE-A"],
                                          clustering_channels=["PE-A"], verbose=False, full_output=True)
-    slope, intercept_ln, _bead_autofluorescence = peer.fitting["beads_params"][0]
+    slope, intercept_ln, autofluorescence = peer.fitting["beads_params"][0]
     medians = np.array([p.median for p in ours.peaks])
     assert np.asarray(peer.statistic["values"][0]) == pytest.approx(medians, rel=0.005)
     assert ours.slope == pytest.approx(slope, rel=0.02)
-    # FlowCal's model adds a bead autofluorescence term (fitted >= 0) that moves its intercept by
-    # up to ~3% on these beads; the two curves still give the same molecules across the beads' range.
-    assert ours.intercept == pytest.approx(intercept_ln / np.log(10), abs=0.01)
+    assert ours.intercept == pytest.approx(intercept_ln / np.log(10), rel=0.02)
+    assert ours.autofluorescence == pytest.approx(autofluorescence, abs=0.02 * LOT["molecules"][0])
     grid = np.geomspace(medians[0], medians[-1], 20)
     assert beads.abc(grid, ours) == pytest.approx(peer.fitting["std_crv"][0](grid), rel=0.02)
 
@@ -126,7 +125,7 @@ def test_a_saturated_top_peak(tmp_path):
 
 @pytest.mark.parametrize("molecules, reason", [
     ((474.0, 5359.0 * 4, 23843.0 * 10, 62336.0 * 30), "bead curve slope 1.67"),   # another product's values
-    ((474.0, 23843.0, 30000.0, 62336.0), "bead curve R² 0.8"),                    # a value typed wrong
+    ((474.0, 23843.0, 30000.0, 62336.0), "bead curve R² 0.9"),                    # a value typed wrong
 ])
 def test_a_fit_outside_its_checks(tmp_path, molecules, reason):
     curve = curve_of(tmp_path, lot=beads.make_lot("L", "PE", list(molecules), "test"))
@@ -357,3 +356,12 @@ def test_the_workflow_passes_the_bead_tube_and_lot_and_a_sample_without_beads_ha
     assert (outdir / "samples/with_beads/beads.png").is_file()
     assert not (outdir / "samples/no_beads/beads.png").exists()
     assert "bead QC figure" in (outdir / "report.html").read_text()
+
+
+def test_the_bead_model_recovers_a_known_bead_autofluorescence():
+    """slope * log10(median) + intercept = log10(molecules + autofluorescence), as FlowCal models beads."""
+    molecules = np.array([474.0, 5359.0, 23843.0, 62336.0])
+    medians = 10 ** ((np.log10(molecules + 60.0) - 0.35) / 1.02)
+    slope, intercept, r2, residuals, auto = beads._bead_model(medians, molecules)
+    assert (slope, intercept, auto) == pytest.approx((1.02, 0.35, 60.0), rel=1e-3)
+    assert r2 == pytest.approx(1.0) and np.abs(residuals).max() < 1e-6

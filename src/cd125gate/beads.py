@@ -61,7 +61,8 @@ class Curve:
     slope: float | None = None
     intercept: float | None = None
     r2: float | None = None
-    residuals: tuple = ()  # log10(molecules) - fitted, per peak
+    residuals: tuple = ()  # log10(molecules + autofluorescence) - fitted, per peak
+    autofluorescence: float | None = None  # the beads' own fluorescence, molecules (FlowCal's term)
     reason: str | None = None  # why the curve cannot be used, or None
 
     def to_json(self, lot):
@@ -70,7 +71,7 @@ class Curve:
                   "residual_log10": self.residuals[i - 1] if self.residuals else None}
                  for i, p in enumerate(self.peaks, start=1)]
         return {"slope": self.slope, "intercept": self.intercept, "r2": self.r2,
-                "singlet_beads": self.singlets, "peaks": peaks}
+                "autofluorescence": self.autofluorescence, "singlet_beads": self.singlets, "peaks": peaks}
 
 
 # -- the lot -------------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def standard_curve(bead_fcs, channel, lot, settings):
     curve.reason = peak_problem(curve.peaks, lot)
     if curve.reason is None:
         fit(curve, lot)
-        curve.reason = fit_problem(curve, settings.beads)
+        curve.reason = fit_problem(curve, lot, settings.beads)
     return curve
 
 
@@ -193,35 +194,69 @@ def _missing_level(peaks, lot):
     best, best_r2 = None, 0.98
     for skip in range(len(lot.molecules)):
         kept = [m for i, m in enumerate(lot.molecules) if i != skip]
-        _, _, r2 = _line([p.median for p in peaks], kept)
+        r2 = _line(np.log10([p.median for p in peaks]), np.log10(kept))[2]
         if r2 >= best_r2:
             best, best_r2 = skip + 1, r2
     return best
 
 
-def _line(medians, molecules):
-    """Least-squares log10(molecules) = slope * log10(median) + intercept: (slope, intercept, R²)."""
-    x, y = np.log10(medians), np.log10(molecules)
+def _line(x, y):
+    """Least-squares y = slope * x + intercept: (slope, intercept, R², residuals)."""
     slope, intercept = np.polyfit(x, y, 1)
     residual = y - (slope * x + intercept)
     total = float(np.sum((y - y.mean()) ** 2))
-    return float(slope), float(intercept), 1.0 - float(np.sum(residual ** 2)) / total if total else 0.0
+    r2 = 1.0 - float(np.sum(residual ** 2)) / total if total else 0.0
+    return float(slope), float(intercept), r2, residual
+
+
+def _bead_model(medians, molecules, steps=60):
+    """The bead model FlowCal fits: slope * log10(median) + intercept = log10(molecules + autofluorescence).
+
+    The beads' own fluorescence (molecules of dye a bead shows with none bound, >= 0) bends the curve
+    at its dim end. For a given autofluorescence the model is a straight line, so the least-squares
+    fit is a one-dimensional search over it (a coarse log grid, then golden sections between the
+    best grid point's neighbours): (slope, intercept, R², residuals, autofluorescence).
+    """
+    x, molecules = np.log10(medians), np.asarray(molecules, dtype=float)
+
+    def sse(auto):
+        return float(np.sum(_line(x, np.log10(molecules + auto))[3] ** 2))
+
+    grid = np.concatenate([[0.0], np.geomspace(1e-3, 10.0, steps) * molecules[0]])
+    errors = [sse(a) for a in grid]
+    best = int(np.argmin(errors))
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(60):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if sse(a) <= sse(b):
+            hi = b
+        else:
+            lo = a
+    auto = min((lo + hi) / 2.0, grid[best], key=sse)
+    return (*_line(x, np.log10(molecules + auto)), float(auto))
 
 
 def fit(curve, lot):
-    """Fill the curve's slope, intercept, R² and per-peak residuals (log10 units)."""
+    """Fill the curve's slope, intercept, R², per-peak residuals (log10 units) and bead autofluorescence.
+
+    The standard curve (``abc``) leaves the beads' autofluorescence out, as FlowCal's does: the
+    molecules bound to a cell are what is left once the beads' own fluorescence is accounted for.
+    """
     medians = [p.median for p in curve.peaks]
-    curve.slope, curve.intercept, curve.r2 = _line(medians, lot.molecules)
-    fitted = curve.slope * np.log10(medians) + curve.intercept
-    curve.residuals = tuple(float(r) for r in np.log10(lot.molecules) - fitted)
+    curve.slope, curve.intercept, curve.r2, residual, curve.autofluorescence = _bead_model(medians, lot.molecules)
+    curve.residuals = tuple(float(r) for r in residual)
 
 
-def fit_problem(curve, beads):
-    """Why the fitted curve fails its checks (R², slope), or None."""
+def fit_problem(curve, lot, beads):
+    """Why the fitted curve fails its checks (R², slope, the beads' autofluorescence), or None."""
     if curve.r2 < beads.min_r2:
         return f"bead curve R² {curve.r2:.4f} below {beads.min_r2:g}"
     if not beads.slope_min <= curve.slope <= beads.slope_max:
         return f"bead curve slope {curve.slope:.3f} outside {beads.slope_min:g}-{beads.slope_max:g}"
+    if curve.autofluorescence is not None and curve.autofluorescence >= lot.molecules[0]:
+        return (f"bead autofluorescence {curve.autofluorescence:.0f} molecules is not below the dimmest "
+                f"level's {lot.molecules[0]:g}: the lot's values or the peaks are off")
     return None
 
 
