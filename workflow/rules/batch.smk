@@ -67,6 +67,8 @@ rule flowjo_workspace:
     input:
         results=all_samples("result.json"),
         gates=all_samples("gates.xml"),
+        # Re-gated samples: their edited gates are the workspace's second group.
+        reviewed=reviewed_results(),
     output:
         batch_path("batch.wsp"),
     log:
@@ -80,7 +82,8 @@ rule flowjo_workspace:
         mem_mb=2000,
         runtime=15,
     shell:
-        "cd125gate workspace {input.results:q} --out {output:q} > {log:q} 2>&1"
+        "cd125gate workspace {input.results:q} --reviewed {input.reviewed:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule signout_records:
