@@ -228,7 +228,7 @@ def _key_plots(sample, decoded=None):
     if sample.key_plots is None:
         qc = (decoded or {}).get("qc.png") or dict(sample.figures).get("qc.png")
         panels = key_panels(qc) if qc is not None else []
-        sample.key_plots = [(f"key_{name}.png", png) for name, png in zip(("blasts", "cd125"), panels)]
+        sample.key_plots = [(f"key_{name}.png", png) for name, png in zip(("blast_gate", "cd125"), panels)]
     return sample.key_plots
 
 

@@ -22,11 +22,13 @@ GRID_LEFT, GRID_RIGHT, GRID_BOTTOM_EXTRA, GRID_TOP_EXTRA, HSPACE = 0.045, 0.99, 
 
 
 def key_panels(png_bytes):
-    """The last two panels of a QC figure (PNG bytes or a PIL image): blast gate, then CD125 on blasts, as PNG bytes.
+    """The key panels of a QC figure (PNG bytes or a PIL image), as PNG bytes: the CD45 / SSC-A
+    blast gate a cytometrist looks at first, then CD125 on blasts.
 
-    The CD125 panel is always the figure's last panel and the blast gate the
-    one before it. Returns [] for a figure that is not a panel grid (a FAILED
-    sample's figure).
+    The figure names its panels in a tEXt chunk (`plots.PANELS_KEY`); a figure
+    without one (drawn by an earlier version) gives its last two panels, the
+    basophil exclusion and CD125. Returns [] for a figure that is not a panel
+    grid (a FAILED sample's figure).
     """
     import numpy as np
     from PIL import Image
@@ -58,8 +60,11 @@ def key_panels(png_bytes):
     cells = [(r, c) for r in range(nrows) for c in range(plots.NCOLS) if drawn(cell(r, c))]
     if len(cells) < 2:
         return []
+    names = (image.info.get(plots.PANELS_KEY) or "").split(",")
+    wanted = [names.index(n) for n in (plots.BLAST_GATE_PANEL, plots.CD125_PANEL) if n in names]
+    chosen = [cells[i] for i in wanted] if len(wanted) == 2 and len(names) == len(cells) else cells[-2:]
     crops = []
-    for r, c in cells[-2:]:
+    for r, c in chosen:
         box = _trimmed(pixels, cell(r, c), pad=int(0.05 * dpi))
         buffer = io.BytesIO()
         image.crop(box).save(buffer, format="png", dpi=(dpi, dpi))
