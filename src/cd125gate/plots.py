@@ -1002,13 +1002,9 @@ def _save(fig, out_dir, stem, formats):
 
     paths = []
     for fmt in formats:
-        metadata = METADATA[fmt]
-        if fmt == "png" and getattr(fig, "cd125gate_panels", None):
-            # A tEXt chunk (_png_bytes): the printed pages find the key panels by name.
-            metadata = dict(metadata, **{PANELS_KEY: fig.cd125gate_panels})
         buffer = io.BytesIO()
         with matplotlib.rc_context({"svg.hashsalt": "cd125gate", "pdf.compression": 6, "text.parse_math": False}):
-            fig.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
+            fig.savefig(buffer, format=fmt, dpi=DPI, metadata=METADATA[fmt])
         path = Path(out_dir) / f"{stem}.{fmt}"
         atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
@@ -1050,6 +1046,9 @@ def _png_canvas():
         # already applied them to the figure, as it does for Agg's own print_png.
         def print_png(self, filename_or_obj, *, metadata=None, pil_kwargs=None, **_applied_by_savefig):
             self.draw()
+            if getattr(self.figure, "cd125gate_panels", None):
+                # A tEXt chunk: the printed pages find the key panels by name.
+                metadata = dict(metadata or {}, **{PANELS_KEY: self.figure.cd125gate_panels})
             data = _png_bytes(np.asarray(self.buffer_rgba()), self.figure.dpi, metadata)
             if hasattr(filename_or_obj, "write"):
                 filename_or_obj.write(data)
