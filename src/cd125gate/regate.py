@@ -202,10 +202,14 @@ def _with_notes(table, automatic):
                  exclusion=bool(automatic.get(g["name"], {}).get("exclusion", False))) for g in table]
 
 
-def regate_result(result_path, gates_path, out_path=None, fcs_path=None, control_path=None, review=None):
+def regate_result(result_path, gates_path, out_path=None, fcs_path=None, control_path=None, review=None,
+                  settings=None, figures=False):
     """Re-gate the sample of ``result_path`` with ``gates_path`` and write its reviewed result.
 
-    The FCS files default to those the automatic result names. Returns the reviewed result.
+    The FCS files default to those the automatic result names. With
+    ``figures``, the re-gated QC figures (``reviewed_qc.png``) are drawn beside
+    the reviewed result, the sample analysed again with ``settings`` (those of
+    the automatic result). Returns the reviewed result.
     """
     import json
 
@@ -226,7 +230,18 @@ def regate_result(result_path, gates_path, out_path=None, fcs_path=None, control
     regated = reanalyze(gates_path, fcs_path, control_path)
     reviewed = reviewed_result(result, sha256_file(result_path), regated, gates_path, review)
     validate(SampleResult.from_json(reviewed))
-    atomic_write_json(out_path or result_path.with_name(REVIEWED_RESULT), reviewed)
+    out_path = Path(out_path or result_path.with_name(REVIEWED_RESULT))
+    if figures:
+        from .regate_figure import draw_reviewed
+
+        note = draw_reviewed(result, reviewed, load_gates(gates_path), out_path.parent, settings)
+        reviewed["review"]["figure_note"] = note
+        # The figures of this result are the re-gated ones (or the card saying why there are none).
+        reviewed["outputs"] = {k: v for k, v in reviewed["outputs"].items() if not k.startswith("qc_")}
+        for stem in ("reviewed_qc", "reviewed_qc_control"):
+            if (out_path.parent / f"{stem}.png").is_file():
+                reviewed["outputs"][stem.replace("reviewed_", "") + "_png"] = f"{stem}.png"
+    atomic_write_json(out_path, reviewed)
     return reviewed
 
 
@@ -240,6 +255,9 @@ def add_arguments(parser):
     parser.add_argument("--fcs", help="stained tube (default: the one result.json names)")
     parser.add_argument("--control", help="control tube (default: the one result.json names)")
     parser.add_argument("--reviews", help="reviews file: the sample's latest REGATE line says who, when, why")
+    parser.add_argument("--config", help="analysis settings of the automatic result, to draw the re-gated "
+                                         "QC figures (reviewed_qc.png) with; default: the packaged settings")
+    parser.add_argument("--no-figures", action="store_true", help="write the reviewed result only")
 
 
 def run(args):
@@ -253,6 +271,12 @@ def run(args):
         review = reviews.latest_by_sample(reviews.read_reviews(args.reviews)).get(sample_id)
         if review is None or review.decision != "REGATE":
             raise InputError(args.reviews, f"sample '{sample_id}' has no REGATE as its latest line")
-    reviewed = regate_result(args.result, args.gates, args.out, args.fcs, args.control, review)
+    from .settings import load_settings
+
+    settings = load_settings(args.config) if args.config else None
+    reviewed = regate_result(args.result, args.gates, args.out, args.fcs, args.control, review,
+                             settings, figures=not args.no_figures)
+    if reviewed["review"].get("figure_note"):
+        print(f"no re-gated figure: {reviewed['review']['figure_note']}")
     print("reviewed " + results.summary_line(results.SampleResult.from_json(reviewed)))
     return 0

@@ -51,10 +51,17 @@ class Sample:
     result_sha256: str | None = None                # the digest a review line must name
     row: dict = field(default_factory=dict)         # its screening row (final status, review, assay)
     key_plots: list | None = field(default=None, repr=False)  # printed key panels, cut on first use
+    reviewed: dict | None = None                    # reviewed_result.json when the record is a REGATE's
 
     @property
     def criterion(self):
+        """The automatic criterion (the table, filters and summary count these)."""
         return self.result.get("criterion", "FAILED")
+
+    @property
+    def record(self):
+        """The result the card and its printed page are drawn from: the re-gated one after a REGATE."""
+        return self.reviewed or self.result
 
 
 def add_arguments(parser):
@@ -129,7 +136,20 @@ def load_samples(results_dir, screening=None):
     rows = _screening_rows(screening)
     for sample in samples:
         sample.row = rows.get(sample.sample_id, {})
+        _attach_reviewed(sample, results_dir / sample.sample_id)
     return samples
+
+
+def _attach_reviewed(sample, folder):
+    """Make a re-gated sample's record its reviewed result: its figures first, the automatic ones after."""
+    from .signout import reviewed_record
+
+    sample.reviewed = reviewed_record(folder, sample.row)
+    if sample.reviewed is not None:
+        automatic = [(name, png) for name, png in sample.figures if not name.startswith("reviewed_")]
+        reviewed = [(name, (folder / name).read_bytes())
+                    for name in ("reviewed_qc.png", "reviewed_qc_control.png") if (folder / name).is_file()]
+        sample.figures = reviewed + automatic
 
 
 def _screening_rows(path):
@@ -145,7 +165,7 @@ def _figures(sample_dir, result):
     the sample's folder, because the recorded paths are relative to wherever
     the workflow ran.
     """
-    names = {p.name for p in sample_dir.glob("qc*.png")}
+    names = {p.name for p in sample_dir.glob("qc*.png")}  # reviewed_qc*.png: see _attach_reviewed
     names |= {Path(v).name for v in (result.get("outputs") or {}).values() if str(v).endswith(".png")}
     ordered = sorted(names, key=lambda n: (n != "qc.png", n))
     return [(n, (sample_dir / n).read_bytes()) for n in ordered if (sample_dir / n).is_file()]
@@ -226,7 +246,8 @@ def _key_plots(sample, decoded=None):
     from .signout import key_panels
 
     if sample.key_plots is None:
-        qc = (decoded or {}).get("qc.png") or dict(sample.figures).get("qc.png")
+        first = sample.figures[0][0] if sample.figures else "qc.png"  # the record's stained tube
+        qc = (decoded or {}).get(first) or dict(sample.figures).get(first)
         panels = key_panels(qc) if qc is not None else []
         sample.key_plots = [(f"key_{name}.png", png) for name, png in zip(("blast_gate", "cd125"), panels)]
     return sample.key_plots
@@ -353,14 +374,17 @@ def _pct(value):
 
 
 def _card(i, s, assets="report_files"):
-    r = s.result
+    r = s.record
+    regated = '<span class="regated">re-gated</span> ' if s.reviewed else ""
     parts = [f'<section class="card card-{s.criterion}" id="s{i}" data-criterion="{s.criterion}" '
              f'data-sample-id="{escape(s.sample_id)}" data-result-sha256="{escape(s.result_sha256 or "")}">',
              _print_header(s),
-             f"<h3>{escape(s.sample_id)} {_badge(s.criterion)} <span class=\"final\">final: {_badge(_final(s))}</span></h3>",
+             f"<h3>{escape(s.sample_id)} {regated}{_badge(r.get('criterion', 'FAILED'))} "
+             f"<span class=\"final\">final: {_badge(_final(s))}</span></h3>",
              _review_status(s),
              f"<p>CD125+ {escape(_fraction(r))} of {escape(_count(r.get('blast_events')))} blasts "
              f"({escape(_count(r.get('cd125_pos_events')))} positive){escape(_needed(r))}</p>",
+             _comparison(s),
              _list("reasons", "Reasons", r.get("reasons")),
              _list("flags", "Flags", list(r.get("flags") or []) + s.problems),
              _list("warnings", "Warnings", r.get("warnings")),
@@ -377,7 +401,8 @@ def _card(i, s, assets="report_files"):
     for n, (name, png) in enumerate(s.figures):
         href = f"{escape(assets)}/s{i}/{escape(name)}"
         if n:  # only the stained tube's figure is inlined; the others are a click away
-            thumbs.append(f'<a href="{href}" target="_blank" class="figure-link">{escape(name)}</a>')
+            label = f"{name} (automatic)" if s.reviewed and not name.startswith("reviewed_") else name
+            thumbs.append(f'<a href="{href}" target="_blank" class="figure-link">{escape(label)}</a>')
             continue
         data = base64.b64encode(_thumbnail(decoded[name])).decode("ascii")
         thumbs.append(f'<a href="{href}" target="_blank" class="thumb"><img src="data:image/jpeg;base64,{data}" '
@@ -390,9 +415,19 @@ def _card(i, s, assets="report_files"):
     # Closed <details> do not print: the provenance is repeated, expanded, for paper.
     printed = provenance.replace('<details class="provenance"><summary>Provenance</summary>',
                                  '<div class="print-only prov-print"><b>Provenance</b>').replace("</details>", "</div>")
-    parts += [_print_key_plots(i, s, assets), _gates(r), _print_tree(r), provenance, printed, _signature(),
+    parts += [_print_key_plots(i, s, assets), _gates(r), _print_tree(r, bool(s.reviewed)), provenance, printed, _signature(),
               _controls(i, s), "</section>"]
     return "\n".join(p for p in parts if p)
+
+
+def _comparison(s):
+    """A re-gated record's automatic result, for comparison, and the digests that bind the two."""
+    from .signout import comparison_lines
+
+    if s.reviewed is None:
+        return ""
+    lines = "".join(f"<div>{escape(line)}</div>" for line in comparison_lines(s.result, s.reviewed, s.row))
+    return f'<div class="comparison"><b>Automatic result, for comparison</b>{lines}</div>'
 
 
 def _review_status(s):
@@ -461,7 +496,7 @@ def controls_template():
 _OPTIONS = "".join(f'<option value="{d}">{d}</option>' for d in DECISIONS)
 
 
-def _print_tree(result):
+def _print_tree(result, regated=False):
     """The stained tube's gate counts as an indented tree, compact for paper."""
     from .signout import gate_tree
 
@@ -469,7 +504,8 @@ def _print_tree(result):
     if not lines:
         return ""
     body = "".join(f"<div>{escape(line)}</div>" for line in lines)
-    return f'<div class="tree-print print-only"><b>Gate counts (stained tube)</b><div class="tree-lines">{body}</div></div>'
+    title = "Gate counts (stained tube, re-gated)" if regated else "Gate counts (stained tube)"
+    return f'<div class="tree-print print-only"><b>{title}</b><div class="tree-lines">{body}</div></div>'
 
 
 def _signature():

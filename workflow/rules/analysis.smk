@@ -131,7 +131,9 @@ rule regate:
     input:
         unpack(regate_inputs),
     output:
-        sample_path("reviewed_result.json"),
+        result=sample_path("reviewed_result.json"),
+        # The re-gated QC figure (or a card saying why there is none); reviewed_qc_control.png beside it.
+        figure=sample_path("reviewed_qc.png"),
     log:
         batch_path("logs/regate/{sample_id}.log"),
     benchmark:
@@ -148,5 +150,5 @@ rule regate:
         reviews=config.get("reviews") or "",
         options=regate_options,
     shell:
-        "cd125gate regate {input.result:q} --gates {input.gates:q} --out {output:q}"
-        " --reviews {params.reviews:q} {params.options} > {log:q} 2>&1"
+        "cd125gate regate {input.result:q} --gates {input.gates:q} --out {output.result:q}"
+        " --config {input.config:q} --reviews {params.reviews:q} {params.options} > {log:q} 2>&1"

@@ -36,6 +36,7 @@ rule review_page:
         screening=batch_path("screening.json"),
         results=all_samples("result.json"),
         plots=all_samples("qc.png"),
+        reviewed_plots=reviewed_figures(),
     output:
         report(
             batch_path("report.html"),
@@ -91,6 +92,7 @@ rule signout_records:
         screening=batch_path("screening.json"),
         results=all_samples("result.json"),
         plots=all_samples("qc.png"),
+        reviewed_plots=reviewed_figures(),
     output:
         all_samples("signout.pdf"),
     log:

@@ -153,6 +153,11 @@ def reviewed_results():
     ]
 
 
+def reviewed_figures():
+    """reviewed_qc.png of every sample a REGATE line re-gates: its record is drawn from it."""
+    return [sample_path("reviewed_qc.png").format(sample_id=sid) for sid in REGATES]
+
+
 def screening_inputs(wildcards):
     """Results, the reviews file and the reviewed results that the screening table is made from."""
     files = {"results": all_samples("result.json"), "reviewed": reviewed_results()}
@@ -178,6 +183,8 @@ def regate_inputs(wildcards):
         "result": sample_path("result.json").format(sample_id=wildcards.sample_id),
         "gates": str(REGATES[wildcards.sample_id].gates),
         "fcs": sample.fcs,
+        # The automatic result's settings: the re-gated figure is drawn from the same events.
+        "config": batch_path("analysis_config.yaml"),
     }
     if sample.control is not None:
         files["control"] = sample.control
