@@ -31,7 +31,6 @@ from .fileio import atomic_write_text
 CRITERIA = ("FAILED", "REVIEW", "NOT_MET", "MET")  # attention order: worst first
 LABELS = {"MET": "MET", "NOT_MET": "NOT MET", "REVIEW": "REVIEW", "FAILED": "FAILED",
           "PENDING_REVIEW": "PENDING REVIEW", "REJECTED": "REJECTED"}
-DECISIONS = ("ACCEPT", "OVERRIDE_MET", "OVERRIDE_NOT_MET", "REJECT", "REGATE")
 THUMBNAIL_PX = 240          # width of the inline thumbnail of the stained tube's figure
 # Smallest text cd125gate.plots draws in the blast-gate and CD125 panels (legends, 6.5 pt);
 # printed at PRINT_SCALE times their size it is at least 8 pt.
@@ -70,19 +69,45 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, type=Path, help="report.html to write")
     parser.add_argument("--screening", type=Path,
                         help="screening.json: list the samples in its order and report any it names without a result")
+    parser.add_argument("--reviews", type=Path,
+                        help="the reviews file the batch was run with: its lines are the start of the reviews "
+                             "file the page builds (earlier lines + new ones)")
 
 
 def run(args):
     from .outputs import writing
 
     samples = load_samples(args.results_dir, args.screening)
+    earlier = earlier_lines(args.reviews) if args.reviews else []
     # A full disk or a read-only folder: one line naming the folder, never a traceback.
     with writing(Path(args.out).parent, Path(args.out).name):
-        write_page(samples, args.out)
+        write_page(samples, args.out, earlier)
     return 0
 
 
-def write_page(samples, out):
+def earlier_lines(path):
+    """The decision lines of a reviews file as written (column -> cell), comments and blank lines left out.
+
+    The page writes them back first in the reviews file it builds: decisions
+    only accumulate, and the workflow refuses a file that lost one. Cells are
+    kept as written (a relative gates path stays relative); the file was
+    checked by the workflow before this page was made.
+    """
+    import csv
+
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read reviews file: {exc}") from None
+    rows = [row for row in csv.reader(text.splitlines(), delimiter="\t")
+            if row and any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")]
+    if not rows:
+        return []
+    header = [name.strip() for name in rows[0]]
+    return [{name: cell for name, cell in zip(header, row) if name} for row in rows[1:]]
+
+
+def write_page(samples, out, earlier=()):
     """Write the page and, beside it, the folder of full-size figures and printed key plots."""
     from .fileio import atomic_write_bytes
 
@@ -93,7 +118,7 @@ def write_page(samples, out):
             target = assets / f"s{i}" / name
             if not target.is_file() or target.read_bytes() != data:
                 atomic_write_bytes(target, data)
-    atomic_write_text(out, render(samples, assets.name))
+    atomic_write_text(out, render(samples, assets.name, earlier))
 
 
 # --- reading -----------------------------------------------------------------
@@ -203,10 +228,11 @@ def _in_screening_order(found, ids):
 # --- writing -----------------------------------------------------------------
 
 
-def render(samples, assets="report_files"):
+def render(samples, assets="report_files", earlier=()):
     """The review page for ``samples`` as one HTML string.
 
-    ``assets`` is the folder (relative to the page) `write_page` puts the full figures in.
+    ``assets`` is the folder (relative to the page) `write_page` puts the full
+    figures in; ``earlier`` the lines of the reviews file the batch was run with.
     """
     template = Template(resources.files("cd125gate").joinpath("data/report_template.html").read_text())
     return template.substitute(
@@ -220,7 +246,24 @@ def render(samples, assets="report_files"):
         controls_template=controls_template(),
         rows="\n".join(_row(i, s) for i, s in enumerate(samples)),
         cards="\n".join(_card(i, s, assets) for i, s in enumerate(samples)),
+        reviews_data=_reviews_data(samples, earlier),
     )
+
+
+def _reviews_data(samples, earlier):
+    """What the page's script needs to build the complete reviews file, as JSON safe inside <script>.
+
+    The columns come from `cd125gate.reviews` (one place); ``batch`` names the
+    batch (its samples and result digests) for the lines kept in the browser
+    across a reload.
+    """
+    import hashlib
+
+    from . import reviews
+
+    batch = hashlib.sha256("\n".join(f"{s.sample_id}\t{s.result_sha256}" for s in samples).encode()).hexdigest()
+    data = {"columns": list(reviews.COLUMNS), "earlier": list(earlier), "batch": batch[:16]}
+    return json.dumps(data, ensure_ascii=True).replace("</", "<\\/")
 
 
 # --- figures: thumbnails inline, full figures and printed key plots as files ------------------
@@ -276,16 +319,21 @@ def _counts(samples):
 
 
 def _attention(samples):
-    """REVIEW and FAILED samples, worst first, each with its reasons and a link to its card."""
+    """REVIEW and FAILED samples not yet decided, worst first, each with its reasons and a link to its card.
+
+    A sample whose decision the batch applied is not waiting for anyone (a
+    REVIEW re-gated to REVIEW is: its final status is still PENDING_REVIEW).
+    """
     items = []
     for criterion in ("FAILED", "REVIEW"):
         for i, s in enumerate(samples):
-            if s.criterion == criterion:
+            decided = s.row.get("review_decision") and _final(s) != "PENDING_REVIEW"
+            if s.criterion == criterion and not decided:
                 reasons = "; ".join(s.result.get("reasons") or []) or "no reason recorded"
                 items.append(f'<li>{_badge(criterion)} <a href="#s{i}">{escape(s.sample_id)}</a>: '
                              f"{escape(reasons)}</li>")
     if not items:
-        return '<p>No sample needs review: every sample is MET or NOT MET.</p>'
+        return '<p>No sample needs attention: none is waiting for a decision.</p>'
     return f'<div class="attention"><b>Needs attention ({len(items)})</b><ul>{"".join(items)}</ul></div>'
 
 
@@ -377,7 +425,8 @@ def _card(i, s, assets="report_files"):
     r = s.record
     regated = '<span class="regated">re-gated</span> ' if s.reviewed else ""
     parts = [f'<section class="card card-{s.criterion}" id="s{i}" data-criterion="{s.criterion}" '
-             f'data-sample-id="{escape(s.sample_id)}" data-result-sha256="{escape(s.result_sha256 or "")}">',
+             f'data-sample-id="{escape(s.sample_id)}" data-result-sha256="{escape(s.result_sha256 or "")}" '
+             f'data-final="{escape(_final(s))}" data-decision="{escape(s.row.get("review_decision") or "")}">',
              _print_header(s),
              f"<h3>{escape(s.sample_id)} {regated}{_badge(r.get('criterion', 'FAILED'))} "
              f"<span class=\"final\">final: {_badge(_final(s))}</span></h3>",
@@ -484,16 +533,22 @@ def controls_template():
     """The decision controls the page's script puts into a card: decision, reviewer, date, reason, gates."""
     return ('<template id="controls-template"><form class="controls" onsubmit="return false">'
             f'<b>Sign out</b> '
-            f'<label>Decision <select name="decision"><option value="">choose…</option>{_OPTIONS}</select></label> '
+            f'<label>Decision <select name="decision"><option value="">choose…</option>{_options()}</select></label> '
             f'<label>Reviewer <input name="reviewer" size="14"></label> '
             f'<label>Date <input name="date" size="10" placeholder="YYYY-MM-DD"></label> '
             f'<label class="reason">Reason <input name="reason" size="40"></label> '
             f'<label class="gates">Edited gates <input name="gates" size="24" placeholder="edited_gates.xml"></label> '
+            # The file itself, read by the page only to compute the SHA-256 the line binds.
+            f'<label class="gates">file <input type="file" name="gatesfile" accept=".xml"></label> '
+            f'<input name="gates_sha256" class="gates digest" size="20" readonly placeholder="SHA-256 of the file"> '
             f'<button type="button" name="add">Add line</button> '
             f'<span class="control-error" role="alert"></span></form></template>')
 
 
-_OPTIONS = "".join(f'<option value="{d}">{d}</option>' for d in DECISIONS)
+def _options():
+    from .reviews import DECISIONS  # the decisions the workflow reads, in one place
+
+    return "".join(f'<option value="{d}">{d}</option>' for d in DECISIONS)
 
 
 def _print_tree(result, regated=False):

@@ -59,9 +59,11 @@ rule review_page:
         results_dir=lambda wildcards, input: os.path.dirname(
             os.path.dirname(input.results[0])
         ),
+        # The page's reviews file starts with the lines this batch was run with.
+        reviews=review_page_option,
     shell:
         "cd125gate report --results-dir {params.results_dir:q}"
-        " --out {output:q} --screening {input.screening:q} > {log:q} 2>&1"
+        " --out {output:q} --screening {input.screening:q} {params.reviews} > {log:q} 2>&1"
 
 
 rule flowjo_workspace:

@@ -176,6 +176,13 @@ def screening_options(wildcards, input):
     return options
 
 
+def review_page_option(wildcards):
+    """`--reviews FILE` of the review page when the batch runs with a reviews file."""
+    if not config.get("reviews"):
+        return ""
+    return f"--reviews {shlex.quote(str(config['reviews']))}"
+
+
 def regate_inputs(wildcards):
     """The automatic result, the edited gates and the tubes of a sample under a REGATE line."""
     sample = SAMPLES[wildcards.sample_id]
