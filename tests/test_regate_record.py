@@ -75,8 +75,9 @@ def test_the_card_and_its_printed_page_are_the_regated_record(batch):
     assert f"<p>{fraction}" in card and f"({reviewed['cd125_pos_events']:,} positive)" in card
     assert f"cut-off {reviewed['threshold']['value_raw']:,.4g} raw" in card
     # The automatic result beside it, and the digests that bind the two.
-    assert "Automatic result, for comparison" in card
-    assert f"{100 * automatic['cd125_pos_fraction']:.1f}%" in card
+    comparison = card[card.index('class="comparison"'):]
+    assert f"<b>Automatic result</b>: MET · CD125+ {100 * automatic['cd125_pos_fraction']:.1f}%" in comparison
+    assert f"cut-off {automatic['threshold']['value_raw']:,.4g} raw" in comparison
     for digest in (sha256_file(folder / "result.json"), sha256_file(folder / "reviewed_result.json"),
                    sha256_file(root / "edited.xml")):
         assert digest in card

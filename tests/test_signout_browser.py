@@ -176,12 +176,12 @@ def test_printed_key_plots_have_text_of_at_least_8_pt(real, tmp_path):
 
 
 def test_key_panel_min_font_matches_the_plots():
-    """KEY_PANEL_MIN_FONT_PT is the smallest text the blast-gate and CD125 panels draw."""
+    """KEY_PANEL_MIN_FONT_PT is the smallest text the printed panels draw: CD45 / SSC-A blast gate, CD125."""
     import inspect
 
     from cd125gate import plots
 
-    sources = [inspect.getsource(f) for f in (plots._blasts_panel, plots._cd125_panel, plots._draw_gate,
+    sources = [inspect.getsource(f) for f in (plots._gate_panel, plots._cd125_panel, plots._draw_gate,
                                               plots._density, plots._raw_ticks)]
     sizes = [float(v) for src in sources for v in re.findall(r"(?:fontsize|labelsize)=([\d.]+)", src)]
     assert sizes and min(sizes) == report.KEY_PANEL_MIN_FONT_PT

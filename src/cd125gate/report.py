@@ -435,7 +435,7 @@ def _card(i, s, assets="report_files"):
              f"({escape(_count(r.get('cd125_pos_events')))} positive){escape(_needed(r))}</p>",
              _comparison(s),
              _list("reasons", "Reasons", r.get("reasons")),
-             _list("flags", "Flags", list(r.get("flags") or []) + s.problems),
+             _list("flags", "Flags", _flags(s)),
              _list("warnings", "Warnings", r.get("warnings")),
              _identity(r).replace("<p>", '<p class="no-print">', 1), _threshold(r)]
     if not s.figures:
@@ -469,14 +469,36 @@ def _card(i, s, assets="report_files"):
     return "\n".join(p for p in parts if p)
 
 
+def _flags(s):
+    """The record's flags; a re-gated record's own flag is left out (the comparison names the gates file)."""
+    flags = list(s.record.get("flags") or [])
+    if s.reviewed is not None:
+        flags = [f for f in flags if f not in (s.result.get("flags") or []) and not f.startswith("re-gated")] + \
+            [f for f in flags if f in (s.result.get("flags") or [])]
+    return flags + s.problems
+
+
 def _comparison(s):
     """A re-gated record's automatic result, for comparison, and the digests that bind the two."""
     from .signout import comparison_lines
 
     if s.reviewed is None:
         return ""
-    lines = "".join(f"<div>{escape(line)}</div>" for line in comparison_lines(s.result, s.reviewed, s.row))
-    return f'<div class="comparison"><b>Automatic result, for comparison</b>{lines}</div>'
+    automatic, review = s.result, s.reviewed.get("review") or {}
+    cut = (automatic.get("threshold") or {}).get("value_raw")
+    summary = (f"{LABELS.get(automatic.get('criterion'), automatic.get('criterion'))} · CD125+ {_fraction(automatic)}"
+               f" · {_count(automatic.get('cd125_pos_events'))} of {_count(automatic.get('blast_events'))} blasts"
+               + (f" · cut-off {cut:,.4g} raw" if cut is not None else ""))
+    digests = [("result.json", review.get("source_result_sha256")),
+               ("reviewed_result.json", s.row.get("reviewed_result_sha256")),
+               (f"gates {Path(str(review.get('gates'))).name}", review.get("gates_sha256"))]
+    # Compact for paper: one line each, the digests in full (they bind the record to its files).
+    lines = [f"<div><b>Automatic result</b>: {escape(summary)}</div>"]
+    lines += [f'<div>{escape(label)} <span class="digest">sha256 {escape(str(digest))}</span></div>'
+              for label, digest in digests if digest]
+    if review.get("figure_note"):
+        lines.append(f"<div>No re-gated figure: {escape(review['figure_note'])}</div>")
+    return f'<div class="comparison">{"".join(lines)}</div>'
 
 
 def _review_status(s):
@@ -486,9 +508,11 @@ def _review_status(s):
         reason = f" — {escape(row['review_reason'])}" if row.get("review_reason") else ""
         regated = ""
         if row.get("reviewed_criterion"):
-            regated = (f"; re-gated: {escape(LABELS.get(row['reviewed_criterion'], row['reviewed_criterion']))}, "
+            # On paper the card itself is the re-gated result: this repeats it (screen only).
+            regated = (f'<span class="no-print">; re-gated: '
+                       f"{escape(LABELS.get(row['reviewed_criterion'], row['reviewed_criterion']))}, "
                        f"CD125+ {_pct(row.get('reviewed_cd125_pos_fraction'))} (95% CI "
-                       f"{_pct(row.get('reviewed_ci_low'))}–{_pct(row.get('reviewed_ci_high'))})")
+                       f"{_pct(row.get('reviewed_ci_low'))}–{_pct(row.get('reviewed_ci_high'))})</span>")
         return (f'<p class="reviewed"><b>Reviewed:</b> {escape(row["review_decision"])} by '
                 f'{escape(str(row.get("reviewed_by")))} on {escape(str(row.get("reviewed_at")))}{reason}{regated}</p>')
     note = f" ({escape(row['review_note'])})" if row.get("review_note") else ""
@@ -595,6 +619,9 @@ def _threshold(result):
     threshold = result.get("threshold")
     if not threshold:
         return ""
+    if threshold.get("edited"):
+        # The automatic cut-off is beside it (the comparison); the edited one is the reviewer's.
+        threshold = dict(threshold, method="edited by the reviewer", description="")
     median = result.get("cd125_median") or {}
     ratio = f" · CD125 median stained/control {median['ratio']:.2f}" if median.get("ratio") is not None else ""
     overlap = threshold.get("overlap")
@@ -604,7 +631,8 @@ def _threshold(result):
     if control is not None:
         ratio += f" · control blasts above the cut-off {control:.1%}"
     return (f"<p><b>Threshold</b> ({escape(str(threshold.get('method')))}): "
-            f"{escape(str(threshold.get('description', '')))} · cut-off {threshold.get('value_raw', 0):,.4g} raw"
+            f"{escape(str(threshold.get('description') or ''))}{' · ' if threshold.get('description') else ''}"
+            f"cut-off {threshold.get('value_raw', 0):,.4g} raw"
             f"{escape(ratio)}</p>")
 
 

@@ -50,8 +50,9 @@ def key_panels(png_bytes):
     pixels = np.asarray(image)
 
     def cell(row, col):
-        top = grid_top + row * axes_height * (1 + HSPACE) - 0.45
-        bottom = top + axes_height + 0.45 + 0.5
+        # 0.55 in above the axes: room for a three-line title (the CD45 panel's), short of the row above.
+        top = grid_top + row * axes_height * (1 + HSPACE) - 0.55
+        bottom = top + axes_height + 0.55 + 0.5
         return tuple(int(round(v * dpi)) for v in (col * column, top, (col + 1) * column, min(bottom, height)))
 
     def drawn(box):
