@@ -82,6 +82,34 @@ def sitting(page, profile, actions=()):
     return json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', done.stdout, re.S).group(1)))
 
 
+# Lays the page out as it prints (print rules applied on screen, at the width of A4 landscape
+# between its margins) and names each card whose signature block falls off its sheet.
+PRINT_LAYOUT = """<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  var off = [];
+  Array.prototype.forEach.call(document.querySelectorAll(".card"), function (c) {
+    var sheet = c.getBoundingClientRect(), signature = c.querySelector(".signature").getBoundingClientRect();
+    if (signature.bottom > sheet.bottom + 0.5) { off.push(c.getAttribute("data-sample-id")); }
+  });
+  var pre = document.createElement("pre"); pre.id = "driver-out"; pre.textContent = JSON.stringify(off);
+  document.body.appendChild(pre);
+}, 300); });
+</script>
+</body>"""
+
+
+def signatures_off_the_sheet(page, profile):
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    text = page.read_text(encoding="utf-8").replace("@media print {", "@media all {")
+    laid = page.with_name("print_layout.html")
+    laid.write_text(text.replace("@media screen {", "@media not all {").replace("</body>", PRINT_LAYOUT),
+                    encoding="utf-8")
+    done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+                           "--window-size=1062,794", "--dump-dom", laid.as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    return json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', done.stdout, re.S).group(1)))
+
+
 def rows(outdir):
     with open(outdir / "screening.tsv", newline="") as handle:
         return {row["sample_id"]: row for row in csv.DictReader(handle, delimiter="\t")}
@@ -155,6 +183,8 @@ def test_two_sittings_build_one_reviews_file_and_every_record_agrees(tmp_path):
     # Decided samples no longer wait under "Needs attention"; the undecided one does.
     attention = page[page.index('class="attention"'):page.index("</div>", page.index('class="attention"'))]
     assert "few_blasts" in attention and "near50_fmo" not in attention
+    # Printed, every page keeps its signature block, the re-gated one with its comparison included.
+    assert signatures_off_the_sheet(outdir / "report.html", tmp_path / "print-profile") == []
     # batch.wsp holds the re-gated tubes as a group of their own.
     assert '<GroupNode name="re-gated"' in (outdir / "batch.wsp").read_text()
 
