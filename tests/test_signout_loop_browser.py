@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import zlib
 
 import pytest
 
@@ -110,6 +111,18 @@ def signatures_off_the_sheet(page, profile):
     return json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', done.stdout, re.S).group(1)))
 
 
+def pdf_text(path):
+    """The decompressed content streams of a PDF: matplotlib writes each text run there as it reads."""
+    data = path.read_bytes()
+    text = b""
+    for match in re.finditer(rb"stream\r?\n", data):
+        try:
+            text += zlib.decompress(data[match.end():data.find(b"endstream", match.end())])
+        except zlib.error:
+            continue
+    return text
+
+
 def rows(outdir):
     with open(outdir / "screening.tsv", newline="") as handle:
         return {row["sample_id"]: row for row in csv.DictReader(handle, delimiter="\t")}
@@ -178,8 +191,11 @@ def test_two_sittings_build_one_reviews_file_and_every_record_agrees(tmp_path):
     index = re.search(r'<section [^>]*id="s(\d+)"[^>]*data-sample-id="high_fmo"', page).group(1)
     assert (outdir / f"report_files/s{index}/key_cd125.png").read_bytes() == \
         signout.key_panels((outdir / "samples/high_fmo/reviewed_qc.png").read_bytes())[1]
-    assert (outdir / "samples/high_fmo/signout.pdf").stat().st_mtime >= \
-        (outdir / "samples/high_fmo/reviewed_result.json").stat().st_mtime
+    # signout.pdf too: it prints the digests of the re-gated result and of the gates file it came from.
+    record = pdf_text(outdir / "samples/high_fmo/signout.pdf")
+    assert sha256_file(outdir / "samples/high_fmo/reviewed_result.json").encode() in record
+    assert reviewed["review"]["gates_sha256"].encode() in record
+    assert b"REJECT" not in pdf_text(outdir / "samples/few_blasts/signout.pdf")
     # Decided samples no longer wait under "Needs attention"; the undecided one does.
     attention = page[page.index('class="attention"'):page.index("</div>", page.index('class="attention"'))]
     assert "few_blasts" in attention and "near50_fmo" not in attention
@@ -206,6 +222,9 @@ def test_two_sittings_build_one_reviews_file_and_every_record_agrees(tmp_path):
     assert {sid: r["final"] for sid, r in rows(outdir).items()} == \
         {"low_fmo": "NOT_MET", "near50_fmo": "NOT_MET", "few_blasts": "REJECTED", "high_fmo": "MET"}
     assert sorted(r["sample_id"] for r in audit(outdir)) == ["few_blasts", "high_fmo", "low_fmo", "near50_fmo"]
+    assert b"REJECT" in pdf_text(outdir / "samples/few_blasts/signout.pdf")
+    assert sha256_file(outdir / "samples/high_fmo/reviewed_result.json").encode() in \
+        pdf_text(outdir / "samples/high_fmo/signout.pdf")
     # The next sitting starts from all four; nothing is pending and no line is left unsaved.
     last = sitting(outdir / "report.html", profile)
     assert last["earlier"] == "4" and last["pending"] == "0"
