@@ -112,3 +112,20 @@ def test_signout_pdf_is_the_regated_record(batch, monkeypatch):
     panel = np.asarray(Image.open(io.BytesIO(signout.key_panels((folder / "reviewed_qc.png").read_bytes())[1]))
                        .convert("RGB"))
     assert any(image.shape == panel.shape and (np.asarray(image) == panel).all() for image in seen["images"])
+
+
+def test_a_figure_that_would_not_be_the_evidence_is_a_card_saying_why(batch, tmp_path):
+    """Other settings than the automatic result's: the repeated analysis differs, so no figure is drawn."""
+    from cd125gate import regate
+    from cd125gate.settings import load_settings
+
+    root, folder, _ = batch
+    out = tmp_path / "reviewed_result.json"
+    other = load_settings(overrides={"threshold": {"control_percentile": 99.0}})
+    reviewed = regate.regate_result(folder / "result.json", root / "edited.xml", out, settings=other, figures=True)
+    assert reviewed["review"]["figure_note"].startswith("repeating the analysis does not reproduce result.json")
+    assert "cd125_pos" in reviewed["review"]["figure_note"]
+    assert (tmp_path / "reviewed_qc.png").is_file() and not (tmp_path / "reviewed_qc_control.png").exists()
+    assert signout.key_panels((tmp_path / "reviewed_qc.png").read_bytes()) == []  # a card, not panels
+    # The reviewed counts are FlowKit's all the same.
+    assert reviewed["cd125_pos_events"] == load(folder / "reviewed_result.json")["cd125_pos_events"]

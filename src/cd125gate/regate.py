@@ -232,15 +232,16 @@ def regate_result(result_path, gates_path, out_path=None, fcs_path=None, control
     validate(SampleResult.from_json(reviewed))
     out_path = Path(out_path or result_path.with_name(REVIEWED_RESULT))
     if figures:
-        from .regate_figure import draw_reviewed
+        from .regate_figure import draw_reviewed, figure_stem
 
-        note = draw_reviewed(result, reviewed, load_gates(gates_path), out_path.parent, settings)
+        stem = figure_stem(out_path)
+        note = draw_reviewed(result, reviewed, load_gates(gates_path), out_path.parent, settings, stem)
         reviewed["review"]["figure_note"] = note
         # The figures of this result are the re-gated ones (or the card saying why there are none).
         reviewed["outputs"] = {k: v for k, v in reviewed["outputs"].items() if not k.startswith("qc_")}
-        for stem in ("reviewed_qc", "reviewed_qc_control"):
-            if (out_path.parent / f"{stem}.png").is_file():
-                reviewed["outputs"][stem.replace("reviewed_", "") + "_png"] = f"{stem}.png"
+        for key, name in (("qc_png", f"{stem}.png"), ("qc_control_png", f"{stem}_control.png")):
+            if (out_path.parent / name).is_file():
+                reviewed["outputs"][key] = name
     atomic_write_json(out_path, reviewed)
     return reviewed
 

@@ -26,8 +26,14 @@ class NoFigure(Exception):
     """The re-gated figure would not be the evidence of the reviewed numbers (the message says why)."""
 
 
-def draw_reviewed(result, reviewed, strategy, folder, settings=None):
-    """Write ``reviewed_qc.png`` (and ``reviewed_qc_control.png``) of a reviewed result into ``folder``.
+def figure_stem(reviewed_path):
+    """The stem of the figures written beside a reviewed result: ``reviewed_qc`` beside reviewed_result.json."""
+    path = Path(reviewed_path)
+    return REVIEWED_QC if path.name == "reviewed_result.json" else f"{path.stem}_qc"
+
+
+def draw_reviewed(result, reviewed, strategy, folder, settings=None, stem=REVIEWED_QC):
+    """Write ``<stem>.png`` (and ``<stem>_control.png``) of a reviewed result into ``folder``.
 
     ``result`` and ``reviewed`` are result dicts; ``strategy`` is the edited
     GatingStrategy. Returns None, or the reason a card was drawn instead.
@@ -39,15 +45,15 @@ def draw_reviewed(result, reviewed, strategy, folder, settings=None):
         stained, control, threshold = reviewed_tubes(result, reviewed, strategy, settings)
     except (NoFigure, InputError) as exc:
         reason = str(exc)
-        _card(results.SampleResult.from_json(reviewed), reason, folder)
+        _card(results.SampleResult.from_json(reviewed), reason, folder, stem)
         return reason
     # The internal controls were measured against the automatic cut-off: not evidence here.
     shown = results.SampleResult.from_json(reviewed).replace(internal_controls=None)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         plots.plot_sample(stained, control, threshold, shown, tmp)
-        for stem in ("qc", "qc_control"):
-            if (Path(tmp) / f"{stem}.png").is_file():
-                shutil.move(Path(tmp) / f"{stem}.png", Path(folder) / f"{REVIEWED_QC}{stem[2:]}.png")
+        for name in ("qc", "qc_control"):
+            if (Path(tmp) / f"{name}.png").is_file():
+                shutil.move(Path(tmp) / f"{name}.png", Path(folder) / f"{stem}{name[2:]}.png")
     return None
 
 
@@ -154,10 +160,10 @@ def _compensation(result):
     return matrix
 
 
-def _card(result, reason, folder):
-    """A page saying why the re-gated sample has no figure, in place of ``reviewed_qc.png``."""
+def _card(result, reason, folder, stem):
+    """A page saying why the re-gated sample has no figure, in place of ``<stem>.png``."""
     from . import plots
 
     plots.plot_message(result, ["No figure of the re-gated gates: " + reason,
                                 "The reviewed counts (FlowKit's) are in reviewed_result.json."],
-                       folder, REVIEWED_QC)
+                       folder, stem)
