@@ -3,6 +3,7 @@
 
 Usage: .venv/bin/python scripts/accuracy.py [--seeds 8] [--first 1000]
        .venv/bin/python scripts/accuracy.py --cohort 250 --seed 1 [--events 20000 300000] [--list]
+                                            [--confounders]
 (after `bash scripts/setup.sh --test`: the first form reuses the cases of the accuracy tests)
 
 Without --cohort: runs every case of tests/test_analysis_accuracy.py (CASES) per seed and prints,
@@ -15,6 +16,8 @@ With --cohort N: the robustness benchmark over N specimens of `cd125gate.cohort`
 confident-wrong calls (MET/NOT_MET on the wrong side of 50 %, or on a case with < 200 true blasts),
 REVIEW rate on clear cases (>= 10 points from 50 %, >= 500 blasts, CD125 not dim), FAILED on valid
 cases, and the mean and worst |fraction - truth| on called clear cases. --list prints every case.
+With --confounders the cohort carries what real marrows hold beside blasts (`cohort.CONFOUNDERS`),
+and a table per confounder follows the summary (a case counts under each confounder it carries).
 """
 
 import argparse
@@ -90,7 +93,23 @@ def case_line(result, truth):
     return (f"{truth['name']} {verdict(result, truth):6s} truth {truth['expected_criterion']:7s} "
             f"{100 * tf if tf is not None else float('nan'):5.1f}% of {truth['blasts']:6d} "
             f"{'clear' if truth['clear'] else '     '} got {result.criterion:7s} {shown} "
-            f"of {result.blast_events} | {reasons}")
+            f"of {result.blast_events} [{','.join(truth['confounders'])}] | {reasons}")
+
+
+def confounder_table(rows):
+    """Markdown table: per confounder, cases, confident-wrong, REVIEW on clear, FAILED, errors."""
+    from cd125gate.cohort import CONFOUNDERS
+
+    lines = ["| confounder | cases | confident-wrong | REVIEW on clear | FAILED | mean / worst error (pt) |",
+             "|---|---|---|---|---|---|"]
+    for name in ("none", *CONFOUNDERS):
+        own = [(r, t) for r, t in rows if (name in t["confounders"] if name != "none" else not t["confounders"])]
+        if not own:
+            continue
+        s = summarise(own)
+        lines.append(f"| {name} | {s['cases']} | {s['confident_wrong']} | {s['clear_review']}/{s['clear']} | "
+                     f"{s['failed_valid']} | {s['mean_error']:.2f} / {s['worst_error']:.2f} |")
+    return "\n".join(lines)
 
 
 def cohort(args):
@@ -100,12 +119,14 @@ def cohort(args):
     settings = load_settings()
     start = time.perf_counter()
     rows = []
-    for spec in cohort_specs(args.cohort, args.seed, tuple(args.events)):
+    for spec in cohort_specs(args.cohort, args.seed, tuple(args.events), args.confounders):
         result, truth = run_cohort_case(spec, args.seed, settings)
         rows.append((result, truth))
         if args.list:
             print(case_line(result, truth), flush=True)
     print(summary_line(args.seed, summarise(rows)) + f" [{time.perf_counter() - start:.0f} s]")
+    if args.confounders:
+        print(confounder_table(rows))
 
 
 def bundled(args):
@@ -143,6 +164,7 @@ def main():
     parser.add_argument("--events", type=int, nargs=2, default=(20_000, 300_000), metavar=("MIN", "MAX"),
                         help="the cohort's event-count range")
     parser.add_argument("--list", action="store_true", help="print every cohort case")
+    parser.add_argument("--confounders", action="store_true", help="the cohort with real-marrow confounders")
     args = parser.parse_args()
     cohort(args) if args.cohort else bundled(args)
 

@@ -8,7 +8,7 @@ import pytest
 
 from cd125gate.analyze import analyze_sample
 from cd125gate.cli import main
-from cd125gate.cohort import acceptable, cohort_specs
+from cd125gate.cohort import CONFOUNDERS, acceptable, cohort_specs
 from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, write_case
 
@@ -58,6 +58,26 @@ def test_a_cohort_of_60_gets_no_confident_wrong_call():
     assert summary["failed_valid"] == 0
     assert summary["clear"] >= 15 and summary["clear_review"] <= 0.2 * summary["clear"], summary
     assert summary["worst_error"] <= 3.0, summary
+
+
+def test_a_cohort_of_60_with_real_marrow_confounders_gets_no_confident_wrong_call():
+    """Nucleated red cells, hematogones, pDC, a second clone, a missing marker, 20-bit data...: seeded."""
+    settings = load_settings()
+    specs = cohort_specs(60, 11, events=(20_000, 30_000), confounders=True)
+    rows = [run_cohort_case(spec, 11, settings) for spec in specs]
+    wrong = [(t["name"], r.criterion, t["true_fraction"], t["blasts"], t["confounders"]) for r, t in rows
+             if verdict(r, t) == "wrong"]
+    assert wrong == []
+    assert summarise(rows)["failed_valid"] == 0
+    drawn = {c for _, t in rows for c in t["confounders"]}
+    assert drawn == set(CONFOUNDERS), set(CONFOUNDERS) - drawn
+
+
+def test_confounders_are_drawn_without_changing_the_plain_cohort():
+    plain, confounded = cohort_specs(30, 5), cohort_specs(30, 5, confounders=True)
+    assert [s.blast_markers for s in plain] == [s.blast_markers for s in confounded]
+    assert any(s.extra for s in confounded) and not any(s.extra for s in plain)
+    assert any(s.clone2_fraction for s in confounded) and any(s.bits == 20 for s in confounded)
 
 
 # The three cases of issue 10 that got a confident wrong answer before populations were named.

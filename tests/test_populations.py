@@ -103,8 +103,17 @@ def test_levels_are_read_against_the_t_cells_not_the_hla_dr_positive_b_cells():
     assert pops.levels[6]["HLA-DR"] == "bright"  # monocytes
 
 
-def test_a_blast_as_cd45_bright_as_lymphocytes_is_not_called_a_blast():
+def test_cd45_bright_blasts_are_called_blasts_only_by_cd34_or_cd117():
+    """As CD45-bright as lymphocytes: CD34+/CD117+ is blasts (as a cytometrist gates them), HLA-DR alone is not."""
     pops = named(dict(MARROW, blasts=[4.78, 4.26, 3.45, 2.8, 2.6, 2.7, 2.2, 2.6]))
+    assert pops.labels[2] == "blasts"
+    pops = named(dict(MARROW, blasts=[4.78, 4.26, 3.45, 0.6, 0.6, 2.7, 2.2, 2.6]))
+    assert pops.labels[2] != "blasts"
+
+
+def test_a_cd34_population_lacking_cd117_and_cd33_is_not_called_blasts():
+    """CD34+ hematogones-like events (CD117-, CD33-) are not myeloid blasts."""
+    pops = named(dict(MARROW, blasts=[4.78, 4.26, 2.6, 2.8, 0.6, 0.6, 2.2, 0.6]))
     assert pops.labels[2] != "blasts"
 
 
@@ -228,16 +237,6 @@ BLAST = {"CD45": 2.6, "SSC-A": 4.2, "CD34": 2.5, "CD117": 2.4, "HLA-DR": 2.6, "C
 
 def test_real_blasts_pass_every_blast_check():
     assert checks.blast_checks(checked_tube(BLAST, LYMPH), SETTINGS) == []
-
-
-@pytest.mark.parametrize("outside, flagged", [(300, False), (500, True)])
-def test_a_blast_gate_holding_under_half_its_population_is_flagged(outside, flagged):
-    """400 gated blasts; the population's fitted events also include ``outside`` events the gate left out."""
-    tube = checked_tube(BLAST, LYMPH)
-    tube.populations.rows_of = lambda name: np.concatenate([np.arange(400 - outside // 2, 400),
-                                                           np.arange(400, 800), np.arange(outside - outside // 2)])
-    reasons = checks.blast_checks(tube, SETTINGS)
-    assert any(r.startswith("coverage check: the blast gate holds 44%") for r in reasons) is flagged, reasons
 
 
 @pytest.mark.parametrize("change, name", [

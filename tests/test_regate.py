@@ -143,9 +143,9 @@ def test_regate_command_names_the_reviewer(near50, tmp_path, capsys):
 
     _, out = near50
     reviews = tmp_path / "reviews.tsv"
-    reviews.write_text("sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\n"
+    reviews.write_text("sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\tgates_sha256\n"
                        f"near50_fmo\t{sha256_file(out / 'result.json')}\tREGATE\tDr Ada\t2026-11-30\t"
-                       f"tighter blast gate\t{out / 'gates.xml'}\n")
+                       f"tighter blast gate\t{out / 'gates.xml'}\t{sha256_file(out / 'gates.xml')}\n")
     target = tmp_path / "reviewed_result.json"
     argv = ["regate", str(out / "result.json"), "--gates", str(out / "gates.xml"), "--out", str(target),
             "--reviews", str(reviews)]
@@ -153,3 +153,82 @@ def test_regate_command_names_the_reviewer(near50, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("reviewed near50_fmo: ")
     review = json.loads(target.read_text())["review"]
     assert (review["reviewer"], review["date"], review["reason"]) == ("Dr Ada", "2026-11-30", "tighter blast gate")
+
+
+# --- edited gates checked before any job (issue 18) -------------------------------------------------
+
+CD125_GATE = r'(<gating:RectangleGate gating:id="cd125_pos" gating:parent_id=")blasts(">\s*<gating:dimension[^>]*>\s*' \
+             r'<data-type:fcs-dimension data-type:name=")PE-A(")'
+
+
+def edit(gates_xml, tmp_path, change):
+    edited = tmp_path / "edited.xml"
+    edited.write_text(change(gates_xml.read_text()))
+    return edited
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda t: t[: len(t) // 2], "not a usable Gating-ML 2.0 document"),
+    (lambda t: t.replace('gating:id="blasts"', 'gating:id="blasts2"').replace(
+        'gating:parent_id="blasts"', 'gating:parent_id="blasts2"'), "the edited gates have no 'blasts' gate"),
+    (lambda t: re.sub(CD125_GATE, r"\g<1>blast_region\g<2>PE-A\g<3>", t), "must sit directly under 'blasts'"),
+    (lambda t: re.sub(CD125_GATE, r"\g<1>blasts\g<2>PE-Cy9-A\g<3>", t),
+     "gate 'cd125_pos' uses channel(s) PE-Cy9-A, which near50_fmo_stained.fcs does not have"),
+    (lambda t: t.replace('<data-type:fcs-dimension data-type:name="PE-A"/>',
+                         '<data-type:fcs-dimension data-type:name="PE-Q-A"/>', 2),
+     "compensation matrix 'spill' names channel(s) PE-Q-A, which near50_fmo_stained.fcs does not have"),
+])
+def test_edited_gates_are_checked_on_the_sample_tubes(near50, tmp_path, change, problem):
+    _, out = near50
+    edited = edit(out / "gates.xml", tmp_path, change)
+    tubes = [TEST_DATA / "near50_fmo_stained.fcs", TEST_DATA / "near50_fmo_control.fcs"]
+    with pytest.raises(InputError) as err:
+        regate.check_edited_gates(edited, tubes)
+    assert str(err.value).startswith(f"{edited}: ")
+    assert problem in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_bundled_gates_pass_the_check(near50):
+    _, out = near50
+    regate.check_edited_gates(out / "gates.xml", [TEST_DATA / "near50_fmo_stained.fcs"])
+
+
+def test_an_unknown_channel_at_regate_time_blames_the_gates_not_the_tube(near50, tmp_path):
+    _, out = near50
+    edited = edit(out / "gates.xml", tmp_path, lambda t: re.sub(CD125_GATE, r"\g<1>blasts\g<2>PE-Cy9-A\g<3>", t))
+    with pytest.raises(InputError) as err:
+        regate.regate_result(out / "result.json", edited, tmp_path / "r.json")
+    assert str(err.value).startswith(f"{edited} (applied to ")
+
+
+def test_gates_that_are_not_the_ones_signed_are_refused(near50, tmp_path):
+    from cd125gate.reviews import Review
+
+    _, out = near50
+    review = Review("near50_fmo", sha256_file(out / "result.json"), "REGATE", "Dr Ada", "2026-11-30", "x",
+                    out / "gates.xml", "reviews.tsv", 2, "0" * 64)
+    with pytest.raises(InputError, match="not the gates file reviews.tsv: line 2 signed"):
+        regate.regate_result(out / "result.json", out / "gates.xml", tmp_path / "r.json", review=review)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_the_reviewed_result_is_written_whole_to_each_path(near50, tmp_path):
+    _, out = near50
+    regate.regate_result(out / "result.json", out / "gates.xml", tmp_path / "a.json",
+                         copies=[tmp_path / "b.json"])
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_regate_command_records_a_failure_instead_of_failing(near50, tmp_path, capsys):
+    from cd125gate import cli
+
+    _, out = near50
+    edited = edit(out / "gates.xml", tmp_path, lambda t: re.sub(CD125_GATE, r"\g<1>blasts\g<2>PE-Cy9-A\g<3>", t))
+    folder = tmp_path / "reviewed" / "0123456789abcdef"
+    argv = ["regate", str(out / "result.json"), "--gates", str(edited), "--out", str(folder / "reviewed_result.json"),
+            "--failure", str(folder / "failed.txt")]
+    assert cli.main(argv) == 0
+    problem = (folder / "failed.txt").read_text()
+    assert problem.startswith(f"{edited} (applied to near50_fmo_stained.fcs): ") and problem.count("\n") == 1
+    assert not (folder / "reviewed_result.json").exists()
+    assert problem.strip() in capsys.readouterr().err

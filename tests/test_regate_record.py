@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cd125gate import analyze, cli, outputs, regate_figure, signout
+from cd125gate import analyze, cli, outputs, regate_figure, screening, signout
+from cd125gate import reviews as reviews_module
 from cd125gate.fileio import sha256_file
 
 ROOT = Path(__file__).parents[1]
@@ -30,11 +31,15 @@ def batch(tmp_path_factory):
     assert n == 1
     (root / "edited.xml").write_text(text)
     reviews = root / "reviews.tsv"
-    reviews.write_text("sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\n"
+    reviews.write_text("sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\tgates_sha256\n"
                        f"{SID}\t{sha256_file(folder / 'result.json')}\tREGATE\tDr Bo\t2026-12-01\t"
-                       "FMO cut-off too low\tedited.xml\n")
+                       f"FMO cut-off too low\tedited.xml\t{sha256_file(root / 'edited.xml')}\n")
+    # As the workflow re-gates: into the decision's folder, copied beside result.json once complete.
+    line = reviews_module.latest_by_sample(reviews_module.read_reviews(reviews))[SID]
+    decision = screening.reviewed_result_path(folder / "result.json", line)
     assert cli.main(["regate", str(folder / "result.json"), "--gates", str(root / "edited.xml"),
-                     "--reviews", str(reviews)]) == 0
+                     "--reviews", str(reviews), "--out", str(decision),
+                     "--current", str(folder / "reviewed_result.json")]) == 0
     assert cli.main(["screening", str(folder / "result.json"), "--tsv", str(root / "screening.tsv"),
                      "--json", str(root / "screening.json"), "--reviews", str(reviews)]) == 0
     assert cli.main(["report", "--results-dir", str(root / "samples"), "--out", str(root / "report.html"),
@@ -50,7 +55,10 @@ def test_the_regated_figure_is_drawn_from_the_edited_gates(batch):
     root, folder, analysis = batch
     reviewed, automatic = load(folder / "reviewed_result.json"), load(folder / "result.json")
     assert reviewed["review"]["figure_note"] is None and reviewed["outputs"]["qc_png"] == "reviewed_qc.png"
-    assert (folder / "reviewed_qc.png").is_file() and (folder / "reviewed_qc_control.png").is_file()
+    # Beside the decision's reviewed result and beside its copy next to result.json, the same figures.
+    decision = next((folder / "reviewed").iterdir())
+    for name in ("reviewed_qc.png", "reviewed_qc_control.png"):
+        assert (folder / name).read_bytes() == (decision / name).read_bytes()
     from cd125gate.regate import load_gates
 
     stained, control, threshold = regate_figure.reviewed_tubes(automatic, reviewed, load_gates(root / "edited.xml"))

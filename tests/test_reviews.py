@@ -7,7 +7,8 @@ from cd125gate.errors import InputError
 
 A = "a" * 64
 B = "b" * 64
-HEADER = "sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\n"
+G = "c" * 64
+HEADER = "sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\tgates_sha256\n"
 
 
 def write(tmp_path, *lines, header=HEADER):
@@ -16,8 +17,11 @@ def write(tmp_path, *lines, header=HEADER):
     return path
 
 
-def line(sample="s1", digest=A, decision="ACCEPT", reviewer="Dr Ada", day="2026-11-30", reason="", gates=""):
-    return "\t".join([sample, digest, decision, reviewer, day, reason, gates])
+def line(sample="s1", digest=A, decision="ACCEPT", reviewer="Dr Ada", day="2026-11-30", reason="", gates="",
+         gates_sha256=None):
+    if gates_sha256 is None:
+        gates_sha256 = G if decision == "REGATE" else ""
+    return "\t".join([sample, digest, decision, reviewer, day, reason, gates, gates_sha256])
 
 
 def test_good_lines_are_read_with_their_line_numbers(tmp_path):
@@ -41,7 +45,7 @@ def test_good_lines_are_read_with_their_line_numbers(tmp_path):
     (line(decision="REGATE", reason="x"), "line 2: REGATE of sample 's1' names no edited Gating-ML"),
     (line(decision="REGATE", reason="x", gates="nope.xml"), "does not exist"),
     (line(gates="x.xml"), "line 2: ACCEPT of sample 's1' names a gates file; only REGATE uses one"),
-    (line() + "\textra", "line 2: 8 cells but the header has 7"),
+    (line() + "\textra", "line 2: 9 cells but the header has 8"),
 ])
 def test_a_bad_line_is_one_error_naming_file_and_line(tmp_path, bad, problem):
     path = write(tmp_path, bad)
@@ -69,7 +73,7 @@ def test_check_refuses_unknown_sample_stale_digest_and_missing_result(tmp_path):
     with pytest.raises(InputError, match=r"line 3: unknown sample 'zz'"):
         reviews.check(reviews.read_reviews(path), {"s1": A})
     path = write(tmp_path, line("s1", B))
-    with pytest.raises(InputError, match=r"line 2: stale digest for sample 's1'"):
+    with pytest.raises(InputError, match=r"line 2: result_sha256 of sample 's1' is not its current result.json"):
         reviews.check(reviews.read_reviews(path), {"s1": A})
     with pytest.raises(InputError, match=r"line 2: sample 's1' has no result.json yet"):
         reviews.check(reviews.read_reviews(path), {"s1": None})
@@ -166,3 +170,131 @@ def test_a_foreign_audit_file_is_refused(tmp_path):
     audit.write_text("a\tb\n1\t2\n")
     with pytest.raises(InputError, match="not a cd125gate audit trail"):
         reviews.read_audit(audit)
+
+
+# --- issue 18: decisions are tamper-evident, every check before any job --------------------------
+
+def test_accept_of_a_review_is_refused_even_after_an_earlier_decision_on_that_result(tmp_path):
+    # The audit knowing this digest (an earlier override of it) must not let an ACCEPT through.
+    path = write(tmp_path, line("s1", A, "OVERRIDE_MET", reason="tail is real"), line("s1", A, "ACCEPT"))
+    with pytest.raises(InputError, match="line 3: ACCEPT of sample 's1': a REVIEW result has no answer"):
+        reviews.check(reviews.read_reviews(path), {"s1": A}, known={"s1": {A}}, criteria={"s1": "REVIEW"})
+
+
+def test_a_regate_line_must_bind_its_gates_file(tmp_path):
+    (tmp_path / "edit.xml").write_text("<x/>")
+    path = write(tmp_path, line(decision="REGATE", reason="x", gates="edit.xml", gates_sha256=""))
+    with pytest.raises(InputError, match="line 2: REGATE of sample 's1': gates_sha256 is empty"):
+        reviews.read_reviews(path)
+
+
+def test_gates_edited_after_sign_out_are_refused_naming_the_line(tmp_path):
+    from cd125gate.fileio import sha256_file
+
+    gates = tmp_path / "edit.xml"
+    gates.write_text("<signed/>")
+    path = write(tmp_path, line(decision="REGATE", reason="x", gates="edit.xml", gates_sha256=sha256_file(gates)))
+    lines = reviews.read_reviews(path)
+    reviews.check(lines, {"s1": A})
+    gates.write_text("<edited later/>")
+    with pytest.raises(InputError) as err:
+        reviews.check(lines, {"s1": A})
+    assert str(err.value).startswith(f"{path}: line 2: REGATE of sample 's1': gates file {gates} is not the one signed")
+
+
+def test_a_mistyped_digest_says_where_it_differs(tmp_path):
+    typo = A[:20] + "b" + A[21:]
+    path = write(tmp_path, line("s1", typo))
+    with pytest.raises(InputError) as err:
+        reviews.check(reviews.read_reviews(path), {"s1": A})
+    message = str(err.value)
+    assert "differs at character 21" in message and "stale" not in message
+    assert "…aaaabaaaaaaa…" in message and "…aaaaaaaaaaaa…" in message
+
+
+def test_a_byte_order_mark_and_a_quoted_header_are_read(tmp_path):
+    path = tmp_path / "reviews.tsv"
+    quoted = "\t".join(f'"{name}"' for name in HEADER.rstrip("\n").split("\t")) + "\n"
+    path.write_bytes(b"\xef\xbb\xbf" + (quoted + line(reason='"said ""fine"""') + "\n").encode())
+    got = reviews.read_reviews(path)
+    assert got[0].sample_id == "s1" and got[0].reason == 'said "fine"'
+
+
+def test_utf16_is_named_in_one_line(tmp_path):
+    path = tmp_path / "reviews.tsv"
+    path.write_text(HEADER + line() + "\n", encoding="utf-16")
+    with pytest.raises(InputError) as err:
+        reviews.read_reviews(path)
+    assert str(err.value) == (f"{path}: reviews file is UTF-16 text; save it as UTF-8 "
+                              "(Excel: 'Tab delimited text', not 'Unicode Text')")
+
+
+def test_withdraw_takes_a_decision_back_and_needs_a_reason(tmp_path):
+    path = write(tmp_path, line("s1", A, "OVERRIDE_MET", reason="tail is real"),
+                 line("s1", A, "WITHDRAW", reason="wrong tube"))
+    lines = reviews.read_reviews(path)
+    reviews.check(lines, {"s1": A}, criteria={"s1": "REVIEW"})
+    status = reviews.final_status("REVIEW", A, reviews.latest_by_sample(lines)["s1"])
+    assert status.final == "PENDING_REVIEW" and "withdrawn by Dr Ada" in status.note
+    rows = reviews.audit_rows([(status, A)])
+    assert (rows[0]["decision"], rows[0]["reason"], rows[0]["final"]) == ("WITHDRAW", "wrong tube", "PENDING_REVIEW")
+    with pytest.raises(InputError, match="line 2: WITHDRAW of sample 's1' gives no reason"):
+        reviews.read_reviews(write(tmp_path, line("s1", A, "WITHDRAW")))
+
+
+@pytest.mark.parametrize("lines", [
+    [line("s1", A, "WITHDRAW", reason="oops")],
+    [line("s1", A, "REJECT", reason="clot"), line("s1", A, "WITHDRAW", reason="x"),
+     line("s1", A, "WITHDRAW", reason="again")],
+    [line("s1", B, "REJECT", reason="clot"), line("s1", A, "WITHDRAW", reason="other result")],
+])
+def test_withdraw_needs_a_decision_in_effect_on_that_result(tmp_path, lines):
+    path = write(tmp_path, *lines)
+    with pytest.raises(InputError, match=f"line {len(lines) + 1}: WITHDRAW of sample 's1': no earlier decision"):
+        reviews.check(reviews.read_reviews(path), {"s1": A}, known={"s1": {B}})
+
+
+def recorded(tmp_path, *lines):
+    """audit.tsv after applying each sample's latest line of a reviews file."""
+    path = write(tmp_path, *lines)
+    audit = tmp_path / "audit.tsv"
+    latest = reviews.latest_by_sample(reviews.read_reviews(path)).values()
+    applied = [(reviews.final_status("MET", r.result_sha256, r), r.result_sha256) for r in latest]
+    reviews.append_audit(audit, reviews.audit_rows(applied), "2026-12-01T10:00:00Z")
+    return audit
+
+
+def test_the_audit_keys_on_what_was_decided_not_where_the_line_sits(tmp_path):
+    audit = recorded(tmp_path, line("s1", A, "ACCEPT"), line("s2", B, "REJECT", reason="clot"))
+    # The same decisions, moved: sorted otherwise, after a comment, in a file named by another path.
+    moved = tmp_path / "sub" / "again.tsv"
+    moved.parent.mkdir()
+    moved.write_text(HEADER + "# second sitting\n" + line("s2", B, "REJECT", reason="clot") + "\n"
+                     + line("s1", A, "ACCEPT") + "\n")
+    lines = reviews.read_reviews(moved)
+    applied = [(reviews.final_status("MET", r.result_sha256, r), r.result_sha256) for r in lines]
+    assert reviews.append_audit(audit, reviews.audit_rows(applied), "2026-12-02T10:00:00Z") == []
+    assert len(audit.read_text().splitlines()) == 3
+    reviews.check_audit(lines, reviews.read_audit(audit), moved)
+
+
+def test_a_reviews_file_that_lost_a_recorded_decision_stops_the_run(tmp_path):
+    audit = recorded(tmp_path, line("s1", A, "ACCEPT"), line("s2", B, "REJECT", reason="clot"))
+    second = write(tmp_path, line("s3", A, "ACCEPT"))  # a second sitting saved over the first
+    with pytest.raises(InputError) as err:
+        reviews.check_audit(reviews.read_reviews(second), reviews.read_audit(audit), second)
+    assert str(err.value).startswith(f"{second}: ACCEPT of sample 's1' by Dr Ada on 2026-11-30 (recorded in")
+    assert "no longer in this file" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputError, match="this run names no reviews file"):
+        reviews.check_audit([], reviews.read_audit(audit), None, audit)
+
+
+def test_an_audit_written_before_gates_digests_is_still_read_and_appended_to(tmp_path):
+    audit = tmp_path / "audit.tsv"
+    old = "\t".join(reviews.AUDIT_COLUMNS_V1) + "\n" + "\t".join(
+        ["2026-11-30T10:00:00Z", "s1", "ACCEPT", "Dr Ada", "2026-11-30", "", "", A, A, "MET", "r.tsv", "2"]) + "\n"
+    audit.write_text(old)
+    reviews.check_audit([review("ACCEPT", reason="")], reviews.read_audit(audit), "r.tsv")
+    newer = reviews.audit_rows([(reviews.final_status("MET", A, review("REJECT")), A)])
+    assert len(reviews.append_audit(audit, newer, "2026-12-02T09:00:00Z")) == 1
+    assert [len(row.split("\t")) for row in audit.read_text().splitlines()] == [12, 12, 12]

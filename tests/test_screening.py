@@ -222,7 +222,8 @@ def test_screening_command_applies_reviews_and_appends_the_audit(batch, tmp_path
     assert cli.main(argv) == 0  # a rerun adds no audit line
     lines = audit.read_text().splitlines()
     assert len(lines) == 2 and lines[1].split("\t")[1:4] == ["s3", "REJECT", "Dr Bo"]
-    assert lines[1].split("\t")[7] == lines[1].split("\t")[8] == digest(batch[2])
+    row = dict(zip(lines[0].split("\t"), lines[1].split("\t")))
+    assert row["result_sha256_before"] == row["result_sha256_after"] == digest(batch[2])
 
 
 def test_assay_metadata_from_fcs_keywords():
@@ -247,3 +248,21 @@ def test_assay_metadata_is_read_from_the_stained_fcs_file(tmp_path):
     row = screening.collect(write_results(tmp_path, [result]))[0]
     assert (row["acquisition_date"], row["acquisition_time"], row["instrument"], row["tube_name"]) == \
         ("2025-01-01", "09:00:00", "cd125gate simulator", "CD125 stained")
+
+
+def test_a_regate_that_could_not_be_done_is_pending_with_its_problem_and_not_audited(batch, tmp_path):
+    from cd125gate import reviews
+
+    (tmp_path / "edit.xml").write_text("<edited/>")
+    path = tmp_path / "reviews.tsv"
+    path.write_text("sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\tgates_sha256\n"
+                    f"s3\t{digest(batch[2])}\tREGATE\tDr Bo\t2026-11-30\tcut-off\tedit.xml\t{digest(tmp_path / 'edit.xml')}\n")
+    line = reviews.read_reviews(path)[0]
+    folder = screening.reviewed_result_path(batch[2], line).parent
+    folder.mkdir(parents=True)
+    (folder / "failed.txt").write_text("edit.xml (applied to s3.fcs): FlowKit cannot apply the gates: no PE-Z-A\n")
+    samples = screening.collect_samples(batch, [line])
+    row = samples[2].row
+    assert (row["final"], row["review_decision"]) == ("PENDING_REVIEW", "REGATE")
+    assert row["review_note"] == "re-gating failed: edit.xml (applied to s3.fcs): FlowKit cannot apply the gates: no PE-Z-A"
+    assert screening.record_audit(tmp_path / "audit.tsv", samples) == []

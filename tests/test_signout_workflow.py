@@ -93,13 +93,13 @@ def test_the_sign_out_loop(tmp_path):
     (tmp_path / "edited_high_fmo.xml").write_text(text)
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text(
-        "sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\n"
-        f"low_fmo\t{digest(results['low_fmo'])}\tACCEPT\tDr Ada\t2026-11-30\t\t\n"
+        "sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\tgates_sha256\n"
+        f"low_fmo\t{digest(results['low_fmo'])}\tACCEPT\tDr Ada\t2026-11-30\t\t\t\n"
         f"near50_fmo\t{digest(results['near50_fmo'])}\tOVERRIDE_NOT_MET\tDr Ada\t2026-11-30\t"
-        "CD125+ events are a dim tail of the negatives\t\n"
-        f"few_blasts\t{digest(results['few_blasts'])}\tREJECT\tDr Bo\t2026-12-01\ttoo few blasts; re-acquire\t\n"
+        "CD125+ events are a dim tail of the negatives\t\t\n"
+        f"few_blasts\t{digest(results['few_blasts'])}\tREJECT\tDr Bo\t2026-12-01\ttoo few blasts; re-acquire\t\t\n"
         f"high_fmo\t{digest(results['high_fmo'])}\tREGATE\tDr Bo\t2026-12-01\tFMO cut-off too low\t"
-        "edited_high_fmo.xml\n")
+        f"edited_high_fmo.xml\t{digest(tmp_path / 'edited_high_fmo.xml')}\n")
     automatic = results["high_fmo"].read_bytes()
     second = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -126,15 +126,19 @@ def test_the_sign_out_loop(tmp_path):
     # The audit records the four decisions, with the results before and after; a rerun adds nothing.
     audit = (outdir / "audit.tsv").read_text().splitlines()
     assert len(audit) == 5
-    cells = {line.split("\t")[1]: line.split("\t") for line in audit[1:]}
-    assert {sid: cells[sid][2] for sid in LOOP} == \
+    cells = {row["sample_id"]: row for row in audit_rows(outdir)}
+    assert {sid: cells[sid]["decision"] for sid in LOOP} == \
         {"low_fmo": "ACCEPT", "near50_fmo": "OVERRIDE_NOT_MET", "few_blasts": "REJECT", "high_fmo": "REGATE"}
-    assert cells["high_fmo"][7:9] == [digest(results["high_fmo"]),
-                                      digest(outdir / "samples/high_fmo/reviewed_result.json")]
-    assert cells["low_fmo"][7] == cells["low_fmo"][8] == digest(results["low_fmo"])
+    assert (cells["high_fmo"]["result_sha256_before"], cells["high_fmo"]["result_sha256_after"]) == \
+        (digest(results["high_fmo"]), digest(outdir / "samples/high_fmo/reviewed_result.json"))
+    assert cells["high_fmo"]["gates_sha256"] == digest(tmp_path / "edited_high_fmo.xml")
+    assert cells["low_fmo"]["result_sha256_before"] == cells["low_fmo"]["result_sha256_after"] == \
+        digest(results["low_fmo"])
     again = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
     assert again.returncode == 0
     assert (outdir / "audit.tsv").read_text().splitlines() == audit
+
+    tamper_evident_decisions(tmp_path, sheet, outdir, reviews, results)
 
     # A changed result makes its old review stale: the sample needs review again.
     # (Other analysis settings change every result: the confidence of the interval.)
@@ -149,7 +153,101 @@ def test_the_sign_out_loop(tmp_path):
     # The old line is history now, not an error; a new line with an unknown digest still stops the run.
     assert snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all", extra=changed).returncode == 0
     with reviews.open("a") as handle:
-        handle.write(f"high_fmo\t{'0' * 64}\tACCEPT\tDr Ada\t2026-12-02\t\t\n")
+        handle.write(f"high_fmo\t{'0' * 64}\tACCEPT\tDr Ada\t2026-12-02\t\t\t\n")
     stopped = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", extra=changed)
     assert stopped.returncode != 0
-    assert one_error_line(stopped).startswith(f"cd125gate: {reviews}: line 6: stale digest for sample 'high_fmo'")
+    assert one_error_line(stopped).startswith(
+        f"cd125gate: {reviews}: line 8: result_sha256 of sample 'high_fmo' is not its current result.json")
+
+
+def audit_rows(outdir):
+    import csv
+
+    with open(outdir / "audit.tsv", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def refused(tmp_path, sheet, outdir, reviews, line, start):
+    """Run with ``line`` added to the reviews file: it must stop before any job, naming the line."""
+    kept = reviews.read_text()
+    reviews.write_text(kept + line + "\n")
+    proc = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
+    reviews.write_text(kept)  # never applied: taking it out changes no record
+    assert proc.returncode != 0
+    message = one_error_line(proc)
+    assert message.startswith(start), message
+    return message
+
+
+def tamper_evident_decisions(tmp_path, sheet, outdir, reviews, results):
+    """Issue 18: decisions cannot be changed or lost without a word; every check before any job."""
+    import re
+
+    header, *lines = reviews.read_text().splitlines()
+    audit = (outdir / "audit.tsv").read_text()
+    next_line = f"cd125gate: {reviews}: line {len(lines) + 2}: "
+
+    # The same decisions sorted, after a comment, in a file named by a relative path: no new audit row.
+    (tmp_path / "sorted.tsv").write_text(header + "\n# a second copy, sorted\n" + "\n".join(sorted(lines)) + "\n")
+    proc = snakemake(tmp_path, sheet, outdir, "reviews=sorted.tsv", "signoff=all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (outdir / "audit.tsv").read_text() == audit
+
+    # A second sitting saved over the first, or no reviews file at all: the signed samples are not lost.
+    (tmp_path / "second.tsv").write_text(header + "\n" + lines[0] + "\n")
+    proc = snakemake(tmp_path, sheet, outdir, "reviews=second.tsv", "signoff=all")
+    assert proc.returncode != 0 and "is no longer in this file" in one_error_line(proc)
+    proc = snakemake(tmp_path, sheet, outdir, "signoff=all")
+    assert proc.returncode != 0 and "this run names no reviews file" in one_error_line(proc)
+
+    # Editing the gates file after sign-out is refused, naming the REGATE line.
+    gates = tmp_path / "edited_high_fmo.xml"
+    signed = gates.read_text()
+    gates.write_text(signed.replace('gating:min="0.9"', 'gating:min="0.2"'))
+    proc = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
+    gates.write_text(signed)
+    assert proc.returncode != 0
+    assert one_error_line(proc).startswith(f"cd125gate: {reviews}: line 5: REGATE of sample 'high_fmo': "
+                                           f"gates file {gates} is not the one signed")
+
+    # An ACCEPT of a REVIEW, broken or unusable edited gates: refused before any job, naming the line.
+    near50 = digest(results["near50_fmo"])
+    refused(tmp_path, sheet, outdir, reviews, f"near50_fmo\t{near50}\tACCEPT\tDr Ada\t2026-12-02\t\t\t",
+            next_line + "ACCEPT of sample 'near50_fmo': a REVIEW result has no answer to accept")
+    reviewed = outdir / "samples/high_fmo/reviewed_result.json"
+    earlier = reviewed.read_bytes()
+    high = digest(results["high_fmo"])
+    for name, text, problem in [
+            ("broken.xml", signed[: len(signed) // 2], "not a usable Gating-ML 2.0 document"),
+            ("unknown_channel.xml", re.sub(r'(gating:id="cd125_pos".*?data-type:name=")PE-A"', r'\g<1>PE-Z-A"',
+                                           signed, flags=re.S),
+             "gate 'cd125_pos' uses channel(s) PE-Z-A, which high_fmo_stained.fcs does not have")]:
+        (tmp_path / name).write_text(text)
+        message = refused(tmp_path, sheet, outdir, reviews,
+                          f"high_fmo\t{high}\tREGATE\tDr Bo\t2026-12-02\tagain\t{name}\t{digest(tmp_path / name)}",
+                          next_line + f"REGATE of sample 'high_fmo': {tmp_path / name}: ")
+        assert problem in message
+    assert reviewed.read_bytes() == earlier
+
+    # A superseding REGATE writes a file of its own: the earlier reviewed result is kept.
+    (tmp_path / "second_edit.xml").write_text(signed.replace('gating:min="0.9"', 'gating:min="1.1"'))
+    decisions = outdir / "samples/high_fmo/reviewed"
+    earlier_files = {p: p.read_bytes() for p in decisions.glob("*/reviewed_result.json")}
+    assert len(earlier_files) == 1
+    # A WITHDRAW takes the override of near50_fmo back; the audit records it.
+    with reviews.open("a") as handle:
+        handle.write(f"high_fmo\t{high}\tREGATE\tDr Bo\t2026-12-02\tcut-off higher still\tsecond_edit.xml\t"
+                     f"{digest(tmp_path / 'second_edit.xml')}\n"
+                     f"near50_fmo\t{near50}\tWITHDRAW\tDr Ada\t2026-12-02\toverride was on the wrong tube\t\t\n")
+    proc = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(path.read_bytes() == data for path, data in earlier_files.items())
+    assert len(list(decisions.glob("*/reviewed_result.json"))) == 2
+    assert reviewed.read_bytes() != earlier
+    rows = screening_rows(outdir)
+    assert rows["high_fmo"]["reviewed_result_sha256"] == digest(reviewed)
+    assert (rows["near50_fmo"]["final"], rows["near50_fmo"]["review_decision"]) == ("PENDING_REVIEW", "WITHDRAW")
+    recorded = audit_rows(outdir)
+    assert {(r["sample_id"], r["decision"]) for r in recorded[4:]} == \
+        {("near50_fmo", "WITHDRAW"), ("high_fmo", "REGATE")} and len(recorded) == 6
+    assert (outdir / "audit.tsv").read_text().startswith(audit)

@@ -35,6 +35,7 @@ class SampleAnalysis:
     failed_stage: str | None = None              # the stage whose InputError made the result FAILED
     progress: object = None                      # called with (stage, seconds) after each stage
     meta: dict = field(default_factory=dict)     # the sample sheet's fields of this sample
+    density: object = None                       # beads.Density when the sheet named a bead tube
 
     @contextmanager
     def stage(self, name):
@@ -67,17 +68,21 @@ class Facts:
     qc: dict = field(default_factory=dict)
     implausible: list = field(default_factory=list)  # plausibility doubts (REVIEW)
     internal_controls: dict | None = None            # CD125 of populations that carry it or not
+    clones: tuple = ()                               # per blast clone: phenotype, coverage, CD125+
     assay: dict | None = None                        # acquisition and reagent metadata
 
 
 def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None,
-                   compensation_path=None, meta=None, threads=1, progress=None):
+                   compensation_path=None, meta=None, threads=1, progress=None, beads=None, bead_lot=None):
     """Analyse one sample; bad input ends as a FAILED result, never as an exception.
 
     ``compensation_path`` is this sample's matrix CSV, or the word ``precompensated``
     (its events are already compensated); either wins over the settings' ``compensation``.
     With ``threads=2`` the two tubes are read, compensated and transformed side
     by side (numpy releases the GIL); the result is the same to the byte.
+    ``beads`` (a calibration bead tube) and ``bead_lot`` (its lot file; default the
+    settings' ``beads``) add the CD125 density; beads that cannot be used withhold it,
+    they never fail the sample.
     """
     settings = settings or load_settings()
     compensation_path, declared = compensation_choice(compensation_path, settings)
@@ -86,6 +91,9 @@ def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None
     facts = Facts(copy.deepcopy(base.inputs))
     try:
         _run(analysis, facts, fcs_path, control_path, (compensation_path, declared), settings)
+        if beads is not None:
+            with analysis.stage("beads"):
+                _density(analysis, beads, bead_lot, settings)
     except InputError as exc:
         reason = str(exc)
         if analysis.failed_stage in ("gate", "threshold_statistics") and not exc.problem.startswith("margins:"):
@@ -153,7 +161,8 @@ def _run(analysis, facts, fcs_path, control_path, compensation, settings):
         analysis.result = results.decided(analysis.result, verdict, evidence, analysis.stained,
                                           analysis.control, analysis.threshold, warnings=facts.warnings,
                                           inputs=facts.inputs, qc=facts.qc,
-                                          internal_controls=facts.internal_controls, assay=facts.assay)
+                                          internal_controls=facts.internal_controls, assay=facts.assay,
+                                          clones=facts.clones)
 
 
 def _read_inputs(analysis, facts, fcs_path, control_path, choice, settings):
@@ -215,7 +224,7 @@ def _measure(analysis, facts, settings, control_problem):
                          if t.time_qc is not None)
     facts.qc.update({f"{role}_time_removed_fraction": removed for role, removed in time_removed})
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
-    doubts, facts.internal_controls = checks.all_checks(stained, control, cut, settings)
+    doubts, facts.internal_controls, facts.clones, clone_flags = checks.all_checks(stained, control, cut, settings)
     at_ceiling = [ceiling.findings(tube) for tube in filter(None, (stained, control))]
     return criterion.Evidence(
         blasts=blasts, positive=positive, threshold_method=cut.method,
@@ -227,7 +236,15 @@ def _measure(analysis, facts, settings, control_problem):
         ceiling_flags=tuple(f for _, flags in at_ceiling for f in flags),
         blast_share=_blast_shares(stained, control) if control is not None else None,
         overlap=threshold.overlap(stained, control, cut, positive / blasts, settings.threshold) if blasts else None,
-        gating_doubts=tuple(doubts), gating_flags=tuple(stained.flags))
+        gating_doubts=tuple(doubts), gating_flags=tuple(stained.flags) + tuple(clone_flags))
+
+
+def _density(analysis, beads_path, lot_path, settings):
+    from .beads import measure
+
+    dye = (analysis.result.assay or {}).get("cd125_fluorochrome")
+    analysis.density = measure(analysis.stained, analysis.control, beads_path, lot_path, settings, dye)
+    analysis.result = analysis.result.replace(density=analysis.density.record)
 
 
 def _blast_shares(stained, control):

@@ -33,6 +33,9 @@ def add_arguments(parser):
     parser.add_argument("--notes")
     for name in ("clone", "fluorochrome", "lot"):
         parser.add_argument(f"--cd125-{name}", help=f"anti-CD125 {name} (default: the settings' panel.cd125_reagent)")
+    parser.add_argument("--beads", help="calibration bead tube (FCS) at the tube's settings: CD125 antigen "
+                                        "density (antibodies bound per cell)")
+    parser.add_argument("--bead-lot", help="bead lot file (YAML: lot, dye, molecules; default: the settings' beads)")
     parser.add_argument("--plot-formats", default="png",
                         help="comma-separated figure formats: png (always), svg, pdf")
     parser.add_argument("--threads", type=int, default=1,
@@ -51,7 +54,8 @@ def run(args):
     try:
         analysis = analyze_sample(args.fcs, args.control, settings, sample_id=args.sample_id,
                                   compensation_path=args.compensation, meta=meta, threads=args.threads,
-                                  progress=None if args.quiet else _progress)
+                                  progress=None if args.quiet else _progress,
+                                  beads=args.beads, bead_lot=args.bead_lot)
         bad_inputs = analysis.failed_stage == "read" and not args.exit_zero
         result = write_outputs(analysis, args.out, formats,
                                progress=None if args.quiet or bad_inputs else _progress)

@@ -4,8 +4,7 @@ Each check returns the reasons it failed, each naming the check; any reason
 sends the sample to REVIEW (never to MET / NOT_MET). Levels are read against
 the stained tube's own lymphocytes (the `lymphocytes` gate), in decades.
 
-- ``blast_checks``: a named blast population exists and the blast gate holds
-  most of its events; the gated blasts are
+- ``blast_checks``: a named blast population exists; the gated blasts are
   CD45-dimmer than the lymphocytes and SSC-low; most carry a blast marker
   (CD34, CD117 or HLA-DR, configurable); few basophil-like events
   (CD123-bright, HLA-DR-negative, no CD34/CD117) are left; enough of them
@@ -15,6 +14,9 @@ the stained tube's own lymphocytes (the `lymphocytes` gate), in decades.
   carry CD125, lymphocytes and neutrophils do not; their CD125+ share against
   the sample's threshold tells a failed stain (or a control tube used as the
   stained tube) from a negative sample.
+- ``reference_checks``: without a control tube, the internal-negative reference
+  is shown to be negative (separate from the blasts, one CD125 peak, at the
+  level of the neutrophils) before its cut-off is trusted.
 - ``cd125_checks``: with a dim CD125 overlapping the control, the count above
   the cut-off misses positives; positives piled just above the cut-off
   continue under it, and a NOT_MET they could turn into a MET is withheld.
@@ -53,8 +55,6 @@ def blast_checks(tube, settings, min_blasts=200):
     if pops is not None and not pops.found("blasts"):
         reasons.append("population check: no blast population among the backbone populations; "
                        "the blast gate is only the expected CD45-dim/SSC-low zone")
-    elif pops is not None:
-        reasons += coverage_check(tube, pops, checks.min_blast_coverage)
     if lymph.size < checks.min_reference_events:
         return reasons + [f"reference check: only {lymph.size} lymphocytes, too few to judge "
                           "CD45 and the blast markers against"]
@@ -81,24 +81,6 @@ def blast_checks(tube, settings, min_blasts=200):
         reasons.append(f"basophil check: {left:.0%} of gated blasts are CD123-bright, HLA-DR-negative "
                        "and CD34/CD117-negative (basophil-like) after basophil exclusion")
     return reasons
-
-
-def coverage_check(tube, pops, least):
-    """The blast gate must hold most of the blast population it was drawn for.
-
-    A gate cut back to the core of a small blast population (where it meets
-    lymphocytes or monocytes, or basophils on CD123) counts a part of the
-    blasts, and a small part is an estimate of the whole only if CD125 does
-    not vary across the population.
-    """
-    found = pops.rows_of("blasts")
-    if not found.size:
-        return []
-    coverage = float(tube.step("blasts").mask[found].mean())
-    if coverage >= least:
-        return []
-    return [f"coverage check: the blast gate holds {coverage:.0%} of the {found.size} fitted events of the "
-            f"blast population (at least {least:.0%} expected): the count may not represent the blasts"]
 
 
 def marker_positive(tube, events, reference, markers, above):
@@ -197,11 +179,60 @@ def cd125_checks(stained, control, cut, settings, band=0.3):
     return []
 
 
+def reference_checks(tube, cut, checks, most_marker_positive=0.1, most_above=0.05, neutrophil_margin=0.3):
+    """Without a control tube: is the internal-negative reference shown to be CD125-negative?
+
+    The cut-off of an internal reference is only as good as the reference is a negative
+    population. Lymphocytes must be separate from the blasts (at most ``most_marker_positive`` of
+    them positive for a blast marker: a "lymphocyte" gate holding blasts puts the cut-off in the
+    blasts' CD125), have one CD125 peak, and sit no brighter than the neutrophils (another
+    CD125-negative population, more autofluorescent) plus ``neutrophil_margin`` decades. A negative
+    blast peak must leave the lymphocytes below the cut-off (at most ``most_above`` above it).
+    """
+    from .density import lower_peak
+
+    if cut.method != "internal_negative":
+        return []
+    lymph = np.flatnonzero(tube.step("lymphocytes").mask)
+    ch = tube.markers["CD125"]
+    values = tube.column(ch)[lymph]
+    if cut.reference == "blast_peak":
+        above = float(np.mean(values >= cut.value)) if values.size >= checks.min_reference_events else 0.0
+        if above > most_above:
+            return [f"reference check: {above:.0%} of the lymphocytes lie above the cut-off drawn on the "
+                    "blasts' negative CD125 peak: that peak is not a negative population"]
+        return []
+    reasons = []
+    positive = marker_positive(tube, lymph, lymph, checks.blast_markers[:2], checks.positive_above)
+    if positive is not None and positive.size and positive.mean() > most_marker_positive:
+        reasons.append(f"reference check: {positive.mean():.0%} of the lymphocytes used as the CD125-negative "
+                       "reference carry a blast marker: the reference holds blasts")
+    if lower_peak(values, seed=0) is not None:
+        reasons.append("reference check: CD125 on the lymphocytes used as the negative reference has two "
+                       "peaks: part of the reference is CD125-positive")
+    neutrophils = tube.populations.rows_of("neutrophils") if tube.populations is not None else ()
+    if len(neutrophils) >= checks.min_control_events and values.size:
+        gap = (np.median(values) - np.median(tube.column(ch)[neutrophils])) * decades_per_unit(tube.scales[ch])
+        if gap > neutrophil_margin:
+            reasons.append(f"reference check: the lymphocytes' CD125 lies {gap:.2f} decades above the "
+                           "neutrophils': the reference is not at the level of the CD125-negative populations")
+    return reasons
+
+
 def all_checks(stained, control, cut, settings):
-    """(REVIEW reasons, internal controls dict) of every self-check, for ``analyze``."""
+    """(REVIEW reasons, internal controls dict, blast clones, flags) of every self-check, for ``analyze``.
+
+    The blast gate's coverage is judged per blast clone (``clones.clone_table``): a clone left
+    outside the gate is a failed check, whatever the other clones hold.
+    """
+    from . import clones
+
     gating, criterion = settings.gating, settings.criterion
     controls = internal_controls(stained, cut)
+    table, coverage, flags = clones.clone_table(stained, cut, gating.checks)
     reasons = (blast_checks(stained, gating, criterion.min_blasts)
+               + (coverage if stained.step("blasts").count else [])
                + control_reasons(controls, gating.checks)
+               + reference_checks(stained, cut, gating.checks)
                + cd125_checks(stained, control, cut, criterion))
-    return reasons, controls
+    return reasons, controls, table, flags

@@ -96,12 +96,99 @@ def cohort_spec(rng, name):
     )
 
 
-def cohort_specs(n, seed, events=EVENTS):
-    """``n`` specimens, the same for the same ``seed`` (and ``events`` range)."""
+# What real marrows carry beside blasts (issue 21): each confounder is drawn with its own
+# probability, several per case, from a random stream of its own (so the cohort without
+# confounders stays what it was). Shares are of all events.
+CONFOUNDERS = {
+    "nrbc": 0.25,               # nucleated red cells 1-25 %
+    "immature_eosinophils": 0.25,  # 1-20 %
+    "hematogones": 0.2,         # 0.5-6 %
+    "pdc": 0.2,                 # plasmacytoid dendritic cells 0.2-2 %
+    "monocytosis": 0.15,        # monocytes 15-35 %
+    "eosinophilia": 0.12,       # eosinophils 40-70 % with blasts 0.5-10 %
+    "second_clone": 0.2,        # 20-50 % of the blasts, own phenotype and CD125
+    "missing_marker": 0.15,     # a backbone marker or the viability dye not in the panel
+    "bits20": 0.2,              # 20-bit data ($PnR 1,048,576)
+    "scatter_gain": 0.2,        # FSC and SSC gains x0.5-2
+    "no_control": 0.1,          # no control tube
+}
+EXTRA = {"nrbc": ("nrbc", 0.01, 0.25), "immature_eosinophils": ("immature_eosinophil", 0.01, 0.20),
+         "hematogones": ("hematogone", 0.005, 0.06), "pdc": ("pdc", 0.002, 0.02)}
+DROPPABLE = ("Viability", "Viability", "CD34", "CD117", "HLA-DR", "CD33", "CD123")
+
+
+def confounded(spec, rng):
+    """``spec`` with confounders drawn from ``rng``; returns (spec, names of the confounders)."""
+    drawn = [name for name, p in CONFOUNDERS.items() if rng.random() < p]
+    changes = {"extra": {}}
+    for name in drawn:
+        if name in EXTRA:
+            population, lo, hi = EXTRA[name]
+            changes["extra"][population] = float(rng.uniform(lo, hi))
+    if "monocytosis" in drawn:
+        changes["monocyte_fraction"] = float(rng.uniform(0.15, 0.35))
+    if "eosinophilia" in drawn:
+        changes["eosinophil_fraction"] = float(rng.uniform(0.40, 0.70))
+        changes["blast_fraction"] = float(rng.uniform(0.005, 0.10))
+    if "second_clone" in drawn:
+        changes.update(_second_clone(rng, spec))
+    if "missing_marker" in drawn:
+        changes["drop_markers"] = (str(rng.choice(DROPPABLE)),)
+    if "bits20" in drawn:
+        changes["bits"] = 20
+    if "scatter_gain" in drawn:
+        changes["scatter_gain"] = tuple(float(2.0 ** rng.uniform(-1, 1)) for _ in range(2))
+    if "no_control" in drawn:
+        changes["control"] = None
+    return _fit(spec, changes), drawn
+
+
+def _second_clone(rng, spec):
+    """A second clone differing from the first on one backbone marker, with its own CD125."""
+    variant = str(rng.choice(["CD34-negative", "HLA-DR-negative", "CD45-brighter"]))
+    markers = {"CD34-negative": {"CD34": None}, "HLA-DR-negative": {"HLA-DR": None}}.get(variant)
+    if markers is None:
+        cd45 = spec.blast_markers.get("CD45") or [3000.0, 0.12]
+        markers = {"CD45": [min(cd45[0] * 2.0, 12_000.0), cd45[1]]}
+    return {"clone2_fraction": float(rng.uniform(0.2, 0.5)), "clone2_markers": markers,
+            "clone2_cd125_pos_fraction": float(rng.random()),
+            "clone2_cd125_median": _log_uniform(rng, *CD125_RESOLVED)}
+
+
+def _fit(spec, changes):
+    """Apply ``changes``; the other populations shrink together to make room (monocytes by weight)."""
+    monocytes = changes.pop("monocyte_fraction", None)
+    spec = replace(spec, **changes)
+    fixed = (spec.blast_fraction + spec.basophil_fraction + spec.eosinophil_fraction + spec.dead_fraction
+             + spec.debris_fraction + spec.doublet_fraction + spec.ceiling_fraction + sum(spec.extra.values()))
+    if fixed > 0.97:  # keep room for the normal populations: shrink all but the blasts
+        squeeze = (0.97 - spec.blast_fraction) / (fixed - spec.blast_fraction)
+        spec = replace(spec, basophil_fraction=spec.basophil_fraction * squeeze,
+                       eosinophil_fraction=spec.eosinophil_fraction * squeeze,
+                       dead_fraction=spec.dead_fraction * squeeze, debris_fraction=spec.debris_fraction * squeeze,
+                       extra={k: v * squeeze for k, v in spec.extra.items()})
+    if monocytes is not None:  # monocytes take that share of what the normal populations get
+        rest = 1.0 - min(fixed, 0.97)
+        share = min(monocytes / rest, 0.95)
+        others = spec.lymphocyte_weight + spec.neutrophil_weight
+        spec = replace(spec, monocyte_weight=others * share / (1.0 - share))
+    return spec
+
+
+def cohort_specs(n, seed, events=EVENTS, confounders=False):
+    """``n`` specimens, the same for the same ``seed`` (and ``events`` range).
+
+    With ``confounders``, each specimen also carries the confounders drawn for it
+    (``CONFOUNDERS``); ``spec.notes`` names them.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 125_010]))
+    extra = np.random.default_rng(np.random.SeedSequence([int(seed), 125_021]))
     specs = []
     for i in range(n):
         spec = cohort_spec(rng, f"cohort{seed}_{i:04d}")
+        if confounders:
+            spec, drawn = confounded(spec, extra)
+            spec = replace(spec, notes=",".join(drawn))
         if tuple(events) != EVENTS:  # same make-up, fewer events (fast CI runs)
             lo, hi = events
             scaled = int(round(lo + (spec.n_events - EVENTS[0]) * (hi - lo) / (EVENTS[1] - EVENTS[0])))
@@ -129,15 +216,21 @@ def annotate(truth, spec):
     dim = spec.cd125_median < DIM_CD125_BELOW
     fraction = truth["true_fraction"]
     truth["acceptable"] = acceptable(truth)
+    truth["confounders"] = [c for c in spec.notes.split(",") if c in CONFOUNDERS]
     truth["cd125_dim"] = bool(dim)
     truth["clear"] = bool(fraction is not None and truth["blasts"] >= CLEAR["blasts"] and not dim
                           and abs(fraction - 0.5) >= CLEAR["distance"])
     return truth
 
 
-def write_cohort(outdir, n, seed, events=EVENTS):
-    """Write ``n`` cohort cases, ``truth.json`` and ``samples.tsv`` into ``outdir``; return the truths."""
-    specs = cohort_specs(n, seed, events)
+def write_cohort(outdir, n, seed, events=EVENTS, confounders=False, beads=False):
+    """Write ``n`` cohort cases, ``truth.json`` and ``samples.tsv`` into ``outdir``; return the truths.
+
+    ``beads``: with a calibration bead tube named for every case (CD125 density and its truth).
+    """
+    specs = cohort_specs(n, seed, events, confounders)
+    if beads:
+        specs = [replace(s, beads=True) for s in specs]
     truths = {s.name: annotate(write_case(outdir, s, seed), s) for s in specs}
     atomic_write_json(Path(outdir) / "truth.json", truths)
     atomic_write_text(Path(outdir) / "samples.tsv", sample_sheet(specs, truths))

@@ -27,7 +27,7 @@ def peaks(dens, min_height=0.002):
     return np.flatnonzero(inner) + 1
 
 
-def deepest_valley(x, lo, hi, min_depth=2.0, bins=256, sigma_bins=2.0, min_height=0.002):
+def deepest_valley(x, lo, hi, min_depth=2.0, bins=256, sigma_bins=2.0, min_height=0.002, above=None):
     """The density minimum that best separates two populations of ``x`` within [lo, hi].
 
     Every pair of neighbouring peaks defines a valley (the lowest point
@@ -35,6 +35,8 @@ def deepest_valley(x, lo, hi, min_depth=2.0, bins=256, sigma_bins=2.0, min_heigh
     the valley height. The deepest valley wins.
 
     :param min_depth: a valley shallower than this is no separation
+    :param above: only valleys above this position count (the peaks are still found on all of
+        [lo, hi], so a peak at ``above`` itself is one side of a valley)
     :return: the valley position, or None when no valley is deep enough
     """
     x = x[(x >= lo) & (x <= hi)]
@@ -46,7 +48,7 @@ def deepest_valley(x, lo, hi, min_depth=2.0, bins=256, sigma_bins=2.0, min_heigh
     for left, right in zip(tops[:-1], tops[1:]):
         v = left + int(np.argmin(dens[left:right + 1]))
         depth = min(dens[left], dens[right]) / max(dens[v], 1e-12)
-        if depth >= best_depth:
+        if depth >= best_depth and (above is None or centres[v] > above):
             best, best_depth = float(centres[v]), depth
     return best
 
@@ -60,3 +62,24 @@ def mode(x, lo, hi, bins=256, sigma_bins=2.0):
     """Position of the highest point of the smoothed density of ``x`` on [lo, hi]."""
     centres, dens = smoothed_histogram(x, lo, hi, bins, sigma_bins)
     return float(centres[int(np.argmax(dens))])
+
+
+def lower_peak(values, seed, min_separation=3.0, min_weight=0.05, max_fit=50000):
+    """(mean, sd, weight) of the lower of two well-separated Gaussian components of ``values``, or None.
+
+    Two components ``min_separation`` pooled SDs apart, the smaller holding at least ``min_weight``:
+    the CD125-negative blast peak under the positive one, dead cells under live ones on FSC-A.
+    """
+    from .mixture import gaussian_mixture
+
+    if values.size < 200:
+        return None
+    rng = np.random.default_rng(seed)
+    fit = values if values.size <= max_fit else rng.choice(values, max_fit, replace=False)
+    gm = gaussian_mixture(fit, 2, seed=seed)
+    means, sds = gm.means[:, 0], np.sqrt(gm.covariances[:, 0, 0])
+    lo, hi = np.argsort(means)
+    separation = (means[hi] - means[lo]) / np.hypot(sds[lo], sds[hi])
+    if separation < min_separation or min(gm.weights) < min_weight:
+        return None
+    return float(means[lo]), float(sds[lo]), float(gm.weights[lo])

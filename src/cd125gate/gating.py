@@ -11,9 +11,10 @@ gives the same counts.
 
 Hierarchy (names in ``model.GATE_ORDER``)::
 
-    time_qc > margins > cells > singlets > viable > leukocytes > blast_region > blasts > cd125_pos
+    time_qc > margins > cells > singlets > viable > leukocytes > blast_region > blast_markers
+                                                    > myeloid > intact (no viability dye) > blasts > cd125_pos
                                                     leukocytes > lymphocytes (internal CD125 reference)
-                                                    blast_region > basophils (excluded from blasts)
+                                                    myeloid > basophils (excluded from blasts)
 """
 
 import math
@@ -281,7 +282,8 @@ def viable(tube, settings):
     x = guarded(tube, "viable", ch, tube.step("singlets").mask, "singlets")
     lo, hi = np.percentile(x, [0.1, 99.9])
     peak = density.mode(x, lo, hi)
-    cut = density.deepest_valley(x, peak, hi)
+    # A small dead population beside a large live one (eosinophilia) still makes its own peak.
+    cut = density.deepest_valley(x, lo, hi, above=peak, min_height=0.0005)
     note = "valley between live and dead cells"
     if cut is None:
         # No separate dead population: stay well above the live cells' spread.
@@ -477,10 +479,15 @@ def blast_region_polygon(pops, settings):
     notes = [f"blast population ({len(blasts)} component(s), {100 * pops.share('blasts'):.1f}% of fitted "
              f"events) at Mahalanobis {settings.region_radius:g}"]
     own = plane(pops, blasts)
-    cut_off = []
+    cut_off, spared = [], []
+    by_markers = any(m in pops.features for m in settings.checks.blast_markers[:2])
     for name in NEIGHBOURS:
         for i in pops.components(name):
-            clipped = clip(polygon, *separating_line(own, plane(pops, [i]), settings.region_odds))
+            line = separating_line(own, plane(pops, [i]), settings.region_odds)
+            if name in MARKER_SEPARATED and by_markers and _share_beyond(pops, blasts, line) > MAX_BLASTS_CUT:
+                spared.append(name)  # the blast-marker gate tells them apart; CD45 would cut blasts
+                continue
+            clipped = clip(polygon, *line)
             if len(clipped) < 3:
                 continue  # the neighbour would leave nothing: the checks judge what is there
             if clipped.shape != polygon.shape or not np.allclose(clipped, polygon):
@@ -489,11 +496,30 @@ def blast_region_polygon(pops, settings):
     if cut_off:
         notes.append(f"cut where blasts are < {settings.region_odds:g}x as likely as "
                      + ", ".join(sorted(set(cut_off))))
+    if spared:
+        notes.append(f"not cut against {', '.join(sorted(set(spared)))} (it would take over "
+                     f"{MAX_BLASTS_CUT:.0%} of the blasts): the blast-marker gate separates them")
     return polygon, "; ".join(notes)
 
 
+# Neighbours that carry no blast marker (CD34, CD117): where the region's cut against them would
+# take many blasts (CD45-bright blasts beside lymphocytes), the blast-marker gate excludes them instead.
+MARKER_SEPARATED = ("lymphocytes",)
+MAX_BLASTS_CUT = 0.05
+
+
+def _share_beyond(pops, comps, line, axes=("CD45", "SSC")):
+    """Share of the fitted events of ``comps`` on the far side of ``line`` (normal . p > offset)."""
+    normal, offset = line
+    if pops.x is None:
+        return 0.0
+    points = pops.x[np.isin(pops.assigned, comps)][:, [pops.feature(a) for a in axes]]
+    return float(np.mean(points @ normal > offset)) if len(points) else 0.0
+
+
 # Populations whose CD45/SSC neighbourhood the blast region must not take.
-NEIGHBOURS = ("lymphocytes", "monocytes", "neutrophils", "eosinophils", "debris")
+NEIGHBOURS = ("lymphocytes", "monocytes", "neutrophils", "eosinophils", "debris", "immature_granulocytes",
+              "nrbc")
 
 
 def blast_region(tube, settings):
@@ -597,8 +623,90 @@ def basophil_cuts(pops, marker="HLA-DR"):
     return cut, np.inf, f"no basophils named: CD123 above the blasts', at any {marker}"
 
 
-def blasts(tube, settings):
-    """Blast region minus basophils (CD123-bright, and negative for HLA-DR, CD34 or CD117).
+def positive_cut(pops, marker, above):
+    """Display units at which ``marker`` counts as positive: ``above`` decades over the lymphocytes' centre."""
+    return (pops.reference_mean(marker) + above) / pops.scale[pops.feature(marker)]
+
+
+def either_positive(tube, name, parent, markers, settings, note):
+    """An L-shaped gate on two markers: events positive for either (the double-negative corner out).
+
+    With one of the markers in the panel, a rectangle on it; with neither, no gate (returns False).
+    """
+    present = [m for m in markers if m in tube.markers][:2]
+    if not present:
+        return False
+    pops, above = tube.populations, settings.gating.checks.positive_above
+    cuts = [min(positive_cut(pops, m, above), FAR) for m in present]
+    channels = [tube.markers[m] for m in present]
+    shown = " or ".join(f"{m} >= {c:.3f}" for m, c in zip(present, cuts))
+    if len(present) == 1:
+        gate = gates.RectangleGate(name, [dim(tube, channels[0], lo=cuts[0])])
+        add_step(tube, name, parent, gate, channels[0], tube.markers["SSC-A"], f"{note}: {shown} (display units)")
+        return True
+    (cx, cy) = cuts
+    vertices = [(-FAR, cy), (cx, cy), (cx, -FAR), (FAR, -FAR), (FAR, FAR), (-FAR, FAR)]
+    gate = gates.PolygonGate(name, [dim(tube, channels[0]), dim(tube, channels[1])], vertices)
+    add_step(tube, name, parent, gate, channels[0], channels[1], f"{note}: {shown} (display units)")
+    return True
+
+
+def blast_markers(tube, settings):
+    """Blast-marker positive: the region's events positive for CD34 or CD117 (a cytometrist's blast gate).
+
+    The first two of ``checks.blast_markers`` the panel has (CD34 and CD117 by default; HLA-DR when
+    one of them is missing), each positive ``checks.positive_above`` decades over the lymphocytes.
+    Nucleated red cells, monocytes, plasmacytoid dendritic cells, immature granulocytes and
+    lymphocytes lack both and stay out; blasts negative for both are left to the checks (REVIEW).
+    """
+    if not either_positive(tube, "blast_markers", "blast_region", settings.gating.checks.blast_markers, settings,
+                           "positive for a blast marker"):
+        tube.flags.append("no blast marker in the panel: blasts gated on CD45/SSC only")
+        return "blast_region"
+    return "blast_markers"
+
+
+def myeloid(tube, settings, parent):
+    """Myeloid blasts: CD117 or CD33 positive, so that CD34+ hematogones (B-cell precursors, CD117- and
+    CD33-) and CD117-dim nucleated red cells (CD33-) leave the blast gate."""
+    if "CD33" not in tube.markers:
+        return parent
+    if not either_positive(tube, "myeloid", parent, ("CD117", "CD33"), settings,
+                           "myeloid (hematogones and nucleated red cells out)"):
+        return parent
+    return "myeloid"
+
+
+def intact(tube, settings, parent, min_separation=2.5, min_share=0.02):
+    """Without a viability dye: the marker-positive blasts minus a lower-FSC population (dead blasts).
+
+    Dead cells shrink (lower FSC-A) and bind every antibody, so without a viability dye the dead
+    blasts pass every marker gate. A two-component mixture on log10 FSC-A of the ``parent`` events
+    finds them when a lower-FSC population is separated from the rest (``min_separation`` pooled
+    SDs, at least ``min_share`` of the events); the cut is where the two become equally likely.
+    With a viability dye, or without such a population, no gate.
+    """
+    if "viability" in tube.markers:
+        return parent
+    fsc, ssc = tube.markers["FSC-A"], tube.markers["SSC-A"]
+    rows = tube.step(parent).mask
+    x = np.log10(np.clip(tube.column(fsc)[rows], 10.0, None))
+    if x.size < 200:
+        return parent
+    low = density.lower_peak(x, settings.gating.seed, min_separation=min_separation, min_weight=min_share)
+    if low is None:
+        return parent
+    high = x[x > low[0] + 3 * low[1]]
+    cut = boundary(low, (float(np.median(high)), density.robust_sd(high), 1.0 - low[2]))
+    gate = gates.RectangleGate("intact", [dim(tube, fsc, lo=10.0 ** cut)])
+    add_step(tube, "intact", parent, gate, fsc, ssc,
+             f"no viability dye: a lower-FSC population ({100 * low[2]:.1f}%, dead blasts) cut at "
+             f"FSC-A {10.0 ** cut:,.0f}")
+    return "intact"
+
+
+def blasts(tube, settings, parent="blast_region"):
+    """The ``parent`` gate's events minus basophils (CD123-bright, and negative for HLA-DR, CD34 or CD117).
 
     Basophils share the blasts' CD45-dim / SSC-low place and carry CD125, so
     leaving them in would raise the CD125+ fraction. The exclusion is drawn on
@@ -609,9 +717,12 @@ def blasts(tube, settings):
     cd123, hladr = tube.markers.get("CD123"), tube.markers.get("HLA-DR")
     region = tube.step("blast_region")
     if cd123 is None or hladr is None:
-        tube.flags.append("CD123 or HLA-DR missing: basophils not excluded from blasts")
+        if parent == "blast_region":  # no blast-marker gate either
+            tube.flags.append("CD123 or HLA-DR missing: basophils not excluded from blasts")
+        note = ("no basophil exclusion (CD123 or HLA-DR missing); basophils lack CD34 and CD117"
+                if parent != "blast_region" else "no backbone refinement")
         gate = gates.RectangleGate("blasts", [dim(tube, tube.markers["CD45"], lo=-FAR)])
-        add_step(tube, "blasts", "blast_region", gate, region.x, region.y, "no backbone refinement")
+        add_step(tube, "blasts", parent, gate, region.x, region.y, note)
         return
     pops = tube.populations
     marker = separating_marker(pops)
@@ -620,12 +731,12 @@ def blasts(tube, settings):
     c123 = FAR if not np.isfinite(c123) else min(c123 / pops.scale[pops.feature("CD123")], FAR)
     cm = FAR if not np.isfinite(cm) else min(cm / pops.scale[pops.feature(marker)], FAR)
     box = gates.RectangleGate("basophils", [dim(tube, other, hi=cm), dim(tube, cd123, lo=c123)])
-    add_step(tube, "basophils", "blast_region", box, other, cd123,
+    add_step(tube, "basophils", parent, box, other, cd123,
              f"CD123-bright, {marker}-negative ({how})", exclusion=True)
     vertices = [(-FAR, -FAR), (FAR, -FAR), (FAR, FAR), (cm, FAR), (cm, c123), (-FAR, c123)]
     gate = gates.PolygonGate("blasts", [dim(tube, other), dim(tube, cd123)], vertices)
     marker_note = f" with {marker} < {cm:.3f}" if cm < FAR else f" at any {marker}"
-    add_step(tube, "blasts", "blast_region", gate, other, cd123,
+    add_step(tube, "blasts", parent, gate, other, cd123,
              f"basophils excluded: CD123 >= {c123:.3f}{marker_note} (display units)")
 
 
@@ -647,7 +758,8 @@ def find_gates(tube, settings):
     leukocytes(tube, settings, parent)
     blast_region(tube, settings)
     lymphocytes(tube, settings)
-    blasts(tube, settings)
+    parent = intact(tube, settings, myeloid(tube, settings, blast_markers(tube, settings)))
+    blasts(tube, settings, parent)
 
 
 # Display-scale distance within which `transforms.fast_logicle`'s error (< 1e-11)

@@ -18,7 +18,10 @@ GATE_ORDER = (
     "viable",       # viability dye negative (absent when the panel has no viability dye)
     "leukocytes",   # CD45+
     "blast_region", # CD45-dim / SSC-low
-    "blasts",       # blast_region minus basophils, monocytes, lymphocytes, eosinophils
+    "blast_markers",  # CD34 or CD117 positive (blast markers)
+    "myeloid",      # CD117 or CD33 positive (hematogones and nucleated red cells out)
+    "intact",       # without a viability dye: a lower-FSC (dead) population out
+    "blasts",       # minus basophils (CD123-bright, negative for the blasts' marker)
     "cd125_pos",    # blasts above the CD125 threshold
 )
 
@@ -100,3 +103,4 @@ class Threshold:
     percentile: float | None
     reference_events: int   # events the cut-off was computed from (0 for fixed)
     description: str        # one line for the reviewer
+    reference: str | None = None  # internal_negative: "blast_peak" | "lymphocytes" | "negative_populations"

@@ -20,7 +20,7 @@ from .errors import InputError
 
 RESULT = "result.json"
 # Every file name a run may write; only these are ever removed from a sample's folder.
-OURS = re.compile(r"^(result\.json|(control_)?gates\.xml|gate_counts\.tsv|qc(_control)?\.(png|svg|pdf))$")
+OURS = re.compile(r"^(result\.json|(control_)?gates\.xml|gate_counts\.tsv|(qc(_control)?|beads)\.(png|svg|pdf))$")
 
 
 def plot_formats(text):
@@ -82,6 +82,10 @@ def _write_all(analysis, folder, formats):
                                gatingml.export(analysis.control, analysis.compensation))
         figures = plots.plot_sample(analysis.stained, analysis.control, analysis.threshold,
                                     result, folder, formats)
+        if analysis.density is not None and analysis.density.curve is not None:
+            from .beads_plot import plot_beads
+
+            figures += plot_beads(analysis.density, result.sample_id, folder, formats)
     else:
         atomic_write_bytes(folder / outputs["gates"], gatingml.export_empty("; ".join(result.reasons)))
         figures = plots.plot_failure(result, folder, formats)

@@ -255,6 +255,9 @@ def _panels(tube):
         axes = (tube.step(cd45_panel[-1]).x, tube.step(cd45_panel[-1]).y)
         cd45_panel += [s.name for s in extras if (s.x, s.y) == axes]
         panels.append((BLAST_GATE_PANEL, lambda fig, spec, ctx: _gate_panel(fig, spec, ctx, cd45_panel)))
+    for name in ("blast_markers", "myeloid", "intact"):
+        if name in names:
+            panels.append((name, lambda fig, spec, ctx, name=name: _gate_panel(fig, spec, ctx, [name])))
     for step in extras:
         if step.name not in cd45_panel:
             panels.append((step.name, lambda fig, spec, ctx, name=step.name: _gate_panel(fig, spec, ctx, [name])))
@@ -496,6 +499,7 @@ def _cd125_panel(fig, spec, ctx, contexts, threshold, result):
     overlap = (result.threshold or {}).get("overlap")
     if overlap:  # the dim-CD125 guard: at least this share is brighter than the control
         texts.append(f"cumulative subtraction: {100 * overlap['cumulative_subtraction']:.1f}%")
+    texts += _clone_lines(result.clones)
     texts += _internal_control_lines(result.internal_controls)
     x_ticks = _raw_ticks(ax, "x", contexts[0].scales[channel], (lo, hi))
     _axis_label(ax, "x", ctx.label(channel), x_ticks)
@@ -515,6 +519,20 @@ def _cd125_panel(fig, spec, ctx, contexts, threshold, result):
             va="top", fontsize=7, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#bbbbbb"})
     step = _maybe_step(stained, "cd125_pos")
     ax.set_title(_title(step) if step else "CD125 on blasts", **TITLE)
+
+
+def _clone_lines(clones):
+    """One line per blast clone when there are several: its CD125+ fraction and the levels that set it apart."""
+    if not clones or len(clones) < 2:
+        return []
+    levels = [dict(p.split(" ", 1) for p in c["phenotype"].split(", ")) for c in clones]
+    differ = [m for m in levels[0] if len({lv.get(m) for lv in levels}) > 1]
+    lines = ["blast clones:"]
+    for c, lv in zip(clones, levels):
+        shown = f"{100 * c['cd125_pos_fraction']:.0f}%" if c["cd125_pos_fraction"] is not None else "n/a"
+        apart = ", ".join(f"{m} {lv[m]}" for m in differ[:2])
+        lines.append(f"{c['clone']}: {shown} of {c['blast_events']:,}" + (f" ({apart})" if apart else ""))
+    return lines
 
 
 def _internal_control_lines(controls):

@@ -27,7 +27,8 @@ BACKBONE = ("CD45", "CD34", "CD117", "HLA-DR", "CD123", "CD33")
 SCATTER = ("FSC-A", "SSC-A")
 # Level names per feature (the settings check the phenotype table against them).
 LEVELS, MARKER_LEVELS = LEVEL_NAMES, MARKER_LEVEL_NAMES
-LEUKOCYTES = ("lymphocytes", "monocytes", "neutrophils", "eosinophils", "basophils", "blasts")
+LEUKOCYTES = ("lymphocytes", "monocytes", "neutrophils", "eosinophils", "basophils", "blasts",
+              "immature_granulocytes", "pdc", "hematogones")
 
 
 @dataclass
@@ -162,7 +163,10 @@ def label(features, channels, scale, means, covariances, weights, rows, assigned
     for i in range(len(weights)):
         levels = component_levels(pops.means[i] - pops.reference_point, pops.features, settings.levels)
         pops.levels.append(levels)
-        pops.labels.append(match(levels, settings.phenotypes) if weights[i] > 0 else "unknown")
+        name = match(levels, settings.phenotypes) if weights[i] > 0 else "unknown"
+        if name == "blasts" and not is_blast(levels, settings.checks.blast_markers):
+            name = "unknown"  # blast-like scatter and CD45 but no blast marker: not called blasts
+        pops.labels.append(name)
     pops.labels[ref] = "lymphocytes"
     return pops
 
@@ -210,6 +214,24 @@ def match(levels, phenotypes):
         if all(levels[f] in allowed for f, allowed in rule.items() if f in levels):
             return population
     return "unknown"
+
+
+def carries_blast_marker(levels, markers):
+    """Whether a component is at least dim for one of the blast ``markers`` the panel has (True without any)."""
+    present = [m for m in markers if m in levels]
+    return not present or any(levels[m] != "neg" for m in present)
+
+
+def is_blast(levels, markers):
+    """A blast-scatter component is blasts when it carries a blast marker (at dim or above) and is
+    myeloid (CD117 or CD33 not negative; CD34+ hematogones are neither); as CD45-bright as
+    lymphocytes, only with CD34 or CD117 at pos or above (nothing else that bright carries them)."""
+    myeloid = [m for m in ("CD117", "CD33") if m in levels]
+    if myeloid and all(levels[m] == "neg" for m in myeloid):
+        return False
+    if levels.get("CD45") != "bright":
+        return carries_blast_marker(levels, markers)
+    return any(levels.get(m) in ("pos", "bright") for m in ("CD34", "CD117"))
 
 
 def summary(pops):

@@ -15,6 +15,7 @@ it used.
 """
 
 import copy
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,24 @@ def reanalyze(gates_path, fcs_path, control_path=None):
         When the gates cannot be parsed or applied, or lack a ``cd125_pos`` gate under ``blasts``.
     """
     strategy = load_gates(gates_path)
+    check_strategy(strategy, gates_path)
+    stained = count_gates(strategy, load_sample(fcs_path), _applying(gates_path, fcs_path))
+    control = None
+    if control_path is not None:
+        control = count_gates(strategy, load_sample(control_path), _applying(gates_path, control_path))
+    by_name = {g["name"]: g for g in stained}
+    return Regated(stained, control, by_name[BLASTS]["count"], by_name[CD125_POS]["count"],
+                   cd125_cutoff(strategy))
+
+
+def _applying(gates_path, fcs_path):
+    # A gate that cannot be applied is the edited document's fault (a channel the tube lacks,
+    # a missing transform): the message names the gates file, and the tube it was applied to.
+    return f"{gates_path} (applied to {Path(fcs_path).name})"
+
+
+def check_strategy(strategy, gates_path):
+    """Refuse edited gates that lack ``blasts`` or ``cd125_pos``, or re-parent ``cd125_pos``."""
     names = {name for name, _ in strategy.get_gate_ids()}
     for needed in (BLASTS, CD125_POS):
         if needed not in names:
@@ -139,13 +158,49 @@ def reanalyze(gates_path, fcs_path, control_path=None):
     paths = strategy.find_matching_gate_paths(CD125_POS)
     if any(path[-1] != BLASTS for path in paths):
         raise InputError(gates_path, f"the '{CD125_POS}' gate must sit directly under '{BLASTS}'")
-    stained = count_gates(strategy, load_sample(fcs_path), fcs_path)
-    control = None
-    if control_path is not None:
-        control = count_gates(strategy, load_sample(control_path), control_path)
-    by_name = {g["name"]: g for g in stained}
-    return Regated(stained, control, by_name[BLASTS]["count"], by_name[CD125_POS]["count"],
-                   cd125_cutoff(strategy))
+
+
+def gate_channels(strategy):
+    """gate name -> the FCS channels ($PnN) its dimensions name (ratio dimensions: their operands)."""
+    used = {}
+    for name, path in strategy.get_gate_ids():
+        gate = strategy.get_gate(name, path)
+        channels = set()
+        for dim in getattr(gate, "dimensions", None) or ():
+            ratio = getattr(dim, "ratio_ref", None)
+            if ratio is not None:
+                channels.update(getattr(strategy.get_transform(ratio), "dimensions", None) or ())
+            else:
+                channels.add(getattr(dim, "id", None) or getattr(dim, "dimension_ref", None))
+        used[name] = channels - {None}
+    return used
+
+
+def check_channels(strategy, gates_path, tubes):
+    """Refuse gates naming a channel a tube lacks: ``tubes`` maps an FCS path to its channel names."""
+    for fcs_path, channels in tubes.items():
+        for matrix_id, matrix in strategy.comp_matrices.items():
+            missing = sorted(set(matrix.detectors) - set(channels))
+            if missing:
+                raise InputError(gates_path, f"compensation matrix '{matrix_id}' names channel(s) "
+                                             f"{', '.join(missing)}, which {Path(fcs_path).name} does not have")
+        for gate, needed in gate_channels(strategy).items():
+            missing = sorted(needed - set(channels))
+            if missing:
+                raise InputError(gates_path, f"gate '{gate}' uses channel(s) {', '.join(missing)}, "
+                                             f"which {Path(fcs_path).name} does not have "
+                                             f"(its channels: {', '.join(channels)})")
+
+
+def check_edited_gates(gates_path, fcs_paths):
+    """Parse and check edited gates against the sample's tubes, as before any job (one InputError)."""
+    from .fcs import read_channels
+
+    strategy = load_gates(gates_path)
+    check_strategy(strategy, gates_path)
+    tubes = {path: [c.name for c in read_channels(path)] for path in fcs_paths}
+    check_channels(strategy, gates_path, tubes)
+    return strategy
 
 
 def reviewed_result(result, result_sha256, regated, gates_path, review=None):
@@ -203,13 +258,14 @@ def _with_notes(table, automatic):
 
 
 def regate_result(result_path, gates_path, out_path=None, fcs_path=None, control_path=None, review=None,
-                  settings=None, figures=False):
+                  copies=(), settings=None, figures=False):
     """Re-gate the sample of ``result_path`` with ``gates_path`` and write its reviewed result.
 
-    The FCS files default to those the automatic result names. With
-    ``figures``, the re-gated QC figures (``reviewed_qc.png``) are drawn beside
-    the reviewed result, the sample analysed again with ``settings`` (those of
-    the automatic result). Returns the reviewed result.
+    The FCS files default to those the automatic result names. ``copies``: more paths to
+    write the same reviewed result to, once it is complete. With ``figures``, the
+    re-gated QC figures (``reviewed_qc.png``) are drawn beside the reviewed result
+    and each copy, the sample analysed again with ``settings`` (those of the
+    automatic result). Returns the reviewed result.
     """
     import json
 
@@ -227,23 +283,42 @@ def regate_result(result_path, gates_path, out_path=None, fcs_path=None, control
         control_path = inputs["control"].get("path")
     if control_path is not None and not Path(control_path).is_file():
         control_path = None  # the control may have moved; the stained tube alone decides
+    if review is not None and review.gates_sha256 and sha256_file(gates_path) != review.gates_sha256:
+        raise InputError(gates_path, f"not the gates file {review.where()} signed (its gates_sha256 differs)")
     regated = reanalyze(gates_path, fcs_path, control_path)
     reviewed = reviewed_result(result, sha256_file(result_path), regated, gates_path, review)
     validate(SampleResult.from_json(reviewed))
     out_path = Path(out_path or result_path.with_name(REVIEWED_RESULT))
+    figures_at = out_path.parent
     if figures:
         from .regate_figure import draw_reviewed, figure_stem
 
         stem = figure_stem(out_path)
-        note = draw_reviewed(result, reviewed, load_gates(gates_path), out_path.parent, settings, stem)
+        note = draw_reviewed(result, reviewed, load_gates(gates_path), figures_at, settings, stem)
         reviewed["review"]["figure_note"] = note
         # The figures of this result are the re-gated ones (or the card saying why there are none).
         reviewed["outputs"] = {k: v for k, v in reviewed["outputs"].items() if not k.startswith("qc_")}
         for key, name in (("qc_png", f"{stem}.png"), ("qc_control_png", f"{stem}_control.png")):
-            if (out_path.parent / name).is_file():
+            if (figures_at / name).is_file():
                 reviewed["outputs"][key] = name
-    atomic_write_json(out_path, reviewed)
+    # Written whole or not at all: a failing later REGATE never leaves a torn file behind.
+    # Each copy gets the figures before the result that names them.
+    for path in [out_path, *map(Path, copies)]:
+        if figures and path != out_path:
+            _copy_figures(figures_at, stem, path)
+        atomic_write_json(path, reviewed)
     return reviewed
+
+
+def _copy_figures(folder, stem, copy):
+    """The re-gated figures of ``folder`` beside ``copy`` (a copy of the reviewed result), under its names."""
+    from .fileio import atomic_write_bytes
+    from .regate_figure import figure_stem
+
+    for suffix in ("", "_control"):
+        source = folder / f"{stem}{suffix}.png"
+        if source.is_file():
+            atomic_write_bytes(copy.parent / f"{figure_stem(copy)}{suffix}.png", source.read_bytes())
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -256,12 +331,30 @@ def add_arguments(parser):
     parser.add_argument("--fcs", help="stained tube (default: the one result.json names)")
     parser.add_argument("--control", help="control tube (default: the one result.json names)")
     parser.add_argument("--reviews", help="reviews file: the sample's latest REGATE line says who, when, why")
+    parser.add_argument("--current", help="also write the reviewed result here once it is complete "
+                                          "(the workflow's reviewed_result.json beside result.json)")
+    parser.add_argument("--failure", help="when the inputs cannot be re-gated, write the one-line problem here "
+                                          "and exit 0 (the workflow records it; the batch goes on)")
     parser.add_argument("--config", help="analysis settings of the automatic result, to draw the re-gated "
                                          "QC figures (reviewed_qc.png) with; default: the packaged settings")
     parser.add_argument("--no-figures", action="store_true", help="write the reviewed result only")
 
 
 def run(args):
+    if not args.failure:
+        return _regate(args)
+    try:
+        return _regate(args)
+    except InputError as exc:
+        from .fileio import atomic_write_text
+
+        # A recorded outcome, not a failed job: Snakemake would stop the batch over one sample.
+        atomic_write_text(args.failure, f"{exc}\n")
+        print(f"cd125gate: {exc}", file=sys.stderr)
+        return 0
+
+
+def _regate(args):
     from . import results, reviews
 
     review = None
@@ -275,7 +368,8 @@ def run(args):
     from .settings import load_settings
 
     settings = load_settings(args.config) if args.config else None
-    reviewed = regate_result(args.result, args.gates, args.out, args.fcs, args.control, review,
+    copies = [args.current] if args.current else []
+    reviewed = regate_result(args.result, args.gates, args.out, args.fcs, args.control, review, copies,
                              settings, figures=not args.no_figures)
     if reviewed["review"].get("figure_note"):
         print(f"no re-gated figure: {reviewed['review']['figure_note']}")

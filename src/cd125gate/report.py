@@ -437,7 +437,7 @@ def _card(i, s, assets="report_files"):
              _list("reasons", "Reasons", r.get("reasons")),
              _list("flags", "Flags", _flags(s)),
              _list("warnings", "Warnings", r.get("warnings")),
-             _identity(r).replace("<p>", '<p class="no-print">', 1), _threshold(r)]
+             _identity(r).replace("<p>", '<p class="no-print">', 1), _threshold(r), _density(i, s, assets)]
     if not s.figures:
         parts.append('<p class="missing">No QC figure: the gating of this sample cannot be reviewed here.</p>')
     from PIL import Image
@@ -634,6 +634,20 @@ def _threshold(result):
             f"{escape(str(threshold.get('description') or ''))}{' · ' if threshold.get('description') else ''}"
             f"cut-off {threshold.get('value_raw', 0):,.4g} raw"
             f"{escape(ratio)}</p>")
+
+
+def _density(i, s, assets):
+    """The CD125 density with its bead lot and fit, and a link to the bead QC figure."""
+    from .beads import density_lines
+
+    lines = density_lines(s.result.get("density"))
+    if not lines:
+        return ""
+    link = ""
+    if any(name == "beads.png" for name, _ in s.figures):
+        link = f' · <a href="{escape(assets)}/s{i}/beads.png" target="_blank" class="bead-qc">bead QC figure</a>'
+    body = "<br>".join(escape(line) for line in lines)
+    return f'<p class="density"><b>CD125 density</b>{link}<br>{body}</p>'
 
 
 def _gates(result):

@@ -20,7 +20,7 @@ from .model import GATE_ORDER
 
 SCHEMA_VERSION = "1"
 # Keys result.json holds only when they have a value.
-OPTIONAL = ("internal_controls", "outputs", "assay", "review")
+OPTIONAL = ("internal_controls", "clones", "outputs", "assay", "review", "density")
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,11 @@ class SampleResult:
     control_gates: tuple | None = None
     qc: dict = field(default_factory=dict)
     internal_controls: dict | None = None  # population -> CD125+ share against the threshold
+    clones: tuple | None = None     # per blast clone: phenotype, coverage, blasts, CD125+ fraction
     outputs: dict | None = None     # kind -> file name in the sample's folder (set when written)
     assay: dict | None = None       # acquisition metadata from the FCS keywords
     review: dict | None = None      # reviewed_result.json only: the REGATE it comes from
+    density: dict | None = None     # CD125 ABC from calibration beads (beads.measure), when named
     schema_version: str = SCHEMA_VERSION
 
     @property
@@ -67,6 +69,8 @@ class SampleResult:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in ("reasons", "flags", "warnings", "gates"):
             data[name] = list(data[name])
+        if self.clones is not None:
+            data["clones"] = list(self.clones)
         if self.control_gates is not None:
             data["control_gates"] = list(self.control_gates)
         for name in OPTIONAL:
@@ -83,6 +87,8 @@ class SampleResult:
             values[name] = tuple(values.get(name) or ())
         if values.get("control_gates") is not None:
             values["control_gates"] = tuple(values["control_gates"])
+        if values.get("clones") is not None:
+            values["clones"] = tuple(values["clones"])
         values.setdefault("criterion_settings", {})
         return cls(**values)
 
@@ -101,11 +107,12 @@ def failed(base, reason, **known):
 
 
 def decided(base, verdict, evidence, stained, control, threshold, *, warnings, inputs, qc,
-            internal_controls=None, assay=None):
+            internal_controls=None, assay=None, clones=None):
     """The result of a sample analysed to the end: ``base`` with the criterion and its evidence."""
     return base.replace(
         criterion=verdict.criterion, reasons=verdict.reasons, flags=verdict.flags,
         warnings=tuple(warnings), inputs=inputs, qc=qc, internal_controls=internal_controls, assay=assay,
+        clones=tuple(clones) if clones else None,
         cd125_pos_fraction=verdict.fraction, ci_low=verdict.ci_low, ci_high=verdict.ci_high,
         blast_events=evidence.blasts, cd125_pos_events=evidence.positive,
         cd125_median=cd125_medians(stained, control), gates=gate_table(stained),

@@ -3,22 +3,25 @@
 A review never edits a result. A reviewer writes one line per decision in a
 TSV file (``reviews: PATH`` in the workflow config)::
 
-    sample_id  result_sha256  decision  reviewer  date  reason  gates
+    sample_id  result_sha256  decision  reviewer  date  reason  gates  gates_sha256
 
 ``result_sha256`` is the SHA-256 of the ``result.json`` the reviewer looked
 at: the line binds to exactly that result. When the result changes (new
 settings, new software), the line is *stale* and the sample needs review
-again. Lines accumulate: a sample's latest line that applies is the one that
-counts, earlier ones stay as history.
+again. A REGATE binds its edited gates file the same way (``gates_sha256``).
+Lines accumulate: a sample's latest line is the one that counts, earlier ones
+stay as history, and a decision is taken back only by a WITHDRAW line.
 
 Two moments check the lines:
 
 * before any job (`check`): every line must name a sample of the batch, a
   decision we know, a reviewer, an ISO date, a reason (all but ACCEPT), a
-  Gating-ML file (REGATE) and the digest of the sample's current result, or
-  of an earlier result that this batch already recorded in ``audit.tsv`` (an
-  old review that a later result made stale). Anything else stops the run
-  with one line naming the file, the line and the problem.
+  Gating-ML file whose digest is the one signed (REGATE) and the digest of
+  the sample's current result, or of an earlier result that this batch
+  already recorded in ``audit.tsv`` (an old review that a later result made
+  stale); and every decision ``audit.tsv`` records must still be in the file
+  (`check_audit`). Anything else stops the run with one line naming the
+  file, the line and the problem.
 * when the screening table is built (`final_status`): a line whose digest is
   not the current result's is stale and does not apply.
 """
@@ -31,13 +34,17 @@ from pathlib import Path
 
 from .errors import InputError
 
-DECISIONS = ("ACCEPT", "OVERRIDE_MET", "OVERRIDE_NOT_MET", "REJECT", "REGATE")
+DECISIONS = ("ACCEPT", "OVERRIDE_MET", "OVERRIDE_NOT_MET", "REJECT", "REGATE", "WITHDRAW")
 FINALS = ("MET", "NOT_MET", "PENDING_REVIEW", "REJECTED", "FAILED")
 SIGNOFF = ("review_only", "all")
 REQUIRED_COLUMNS = ("sample_id", "result_sha256", "decision", "reviewer", "date", "reason")
-COLUMNS = REQUIRED_COLUMNS + ("gates",)
-AUDIT_COLUMNS = ("recorded_at", "sample_id", "decision", "reviewer", "date", "reason", "gates",
+COLUMNS = REQUIRED_COLUMNS + ("gates", "gates_sha256")
+AUDIT_COLUMNS = ("recorded_at", "sample_id", "decision", "reviewer", "date", "reason", "gates", "gates_sha256",
                  "result_sha256_before", "result_sha256_after", "final", "reviews_file", "reviews_line")
+# The audit trail as cd125gate 0.x wrote it before REGATE lines bound their gates file: still read.
+AUDIT_COLUMNS_V1 = tuple(c for c in AUDIT_COLUMNS if c != "gates_sha256")
+# What identifies a decision: what it says, never where its line sits in which file.
+DECISION_KEY = ("sample_id", "result_sha256_before", "decision", "reviewer", "date", "reason", "gates_sha256")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Tabs and line breaks inside a cell would shift or split an audit row.
 BLANK_CONTROL = str.maketrans("\t\r\n", "   ")
@@ -56,9 +63,21 @@ class Review:
     gates: Path | None  # the edited Gating-ML of a REGATE, resolved against the reviews file's folder
     source: str         # the reviews file
     line: int           # its line number (1 = header)
+    gates_sha256: str = ""  # SHA-256 of the gates file as the reviewer signed it (REGATE)
 
     def where(self):
         return f"{self.source}: line {self.line}"
+
+    def key(self):
+        """What the line decides (the audit trail's key): the same decision wherever the line sits."""
+        return (self.sample_id, self.result_sha256, self.decision, self.reviewer, self.date, self.reason,
+                self.gates_sha256)
+
+    def decision_id(self):
+        """A short name of this decision for file names (the regate job's output)."""
+        import hashlib
+
+        return hashlib.sha256("\t".join(self.key()).encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -97,16 +116,12 @@ def read_reviews(path):
         ``"{path}: line N: {problem}"`` for the first bad line.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read reviews file: {exc}") from None
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1)
+    lines = [(n, line) for n, line in enumerate(_read_text(path).splitlines(), 1)
              if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
         raise InputError(path, "reviews file is empty (it needs a header line)")
     header_line, header = lines[0]
-    names = [name.strip() for name in header.split("\t")]
+    names = [name.strip() for name in _cells(header)]
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise InputError(path, f"line {header_line}: header lacks column(s) {', '.join(missing)} "
@@ -116,13 +131,36 @@ def read_reviews(path):
         raise InputError(path, f"line {header_line}: unknown column(s) {', '.join(unknown)}")
     reviews = []
     for number, line in lines[1:]:
-        cells = line.split("\t")
+        cells = _cells(line)
         if len(cells) > len(names):
             raise InputError(path, f"line {number}: {len(cells)} cells but the header has {len(names)} "
                                    "(a tab inside a reason?)")
         record = dict(zip(names, (c.strip() for c in cells)))
         reviews.append(_review(record, path, number))
     return reviews
+
+
+def _read_text(path):
+    """The text of a reviews file: UTF-8, with or without the byte-order mark Excel and Notepad write."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read reviews file: {exc.strerror or exc}") from None
+    # Excel's "Unicode Text" is UTF-16: say so rather than show a codec error.
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:200]:
+        raise InputError(path, "reviews file is UTF-16 text; save it as UTF-8 "
+                               "(Excel: 'Tab delimited text', not 'Unicode Text')")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InputError(path, f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                               "save the reviews file as UTF-8") from None
+
+
+def _cells(line):
+    """The tab-separated cells of one line; cells quoted as Excel writes them are read too."""
+    return next(csv.reader([line], delimiter="\t"))
 
 
 def _review(record, path, number):
@@ -149,17 +187,21 @@ def _review(record, path, number):
     reason = record.get("reason", "")
     if decision != "ACCEPT" and not reason:
         raise bad(f"{decision} of sample '{sample_id}' gives no reason (required for all but ACCEPT)")
-    gates = record.get("gates") or None
+    gates, gates_sha256 = record.get("gates") or None, record.get("gates_sha256", "").lower()
     if decision == "REGATE":
         if gates is None:
             raise bad(f"REGATE of sample '{sample_id}' names no edited Gating-ML in the gates column")
         gates = (path.parent / gates).resolve() if not Path(gates).is_absolute() else Path(gates)
         if not gates.is_file():
             raise bad(f"REGATE of sample '{sample_id}': gates file {gates} does not exist")
-    elif gates is not None:
+        if not SHA256.match(gates_sha256):
+            raise bad(f"REGATE of sample '{sample_id}': gates_sha256 is "
+                      f"{'empty' if not gates_sha256 else 'not a SHA-256 digest (64 hex digits)'}; "
+                      "it binds the edited gates file the reviewer signed (sha256sum of the file)")
+    elif gates is not None or gates_sha256:
         raise bad(f"{decision} of sample '{sample_id}' names a gates file; only REGATE uses one")
     return Review(sample_id, digest, decision, record["reviewer"], record["date"], reason,
-                  gates, str(path), number)
+                  gates, str(path), number, gates_sha256)
 
 
 # --- checking against the batch ------------------------------------------------------------------
@@ -188,23 +230,91 @@ def check(reviews, current, known=None, criteria=None):
     """
     known = known or {}
     criteria = criteria or {}
+    in_effect = {}  # sample_id -> the line in effect so far (None once withdrawn)
     for review in reviews:
-        def bad(problem):
-            return InputError(review.source, f"line {review.line}: {problem}")
-
-        sid = review.sample_id
-        if sid not in current:
-            raise bad(f"unknown sample '{sid}' (not in this batch's sample sheet)")
-        if review.result_sha256 in known.get(sid, ()):
-            continue  # an old review: stale now, kept as history
-        if current[sid] is None:
-            raise bad(f"sample '{sid}' has no result.json yet: a review must name the result it signs")
-        if review.result_sha256 != current[sid]:
-            raise bad(f"stale digest for sample '{sid}': the line names result {review.result_sha256[:12]}…, "
-                      f"the current result.json is {current[sid][:12]}… (review the current result)")
-        problem = decision_problem(review.decision, criteria.get(sid))
+        problem = _line_problem(review, current, known, criteria, in_effect.get(review.sample_id))
         if problem:
-            raise bad(f"{review.decision} of sample '{sid}': {problem}")
+            raise InputError(review.source, f"line {review.line}: {problem}")
+        in_effect[review.sample_id] = None if review.decision == "WITHDRAW" else review
+
+
+def _line_problem(review, current, known, criteria, earlier):
+    """Why one line cannot apply to the batch, or None. ``earlier``: the sample's line in effect before it."""
+    sid = review.sample_id
+    if sid not in current:
+        return f"unknown sample '{sid}' (not in this batch's sample sheet)"
+    problem = _gates_problem(review)
+    if problem:
+        return problem
+    if review.decision == "WITHDRAW" and (earlier is None or earlier.result_sha256 != review.result_sha256):
+        return (f"WITHDRAW of sample '{sid}': no earlier decision on result {review.result_sha256[:12]}… "
+                "is in effect to withdraw")
+    if review.result_sha256 != current[sid] and review.result_sha256 in known.get(sid, ()):
+        return None  # an old review of an earlier result: stale now, kept as history
+    if current[sid] is None:
+        return f"sample '{sid}' has no result.json yet: a review must name the result it signs"
+    if review.result_sha256 != current[sid]:
+        return digest_mismatch(sid, review.result_sha256, current[sid])
+    problem = decision_problem(review.decision, criteria.get(sid))
+    return f"{review.decision} of sample '{sid}': {problem}" if problem else None
+
+
+def _gates_problem(review):
+    """A REGATE whose gates file is no longer the one the reviewer signed, or None."""
+    if review.decision != "REGATE":
+        return None
+    from .fileio import sha256_file
+
+    now = sha256_file(review.gates)
+    if now == review.gates_sha256:
+        return None
+    return (f"REGATE of sample '{review.sample_id}': gates file {review.gates} is not the one signed "
+            f"(gates_sha256 {_where_differs(review.gates_sha256, now)}); "
+            "an edit after sign-out needs a new REGATE line")
+
+
+def digest_mismatch(sample_id, named, current):
+    """One line saying where a line's result digest differs from the current result's."""
+    return (f"result_sha256 of sample '{sample_id}' is not its current result.json "
+            f"({_where_differs(named, current)}): a mistyped digest, or a review of an earlier "
+            "result; review the current result")
+
+
+def _where_differs(named, actual):
+    """'differs at character N: line …abc…, file …abd…' — enough to spot a typo, not two equal prefixes."""
+    at = next(i for i, (a, b) in enumerate(zip(named, actual)) if a != b)
+    first, last = max(0, at - 4), at + 8
+    return (f"differs at character {at + 1}: the line has …{named[first:last]}…, "
+            f"the file has …{actual[first:last]}…, in full {actual}")
+
+
+def check_audit(reviews, audit, source, audit_path="audit.tsv"):
+    """Stop when ``audit.tsv`` records a decision the reviews file no longer holds.
+
+    Lines only accumulate: a lost line would silently un-sign a sample. Decisions are
+    matched by what they say (`Review.key`), never by file name or line number.
+
+    Parameters
+    ----------
+    reviews : list of Review
+    audit : list of dict
+        Rows of ``audit.tsv``.
+    source : str or Path or None
+        The reviews file (None: the run names none).
+    """
+    held = {review.key() for review in reviews}
+    held_v1 = {key[:-1] for key in held}  # rows of an older audit carry no gates digest
+    for row in audit:
+        key = _decision_key(row)
+        if key in held or (not row.get("gates_sha256") and key[:-1] in held_v1):
+            continue
+        what = (f"{row['decision']} of sample '{row['sample_id']}' by {row['reviewer']} on {row['date']} "
+                f"(recorded in {audit_path} at {row['recorded_at']})")
+        if source is None:
+            raise InputError(audit_path, f"records {what}, but this run names no reviews file; "
+                                         "name the batch's reviews file (reviews: PATH)")
+        raise InputError(source, f"{what} is no longer in this file; lines only accumulate "
+                                 "(take a decision back with a WITHDRAW line and a reason)")
 
 
 def decision_problem(decision, criterion):
@@ -268,6 +378,9 @@ def final_status(criterion, result_sha256, review=None, signoff="review_only", r
     if decision_problem(review.decision, criterion):
         # `check` refuses these before a run; a result that changed into this state mid-run lands here.
         return Final(unreviewed, None, review, decision_problem(review.decision, criterion))
+    if review.decision == "WITHDRAW":
+        # The reviewer took the decision back: the sample is as if unreviewed, and says why.
+        return Final(unreviewed, review, note=f"decision withdrawn by {review.reviewer} on {review.date}")
     if review.decision == "ACCEPT":
         return Final(criterion if criterion in ("MET", "NOT_MET") else "FAILED", review)
     if review.decision == "OVERRIDE_MET":
@@ -314,14 +427,15 @@ def audit_rows(applied, reviewed_digests=None):
         after = reviewed_digests.get(r.sample_id, before) if r.decision == "REGATE" else before
         rows.append({"sample_id": r.sample_id, "decision": r.decision, "reviewer": r.reviewer,
                      "date": r.date, "reason": r.reason, "gates": str(r.gates or ""),
+                     "gates_sha256": r.gates_sha256,
                      "result_sha256_before": before, "result_sha256_after": after,
                      "final": status.final, "reviews_file": r.source, "reviews_line": str(r.line)})
     return rows
 
 
-def _audit_key(row):
-    # Everything but the time of recording: the same decision on the same results is one event.
-    return tuple(str(row.get(c, "")).translate(BLANK_CONTROL) for c in AUDIT_COLUMNS[1:])
+def _decision_key(row):
+    # What was decided, as `Review.key` says it: the same decision is one event wherever its line sits.
+    return tuple(str(row.get(c) or "").translate(BLANK_CONTROL).strip() for c in DECISION_KEY)
 
 
 def read_audit(path):
@@ -334,9 +448,19 @@ def read_audit(path):
             rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(path, f"cannot read audit trail: {exc}") from None
-    if rows and list(rows[0]) != list(AUDIT_COLUMNS):
+    if rows and tuple(rows[0]) not in (AUDIT_COLUMNS, AUDIT_COLUMNS_V1):
         raise InputError(path, f"not a cd125gate audit trail (columns {', '.join(rows[0])})")
     return rows
+
+
+def _audit_header(path):
+    """The columns of an existing audit trail (an older one keeps its own), else today's."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline().rstrip("\r\n")
+    except FileNotFoundError:
+        return AUDIT_COLUMNS
+    return tuple(first.split("\t")) if first else AUDIT_COLUMNS
 
 
 def known_digests(audit):
@@ -354,10 +478,10 @@ def append_audit(path, rows, recorded_at):
     the trail of who decided what, on which result, survives every rerun.
     """
     path = Path(path)
-    seen = {_audit_key(row) for row in read_audit(path)}
+    seen = {_decision_key(row) for row in read_audit(path)}
     new = []
     for row in rows:
-        key = _audit_key(row)
+        key = _decision_key(row)
         if key not in seen:
             seen.add(key)
             new.append(row)
@@ -365,11 +489,12 @@ def append_audit(path, rows, recorded_at):
         return []
     path.parent.mkdir(parents=True, exist_ok=True)
     header = not path.exists() or path.stat().st_size == 0
+    columns = AUDIT_COLUMNS if header else _audit_header(path)
     with open(path, "a", encoding="utf-8") as handle:
         if header:
             handle.write("\t".join(AUDIT_COLUMNS) + "\n")
         for row in new:
-            cells = [recorded_at] + [str(row.get(c, "")) for c in AUDIT_COLUMNS[1:]]
+            cells = [recorded_at] + [str(row.get(c, "")) for c in columns[1:]]
             handle.write("\t".join(c.translate(BLANK_CONTROL) for c in cells) + "\n")
         handle.flush()
     return new

@@ -2,7 +2,8 @@
 
 A sheet is a tab-separated file with a header row. ``sample_id`` and ``fcs``
 are required; ``control``, ``patient_id``, ``specimen``, ``compensation`` and
-``notes`` are optional. ``compensation`` is a matrix CSV, or the word
+``notes`` are optional (and ``beads``, ``bead_lot``: a calibration bead tube and its
+lot file, for the CD125 density). ``compensation`` is a matrix CSV, or the word
 ``precompensated`` (the tubes hold events already compensated). Relative paths resolve against the sheet's folder, so
 a sheet and its FCS files can move together. Every row has one cell per header
 column (an empty cell is written as such, between two tabs), and a quoted cell
@@ -26,10 +27,10 @@ from .errors import InputError
 
 REQUIRED_COLUMNS = ("sample_id", "fcs")
 OPTIONAL_COLUMNS = ("control", "patient_id", "specimen", "compensation", "notes", "cd125_clone",
-                    "cd125_fluorochrome", "cd125_lot")
+                    "cd125_fluorochrome", "cd125_lot", "beads", "bead_lot")
 TEXT_COLUMNS = ("patient_id", "specimen", "notes", "cd125_clone", "cd125_fluorochrome", "cd125_lot")
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-PATH_COLUMNS = ("fcs", "control", "compensation")
+PATH_COLUMNS = ("fcs", "control", "compensation", "beads", "bead_lot")
 
 # A sample ID names an output folder and appears in Snakemake job names and
 # shell commands: no separators, spaces, quotes or a leading dot.
@@ -51,6 +52,8 @@ class Sample:
     cd125_clone: str | None = None         # the anti-CD125 reagent, when it differs from the settings'
     cd125_fluorochrome: str | None = None
     cd125_lot: str | None = None
+    beads: Path | None = None             # calibration bead tube: the CD125 density (none: no density)
+    bead_lot: Path | None = None          # its lot file (none: the settings' beads)
     line: int = 0          # line of the sheet the sample came from, for messages
 
 

@@ -11,11 +11,11 @@ why, and the assay metadata a reviewer checks (acquisition date, instrument,
 operator, tube) from the FCS keywords.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__, assay, results, reviews
+from . import __version__, assay, beads, results, reviews
 from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text, sha256_file
 
@@ -28,7 +28,7 @@ COLUMNS = (
     "fcs_sha256", "control_sha256", "cd125gate_version", "config_digest",
     "result_sha256", "reviewed_criterion", "reviewed_cd125_pos_fraction", "reviewed_ci_low",
     "reviewed_ci_high", "reviewed_result_sha256", "threshold_value_raw", "control_pos_fraction",
-    "cd125_median_ratio", *ASSAY_COLUMNS,
+    "cd125_median_ratio", *ASSAY_COLUMNS, *beads.SCREENING_COLUMNS,
 )
 LIST_SEPARATOR = "; "
 # Tabs and line breaks inside a cell would shift or split the row.
@@ -54,6 +54,7 @@ def screening_row(result):
         "control_pos_fraction": control_pos_fraction(result),
         "cd125_median_ratio": (result.cd125_median or {}).get("ratio"),
         **{name: recorded.get(name) for name in ASSAY_COLUMNS},
+        **beads.screening_columns(result.density),
     }
 
 
@@ -133,15 +134,19 @@ def collect_samples(paths, review_lines=None, signoff="review_only", metadata=Tr
         seen[row["sample_id"]] = path
         digest = sha256_file(path)
         review = latest.get(row["sample_id"])
-        reviewed = _current_reviewed_result(Path(path), digest, review)
+        reviewed_path = reviewed_result_path(Path(path), review)
+        reviewed = _current_reviewed_result(reviewed_path, digest, review)
         status = reviews.final_status(result["criterion"], digest, review, signoff,
                                       reviewed["criterion"] if reviewed else None)
+        failure = regate_failure(reviewed_path) if status.review is not None else None
+        if failure:
+            status = replace(status, note=f"re-gating failed: {failure}")
         row.update(status.columns(), result_sha256=digest)
         if reviewed is not None and status.review is not None:
             row.update(reviewed_criterion=reviewed["criterion"],
                        reviewed_cd125_pos_fraction=reviewed["cd125_pos_fraction"],
                        reviewed_ci_low=reviewed["ci_low"], reviewed_ci_high=reviewed["ci_high"],
-                       reviewed_result_sha256=sha256_file(Path(path).with_name(REVIEWED_RESULT)))
+                       reviewed_result_sha256=sha256_file(reviewed_path))
         if metadata and not any(row[name] for name in ASSAY_COLUMNS):
             row.update(read_assay_metadata(result))
         samples.append(Collected(Path(path), result, row, status, reviewed))
@@ -149,22 +154,45 @@ def collect_samples(paths, review_lines=None, signoff="review_only", metadata=Tr
 
 
 REVIEWED_RESULT = "reviewed_result.json"
+REVIEWED_FOLDER = "reviewed"
+REGATE_FAILURE = "failed.txt"
 
 
-def _current_reviewed_result(path, digest, review):
-    """The sample's reviewed_result.json when it re-gated this very result with this review's gates.
+def reviewed_result_path(result_path, review):
+    """Where the re-gating of ``review`` (a REGATE line) is kept: one file per decision.
+
+    Each REGATE decision has a folder of its own beside ``result.json``, so that
+    re-gating a later decision (which may fail) never overwrites or deletes
+    what an earlier one produced; ``reviewed_result.json`` beside
+    ``result.json`` is a copy of the latest that succeeded. A re-gating that
+    could not be done leaves ``failed.txt`` (the one-line problem) instead.
+    """
+    if review is None or review.decision != "REGATE":
+        return None
+    return Path(result_path).parent / REVIEWED_FOLDER / review.decision_id() / REVIEWED_RESULT
+
+
+def regate_failure(reviewed_path):
+    """The one-line problem of a re-gating that could not be done, or None."""
+    failed = None if reviewed_path is None else reviewed_path.with_name(REGATE_FAILURE)
+    if failed is None or reviewed_path.is_file() or not failed.is_file():
+        return None
+    return failed.read_text(encoding="utf-8", errors="replace").strip() or "no reason recorded"
+
+
+def _current_reviewed_result(reviewed_path, digest, review):
+    """The re-gated result of ``review`` when it re-gated this very result with the gates signed.
 
     A reviewed result left over from an earlier REGATE (another result, other
     gates) is not this review's answer and is ignored.
     """
-    reviewed_path = path.with_name(REVIEWED_RESULT)
-    if review is None or review.decision != "REGATE" or not reviewed_path.is_file():
+    if reviewed_path is None or not reviewed_path.is_file():
         return None
     reviewed = results.load(reviewed_path).to_json()
     source = reviewed.get("review") or {}
     if source.get("source_result_sha256") != digest:
         return None
-    if source.get("gates_sha256") != sha256_file(review.gates):
+    if source.get("gates_sha256") != review.gates_sha256:
         return None
     return reviewed
 

@@ -203,6 +203,22 @@ class Criterion:
 
 
 @dataclass(frozen=True)
+class Beads:
+    lot: str = setting("bead lot name, recorded with every density (a sheet's bead_lot file wins)", "str",
+                       nullable=True)
+    dye: str = setting("the beads' fluorochrome; density only where CD125 is on the same dye", "str")
+    molecules: list = setting("dye molecules per bead of each level, dimmest first (empty: no lot here)",
+                              "numbers")
+    singlet_mad: float = setting("single beads: within this many robust SDs of the scatter centre",
+                                 "float", within=Range(1, 100))
+    min_r2: float = setting("bead curve R² below this: density withheld", "float", within=Range(0, 1))
+    slope_min: float = setting("bead curve log-log slope below this: density withheld", "float",
+                               within=Range(0, 10, open_lo=True))
+    slope_max: float = setting("bead curve log-log slope above this: density withheld", "float",
+                               within=Range(0, 10, open_lo=True))
+
+
+@dataclass(frozen=True)
 class Settings:
     panel: Panel = setting("which channel carries which marker", Panel)
     compensation: Compensation = setting("spillover correction", Compensation)
@@ -211,6 +227,7 @@ class Settings:
     gating: Gating = setting("automated gating", Gating)
     threshold: Threshold = setting("the CD125 cut-off", Threshold)
     criterion: Criterion = setting("the trial criterion", Criterion)
+    beads: Beads = setting("CD125 antigen density from calibration beads", Beads)
 
     def as_dict(self):
         """Plain nested dict (lists, not tuples), as in the YAML."""
@@ -303,6 +320,8 @@ def _value(meta, value, where):
         return value
     if kind == "names":
         return _names(value, where)
+    if kind == "numbers":
+        return _numbers(value, where)
     if kind == "levels":
         return _levels(value, where)
     if kind == "phenotypes":
@@ -323,6 +342,13 @@ def _number(meta, value, where):
 def _names(value, where):
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise _Bad(f"{where}: expected a list of names, got {value!r}")
+    return list(value)
+
+
+def _numbers(value, where):
+    if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
+        raise _Bad(f"{where}: expected a list of positive numbers, got {value!r}")
     return list(value)
 
 
@@ -386,6 +412,11 @@ def _check_cross_fields(settings):
     if settings.compensation.precompensated and settings.compensation.matrix is not None:
         raise _Bad("compensation.precompensated: cannot be true while compensation.matrix is set "
                    "(a matrix would compensate the data again)")
+    beads = settings.beads
+    if beads.slope_min > beads.slope_max:
+        raise _Bad(f"beads.slope_min: {beads.slope_min:g} is above beads.slope_max {beads.slope_max:g}")
+    if beads.molecules and (len(beads.molecules) < 3 or sorted(beads.molecules) != beads.molecules):
+        raise _Bad("beads.molecules: list 3 or more ascending numbers, one per bead level, dimmest first")
     if settings.threshold.fallback == "fixed" and settings.threshold.fixed_cutoff is None:
         raise _Bad("threshold.fixed_cutoff: must be set when threshold.fallback is fixed")
     return settings
@@ -417,6 +448,8 @@ def json_schema(cls=Settings):
                 prop["exclusiveMaximum" if r.open_hi else "maximum"] = r.hi
         elif kind == "names":
             prop = {"type": "array", "items": {"type": "string", "minLength": 1}}
+        elif kind == "numbers":
+            prop = {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}}
         elif kind == "levels":
             prop = {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}}}
         elif kind == "phenotypes":

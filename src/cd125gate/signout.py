@@ -279,6 +279,11 @@ def signout_figure(result, row=None, qc_png=None, automatic=None):
         y_left = block(margin, y_left, "Automatic result, for comparison", comparison_lines(automatic, result, row),
                        width=84, size=7)
     y_left = block(margin, y_left, "Threshold vs control", threshold_lines(result, row), width=70)
+    if result.get("density"):
+        from .beads import density_lines
+
+        y_left = block(margin, y_left, "CD125 antigen density (calibration beads)",
+                       density_lines(result["density"]), width=75, size=7.5)
     panels = key_panels(qc_png) if qc_png else []
     if panels:
         top = y_left - 0.005

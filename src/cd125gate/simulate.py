@@ -79,14 +79,26 @@ POPULATIONS = {
     "blast": dict(fsc=(60000, 0.05), ssc=(18000, 0.09), af=(100, 0.15), markers={
         "CD45": (3000, 0.12), "CD34": (6000, 0.15), "CD117": (3000, 0.15), "HLA-DR": (5000, 0.15),
         "CD33": (4000, 0.15), "CD123": (1500, 0.15)}),
+    # The neighbours of blasts in a real marrow (CaseSpec.extra): CD45-dim or negative, SSC-low or
+    # intermediate like blasts, told apart only by their markers.
+    "nrbc": dict(fsc=(38000, 0.05), ssc=(8000, 0.1), af=(50, 0.15), markers={
+        "CD45": (60, 0.3), "CD117": (300, 0.25, 0.4)}),
+    "hematogone": dict(fsc=(40000, 0.04), ssc=(9000, 0.08), af=(60, 0.15), markers={
+        "CD45": (10000, 0.15), "CD34": (5000, 0.15, 0.4), "HLA-DR": (10000, 0.15), "CD123": (300, 0.2)}),
+    "pdc": dict(fsc=(50000, 0.05), ssc=(13000, 0.08), af=(80, 0.15), markers={
+        "CD45": (8000, 0.1), "CD123": (25000, 0.12), "HLA-DR": (15000, 0.12), "CD33": (400, 0.2)}),
+    "immature_eosinophil": dict(fsc=(70000, 0.05), ssc=(55000, 0.1), af=(800, 0.15), markers={
+        "CD45": (10000, 0.12), "CD125": (5000, 0.2), "CD33": (3000, 0.15), "CD123": (300, 0.2)}),
 }
+NEIGHBOURS = ("nrbc", "hematogone", "pdc", "immature_eosinophil")
 # Nonspecific binding: an isotype antibody on live cells (monocytes carry Fc
 # receptors), and every antibody on dead cells.
 ISOTYPE_BINDING = {"default": (40, 0.2), "monocyte": (120, 0.2), "dead": (400, 0.25)}
 DEAD_BINDING = (400, 0.25)
 DEAD_VIABILITY = (20000, 0.15)
 NORMAL = ("lymphocyte", "monocyte", "neutrophil")
-BLAST_LABELS = ("blast_cd125pos", "blast_cd125neg")
+BLAST_LABELS = ("blast_cd125pos", "blast_cd125neg", "blast2_cd125pos", "blast2_cd125neg")
+POSITIVE_BLASTS = ("blast_cd125pos", "blast2_cd125pos")
 # A short clog: ~14% of the events, so that removing its time bins stays under
 # the 25% the analysis tolerates before sending a tube to REVIEW.
 CLOG_WINDOW = (0.45, 0.50)  # share of the acquisition time
@@ -138,6 +150,30 @@ class CaseSpec:
     specimen: str = "bone marrow"
     patient_id: str = ""
     notes: str = ""
+    # Real-marrow variation (the cohort's confounders), all off by default:
+    # shares of all events for the blasts' neighbours (NEIGHBOURS: nrbc, hematogone, pdc,
+    # immature_eosinophil), taken before lymphocytes, monocytes and neutrophils share the rest;
+    extra: dict = field(default_factory=dict)
+    # a second blast clone: its share of the blasts, phenotype overrides (as blast_markers),
+    # CD125+ share and CD125 median;
+    clone2_fraction: float = 0.0
+    clone2_markers: dict = field(default_factory=dict)
+    clone2_cd125_pos_fraction: float = 0.5
+    clone2_cd125_median: float = 1200.0
+    # markers whose channel the panel lacks (e.g. ("Viability",)); ADC bits of every detector
+    # ($PnR 2**bits: 20-bit data hold every value x4); FSC and SSC detector gains.
+    drop_markers: tuple = ()
+    bits: int = 18
+    scatter_gain: tuple = (1.0, 1.0)
+    # A calibration bead tube beside the case (simulate_beads): the sheet names it, the tubes carry
+    # the instrument's serial and detector voltages, and the truth holds the CD125 molecules (ABC).
+    beads: bool = False
+
+
+# CaseSpec fields a truth.json records only when they differ from their default, so that the
+# bundled truth.json stays as it was before they existed.
+OPTIONAL_FIELDS = ("blast_markers", "extra", "clone2_fraction", "clone2_markers", "clone2_cd125_pos_fraction",
+                   "clone2_cd125_median", "drop_markers", "bits", "scatter_gain", "beads")
 
 
 @dataclass
@@ -152,6 +188,7 @@ class SimulatedTube:
     fluor_channels: list      # $PnN of the spillover rows/columns
     labels: np.ndarray        # str population label per event
     keywords: dict            # further TEXT keywords
+    cd125_molecules: np.ndarray | None = None  # true CD125 antibodies bound per event
 
     def column(self, channel):
         return self.events[:, self.channels.index(channel)]
@@ -197,8 +234,11 @@ def population_counts(spec, n_events):
         "blast": spec.blast_fraction, "basophil": spec.basophil_fraction,
         "eosinophil": spec.eosinophil_fraction, "dead": spec.dead_fraction,
         "debris": spec.debris_fraction, "doublet": spec.doublet_fraction,
-        "ceiling": spec.ceiling_fraction,
+        "ceiling": spec.ceiling_fraction, **spec.extra,
     }
+    unknown = set(spec.extra) - set(NEIGHBOURS)
+    if unknown:
+        raise ValueError(f"case {spec.name}: unknown extra population(s) {', '.join(sorted(unknown))}")
     rest = 1.0 - sum(fixed.values())
     if rest < 0 or min(fixed.values()) < 0:
         raise ValueError(f"case {spec.name}: population fractions must be >= 0 and sum to <= 1")
@@ -211,17 +251,23 @@ def _lognormal(rng, n, median, sd_log10):
     return median * 10.0 ** (sd_log10 * rng.standard_normal(n))
 
 
-def _cells(rng, population, n, spec):
-    """Noise-free cells of one population: scatter areas/heights, dye abundances, autofluorescence."""
+def _cells(rng, population, n, spec, overrides=None):
+    """Noise-free cells of one population: scatter areas/heights, dye abundances, autofluorescence.
+
+    ``overrides`` (marker -> [median, sd] or None) changes the population's phenotype; blasts take
+    ``spec.blast_markers`` by default.
+    """
     p = POPULATIONS[population]
     fsc_a, ssc_a = _lognormal(rng, n, *p["fsc"]), _lognormal(rng, n, *p["ssc"])
     abundance = np.zeros((n, len(PANEL)))
     markers = p["markers"]
-    if population == "blast" and spec.blast_markers:
-        markers = {m: v for m, v in {**markers, **spec.blast_markers}.items() if v is not None}
+    if overrides is None and population == "blast":
+        overrides = spec.blast_markers
+    if overrides:
+        markers = {m: v for m, v in {**markers, **overrides}.items() if v is not None}
     for marker, params in markers.items():
-        if population == "blast" and marker == "CD34" and spec.cd34_negative:
-            continue
+        if (population == "blast" and marker == "CD34" and spec.cd34_negative) or marker in spec.drop_markers:
+            continue  # a marker the panel lacks has no antibody in the tube (nor its spillover)
         level = _lognormal(rng, n, *params[:2])
         if len(params) == 3:  # expressed on a subset only (e.g. HLA-DR on B cells)
             level *= rng.random(n) < params[2]
@@ -253,12 +299,24 @@ def _take(cells, index):
 
 
 def _blasts(rng, n, spec):
-    """Blasts, the first ``round(n * cd125_pos_fraction)`` of them CD125-positive."""
-    cells = _cells(rng, "blast", n, spec)
-    n_pos = int(round(n * spec.cd125_pos_fraction))
-    cells["abundance"][:n_pos, CD125] = _lognormal(rng, n_pos, spec.cd125_median, spec.cd125_sd)
-    labels = np.array(["blast_cd125pos"] * n_pos + ["blast_cd125neg"] * (n - n_pos))
+    """Blasts, the first ``round(n * cd125_pos_fraction)`` of them CD125-positive; with a second
+    clone (``clone2_fraction``), that share of them from the clone's own phenotype and CD125."""
+    n2 = int(round(n * spec.clone2_fraction))
+    cells, labels = _clone(rng, n - n2, spec, spec.blast_markers, spec.cd125_pos_fraction,
+                           spec.cd125_median, "blast")
+    if n2:
+        markers = {**spec.blast_markers, **spec.clone2_markers}
+        second, labels2 = _clone(rng, n2, spec, markers, spec.clone2_cd125_pos_fraction,
+                                 spec.clone2_cd125_median, "blast2")
+        cells, labels = _concat([cells, second]), np.concatenate([labels, labels2])
     return cells, labels
+
+
+def _clone(rng, n, spec, markers, pos_fraction, median, label):
+    cells = _cells(rng, "blast", n, spec, markers)
+    n_pos = int(round(n * pos_fraction))
+    cells["abundance"][:n_pos, CD125] = _lognormal(rng, n_pos, median, spec.cd125_sd)
+    return cells, np.array([f"{label}_cd125pos"] * n_pos + [f"{label}_cd125neg"] * (n - n_pos))
 
 
 def _dead(rng, n, counts, spec):
@@ -271,6 +329,7 @@ def _dead(rng, n, counts, spec):
     binding = _lognormal(rng, n * len(ANTIBODIES), *DEAD_BINDING).reshape(n, len(ANTIBODIES))
     cells["abundance"][:, ANTIBODIES] += binding
     cells["abundance"][:, VIABILITY] = _lognormal(rng, n, *DEAD_VIABILITY)
+    cells["abundance"][:, [MARKERS.index(m) for m in spec.drop_markers]] = 0.0
     return cells
 
 
@@ -309,9 +368,10 @@ def _ceiling(rng, n, counts, spec):
 def _specimen(rng, spec, n_events):
     """Noise-free cells and labels of one tube, in acquisition order."""
     counts = population_counts(spec, n_events)
-    live = {p: counts[p] for p in (*NORMAL, "blast", "basophil", "eosinophil")}
+    neighbours = tuple(p for p in NEIGHBOURS if counts.get(p))
+    live = {p: counts[p] for p in (*NORMAL, "blast", "basophil", "eosinophil", *neighbours)}
     parts, labels = [], []
-    for pop in (*NORMAL, "basophil", "eosinophil"):
+    for pop in (*NORMAL, "basophil", "eosinophil", *neighbours):
         parts.append(_cells(rng, pop, counts[pop], spec))
         labels += [pop] * counts[pop]
     blasts, blast_labels = _blasts(rng, counts["blast"], spec)
@@ -324,7 +384,7 @@ def _specimen(rng, spec, n_events):
         parts.append(cells)
         labels += [name] * len(cells["af"])
     order = rng.permutation(n_events)
-    return _take(_concat(parts), order), np.array(labels, dtype="<U16")[order]
+    return _take(_concat(parts), order), np.array(labels, dtype="<U24")[order]
 
 
 def _apply_control(rng, cells, labels, control):
@@ -355,15 +415,27 @@ def arrival_times(rng, n, clog):
     return t, window
 
 
-def _measure(rng, cells):
-    """Detector values: spillover, autofluorescence, photon and electronic noise."""
+def _measure(rng, cells, scatter_gain=(1.0, 1.0), digitisation=1.0):
+    """Detector values: spillover, autofluorescence, photon and electronic noise.
+
+    Scatter detectors see the cells through their gains (FSC, SSC); every detector clips at its
+    ceiling, and ``digitisation`` writes the same signal at a finer resolution (20-bit data: x4,
+    with $PnR x4; see ``_digitisation``), as newer instruments do.
+    """
     signal = cells["abundance"] @ spillover_matrix() + cells["af"][:, None] * AF_SPECTRUM
     spread = np.sqrt(PHOTON_K * np.clip(signal, 0.0, None))
     fluor = signal + spread * rng.standard_normal(signal.shape)
     fluor += ELECTRONIC_SD * rng.standard_normal(signal.shape)
     scatter = np.column_stack([cells[k] for k in ("fsc_a", "fsc_h", "ssc_a", "ssc_h")])
+    if tuple(scatter_gain) != (1.0, 1.0):
+        scatter *= np.repeat(np.asarray(scatter_gain, dtype=float), 2)
     scatter += SCATTER_SD * rng.standard_normal(scatter.shape)
-    return np.minimum(np.column_stack([scatter, fluor]), CEILING)
+    return np.minimum(np.column_stack([scatter, fluor]), CEILING) * digitisation
+
+
+def _digitisation(spec):
+    """Detector units per simulated unit: 2 ** (bits - 18)."""
+    return float(2 ** (int(spec.bits) - 18))
 
 
 def simulate_tube(spec, seed, role):
@@ -379,8 +451,15 @@ def simulate_tube(spec, seed, role):
         if key_ != "af":
             cells[key_][clogged] *= CLOG_SIGNAL
     labels[clogged] = "clog"
-    events = np.column_stack([_measure(rng, cells), t / TIMESTEP]).astype(np.float32)
-    return _tube(spec, role, events, labels, seed, t)
+    signals = _measure(rng, cells, spec.scatter_gain, _digitisation(spec))
+    events = np.column_stack([signals, t / TIMESTEP]).astype(np.float32)
+    tube = _tube(spec, role, events, labels, seed, t)
+    from .simulate_beads import instrument_keywords, molecules
+
+    tube.cd125_molecules = molecules(cells["abundance"][:, CD125])
+    if spec.beads:  # what the bead tube is checked against
+        tube.keywords.update(instrument_keywords(tube.channels))
+    return tube
 
 
 def _tube(spec, role, events, labels, seed, t):
@@ -391,14 +470,15 @@ def _tube(spec, role, events, labels, seed, t):
     channels = list(SCATTER) + list(DETECTORS) + ["Time"]
     fluor = list(DETECTORS)
     spill = spillover_matrix()
-    if spec.drop_cd125_channel:
-        keep = [i for i in range(len(channels)) if i != 4 + CD125]
+    dropped = {MARKERS.index(m) for m in spec.drop_markers} | ({CD125} if spec.drop_cd125_channel else set())
+    if dropped:
+        keep = [i for i in range(len(channels)) if i - 4 not in dropped]
         events, channels, stains = events[:, keep], [channels[i] for i in keep], [stains[i] for i in keep]
-        fluor_keep = [i for i in range(len(fluor)) if i != CD125]
+        fluor_keep = [i for i in range(len(fluor)) if i not in dropped]
         spill, fluor = spill[np.ix_(fluor_keep, fluor_keep)], [fluor[i] for i in fluor_keep]
     channels = [spec.rename.get(c, c) for c in channels]
     fluor = [spec.rename.get(c, c) for c in fluor]
-    ranges = [RANGE] * (len(channels) - 1) + [float(np.ceil(DURATION / TIMESTEP * 1.1))]
+    ranges = [RANGE * _digitisation(spec)] * (len(channels) - 1) + [float(np.ceil(DURATION / TIMESTEP * 1.1))]
     keywords = _keywords(spec, role, seed, t)
     return SimulatedTube(events, channels, stains, ranges, spill, fluor, labels, keywords)
 
@@ -466,12 +546,14 @@ def case_truth(spec, seed, stained, control):
     """Truth of one case: counts per population, blasts, CD125+ blasts, expected criterion."""
     blast_mask = stained.truth_blasts()
     blasts = int(blast_mask.sum())
-    positives = int((blast_mask & (stained.labels == "blast_cd125pos")).sum())
+    positives = int((blast_mask & np.isin(stained.labels, POSITIVE_BLASTS)).sum())
     criterion, reason = expected_criterion(spec, blasts, positives)
     spec_dict = asdict(spec)
-    if not spec.blast_markers:  # keeps the bundled truth.json as it was before the cohort
-        del spec_dict["blast_markers"]
-    return {
+    defaults = CaseSpec("default")
+    for name in OPTIONAL_FIELDS:
+        if getattr(spec, name) == getattr(defaults, name):
+            del spec_dict[name]
+    truth = {
         "name": spec.name, "seed": int(seed), "spec": spec_dict, "format": spec.fmt,
         "events": {"stained": len(stained.events), "control": len(control.events) if control else 0},
         "populations": {"stained": _label_counts(stained.labels),
@@ -480,9 +562,26 @@ def case_truth(spec, seed, stained, control):
         "true_fraction": positives / blasts if blasts else None,
         "control_blasts": int(control.truth_blasts().sum()) if control else 0,
         "expected_criterion": criterion, "criterion_reason": reason,
+        **({"clones": _clone_truth(stained, blast_mask)} if spec.clone2_fraction else {}),
         "files": {"stained": f"{spec.name}_stained.fcs",
                   "control": f"{spec.name}_control.fcs" if control else None},
     }
+    if spec.beads:
+        from .simulate_beads import abc_truth
+
+        truth["cd125_abc"] = abc_truth(stained)
+        truth["files"].update({"beads": "beads.fcs", "bead_lot": "beads_lot.yaml"})
+    return truth
+
+
+def _clone_truth(stained, blast_mask):
+    """Per clone: true blasts and their CD125+ fraction."""
+    out = {}
+    for clone in ("blast", "blast2"):
+        own = blast_mask & np.char.startswith(stained.labels.astype(str), clone + "_")
+        pos = int((own & (stained.labels == f"{clone}_cd125pos")).sum())
+        out[clone] = {"blasts": int(own.sum()), "true_fraction": pos / int(own.sum()) if own.any() else None}
+    return out
 
 
 def _label_counts(labels):
@@ -522,6 +621,10 @@ def write_case(outdir, spec, seed, *, fmt=None):
     atomic_write_bytes(outdir / truth["files"]["stained"], payload)
     if control is not None:
         atomic_write_bytes(outdir / truth["files"]["control"], tube_bytes(control, spec.fmt))
+    if spec.beads:  # one bead tube for the batch: the same bytes whichever case writes it
+        from .simulate_beads import write_beads
+
+        write_beads(outdir, seed=seed)
     return truth
 
 
@@ -534,12 +637,19 @@ def write_set(outdir, specs, seed, *, fmt=None):
 
 
 def sample_sheet(specs, truths):
-    """Sample sheet text: sample_id, fcs, control, patient_id, specimen, notes (tab-separated)."""
-    rows = ["sample_id\tfcs\tcontrol\tpatient_id\tspecimen\tnotes"]
+    """Sample sheet text: sample_id, fcs, control, patient_id, specimen, notes (tab-separated).
+
+    With bead tubes, also beads and bead_lot (empty for a case without).
+    """
+    beads = any(spec.beads for spec in specs)
+    rows = ["sample_id\tfcs\tcontrol\tpatient_id\tspecimen\tnotes" + ("\tbeads\tbead_lot" if beads else "")]
     for i, spec in enumerate(specs, start=1):
         files = truths[spec.name]["files"]
-        rows.append("\t".join([spec.name, files["stained"], files["control"] or "",
-                               spec.patient_id or f"SIM-{i:03d}", spec.specimen, spec.notes]))
+        row = [spec.name, files["stained"], files["control"] or "",
+               spec.patient_id or f"SIM-{i:03d}", spec.specimen, spec.notes]
+        if beads:
+            row += [files.get("beads") or "", files.get("bead_lot") or ""]
+        rows.append("\t".join(row))
     return "\n".join(rows) + "\n"
 
 
@@ -587,14 +697,23 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--cases", help="comma-separated case names (default: all bundled cases)")
     parser.add_argument("--format", choices=sorted(FORMATS), help="override every case's file format")
+    parser.add_argument("--beads", action="store_true",
+                        help="also a calibration bead tube and its lot file, named in the sheet for every "
+                             "case, and each case's true CD125 antibodies bound per cell in truth.json")
     parser.add_argument("--cohort", type=int, metavar="N",
                         help="instead of the bundled cases, N varied specimens drawn from --seed "
                              "(see cd125gate.cohort)")
+    parser.add_argument("--confounders", action="store_true",
+                        help="with --cohort: each specimen also carries what real marrows hold beside blasts "
+                             "(nucleated red cells, hematogones, a second clone, 20-bit data...; "
+                             "cd125gate.cohort.CONFOUNDERS)")
 
 
 def run(args):
     if args.cohort is not None:
         return _run_cohort(args)
+    if args.confounders:
+        raise InputError("--confounders", "only with --cohort N")
     specs = default_cases()
     if args.cases:
         wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -608,6 +727,8 @@ def run(args):
         if args.events < 10:
             raise InputError("--events", f"need at least 10 events per tube, not {args.events}")
         specs = [replace(s, n_events=args.events) for s in specs]
+    if args.beads:
+        specs = [replace(s, beads=True) for s in specs]
     truths = write_set(args.outdir, specs, args.seed, fmt=args.format)
     for name, truth in truths.items():
         fraction = truth["true_fraction"]
@@ -624,12 +745,12 @@ def _run_cohort(args):
     if args.cases or args.format:
         raise InputError("--cohort", "draws its own cases and formats; drop --cases/--format")
     events = EVENTS if args.events is None else (args.events, args.events)
-    truths = write_cohort(args.outdir, args.cohort, args.seed, events)
+    truths = write_cohort(args.outdir, args.cohort, args.seed, events, args.confounders, beads=args.beads)
     for name, truth in truths.items():
         fraction = truth["true_fraction"]
         shown = f"{fraction:.3f}" if fraction is not None else "-"
         print(f"{name}\tblasts={truth['blasts']}\tcd125+={shown}\t{truth['expected_criterion']}"
-              f"\t{'clear' if truth['clear'] else ''}")
+              f"\t{'clear' if truth['clear'] else ''}\t{','.join(truth['confounders'])}")
     return 0
 
 

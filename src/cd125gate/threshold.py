@@ -1,9 +1,11 @@
 """The CD125 cut-off: from the control tube's blasts, else an internal negative, else a fixed value."""
 
+from dataclasses import replace
 from statistics import NormalDist
 
 import numpy as np
 
+from . import density
 from .model import Threshold
 
 # Lymphocytes needed for the internal-negative cut-off: a blood or marrow with 1 % lymphocytes
@@ -44,7 +46,7 @@ def from_internal_negative(stained, cd125_scale, settings, seed=0):
     ch = stained.markers["CD125"]
     pct = settings.internal_percentile
     blasts = stained.column(ch)[stained.step("blasts").mask]
-    peak = _negative_peak(blasts, seed)
+    peak = density.lower_peak(blasts, seed)
     lymph = _lymphocyte_threshold(stained, cd125_scale, pct)
     if peak is not None:
         mean, sd, weight = peak
@@ -56,7 +58,8 @@ def from_internal_negative(stained, cd125_scale, settings, seed=0):
         if lymph is None or (value - lymph.value) * decades_per_unit(cd125_scale) <= PEAK_ABOVE_LYMPHOCYTES:
             raw = float(cd125_scale.inverse(np.array([value]))[0])
             return Threshold("internal_negative", float(value), raw, pct, int(round(weight * blasts.size)),
-                             f"{pct}th percentile of the CD125-negative blast peak (no usable control)")
+                             f"{pct}th percentile of the CD125-negative blast peak (no usable control)",
+                             "blast_peak")
     return lymph
 
 
@@ -71,27 +74,11 @@ def _lymphocyte_threshold(stained, cd125_scale, pct):
         values, what = stained.column(ch)[rows], "fitted lymphocytes and neutrophils"
     if values.size < MIN_LYMPHOCYTES:
         return None
-    return _percentile_threshold(
+    cut = _percentile_threshold(
         values, cd125_scale, pct, "internal_negative",
         f"{pct}th percentile of CD125 on {values.size} {what} of the stained tube (no usable control)",
     )
-
-
-def _negative_peak(values, seed, min_separation=3.0, min_weight=0.05, max_fit=50000):
-    """(mean, sd, weight) of the lower of two well-separated Gaussian components, or None."""
-    from .mixture import gaussian_mixture
-
-    if values.size < 200:
-        return None
-    rng = np.random.default_rng(seed)
-    fit = values if values.size <= max_fit else rng.choice(values, max_fit, replace=False)
-    gm = gaussian_mixture(fit, 2, seed=seed)
-    means, sds = gm.means[:, 0], np.sqrt(gm.covariances[:, 0, 0])
-    lo, hi = np.argsort(means)
-    separation = (means[hi] - means[lo]) / np.hypot(sds[lo], sds[hi])
-    if separation < min_separation or min(gm.weights) < min_weight:
-        return None
-    return float(means[lo]), float(sds[lo]), float(gm.weights[lo])
+    return replace(cut, reference="lymphocytes" if what == "lymphocytes" else "negative_populations")
 
 
 def fixed(cd125_scale, settings):

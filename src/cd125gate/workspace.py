@@ -323,7 +323,8 @@ def regated_samples(reviewed):
 def add_arguments(parser):
     parser.add_argument("results", nargs="+", metavar="RESULT_JSON", help="per-sample result.json files")
     parser.add_argument("--reviewed", nargs="*", default=[], metavar="REVIEWED_RESULT_JSON",
-                        help="reviewed_result.json of the re-gated samples (their edited gates: group re-gated)")
+                        help="reviewed_result.json of the re-gated samples, or the folders holding them "
+                             "(their edited gates: group re-gated)")
     parser.add_argument("--out", required=True, help="batch.wsp to write")
 
 
@@ -337,6 +338,11 @@ def run(args):
         loaded.append((result["sample_id"], path.parent, result))
     reviewed = []
     for path in map(Path, args.reviewed):
+        if path.is_dir():  # the workflow's folder of one REGATE decision
+            path = path / "reviewed_result.json"
+        if not path.is_file():
+            print(f"no reviewed result in {path.parent} (the re-gating failed): its sample is not re-gated here")
+            continue
         result = results.load(path).to_json()
         reviewed.append((result["sample_id"], result))
     samples = gated_samples(loaded) + regated_samples(reviewed)

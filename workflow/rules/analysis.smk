@@ -131,13 +131,11 @@ rule regate:
     input:
         unpack(regate_inputs),
     output:
-        result=sample_path("reviewed_result.json"),
-        # The re-gated QC figure (or a card saying why there is none); reviewed_qc_control.png beside it.
-        figure=sample_path("reviewed_qc.png"),
+        directory(regate_output()),
     log:
-        batch_path("logs/regate/{sample_id}.log"),
+        batch_path("logs/regate/{sample_id}.{decision}.log"),
     benchmark:
-        batch_path("benchmarks/regate/{sample_id}.tsv")
+        batch_path("benchmarks/regate/{sample_id}.{decision}.tsv")
     conda:
         "../envs/cd125gate.yaml"
     threads: 1
@@ -145,10 +143,14 @@ rule regate:
         mem_mb=2000,
         runtime=15,
     params:
-        # As a param, an edited REGATE line (reviewer, date, reason) reruns the re-gating.
-        review=lambda wildcards: regate_review(wildcards),
         reviews=config.get("reviews") or "",
+        # The latest reviewed result beside result.json, written only once this one is complete.
+        current=lambda wildcards: sample_path("reviewed_result.json").format(
+            sample_id=wildcards.sample_id
+        ),
         options=regate_options,
     shell:
-        "cd125gate regate {input.result:q} --gates {input.gates:q} --out {output.result:q}"
-        " --config {input.config:q} --reviews {params.reviews:q} {params.options} > {log:q} 2>&1"
+        "cd125gate regate {input.result:q} --gates {input.gates:q}"
+        " --out {output:q}/reviewed_result.json --failure {output:q}/failed.txt"
+        " --current {params.current:q} --config {input.config:q} --reviews {params.reviews:q}"
+        " {params.options} > {log:q} 2>&1"

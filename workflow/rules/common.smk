@@ -8,7 +8,12 @@ import sys
 import yaml
 from snakemake.utils import validate
 
-from cd125gate import panel_command as panel_check, reviews as review_lines, samplesheet
+from cd125gate import (
+    panel_command as panel_check,
+    reviews as review_lines,
+    samplesheet,
+    screening,
+)
 from cd125gate.errors import InputError
 from cd125gate.fileio import sha256_file
 from cd125gate.settings import load_settings
@@ -63,24 +68,49 @@ def sheet_record(sample):
     }
 
 
-def load_reviews():
+def load_reviews(current, criteria):
     """The checked review lines of the batch (none without `reviews:`), or a one-line stop.
 
     Lines are checked against the results as they are now, before any job:
-    a review must sign the current result.json of a sample of this batch.
+    a review must sign the current result.json of a sample of this batch,
+    every decision audit.tsv records must still be there, and edited gates
+    must be usable on the sample's tubes.
     """
-    if not config.get("reviews"):
-        return []
+    source = config.get("reviews") or None
+    audit_path = os.path.join(OUTDIR, "audit.tsv")
     try:
-        lines = review_lines.read_reviews(config["reviews"])
-        current, criteria = current_results()
-        known = review_lines.known_digests(
-            review_lines.read_audit(os.path.join(OUTDIR, "audit.tsv"))
-        )
-        review_lines.check(lines, current, known, criteria)
+        lines = review_lines.read_reviews(source) if source else []
+        audit = review_lines.read_audit(audit_path)
+        review_lines.check_audit(lines, audit, source, audit_path)
+        review_lines.check(lines, current, review_lines.known_digests(audit), criteria)
+        check_regates(applying_regates(lines, current))
     except InputError as exc:
         sys.exit(f"cd125gate: {exc}")
     return lines
+
+
+def applying_regates(lines, current):
+    """sample_id -> its REGATE line, when that is its latest line and signs its current result."""
+    return {
+        sid: line
+        for sid, line in review_lines.regate_lines(lines).items()
+        if line.result_sha256 == current[sid]
+    }
+
+
+def check_regates(regates):
+    """Parse the edited gates of each REGATE and check them on its tubes, naming the line."""
+    from cd125gate import regate
+
+    for sid, line in regates.items():
+        sample = SAMPLES[sid]
+        tubes = [path for path in (sample.fcs, sample.control) if path is not None]
+        try:
+            regate.check_edited_gates(line.gates, tubes)
+        except InputError as exc:
+            raise InputError(
+                line.source, f"line {line.line}: REGATE of sample '{sid}': {exc}"
+            )
 
 
 def current_results():
@@ -111,9 +141,11 @@ def check_outdir(outdir):
 
 SAMPLES = load_samples()
 OUTDIR = check_outdir(os.path.normpath(config["outdir"]))
-REVIEWS = load_reviews()
-# Samples whose latest review line is a REGATE: re-analysed with the reviewer's gates.
-REGATES = review_lines.regate_lines(REVIEWS)
+# The results as they are before any job: what review lines must sign.
+CURRENT, CRITERIA = current_results()
+REVIEWS = load_reviews(CURRENT, CRITERIA)
+# Samples whose latest review line is a REGATE of their current result: re-analysed with the reviewer's gates.
+REGATES = applying_regates(REVIEWS, CURRENT)
 EXTRA_PLOT_FORMATS = [fmt for fmt in config["plot_formats"] if fmt != "png"]
 
 
@@ -130,6 +162,7 @@ os.environ["PATH"] = os.pathsep.join(
 
 wildcard_constraints:
     sample_id=samplesheet.SAMPLE_ID_PATTERN.strip("^$"),
+    decision="[0-9a-f]{16}",
 
 
 def sample_path(name):
@@ -147,15 +180,22 @@ def all_samples(name):
 
 
 def reviewed_results():
-    """reviewed_result.json of every sample a REGATE line re-gates."""
+    """The reviewed result of every REGATE decision that applies: one file per decision."""
     return [
-        sample_path("reviewed_result.json").format(sample_id=sid) for sid in REGATES
+        regate_output().format(sample_id=sid, decision=line.decision_id())
+        for sid, line in REGATES.items()
     ]
 
 
+def regate_output():
+    # One folder per decision (not one file per sample): Snakemake deletes a job's outputs
+    # before it runs and when it fails, so a later REGATE must never share an earlier one's.
+    return sample_path(os.path.join(screening.REVIEWED_FOLDER, "{decision}"))
+
+
 def reviewed_figures():
-    """reviewed_qc.png of every sample a REGATE line re-gates: its record is drawn from it."""
-    return [sample_path("reviewed_qc.png").format(sample_id=sid) for sid in REGATES]
+    """The re-gating folders whose reviewed_qc.png a re-gated record is drawn from (copied beside result.json)."""
+    return reviewed_results()
 
 
 def screening_inputs(wildcards):
@@ -186,6 +226,10 @@ def review_page_option(wildcards):
 def regate_inputs(wildcards):
     """The automatic result, the edited gates and the tubes of a sample under a REGATE line."""
     sample = SAMPLES[wildcards.sample_id]
+    if REGATES[wildcards.sample_id].decision_id() != wildcards.decision:
+        raise ValueError(
+            f"no REGATE decision {wildcards.decision} of {wildcards.sample_id} applies"
+        )
     files = {
         "result": sample_path("result.json").format(sample_id=wildcards.sample_id),
         "gates": str(REGATES[wildcards.sample_id].gates),
@@ -196,12 +240,6 @@ def regate_inputs(wildcards):
     if sample.control is not None:
         files["control"] = sample.control
     return files
-
-
-def regate_review(wildcards):
-    """Who re-gated, when and why: the REGATE line as text."""
-    line = REGATES[wildcards.sample_id]
-    return f"{line.result_sha256} {line.reviewer} {line.date} {line.reason}"
 
 
 def regate_options(wildcards, input):
@@ -227,7 +265,7 @@ def sample_inputs(sample_id):
     """The tubes and matrix of ``sample_id``, plus the settings file of the batch."""
     sample = SAMPLES[sample_id]
     files = {"fcs": sample.fcs, "config": batch_path("analysis_config.yaml")}
-    for name in ("control", "compensation"):
+    for name in ("control", "compensation", "beads", "bead_lot"):
         if getattr(sample, name) is not None:
             files[name] = getattr(sample, name)
     return files
@@ -248,6 +286,8 @@ def sample_options(sample_id, files):
         "--cd125-clone": sample.cd125_clone,
         "--cd125-fluorochrome": sample.cd125_fluorochrome,
         "--cd125-lot": sample.cd125_lot,
+        "--beads": files.get("beads"),
+        "--bead-lot": files.get("bead_lot"),
     }
     return {flag: str(value) for flag, value in options.items() if value is not None}
 
