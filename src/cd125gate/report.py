@@ -426,7 +426,7 @@ def _card(i, s, assets="report_files"):
     regated = '<span class="regated">re-gated</span> ' if s.reviewed else ""
     parts = [f'<section class="card card-{s.criterion}" id="s{i}" data-criterion="{s.criterion}" '
              f'data-sample-id="{escape(s.sample_id)}" data-result-sha256="{escape(s.result_sha256 or "")}" '
-             f'data-final="{escape(_final(s))}" data-decision="{escape(s.row.get("review_decision") or "")}">',
+             f'data-final="{escape(_final(s))}" data-decision="{escape(_decision_in_effect(s))}">',
              _print_header(s),
              f"<h3>{escape(s.sample_id)} {regated}{_badge(r.get('criterion', 'FAILED'))} "
              f"<span class=\"final\">final: {_badge(_final(s))}</span></h3>",
@@ -476,6 +476,12 @@ def _flags(s):
         flags = [f for f in flags if f not in (s.result.get("flags") or []) and not f.startswith("re-gated")] + \
             [f for f in flags if f in (s.result.get("flags") or [])]
     return flags + s.problems
+
+
+def _decision_in_effect(s):
+    """The decision a WITHDRAW line could take back ('' when none: nothing applied, or already withdrawn)."""
+    decision = s.row.get("review_decision") or ""
+    return "" if decision == "WITHDRAW" else decision
 
 
 def _comparison(s):
