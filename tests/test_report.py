@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from cd125gate import cli, report
+from cd125gate import cli, report, reviews
 
 EVIL = '<script>alert("x")</script>&\'"'
 
@@ -218,3 +218,20 @@ def test_real_qc_figures_embed(tmp_path):
     from PIL import Image
 
     assert Image.open(io.BytesIO(thumbnail)).size[0] == report.THUMBNAIL_PX
+
+
+def test_earlier_reviews_lines_are_read_as_written(tmp_path):
+    """The page's reviews file starts from the batch's: cells as written, comments and blank lines left out."""
+    path = tmp_path / "reviews.tsv"
+    path.write_bytes("\ufeffsample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\r\n"
+                     "# sitting of 30 Nov\r\n"
+                     f"P1\t{'a' * 64}\tACCEPT\tDr Ada\t2026-11-30\t\t\r\n\r\n"
+                     f"P2\t{'b' * 64}\tREGATE\tDr Bo\t2026-12-01\t\"cut-off; too low\"\tedited/P2.xml\r\n"
+                     .encode("utf-8"))
+    lines = report.earlier_lines(path)
+    assert [line["sample_id"] for line in lines] == ["P1", "P2"]
+    assert lines[1]["reason"] == "cut-off; too low" and lines[1]["gates"] == "edited/P2.xml"
+    page = report.render([], earlier=lines)
+    data = json.loads(re.search(r'<script type="application/json" id="reviews-data">(.*?)</script>', page,
+                                re.S).group(1))
+    assert data["earlier"] == lines and data["columns"] == list(reviews.COLUMNS)

@@ -73,3 +73,26 @@ def test_signout_command_writes_one_pdf_per_sample(sample, capsys):
     assert cli.main(["signout", "--screening", str(screening), "--results-dir", str(results)]) == 0
     assert "1 sign-out records written" in capsys.readouterr().out
     assert pdf_pages((sample / "signout.pdf").read_bytes())[0] == 1
+
+
+def _has_colour(png, hex_colour, tolerance=12):
+    """Whether a PNG holds pixels of ``hex_colour`` (an outline drawn in that colour)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    target = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return bool((np.abs(pixels - target).max(axis=2) <= tolerance).any())
+
+
+def test_the_printed_page_leads_with_the_cd45_ssc_blast_gate(sample):
+    from cd125gate import plots
+
+    blast_gate, cd125 = signout.key_panels((sample / "qc.png").read_bytes())
+    # The CD45 / SSC-A panel: the blast region in red and the reference lymphocytes in purple;
+    # not the basophil-exclusion panel (basophils in magenta).
+    assert _has_colour(blast_gate, plots.PANEL_COLOURS[1]) and _has_colour(blast_gate, plots.PANEL_COLOURS[2])
+    assert not _has_colour(blast_gate, plots.EXCLUSION_COLOURS[0])
+    assert _has_colour(cd125, plots.THRESHOLD_COLOUR) and not _has_colour(cd125, plots.PANEL_COLOURS[2])

@@ -19,32 +19,43 @@ from test_report_browser import body_attributes, chromium
 
 ROOT = Path(__file__).parents[1]
 
-# Fills the controls of four cards like a reviewer, including two mistakes the page must refuse.
+# Fills the controls of four cards like a reviewer, including mistakes the page must refuse. The REGATE
+# chooses its gates file; the page computes the file's SHA-256 (asynchronously) before the line is added.
 DRIVER = """<script>
 (function () {
   function card(id) { return document.querySelector('.card[data-sample-id="' + id + '"]'); }
-  function sign(id, decision, reviewer, reason, gates) {
+  function fill(id, decision, reviewer, reason, gates) {
     card(id).querySelector(".sign-open") && card(id).querySelector(".sign-open").click();
     var form = card(id).querySelector("form.controls"), f = form.elements;
     f.decision.value = decision; f.decision.dispatchEvent(new Event("change"));
     if (reviewer !== null) { f.reviewer.value = reviewer; f.reviewer.dispatchEvent(new Event("change")); }
     f.reason.value = reason; f.gates.value = gates || ""; f.date.value = "2026-11-30";
-    f.add.click();
-    return form.querySelector(".control-error").textContent;
+    return form;
   }
+  function add(form) { form.elements.add.click(); return form.querySelector(".control-error").textContent; }
+  function sign(id, decision, reviewer, reason, gates) { return add(fill(id, decision, reviewer, reason, gates)); }
   var out = {};
   out.acceptReview = sign("P3", "ACCEPT", "Dr Ada", "", "");
   out.noReason = sign("P3", "OVERRIDE_NOT_MET", "Dr Ada", "", "");
   out.override = sign("P3", "OVERRIDE_NOT_MET", "Dr Ada", "dim\\ttail is debris", "");
   out.accept = sign("P1", "ACCEPT", null, "", "");   // reviewer filled in from the first card
   out.noGates = sign("P2", "REGATE", "Dr Bo", "blast gate too wide", "");
-  out.regate = sign("P2", "REGATE", "Dr Bo", "blast gate too wide", "edited_P2.xml");
-  out.reject = sign("P4", "REJECT", "Dr Bo", "clot; re-acquire", "");
-  out.rejectAgain = sign("P4", "REJECT", "Dr Bo", "clot; re-acquire tube", "");  // replaces the line
-  out.text = document.getElementById("review-lines").value;
-  out.count = document.getElementById("line-count").textContent;
-  var pre = document.createElement("pre"); pre.id = "driver-out"; pre.textContent = JSON.stringify(out);
-  document.body.appendChild(pre);
+  out.noFile = sign("P2", "REGATE", "Dr Bo", "blast gate too wide", "edited_P2.xml");
+  var form = fill("P2", "REGATE", "Dr Bo", "blast gate too wide", "");
+  var dt = new DataTransfer();
+  dt.items.add(new File(["<edited/>"], "edited_P2.xml", {type: "application/xml"}));
+  form.elements.gatesfile.files = dt.files; form.elements.gatesfile.dispatchEvent(new Event("change"));
+  var waits = 0;
+  (function rest() {
+    if (!form.elements.gates_sha256.value && waits++ < 100) { setTimeout(rest, 20); return; }
+    out.regate = add(form);
+    out.reject = sign("P4", "REJECT", "Dr Bo", "clot; re-acquire", "");
+    out.rejectAgain = sign("P4", "REJECT", "Dr Bo", "clot; re-acquire tube", "");  // replaces the line
+    out.text = document.getElementById("review-lines").value;
+    out.count = document.getElementById("line-count").textContent;
+    var pre = document.createElement("pre"); pre.id = "driver-out"; pre.textContent = JSON.stringify(out);
+    document.body.appendChild(pre);
+  })();
 })();
 </script>
 </body>"""
@@ -74,24 +85,27 @@ def tiny(tmp_path_factory):
 @pytest.mark.slow
 def test_controls_build_the_reviews_file_lines(tiny, tmp_path):
     page = tiny / "report.html"
-    dom, console = chromium(tmp_path, "--dump-dom", driven(page, tmp_path, DRIVER).as_uri())
+    dom, console = chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom",
+                            driven(page, tmp_path, DRIVER).as_uri())
     assert console == []
     assert "data-js-error" not in body_attributes(dom)
     out = json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', dom).group(1)))
     assert out["acceptReview"].startswith("a REVIEW result has no answer to accept")
     assert out["noReason"] == "OVERRIDE_NOT_MET needs a reason"
     assert out["noGates"] == "REGATE needs the edited Gating-ML file"
+    assert out["noFile"] == "choose the edited Gating-ML file itself: the line binds its SHA-256"
     assert out["override"] == out["accept"] == out["regate"] == out["reject"] == ""
     digest = {p.parent.name: sha256_file(p) for p in (tiny / "samples").glob("*/result.json")}
+    (tmp_path / "edited_P2.xml").write_text("<edited/>")
+    gates_digest = sha256_file(tmp_path / "edited_P2.xml")
     assert out["count"] == "4"
     assert out["text"] == (
-        "sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\n"
-        f"P3\t{digest['P3']}\tOVERRIDE_NOT_MET\tDr Ada\t2026-11-30\tdim tail is debris\t\n"
-        f"P1\t{digest['P1']}\tACCEPT\tDr Ada\t2026-11-30\t\t\n"
-        f"P2\t{digest['P2']}\tREGATE\tDr Bo\t2026-11-30\tblast gate too wide\tedited_P2.xml\n"
-        f"P4\t{digest['P4']}\tREJECT\tDr Bo\t2026-11-30\tclot; re-acquire tube\t\n")
+        "sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\tgates\tgates_sha256\n"
+        f"P3\t{digest['P3']}\tOVERRIDE_NOT_MET\tDr Ada\t2026-11-30\tdim tail is debris\t\t\n"
+        f"P1\t{digest['P1']}\tACCEPT\tDr Ada\t2026-11-30\t\t\t\n"
+        f"P2\t{digest['P2']}\tREGATE\tDr Bo\t2026-11-30\tblast gate too wide\tedited_P2.xml\t{gates_digest}\n"
+        f"P4\t{digest['P4']}\tREJECT\tDr Bo\t2026-11-30\tclot; re-acquire tube\t\t\n")
     # The lines are a reviews file the workflow accepts as it is.
-    (tmp_path / "edited_P2.xml").write_text("<edited/>")
     saved = tmp_path / "reviews.tsv"
     saved.write_text(out["text"])
     criteria = {p.parent.name: json.loads(p.read_text())["criterion"] for p in (tiny / "samples").glob("*/result.json")}
@@ -176,12 +190,12 @@ def test_printed_key_plots_have_text_of_at_least_8_pt(real, tmp_path):
 
 
 def test_key_panel_min_font_matches_the_plots():
-    """KEY_PANEL_MIN_FONT_PT is the smallest text the blast-gate and CD125 panels draw."""
+    """KEY_PANEL_MIN_FONT_PT is the smallest text the printed panels draw: CD45 / SSC-A blast gate, CD125."""
     import inspect
 
     from cd125gate import plots
 
-    sources = [inspect.getsource(f) for f in (plots._blasts_panel, plots._cd125_panel, plots._draw_gate,
+    sources = [inspect.getsource(f) for f in (plots._gate_panel, plots._cd125_panel, plots._draw_gate,
                                               plots._density, plots._raw_ticks)]
     sizes = [float(v) for src in sources for v in re.findall(r"(?:fontsize|labelsize)=([\d.]+)", src)]
     assert sizes and min(sizes) == report.KEY_PANEL_MIN_FONT_PT

@@ -35,6 +35,9 @@ import numpy as np
 from .fileio import atomic_write_bytes
 from .model import GATE_ORDER
 
+# Panel names written into each tube figure's PNG (tEXt PANELS_KEY), in drawing order.
+BLAST_GATE_PANEL, CD125_PANEL = "blast_gate", "cd125"   # CD45 / SSC-A with the blast region; CD125 on blasts
+PANELS_KEY = "cd125gate panels"
 CRITERION_COLOURS = {"MET": "#1a7f37", "NOT_MET": "#1f4e9c", "REVIEW": "#d97706", "FAILED": "#c62828"}
 # Excluded populations: vivid colours that stand out on the grey density of the blasts.
 EXCLUSION_COLOURS = ("#e6007e", "#ff8c00", "#00a651", "#00aeef", "#8e44ad", "#b5651d")
@@ -158,6 +161,17 @@ def plot_failure(result, out_dir, formats=("png",)):
         return _save(_failure_figure(result), out_dir, "qc", formats)
 
 
+def plot_message(result, lines, out_dir, stem, formats=("png",)):
+    """A page of text in place of a figure (``stem.<fmt>``): the sample, its criterion and ``lines``."""
+    formats = _check_formats(formats)
+    with _plain_text():
+        fig = _new_figure((10, 4.5))
+        fig.text(0.03, 0.86, str(result.sample_id), fontsize=18, weight="bold")
+        _badge(fig, 0.97, 0.86, result.criterion, ha="right", size=18)
+        fig.text(0.03, 0.74, _wrap(lines, 110), fontsize=11, va="top", family="monospace")
+        return _save(fig, out_dir, stem, formats)
+
+
 def _failure_figure(result):
     fig = _new_figure((10, 4.5))
     criterion = result.criterion
@@ -203,9 +217,10 @@ def _tube_figure(tube, stained, control, threshold, result, contexts=None):
     for t in (tube, stained, control):
         if t is not None and id(t) not in contexts:
             contexts[id(t)] = _Context(t, stained)
-    panels = _panels(tube)
+    named = _panels(tube)
     others = [contexts[id(t)] for t in (stained, control) if t is not None]
-    panels.append(lambda fig, spec, ctx: _cd125_panel(fig, spec, ctx, others, threshold, result))
+    named.append((CD125_PANEL, lambda fig, spec, ctx: _cd125_panel(fig, spec, ctx, others, threshold, result)))
+    panels = [draw for _, draw in named]
     nrows = -(-len(panels) // NCOLS)
     width = PANEL_INCHES[0] * NCOLS
     height = PANEL_INCHES[1] * nrows + HEADER_INCHES + FOOTER_INCHES
@@ -218,18 +233,20 @@ def _tube_figure(tube, stained, control, threshold, result, contexts=None):
             draw(fig, grid[i // NCOLS, i % NCOLS], ctx)
         _header(fig, tube, result, threshold, height)
         _footer(fig, tube, height)
+    # Which panel is where, for the printed pages that cut the key panels out of the PNG.
+    fig.cd125gate_panels = ",".join(name for name, _ in named)
     return fig
 
 
 def _panels(tube):
-    """The panel drawers for the gates present in ``tube``, in hierarchy order."""
+    """(name, drawer) of the panels for the gates present in ``tube``, in hierarchy order."""
     names = {s.name for s in tube.steps}
     panels = []
     if tube.time_qc is not None:
-        panels.append(_time_panel)
+        panels.append(("time", _time_panel))
     for name in ("cells", "singlets", "viable"):
         if name in names:
-            panels.append(lambda fig, spec, ctx, name=name: _gate_panel(fig, spec, ctx, [name]))
+            panels.append((name, lambda fig, spec, ctx, name=name: _gate_panel(fig, spec, ctx, [name])))
     cd45_panel = [n for n in ("leukocytes", "blast_region") if n in names]
     extras = [s for s in tube.steps if s.name not in GATE_ORDER and not s.exclusion]
     if cd45_panel:
@@ -237,15 +254,15 @@ def _panels(tube):
         # CD125-negative reference) are drawn with the gates they derive from.
         axes = (tube.step(cd45_panel[-1]).x, tube.step(cd45_panel[-1]).y)
         cd45_panel += [s.name for s in extras if (s.x, s.y) == axes]
-        panels.append(lambda fig, spec, ctx: _gate_panel(fig, spec, ctx, cd45_panel))
+        panels.append((BLAST_GATE_PANEL, lambda fig, spec, ctx: _gate_panel(fig, spec, ctx, cd45_panel)))
     for name in ("blast_markers", "myeloid", "intact"):
         if name in names:
-            panels.append(lambda fig, spec, ctx, name=name: _gate_panel(fig, spec, ctx, [name]))
+            panels.append((name, lambda fig, spec, ctx, name=name: _gate_panel(fig, spec, ctx, [name])))
     for step in extras:
         if step.name not in cd45_panel:
-            panels.append(lambda fig, spec, ctx, name=step.name: _gate_panel(fig, spec, ctx, [name]))
+            panels.append((step.name, lambda fig, spec, ctx, name=step.name: _gate_panel(fig, spec, ctx, [name])))
     if "blasts" in names:
-        panels.append(_blasts_panel)
+        panels.append(("blasts", _blasts_panel))
     return panels
 
 
@@ -305,6 +322,8 @@ def _header(fig, tube, result, threshold, height):
     """Sample id, tube, criterion badge, fraction with CI, reasons and flags."""
     top = 1 - 0.18 / height
     role = "stained tube" if tube.role == "stained" else "control tube (FMO / isotype)"
+    if getattr(result, "review", None):
+        role += ", re-gated by the reviewer"
     fig.text(0.01, top, f"{result.sample_id}  —  {role}", fontsize=15, weight="bold", va="top")
     criterion = result.criterion
     _badge(fig, 0.99, top, criterion, ha="right", size=15)
@@ -1045,6 +1064,9 @@ def _png_canvas():
         # already applied them to the figure, as it does for Agg's own print_png.
         def print_png(self, filename_or_obj, *, metadata=None, pil_kwargs=None, **_applied_by_savefig):
             self.draw()
+            if getattr(self.figure, "cd125gate_panels", None):
+                # A tEXt chunk: the printed pages find the key panels by name.
+                metadata = dict(metadata or {}, **{PANELS_KEY: self.figure.cd125gate_panels})
             data = _png_bytes(np.asarray(self.buffer_rgba()), self.figure.dpi, metadata)
             if hasattr(filename_or_obj, "write"):
                 filename_or_obj.write(data)

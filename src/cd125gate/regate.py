@@ -258,11 +258,14 @@ def _with_notes(table, automatic):
 
 
 def regate_result(result_path, gates_path, out_path=None, fcs_path=None, control_path=None, review=None,
-                  copies=()):
+                  copies=(), settings=None, figures=False):
     """Re-gate the sample of ``result_path`` with ``gates_path`` and write its reviewed result.
 
     The FCS files default to those the automatic result names. ``copies``: more paths to
-    write the same reviewed result to, once it is complete. Returns the reviewed result.
+    write the same reviewed result to, once it is complete. With ``figures``, the
+    re-gated QC figures (``reviewed_qc.png``) are drawn beside the reviewed result
+    and each copy, the sample analysed again with ``settings`` (those of the
+    automatic result). Returns the reviewed result.
     """
     import json
 
@@ -285,10 +288,37 @@ def regate_result(result_path, gates_path, out_path=None, fcs_path=None, control
     regated = reanalyze(gates_path, fcs_path, control_path)
     reviewed = reviewed_result(result, sha256_file(result_path), regated, gates_path, review)
     validate(SampleResult.from_json(reviewed))
+    out_path = Path(out_path or result_path.with_name(REVIEWED_RESULT))
+    figures_at = out_path.parent
+    if figures:
+        from .regate_figure import draw_reviewed, figure_stem
+
+        stem = figure_stem(out_path)
+        note = draw_reviewed(result, reviewed, load_gates(gates_path), figures_at, settings, stem)
+        reviewed["review"]["figure_note"] = note
+        # The figures of this result are the re-gated ones (or the card saying why there are none).
+        reviewed["outputs"] = {k: v for k, v in reviewed["outputs"].items() if not k.startswith("qc_")}
+        for key, name in (("qc_png", f"{stem}.png"), ("qc_control_png", f"{stem}_control.png")):
+            if (figures_at / name).is_file():
+                reviewed["outputs"][key] = name
     # Written whole or not at all: a failing later REGATE never leaves a torn file behind.
-    for path in [out_path or result_path.with_name(REVIEWED_RESULT), *copies]:
+    # Each copy gets the figures before the result that names them.
+    for path in [out_path, *map(Path, copies)]:
+        if figures and path != out_path:
+            _copy_figures(figures_at, stem, path)
         atomic_write_json(path, reviewed)
     return reviewed
+
+
+def _copy_figures(folder, stem, copy):
+    """The re-gated figures of ``folder`` beside ``copy`` (a copy of the reviewed result), under its names."""
+    from .fileio import atomic_write_bytes
+    from .regate_figure import figure_stem
+
+    for suffix in ("", "_control"):
+        source = folder / f"{stem}{suffix}.png"
+        if source.is_file():
+            atomic_write_bytes(copy.parent / f"{figure_stem(copy)}{suffix}.png", source.read_bytes())
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -305,6 +335,9 @@ def add_arguments(parser):
                                           "(the workflow's reviewed_result.json beside result.json)")
     parser.add_argument("--failure", help="when the inputs cannot be re-gated, write the one-line problem here "
                                           "and exit 0 (the workflow records it; the batch goes on)")
+    parser.add_argument("--config", help="analysis settings of the automatic result, to draw the re-gated "
+                                         "QC figures (reviewed_qc.png) with; default: the packaged settings")
+    parser.add_argument("--no-figures", action="store_true", help="write the reviewed result only")
 
 
 def run(args):
@@ -332,7 +365,13 @@ def _regate(args):
         review = reviews.latest_by_sample(reviews.read_reviews(args.reviews)).get(sample_id)
         if review is None or review.decision != "REGATE":
             raise InputError(args.reviews, f"sample '{sample_id}' has no REGATE as its latest line")
+    from .settings import load_settings
+
+    settings = load_settings(args.config) if args.config else None
     copies = [args.current] if args.current else []
-    reviewed = regate_result(args.result, args.gates, args.out, args.fcs, args.control, review, copies)
+    reviewed = regate_result(args.result, args.gates, args.out, args.fcs, args.control, review, copies,
+                             settings, figures=not args.no_figures)
+    if reviewed["review"].get("figure_note"):
+        print(f"no re-gated figure: {reviewed['review']['figure_note']}")
     print("reviewed " + results.summary_line(results.SampleResult.from_json(reviewed)))
     return 0

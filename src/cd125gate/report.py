@@ -31,7 +31,6 @@ from .fileio import atomic_write_text
 CRITERIA = ("FAILED", "REVIEW", "NOT_MET", "MET")  # attention order: worst first
 LABELS = {"MET": "MET", "NOT_MET": "NOT MET", "REVIEW": "REVIEW", "FAILED": "FAILED",
           "PENDING_REVIEW": "PENDING REVIEW", "REJECTED": "REJECTED"}
-DECISIONS = ("ACCEPT", "OVERRIDE_MET", "OVERRIDE_NOT_MET", "REJECT", "REGATE")
 THUMBNAIL_PX = 240          # width of the inline thumbnail of the stained tube's figure
 # Smallest text cd125gate.plots draws in the blast-gate and CD125 panels (legends, 6.5 pt);
 # printed at PRINT_SCALE times their size it is at least 8 pt.
@@ -51,10 +50,17 @@ class Sample:
     result_sha256: str | None = None                # the digest a review line must name
     row: dict = field(default_factory=dict)         # its screening row (final status, review, assay)
     key_plots: list | None = field(default=None, repr=False)  # printed key panels, cut on first use
+    reviewed: dict | None = None                    # reviewed_result.json when the record is a REGATE's
 
     @property
     def criterion(self):
+        """The automatic criterion (the table, filters and summary count these)."""
         return self.result.get("criterion", "FAILED")
+
+    @property
+    def record(self):
+        """The result the card and its printed page are drawn from: the re-gated one after a REGATE."""
+        return self.reviewed or self.result
 
 
 def add_arguments(parser):
@@ -63,19 +69,45 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, type=Path, help="report.html to write")
     parser.add_argument("--screening", type=Path,
                         help="screening.json: list the samples in its order and report any it names without a result")
+    parser.add_argument("--reviews", type=Path,
+                        help="the reviews file the batch was run with: its lines are the start of the reviews "
+                             "file the page builds (earlier lines + new ones)")
 
 
 def run(args):
     from .outputs import writing
 
     samples = load_samples(args.results_dir, args.screening)
+    earlier = earlier_lines(args.reviews) if args.reviews else []
     # A full disk or a read-only folder: one line naming the folder, never a traceback.
     with writing(Path(args.out).parent, Path(args.out).name):
-        write_page(samples, args.out)
+        write_page(samples, args.out, earlier)
     return 0
 
 
-def write_page(samples, out):
+def earlier_lines(path):
+    """The decision lines of a reviews file as written (column -> cell), comments and blank lines left out.
+
+    The page writes them back first in the reviews file it builds: decisions
+    only accumulate, and the workflow refuses a file that lost one. Cells are
+    kept as written (a relative gates path stays relative); the file was
+    checked by the workflow before this page was made.
+    """
+    import csv
+
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read reviews file: {exc}") from None
+    rows = [row for row in csv.reader(text.splitlines(), delimiter="\t")
+            if row and any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")]
+    if not rows:
+        return []
+    header = [name.strip() for name in rows[0]]
+    return [{name: cell for name, cell in zip(header, row) if name} for row in rows[1:]]
+
+
+def write_page(samples, out, earlier=()):
     """Write the page and, beside it, the folder of full-size figures and printed key plots."""
     from .fileio import atomic_write_bytes
 
@@ -86,7 +118,7 @@ def write_page(samples, out):
             target = assets / f"s{i}" / name
             if not target.is_file() or target.read_bytes() != data:
                 atomic_write_bytes(target, data)
-    atomic_write_text(out, render(samples, assets.name))
+    atomic_write_text(out, render(samples, assets.name, earlier))
 
 
 # --- reading -----------------------------------------------------------------
@@ -129,7 +161,20 @@ def load_samples(results_dir, screening=None):
     rows = _screening_rows(screening)
     for sample in samples:
         sample.row = rows.get(sample.sample_id, {})
+        _attach_reviewed(sample, results_dir / sample.sample_id)
     return samples
+
+
+def _attach_reviewed(sample, folder):
+    """Make a re-gated sample's record its reviewed result: its figures first, the automatic ones after."""
+    from .signout import reviewed_record
+
+    sample.reviewed = reviewed_record(folder, sample.row)
+    if sample.reviewed is not None:
+        automatic = [(name, png) for name, png in sample.figures if not name.startswith("reviewed_")]
+        reviewed = [(name, (folder / name).read_bytes())
+                    for name in ("reviewed_qc.png", "reviewed_qc_control.png") if (folder / name).is_file()]
+        sample.figures = reviewed + automatic
 
 
 def _screening_rows(path):
@@ -145,7 +190,7 @@ def _figures(sample_dir, result):
     the sample's folder, because the recorded paths are relative to wherever
     the workflow ran.
     """
-    names = {p.name for p in sample_dir.glob("qc*.png")}
+    names = {p.name for p in sample_dir.glob("qc*.png")}  # reviewed_qc*.png: see _attach_reviewed
     names |= {Path(v).name for v in (result.get("outputs") or {}).values() if str(v).endswith(".png")}
     ordered = sorted(names, key=lambda n: (n != "qc.png", n))
     return [(n, (sample_dir / n).read_bytes()) for n in ordered if (sample_dir / n).is_file()]
@@ -183,10 +228,11 @@ def _in_screening_order(found, ids):
 # --- writing -----------------------------------------------------------------
 
 
-def render(samples, assets="report_files"):
+def render(samples, assets="report_files", earlier=()):
     """The review page for ``samples`` as one HTML string.
 
-    ``assets`` is the folder (relative to the page) `write_page` puts the full figures in.
+    ``assets`` is the folder (relative to the page) `write_page` puts the full
+    figures in; ``earlier`` the lines of the reviews file the batch was run with.
     """
     template = Template(resources.files("cd125gate").joinpath("data/report_template.html").read_text())
     return template.substitute(
@@ -200,7 +246,24 @@ def render(samples, assets="report_files"):
         controls_template=controls_template(),
         rows="\n".join(_row(i, s) for i, s in enumerate(samples)),
         cards="\n".join(_card(i, s, assets) for i, s in enumerate(samples)),
+        reviews_data=_reviews_data(samples, earlier),
     )
+
+
+def _reviews_data(samples, earlier):
+    """What the page's script needs to build the complete reviews file, as JSON safe inside <script>.
+
+    The columns come from `cd125gate.reviews` (one place); ``batch`` names the
+    batch (its samples and result digests) for the lines kept in the browser
+    across a reload.
+    """
+    import hashlib
+
+    from . import reviews
+
+    batch = hashlib.sha256("\n".join(f"{s.sample_id}\t{s.result_sha256}" for s in samples).encode()).hexdigest()
+    data = {"columns": list(reviews.COLUMNS), "earlier": list(earlier), "batch": batch[:16]}
+    return json.dumps(data, ensure_ascii=True).replace("</", "<\\/")
 
 
 # --- figures: thumbnails inline, full figures and printed key plots as files ------------------
@@ -226,9 +289,10 @@ def _key_plots(sample, decoded=None):
     from .signout import key_panels
 
     if sample.key_plots is None:
-        qc = (decoded or {}).get("qc.png") or dict(sample.figures).get("qc.png")
+        first = sample.figures[0][0] if sample.figures else "qc.png"  # the record's stained tube
+        qc = (decoded or {}).get(first) or dict(sample.figures).get(first)
         panels = key_panels(qc) if qc is not None else []
-        sample.key_plots = [(f"key_{name}.png", png) for name, png in zip(("blasts", "cd125"), panels)]
+        sample.key_plots = [(f"key_{name}.png", png) for name, png in zip(("blast_gate", "cd125"), panels)]
     return sample.key_plots
 
 
@@ -255,16 +319,21 @@ def _counts(samples):
 
 
 def _attention(samples):
-    """REVIEW and FAILED samples, worst first, each with its reasons and a link to its card."""
+    """REVIEW and FAILED samples not yet decided, worst first, each with its reasons and a link to its card.
+
+    A sample whose decision the batch applied is not waiting for anyone (a
+    REVIEW re-gated to REVIEW is: its final status is still PENDING_REVIEW).
+    """
     items = []
     for criterion in ("FAILED", "REVIEW"):
         for i, s in enumerate(samples):
-            if s.criterion == criterion:
+            decided = s.row.get("review_decision") and _final(s) != "PENDING_REVIEW"
+            if s.criterion == criterion and not decided:
                 reasons = "; ".join(s.result.get("reasons") or []) or "no reason recorded"
                 items.append(f'<li>{_badge(criterion)} <a href="#s{i}">{escape(s.sample_id)}</a>: '
                              f"{escape(reasons)}</li>")
     if not items:
-        return '<p>No sample needs review: every sample is MET or NOT MET.</p>'
+        return '<p>No sample needs attention: none is waiting for a decision.</p>'
     return f'<div class="attention"><b>Needs attention ({len(items)})</b><ul>{"".join(items)}</ul></div>'
 
 
@@ -353,16 +422,20 @@ def _pct(value):
 
 
 def _card(i, s, assets="report_files"):
-    r = s.result
+    r = s.record
+    regated = '<span class="regated">re-gated</span> ' if s.reviewed else ""
     parts = [f'<section class="card card-{s.criterion}" id="s{i}" data-criterion="{s.criterion}" '
-             f'data-sample-id="{escape(s.sample_id)}" data-result-sha256="{escape(s.result_sha256 or "")}">',
+             f'data-sample-id="{escape(s.sample_id)}" data-result-sha256="{escape(s.result_sha256 or "")}" '
+             f'data-final="{escape(_final(s))}" data-decision="{escape(_decision_in_effect(s))}">',
              _print_header(s),
-             f"<h3>{escape(s.sample_id)} {_badge(s.criterion)} <span class=\"final\">final: {_badge(_final(s))}</span></h3>",
+             f"<h3>{escape(s.sample_id)} {regated}{_badge(r.get('criterion', 'FAILED'))} "
+             f"<span class=\"final\">final: {_badge(_final(s))}</span></h3>",
              _review_status(s),
              f"<p>CD125+ {escape(_fraction(r))} of {escape(_count(r.get('blast_events')))} blasts "
              f"({escape(_count(r.get('cd125_pos_events')))} positive){escape(_needed(r))}</p>",
+             _comparison(s),
              _list("reasons", "Reasons", r.get("reasons")),
-             _list("flags", "Flags", list(r.get("flags") or []) + s.problems),
+             _list("flags", "Flags", _flags(s)),
              _list("warnings", "Warnings", r.get("warnings")),
              _identity(r).replace("<p>", '<p class="no-print">', 1), _threshold(r), _density(i, s, assets)]
     if not s.figures:
@@ -377,7 +450,8 @@ def _card(i, s, assets="report_files"):
     for n, (name, png) in enumerate(s.figures):
         href = f"{escape(assets)}/s{i}/{escape(name)}"
         if n:  # only the stained tube's figure is inlined; the others are a click away
-            thumbs.append(f'<a href="{href}" target="_blank" class="figure-link">{escape(name)}</a>')
+            label = f"{name} (automatic)" if s.reviewed and not name.startswith("reviewed_") else name
+            thumbs.append(f'<a href="{href}" target="_blank" class="figure-link">{escape(label)}</a>')
             continue
         data = base64.b64encode(_thumbnail(decoded[name])).decode("ascii")
         thumbs.append(f'<a href="{href}" target="_blank" class="thumb"><img src="data:image/jpeg;base64,{data}" '
@@ -390,9 +464,47 @@ def _card(i, s, assets="report_files"):
     # Closed <details> do not print: the provenance is repeated, expanded, for paper.
     printed = provenance.replace('<details class="provenance"><summary>Provenance</summary>',
                                  '<div class="print-only prov-print"><b>Provenance</b>').replace("</details>", "</div>")
-    parts += [_print_key_plots(i, s, assets), _gates(r), _print_tree(r), provenance, printed, _signature(),
+    parts += [_print_key_plots(i, s, assets), _gates(r), _print_tree(r, bool(s.reviewed)), provenance, printed, _signature(),
               _controls(i, s), "</section>"]
     return "\n".join(p for p in parts if p)
+
+
+def _flags(s):
+    """The record's flags; a re-gated record's own flag is left out (the comparison names the gates file)."""
+    flags = list(s.record.get("flags") or [])
+    if s.reviewed is not None:
+        flags = [f for f in flags if f not in (s.result.get("flags") or []) and not f.startswith("re-gated")] + \
+            [f for f in flags if f in (s.result.get("flags") or [])]
+    return flags + s.problems
+
+
+def _decision_in_effect(s):
+    """The decision a WITHDRAW line could take back ('' when none: nothing applied, or already withdrawn)."""
+    decision = s.row.get("review_decision") or ""
+    return "" if decision == "WITHDRAW" else decision
+
+
+def _comparison(s):
+    """A re-gated record's automatic result, for comparison, and the digests that bind the two."""
+    from .signout import comparison_lines
+
+    if s.reviewed is None:
+        return ""
+    automatic, review = s.result, s.reviewed.get("review") or {}
+    cut = (automatic.get("threshold") or {}).get("value_raw")
+    summary = (f"{LABELS.get(automatic.get('criterion'), automatic.get('criterion'))} · CD125+ {_fraction(automatic)}"
+               f" · {_count(automatic.get('cd125_pos_events'))} of {_count(automatic.get('blast_events'))} blasts"
+               + (f" · cut-off {cut:,.4g} raw" if cut is not None else ""))
+    digests = [("result.json", review.get("source_result_sha256")),
+               ("reviewed_result.json", s.row.get("reviewed_result_sha256")),
+               (f"gates {Path(str(review.get('gates'))).name}", review.get("gates_sha256"))]
+    # Compact for paper: one line each, the digests in full (they bind the record to its files).
+    lines = [f"<div><b>Automatic result</b>: {escape(summary)}</div>"]
+    lines += [f'<div>{escape(label)} <span class="digest">sha256 {escape(str(digest))}</span></div>'
+              for label, digest in digests if digest]
+    if review.get("figure_note"):
+        lines.append(f"<div>No re-gated figure: {escape(review['figure_note'])}</div>")
+    return f'<div class="comparison">{"".join(lines)}</div>'
 
 
 def _review_status(s):
@@ -402,9 +514,11 @@ def _review_status(s):
         reason = f" — {escape(row['review_reason'])}" if row.get("review_reason") else ""
         regated = ""
         if row.get("reviewed_criterion"):
-            regated = (f"; re-gated: {escape(LABELS.get(row['reviewed_criterion'], row['reviewed_criterion']))}, "
+            # On paper the card itself is the re-gated result: this repeats it (screen only).
+            regated = (f'<span class="no-print">; re-gated: '
+                       f"{escape(LABELS.get(row['reviewed_criterion'], row['reviewed_criterion']))}, "
                        f"CD125+ {_pct(row.get('reviewed_cd125_pos_fraction'))} (95% CI "
-                       f"{_pct(row.get('reviewed_ci_low'))}–{_pct(row.get('reviewed_ci_high'))})")
+                       f"{_pct(row.get('reviewed_ci_low'))}–{_pct(row.get('reviewed_ci_high'))})</span>")
         return (f'<p class="reviewed"><b>Reviewed:</b> {escape(row["review_decision"])} by '
                 f'{escape(str(row.get("reviewed_by")))} on {escape(str(row.get("reviewed_at")))}{reason}{regated}</p>')
     note = f" ({escape(row['review_note'])})" if row.get("review_note") else ""
@@ -449,19 +563,25 @@ def controls_template():
     """The decision controls the page's script puts into a card: decision, reviewer, date, reason, gates."""
     return ('<template id="controls-template"><form class="controls" onsubmit="return false">'
             f'<b>Sign out</b> '
-            f'<label>Decision <select name="decision"><option value="">choose…</option>{_OPTIONS}</select></label> '
+            f'<label>Decision <select name="decision"><option value="">choose…</option>{_options()}</select></label> '
             f'<label>Reviewer <input name="reviewer" size="14"></label> '
             f'<label>Date <input name="date" size="10" placeholder="YYYY-MM-DD"></label> '
             f'<label class="reason">Reason <input name="reason" size="40"></label> '
             f'<label class="gates">Edited gates <input name="gates" size="24" placeholder="edited_gates.xml"></label> '
+            # The file itself, read by the page only to compute the SHA-256 the line binds.
+            f'<label class="gates">file <input type="file" name="gatesfile" accept=".xml"></label> '
+            f'<input name="gates_sha256" class="gates digest" size="20" readonly placeholder="SHA-256 of the file"> '
             f'<button type="button" name="add">Add line</button> '
             f'<span class="control-error" role="alert"></span></form></template>')
 
 
-_OPTIONS = "".join(f'<option value="{d}">{d}</option>' for d in DECISIONS)
+def _options():
+    from .reviews import DECISIONS  # the decisions the workflow reads, in one place
+
+    return "".join(f'<option value="{d}">{d}</option>' for d in DECISIONS)
 
 
-def _print_tree(result):
+def _print_tree(result, regated=False):
     """The stained tube's gate counts as an indented tree, compact for paper."""
     from .signout import gate_tree
 
@@ -469,7 +589,8 @@ def _print_tree(result):
     if not lines:
         return ""
     body = "".join(f"<div>{escape(line)}</div>" for line in lines)
-    return f'<div class="tree-print print-only"><b>Gate counts (stained tube)</b><div class="tree-lines">{body}</div></div>'
+    title = "Gate counts (stained tube, re-gated)" if regated else "Gate counts (stained tube)"
+    return f'<div class="tree-print print-only"><b>{title}</b><div class="tree-lines">{body}</div></div>'
 
 
 def _signature():
@@ -504,6 +625,9 @@ def _threshold(result):
     threshold = result.get("threshold")
     if not threshold:
         return ""
+    if threshold.get("edited"):
+        # The automatic cut-off is beside it (the comparison); the edited one is the reviewer's.
+        threshold = dict(threshold, method="edited by the reviewer", description="")
     median = result.get("cd125_median") or {}
     ratio = f" · CD125 median stained/control {median['ratio']:.2f}" if median.get("ratio") is not None else ""
     overlap = threshold.get("overlap")
@@ -513,7 +637,8 @@ def _threshold(result):
     if control is not None:
         ratio += f" · control blasts above the cut-off {control:.1%}"
     return (f"<p><b>Threshold</b> ({escape(str(threshold.get('method')))}): "
-            f"{escape(str(threshold.get('description', '')))} · cut-off {threshold.get('value_raw', 0):,.4g} raw"
+            f"{escape(str(threshold.get('description') or ''))}{' · ' if threshold.get('description') else ''}"
+            f"cut-off {threshold.get('value_raw', 0):,.4g} raw"
             f"{escape(ratio)}</p>")
 
 

@@ -16,17 +16,20 @@ from pathlib import Path
 from .errors import InputError
 
 A4_INCHES = (8.27, 11.69)
+REVIEWED_RESULT, REVIEWED_QC = "reviewed_result.json", "reviewed_qc.png"
 # The QC figure's layout (cd125gate.plots): panels of PANEL_INCHES in NCOLS columns under a header.
 # Cropping needs the grid margins plots.py gives its gridspec.
 GRID_LEFT, GRID_RIGHT, GRID_BOTTOM_EXTRA, GRID_TOP_EXTRA, HSPACE = 0.045, 0.99, 0.45, 0.35, 0.5
 
 
 def key_panels(png_bytes):
-    """The last two panels of a QC figure (PNG bytes or a PIL image): blast gate, then CD125 on blasts, as PNG bytes.
+    """The key panels of a QC figure (PNG bytes or a PIL image), as PNG bytes: the CD45 / SSC-A
+    blast gate a cytometrist looks at first, then CD125 on blasts.
 
-    The CD125 panel is always the figure's last panel and the blast gate the
-    one before it. Returns [] for a figure that is not a panel grid (a FAILED
-    sample's figure).
+    The figure names its panels in a tEXt chunk (`plots.PANELS_KEY`); a figure
+    without one (drawn by an earlier version) gives its last two panels, the
+    basophil exclusion and CD125. Returns [] for a figure that is not a panel
+    grid (a FAILED sample's figure).
     """
     import numpy as np
     from PIL import Image
@@ -47,8 +50,9 @@ def key_panels(png_bytes):
     pixels = np.asarray(image)
 
     def cell(row, col):
-        top = grid_top + row * axes_height * (1 + HSPACE) - 0.45
-        bottom = top + axes_height + 0.45 + 0.5
+        # 0.55 in above the axes: room for a three-line title (the CD45 panel's), short of the row above.
+        top = grid_top + row * axes_height * (1 + HSPACE) - 0.55
+        bottom = top + axes_height + 0.55 + 0.5
         return tuple(int(round(v * dpi)) for v in (col * column, top, (col + 1) * column, min(bottom, height)))
 
     def drawn(box):
@@ -58,8 +62,11 @@ def key_panels(png_bytes):
     cells = [(r, c) for r in range(nrows) for c in range(plots.NCOLS) if drawn(cell(r, c))]
     if len(cells) < 2:
         return []
+    names = (image.info.get(plots.PANELS_KEY) or "").split(",")
+    wanted = [names.index(n) for n in (plots.BLAST_GATE_PANEL, plots.CD125_PANEL) if n in names]
+    chosen = [cells[i] for i in wanted] if len(wanted) == 2 and len(names) == len(cells) else cells[-2:]
     crops = []
-    for r, c in cells[-2:]:
+    for r, c in chosen:
         box = _trimmed(pixels, cell(r, c), pad=int(0.05 * dpi))
         buffer = io.BytesIO()
         image.crop(box).save(buffer, format="png", dpi=(dpi, dpi))
@@ -102,20 +109,71 @@ def _percent(value):
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def decision_lines(result, row):
-    """The decision block: final status, automatic criterion, fraction and CI, the review."""
+def reviewed_record(folder, row):
+    """The sample's reviewed_result.json (a dict) when its record is the re-gated result, else None.
+
+    Only the reviewed result the screening row names (by digest) is the
+    record: one left over from an earlier REGATE is not.
+    """
+    import json
+
+    from .fileio import sha256_file
+
+    path = Path(folder) / REVIEWED_RESULT
+    digest = (row or {}).get("reviewed_result_sha256")
+    if not digest or not path.is_file() or sha256_file(path) != digest:
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def record_figure(folder, reviewed):
+    """The stained tube's QC figure of the record: the re-gated one for a re-gated sample."""
+    name = REVIEWED_QC if reviewed is not None else "qc.png"
+    path = Path(folder) / name
+    return path.read_bytes() if path.is_file() else None
+
+
+def _fraction_line(result):
+    return (f"CD125+ blasts: {_percent(result['cd125_pos_fraction'])} (95% CI "
+            f"{_percent(result.get('ci_low'))}–{_percent(result.get('ci_high'))}), "
+            f"{result.get('cd125_pos_events', 0):,} of {result.get('blast_events', 0):,} blasts")
+
+
+def comparison_lines(automatic, reviewed, row=None):
+    """The automatic result beside a re-gated record, and the digests that bind the two."""
+    review = reviewed.get("review") or {}
+    threshold = automatic.get("threshold") or {}
+    lines = [f"Automatic criterion: {automatic.get('criterion', '?').replace('_', ' ')}"]
+    if automatic.get("cd125_pos_fraction") is not None:
+        lines.append("Automatic " + _fraction_line(automatic))
+    if threshold.get("value_raw") is not None:
+        lines.append(f"Automatic cut-off: {threshold['value_raw']:,.4g} raw ({threshold.get('method')})")
+    # A digest on a line of its own: 64 characters that must not be wrapped or cut.
+    lines += ["result.json (automatic), sha256:", f"   {review.get('source_result_sha256')}"]
+    if (row or {}).get("reviewed_result_sha256"):
+        lines += ["reviewed_result.json (this record), sha256:", f"   {row['reviewed_result_sha256']}"]
+    lines += [f"Edited gates {Path(str(review.get('gates'))).name}, sha256:", f"   {review.get('gates_sha256')}"]
+    if review.get("figure_note"):
+        lines.append(f"No re-gated figure: {review['figure_note']}")
+    return lines
+
+
+def decision_lines(result, row, automatic=None):
+    """The decision block: final status, criterion, fraction and CI, the review.
+
+    With ``automatic`` (the automatic result), ``result`` is the re-gated one.
+    """
     row = row or {}
     final = row.get("final") or "PENDING_REVIEW"
+    which = "Re-gated criterion" if automatic is not None else "Automatic criterion"
     lines = [f"Final status: {final.replace('_', ' ')}",
-             f"Automatic criterion: {result.get('criterion', '?').replace('_', ' ')}"]
+             f"{which}: {result.get('criterion', '?').replace('_', ' ')}"]
     if result.get("cd125_pos_fraction") is not None:
-        lines.append(f"CD125+ blasts: {_percent(result['cd125_pos_fraction'])} (95% CI "
-                     f"{_percent(result.get('ci_low'))}–{_percent(result.get('ci_high'))}), "
-                     f"{result.get('cd125_pos_events', 0):,} of {result.get('blast_events', 0):,} blasts")
+        lines.append(_fraction_line(result))
     needed = (result.get("criterion_settings") or {}).get("positive_fraction")
     if needed is not None:
         lines.append(f"MET needs ≥ {100 * needed:.0f}% CD125+ blasts")
-    if row.get("reviewed_criterion"):
+    if row.get("reviewed_criterion") and automatic is None:
         lines.append(f"Re-gated result: {row['reviewed_criterion'].replace('_', ' ')}, CD125+ "
                      f"{_percent(row.get('reviewed_cd125_pos_fraction'))} (95% CI "
                      f"{_percent(row.get('reviewed_ci_low'))}–{_percent(row.get('reviewed_ci_high'))})")
@@ -136,12 +194,21 @@ def threshold_lines(result, row):
         return ["No CD125 threshold (no gated result)."]
     lines = [f"Method: {threshold.get('method')} — {threshold.get('description', '')}",
              f"Cut-off: {threshold.get('value_raw', 0):,.4g} (compensated raw units)"]
-    if row.get("control_pos_fraction") is not None:
-        lines.append(f"Control blasts above the cut-off: {_percent(row['control_pos_fraction'])}")
+    # The screening row's share is the automatic cut-off's; a re-gated result carries its own counts.
+    control = _control_share(result) if result.get("review") else row.get("control_pos_fraction")
+    if control is not None:
+        lines.append(f"Control blasts above the cut-off: {_percent(control)}")
     ratio = (result.get("cd125_median") or {}).get("ratio")
     if ratio is not None:
         lines.append(f"CD125 median on blasts, stained / control: {ratio:.2f}")
     return lines
+
+
+def _control_share(result):
+    for gate in result.get("control_gates") or []:
+        if gate["name"] == "cd125_pos" and gate["parent_count"]:
+            return gate["count"] / gate["parent_count"]
+    return None
 
 
 def provenance_lines(result, row):
@@ -172,8 +239,12 @@ def header_fields(result, row):
             ("Instrument", instrument or None), ("Operator", row.get("operator")), ("Tube", row.get("tube_name"))]
 
 
-def signout_figure(result, row=None, qc_png=None):
-    """The sign-out page as a matplotlib Figure (A4 portrait)."""
+def signout_figure(result, row=None, qc_png=None, automatic=None):
+    """The sign-out page as a matplotlib Figure (A4 portrait).
+
+    For a re-gated sample ``result`` is the reviewed result (and ``qc_png`` its
+    figure) and ``automatic`` the automatic result, printed beside it for comparison.
+    """
     import textwrap
 
     import numpy as np
@@ -203,7 +274,10 @@ def signout_figure(result, row=None, qc_png=None):
         text(margin + col * 0.47, y - line * 0.017, f"{label}: {value if value else '–'}", fontsize=9)
     y -= 4 * 0.017 + 0.005
     left_width = 0.52
-    y_left = block(margin, y, "Decision", decision_lines(result, row), width=70)
+    y_left = block(margin, y, "Decision", decision_lines(result, row, automatic), width=70)
+    if automatic is not None:
+        y_left = block(margin, y_left, "Automatic result, for comparison", comparison_lines(automatic, result, row),
+                       width=84, size=7)
     y_left = block(margin, y_left, "Threshold vs control", threshold_lines(result, row), width=70)
     if result.get("density"):
         from .beads import density_lines
@@ -228,7 +302,8 @@ def signout_figure(result, row=None, qc_png=None):
     elif qc_png is None:
         y_left = block(margin, y_left, "Key plots", ["No QC figure found for this sample."])
     x_right = margin + left_width + 0.03
-    y_right = block(x_right, y, "Gate counts (stained tube)", gate_tree(result.get("gates")), width=90, size=7)
+    title = "Gate counts (stained tube, re-gated)" if automatic is not None else "Gate counts (stained tube)"
+    y_right = block(x_right, y, title, gate_tree(result.get("gates")), width=90, size=7)
     y_right = block(x_right, y_right, "Provenance", provenance_lines(result, row), width=52, size=6.5)
     flags = list(result.get("flags") or [])
     if flags:
@@ -252,11 +327,11 @@ def _line(fig, x0, x1, y):
     return Line2D([x0, x1], [y, y], transform=fig.transFigure, color="black", linewidth=0.8)
 
 
-def write_signout(path, result, row=None, qc_png=None):
-    """Write the sign-out PDF (one A4 page) of one sample."""
+def write_signout(path, result, row=None, qc_png=None, automatic=None):
+    """Write the sign-out PDF (one A4 page) of one sample (``automatic``: see `signout_figure`)."""
     from .fileio import atomic_write_bytes
 
-    fig = signout_figure(result, row, qc_png)
+    fig = signout_figure(result, row, qc_png, automatic)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None})
     atomic_write_bytes(path, buffer.getvalue())
@@ -283,7 +358,9 @@ def run(args):
     for row in rows:
         folder = args.results_dir / row["sample_id"]
         result = results.load(folder / "result.json").to_json()
-        qc = folder / "qc.png"
-        write_signout(folder / "signout.pdf", result, row, qc.read_bytes() if qc.is_file() else None)
+        # A re-gated sample's record is its reviewed result, the automatic one beside it.
+        reviewed = reviewed_record(folder, row)
+        record, automatic = (reviewed, result) if reviewed is not None else (result, None)
+        write_signout(folder / "signout.pdf", record, row, record_figure(folder, reviewed), automatic)
     print(f"{len(rows)} sign-out records written")
     return 0

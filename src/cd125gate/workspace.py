@@ -1,43 +1,119 @@
-"""A FlowJo 10 workspace of a batch (``batch.wsp``): every sample's gates, transforms and matrix.
+"""A FlowJo 10 workspace of a batch (``batch.wsp``): every tube's gates, transforms and matrix.
 
-A reviewer opens the batch in FlowJo and sees each sample gated as cd125gate
-gated it. FlowKit writes the workspace (``Session.export_wsp``), one sample
-at a time, because every sample carries its own gates (found from its own
-data), its own logicle widths and its own spillover matrix, while a FlowKit
-Session holds one set of transforms and matrices. The single-sample
-workspaces are then joined into one document, each sample keeping its own
-matrix inside its ``Sample`` element (where FlowJo keeps it, and where
-FlowKit's ``Workspace`` reads it back).
+A reviewer opens the batch in FlowJo and sees each tube gated as cd125gate
+gated it: the stained and the control tube of every analysed sample in the
+group ``automatic``, and, for a sample a reviewer re-gated, both tubes again
+under the edited gates in the group ``re-gated``. FlowKit writes the
+workspace (``Session.export_wsp``), one tube at a time, because every tube
+carries its own gates (found from its own data: the control has its own time
+QC), its own logicle widths and its own spillover matrix, while a FlowKit
+Session holds one set of transforms and matrices. The single-tube workspaces
+are then joined into one document, each tube keeping its own matrix inside
+its ``Sample`` element (where FlowJo keeps it, and where FlowKit's
+``Workspace`` reads it back).
 
-Two adjustments make our Gating-ML acceptable to FlowJo, neither changing a
-count: FlowJo allows one transform per channel, so the detector-ceiling gate
-(``margins``), drawn on raw values of fluorescence channels, is expressed on
-the channel's logicle scale (a monotone map of its bounds); and matrices are
-renamed per sample so that two samples never share a matrix name.
+Adjustments that make our Gating-ML acceptable to FlowJo, none changing a
+count:
+
+- FlowJo allows one transform per channel, so the detector-ceiling gate
+  (``margins``), drawn on raw values of fluorescence channels, is expressed
+  on the channel's logicle scale (a monotone map of its bounds);
+- FlowKit writes no Boolean gate to a workspace, so a Boolean gate (the time
+  QC: NOT the removed time windows) is written as FlowJo writes one, a
+  ``NotNode`` / ``AndNode`` / ``OrNode`` naming its operands by path; FlowJo
+  has no complemented operand, so an operand used as a complement gets a
+  ``NotNode`` of its own (``not <gate>``) beside it;
+- each tube's ``DataSet uri`` is its FCS file relative to the workspace's
+  folder, so FlowJo and ``fk.Workspace`` find the files from where the
+  workspace lies (and the batch folder and its data can move together);
+- matrices are renamed per tube so that two tubes never share a matrix name.
 """
 
 import copy
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from .errors import InputError
 from .regate import load_gates, load_sample
 
+AUTOMATIC, REGATED = "automatic", "re-gated"
+GATING_NS = "http://www.isac-net.org/std/Gating-ML/v2.0/gating"
+BOOLEAN_NODES = {"and": "AndNode", "or": "OrNode", "not": "NotNode"}
+
 
 @dataclass
 class WorkspaceSample:
-    sample_id: str
-    gates: Path     # the sample's gates.xml
-    fcs: Path       # its stained tube
+    name: str       # the tube's name in the workspace, e.g. "low_fmo stained"
+    gates: Path     # its Gating-ML (gates.xml, control_gates.xml or a reviewer's edited file)
+    fcs: Path       # its FCS file
+    group: str = AUTOMATIC
 
 
 def flowjo_strategy(gates_path):
-    """The sample's GatingStrategy with raw-value dimensions moved onto their channel's transform."""
+    """The tube's GatingStrategy as FlowKit can write it, and its Boolean gates to write by hand.
+
+    Returns
+    -------
+    (GatingStrategy, dict)
+        The strategy with raw-value dimensions moved onto their channel's
+        transform and each Boolean gate replaced by a stand-in; and
+        (name, path) -> FlowKit BooleanGate of every gate replaced.
+    """
+    import flowkit as fk
+
+    booleans = _boolean_gates(load_gates(gates_path))
+    if booleans:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            strategy = fk.parse_gating_xml(io.BytesIO(_with_stand_ins(gates_path, booleans)))
+    else:
+        strategy = load_gates(gates_path)
+    _move_raw_dimensions(strategy)
+    return strategy, booleans
+
+
+def _boolean_gates(strategy):
+    from flowkit import gates as fk_gates
+
+    found = {}
+    for gate_id, gate_path in strategy.get_gate_ids():
+        gate = strategy.get_gate(gate_id, gate_path)
+        if isinstance(gate, fk_gates.BooleanGate):
+            found[(gate_id, tuple(gate_path))] = gate
+    return found
+
+
+def _with_stand_ins(gates_path, booleans):
+    """The Gating-ML document with each Boolean gate replaced by a copy of a geometric gate.
+
+    The stand-in only carries the Boolean gate's name and place in the tree
+    through FlowKit's writer; its Population is rewritten as a Boolean node.
+    """
+    from lxml import etree
+
+    tree = etree.parse(str(gates_path))
+    names = {name for name, _ in booleans}
+    elements = [el for el in tree.getroot() if el.get(f"{{{GATING_NS}}}id") is not None]
+    model = next(el for el in elements if el.get(f"{{{GATING_NS}}}id") not in names)
+    for el in elements:
+        if el.get(f"{{{GATING_NS}}}id") in names:
+            stand_in = copy.deepcopy(model)
+            for attribute in ("id", "parent_id"):
+                stand_in.attrib.pop(f"{{{GATING_NS}}}{attribute}", None)
+                if el.get(f"{{{GATING_NS}}}{attribute}") is not None:
+                    stand_in.set(f"{{{GATING_NS}}}{attribute}", el.get(f"{{{GATING_NS}}}{attribute}"))
+            el.getparent().replace(el, stand_in)
+    return etree.tostring(tree)
+
+
+def _move_raw_dimensions(strategy):
+    """Put raw-value dimensions on their channel's transform (FlowJo: one transform per channel)."""
     import numpy as np
 
-    strategy = load_gates(gates_path)
     for gate_id, gate_path in strategy.get_gate_ids():
         gate = strategy.get_gate(gate_id, gate_path)
         for dim in getattr(gate, "dimensions", []):
@@ -50,7 +126,6 @@ def flowjo_strategy(gates_path):
                 value = getattr(dim, bound)
                 if value is not None:
                     setattr(dim, bound, float(np.asarray(xform.apply(np.array([[value]], dtype=float)))[0, 0]))
-    return strategy
 
 
 def _channel_transform(strategy, channel):
@@ -63,63 +138,137 @@ def _channel_transform(strategy, channel):
     return refs.pop() if len(refs) == 1 else None
 
 
-def sample_wsp(sample):
-    """The FlowJo workspace (lxml root) of one sample, as FlowKit's Session writes it."""
+def sample_wsp(sample, folder):
+    """The FlowJo workspace (lxml root) of one tube, as FlowKit's Session writes it.
+
+    ``folder`` is where the workspace will lie: the tube's FCS file is named relative to it.
+    """
     import flowkit as fk
     from lxml import etree
 
-    strategy = flowjo_strategy(sample.gates)
+    strategy, booleans = flowjo_strategy(sample.gates)
     fcs = load_sample(sample.fcs)
+    fcs.id = sample.name  # FlowJo's and FlowKit's name of the tube in the workspace
     handle = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fk.Session(gating_strategy=strategy, fcs_samples=[fcs]).export_wsp(handle, "cd125gate batch")
+            fk.Session(gating_strategy=strategy, fcs_samples=[fcs]).export_wsp(handle, sample.group)
     except (ValueError, KeyError, NotImplementedError) as exc:
-        # FlowKit 1.3 writes no Boolean gate to a workspace (e.g. time QC that keeps the events
-        # outside several removed time windows).
+        # FlowKit 1.3 writes rectangles and polygons only (an edited file may hold an ellipse).
         raise InputError(sample.gates, f"FlowKit cannot write these gates as a FlowJo workspace: {exc}") from None
-    return etree.fromstring(handle.getvalue())
+    root = etree.fromstring(handle.getvalue())
+    _write_booleans(root.find("SampleList/Sample/SampleNode"), booleans)
+    root.find("SampleList/Sample/DataSet").set("uri", fcs_uri(sample.fcs, folder))
+    return root
 
 
-def batch_wsp(samples, skipped=None):
-    """One FlowJo 10 workspace (bytes) holding every sample of ``samples`` that FlowKit can write.
+def fcs_uri(fcs, folder):
+    """The DataSet uri of ``fcs``: its path relative to the workspace's ``folder``, percent-encoded."""
+    relative = os.path.relpath(Path(fcs).resolve(), Path(folder).resolve())
+    return quote(Path(relative).as_posix())
 
-    A sample FlowKit cannot write is left out, never failing the batch: its
-    (sample_id, reason) is appended to ``skipped`` and written as a comment
-    in the workspace. Its gates.xml still opens in FlowJo and FlowKit.
+
+def _write_booleans(sample_node, booleans):
+    """Rewrite each stand-in Population as the Boolean node FlowJo writes."""
+    for (name, path), gate in booleans.items():
+        population = _population(sample_node, path[1:] + (name,))
+        operands = []
+        for ref in gate.gate_refs:
+            operand = _ref_path(ref)
+            if ref["complement"]:
+                operand = _not_node(population, operand, path)
+            operands.append(operand)
+        population.tag = BOOLEAN_NODES[gate.type]
+        stand_in = population.find("Gate")
+        population.remove(stand_in)
+        _dependents(population, operands)
+        # A Boolean node has no gate of its own for its children's gates to name as parent.
+        for child in population.iterfind("Subpopulations/*/Gate"):
+            if child.get(f"{{{GATING_NS}}}parent_id") == stand_in.get(f"{{{GATING_NS}}}id"):
+                del child.attrib[f"{{{GATING_NS}}}parent_id"]
+
+
+def _ref_path(ref):
+    """The FlowJo name of a Boolean gate's operand: its path below the tube, '/'-joined."""
+    return tuple(ref["path"][1:]) + (ref["ref"],)
+
+
+def _not_node(population, operand, path):
+    """A NotNode ``not <operand>`` beside ``population``: FlowJo's form of a complemented operand."""
+    from lxml import etree
+
+    name = f"not {operand[-1]}"
+    node = etree.Element("NotNode", name=name, annotation="", owningGroup="")
+    _dependents(node, [operand])
+    population.addprevious(node)
+    return path[1:] + (name,)
+
+
+def _dependents(node, operands):
+    from lxml import etree
+
+    dependents = etree.SubElement(node, "Dependents")
+    for operand in operands:
+        etree.SubElement(dependents, "Dependent", name="/".join(operand))
+
+
+def _population(sample_node, names):
+    """The Population element at ``names`` (gate names below the tube) under ``sample_node``."""
+    node = sample_node
+    for name in names:
+        node = next(child for child in node.find("Subpopulations") if child.get("name") == name)
+    return node
+
+
+def batch_wsp(samples, folder, skipped=None):
+    """One FlowJo 10 workspace (bytes) holding every tube of ``samples`` that FlowKit can write.
+
+    A tube FlowKit cannot write is left out, never failing the batch: its
+    (name, reason) is appended to ``skipped`` and written as a comment in the
+    workspace. Its Gating-ML still opens in FlowJo and FlowKit.
     """
     from lxml import etree
 
     skipped = [] if skipped is None else skipped
     root = None
-    number = 0
-    for sample in samples:
+    groups = {}
+    for number, sample in enumerate(samples, 1):
         try:
-            doc = sample_wsp(sample)
+            doc = sample_wsp(sample, folder)
         except InputError as exc:
-            skipped.append((sample.sample_id, exc.problem))
+            skipped.append((sample.name, exc.problem))
             continue
-        number += 1
         sample_el = doc.find("SampleList/Sample")
         _renumber(sample_el, str(number))
         for matrix in doc.find("Matrices"):
-            matrix.set("name", f"{sample.sample_id} spill")
-            sample_el.insert(0, copy.deepcopy(matrix))  # the sample's own matrix, read with the sample
+            matrix.set("name", f"{sample.name} spill")
+            sample_el.insert(0, copy.deepcopy(matrix))  # the tube's own matrix, read with the tube
         if root is None:
             root = doc
-            root.find("Groups/GroupNode/Group/SampleRefs").clear()
+            root.find("Groups").clear()
         else:
             root.find("SampleList").append(sample_el)
             root.find("Matrices").extend(list(doc.find("Matrices")))
-        etree.SubElement(root.find("Groups/GroupNode/Group/SampleRefs"), "SampleRef", sampleID=str(number))
+        groups.setdefault(sample.group, []).append(str(number))
     if root is None:
-        # Not one sample FlowKit can write (e.g. every tube has a Boolean time gate): an empty
-        # workspace, as FlowKit writes one, that says why each sample is left out.
+        # Not one tube FlowKit can write: an empty workspace, as FlowKit writes one, that says why.
         root = _empty_wsp()
-    for sample_id, reason in skipped:
-        root.append(etree.Comment(f" left out: {sample_id}: {reason} ".replace("--", "- -")))
+    for group, numbers in groups.items():
+        _group_node(root.find("Groups"), group, numbers)
+    for name, reason in skipped:
+        root.append(etree.Comment(f" left out: {name}: {reason} ".replace("--", "- -")))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _group_node(groups_el, name, numbers):
+    """A FlowJo group holding the tubes ``numbers``, as FlowKit writes one."""
+    from lxml import etree
+
+    node = etree.SubElement(groups_el, "GroupNode", name=name, annotation="", owningGroup=name)
+    refs = etree.SubElement(etree.SubElement(node, "Group", name=name), "SampleRefs")
+    for number in numbers:
+        etree.SubElement(refs, "SampleRef", sampleID=number)
 
 
 def _empty_wsp():
@@ -128,7 +277,7 @@ def _empty_wsp():
     from lxml import etree
 
     handle = io.BytesIO()
-    fk.Session().export_wsp(handle, "cd125gate batch")
+    fk.Session().export_wsp(handle, AUTOMATIC)
     return etree.fromstring(handle.getvalue())
 
 
@@ -138,17 +287,44 @@ def _renumber(sample_el, number):
 
 
 def gated_samples(results):
-    """WorkspaceSample of each (sample_id, result folder, result) that has gates (FAILED ones have none)."""
+    """WorkspaceSample of each tube of each (sample_id, result folder, result) that has gates.
+
+    FAILED results have no gates; a control tube is included when the result
+    wrote its gates (``control_gates.xml``: its own time QC).
+    """
     chosen = []
     for sample_id, folder, result in results:
         if result.get("criterion") == "FAILED" or not result.get("gates"):
             continue
-        chosen.append(WorkspaceSample(sample_id, Path(folder) / "gates.xml", Path(result["inputs"]["fcs"]["path"])))
+        outputs, inputs = result.get("outputs") or {}, result["inputs"]
+        chosen.append(WorkspaceSample(f"{sample_id} stained", Path(folder) / outputs.get("gates", "gates.xml"),
+                                      Path(inputs["fcs"]["path"])))
+        if outputs.get("control_gates") and inputs.get("control"):
+            chosen.append(WorkspaceSample(f"{sample_id} control", Path(folder) / outputs["control_gates"],
+                                          Path(inputs["control"]["path"])))
+    return chosen
+
+
+def regated_samples(reviewed):
+    """WorkspaceSample of both tubes of each (sample_id, reviewed result), under the reviewer's gates.
+
+    The edited gates count the control too (as `cd125gate regate` counted them).
+    """
+    chosen = []
+    for sample_id, result in reviewed:
+        gates, inputs = Path(result["review"]["gates"]), result["inputs"]
+        chosen.append(WorkspaceSample(f"{sample_id} stained re-gated", gates, Path(inputs["fcs"]["path"]), REGATED))
+        if result.get("control_gates") and inputs.get("control"):
+            chosen.append(WorkspaceSample(f"{sample_id} control re-gated", gates,
+                                          Path(inputs["control"]["path"]), REGATED))
     return chosen
 
 
 def add_arguments(parser):
     parser.add_argument("results", nargs="+", metavar="RESULT_JSON", help="per-sample result.json files")
+    parser.add_argument("--reviewed", nargs="*", default=[], metavar="REVIEWED_RESULT_JSON",
+                        help="reviewed_result.json of the re-gated samples, or the folders holding them "
+                             "(their edited gates: group re-gated)")
     parser.add_argument("--out", required=True, help="batch.wsp to write")
 
 
@@ -160,10 +336,20 @@ def run(args):
     for path in map(Path, args.results):
         result = results.load(path).to_json()
         loaded.append((result["sample_id"], path.parent, result))
-    samples = gated_samples(loaded)
+    reviewed = []
+    for path in map(Path, args.reviewed):
+        if path.is_dir():  # the workflow's folder of one REGATE decision
+            path = path / "reviewed_result.json"
+        if not path.is_file():
+            print(f"no reviewed result in {path.parent} (the re-gating failed): its sample is not re-gated here")
+            continue
+        result = results.load(path).to_json()
+        reviewed.append((result["sample_id"], result))
+    samples = gated_samples(loaded) + regated_samples(reviewed)
     skipped = []
-    atomic_write_bytes(args.out, batch_wsp(samples, skipped))
-    print(f"{args.out}: {len(samples) - len(skipped)} gated samples of {len(loaded)}")
-    for sample_id, reason in skipped:
-        print(f"left out {sample_id}: {reason} (its gates.xml holds the gates)")
+    atomic_write_bytes(args.out, batch_wsp(samples, Path(args.out).parent, skipped))
+    print(f"{args.out}: {len(samples) - len(skipped)} gated tubes of {len(loaded)} samples"
+          f" ({len(reviewed)} re-gated)")
+    for name, reason in skipped:
+        print(f"left out {name}: {reason} (its Gating-ML holds the gates)")
     return 0

@@ -152,4 +152,5 @@ rule regate:
     shell:
         "cd125gate regate {input.result:q} --gates {input.gates:q}"
         " --out {output:q}/reviewed_result.json --failure {output:q}/failed.txt"
-        " --current {params.current:q} --reviews {params.reviews:q} {params.options} > {log:q} 2>&1"
+        " --current {params.current:q} --config {input.config:q} --reviews {params.reviews:q}"
+        " {params.options} > {log:q} 2>&1"

@@ -36,6 +36,7 @@ rule review_page:
         screening=batch_path("screening.json"),
         results=all_samples("result.json"),
         plots=all_samples("qc.png"),
+        reviewed_plots=reviewed_figures(),
     output:
         report(
             batch_path("report.html"),
@@ -58,15 +59,19 @@ rule review_page:
         results_dir=lambda wildcards, input: os.path.dirname(
             os.path.dirname(input.results[0])
         ),
+        # The page's reviews file starts with the lines this batch was run with.
+        reviews=review_page_option,
     shell:
         "cd125gate report --results-dir {params.results_dir:q}"
-        " --out {output:q} --screening {input.screening:q} > {log:q} 2>&1"
+        " --out {output:q} --screening {input.screening:q} {params.reviews} > {log:q} 2>&1"
 
 
 rule flowjo_workspace:
     input:
         results=all_samples("result.json"),
         gates=all_samples("gates.xml"),
+        # Re-gated samples: their edited gates are the workspace's second group.
+        reviewed=reviewed_results(),
     output:
         batch_path("batch.wsp"),
     log:
@@ -80,7 +85,8 @@ rule flowjo_workspace:
         mem_mb=2000,
         runtime=15,
     shell:
-        "cd125gate workspace {input.results:q} --out {output:q} > {log:q} 2>&1"
+        "cd125gate workspace {input.results:q} --reviewed {input.reviewed:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule signout_records:
@@ -88,6 +94,7 @@ rule signout_records:
         screening=batch_path("screening.json"),
         results=all_samples("result.json"),
         plots=all_samples("qc.png"),
+        reviewed_plots=reviewed_figures(),
     output:
         all_samples("signout.pdf"),
     log:

@@ -193,6 +193,11 @@ def regate_output():
     return sample_path(os.path.join(screening.REVIEWED_FOLDER, "{decision}"))
 
 
+def reviewed_figures():
+    """The re-gating folders whose reviewed_qc.png a re-gated record is drawn from (copied beside result.json)."""
+    return reviewed_results()
+
+
 def screening_inputs(wildcards):
     """Results, the reviews file and the reviewed results that the screening table is made from."""
     files = {"results": all_samples("result.json"), "reviewed": reviewed_results()}
@@ -211,6 +216,13 @@ def screening_options(wildcards, input):
     return options
 
 
+def review_page_option(wildcards):
+    """`--reviews FILE` of the review page when the batch runs with a reviews file."""
+    if not config.get("reviews"):
+        return ""
+    return f"--reviews {shlex.quote(str(config['reviews']))}"
+
+
 def regate_inputs(wildcards):
     """The automatic result, the edited gates and the tubes of a sample under a REGATE line."""
     sample = SAMPLES[wildcards.sample_id]
@@ -222,6 +234,8 @@ def regate_inputs(wildcards):
         "result": sample_path("result.json").format(sample_id=wildcards.sample_id),
         "gates": str(REGATES[wildcards.sample_id].gates),
         "fcs": sample.fcs,
+        # The automatic result's settings: the re-gated figure is drawn from the same events.
+        "config": batch_path("analysis_config.yaml"),
     }
     if sample.control is not None:
         files["control"] = sample.control

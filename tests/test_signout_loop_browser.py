@@ -1,0 +1,232 @@
+"""The whole sign-out loop as a reviewer walks it: the workflow, then the page in Chromium, twice over.
+
+Two sittings: the first signs three samples (one REGATE from an edited gates
+file) and downloads the reviews file; the workflow is rerun with it; the
+second sitting opens the new page, which starts from the decisions already
+applied, adds one, survives a reload, and downloads the complete file; the
+workflow is rerun again. At each step screening.tsv, audit.tsv, the page, the
+sign-out records and batch.wsp must agree.
+"""
+
+import csv
+import html
+import json
+import re
+import shutil
+import subprocess
+import zlib
+
+import pytest
+
+from cd125gate import signout
+from cd125gate.fileio import sha256_file
+from conftest import write_subset_sheet
+from test_report_browser import CHROMIUM_FLAGS
+from test_signout_workflow import snakemake
+
+LOOP = ("low_fmo", "near50_fmo", "few_blasts", "high_fmo")
+NEW_CUT = 0.45  # high_fmo's CD125 cut-off moved up (transformed units): 57% CD125+, still MET
+
+# Signs the cards named in ACTIONS one after another, a chosen gates file included, then reports.
+DRIVER = """<script>
+window.addEventListener("load", function () {
+  var actions = %s, out = {errors: {}};
+  function card(id) { return document.querySelector('.card[data-sample-id="' + id + '"]'); }
+  function finish() {
+    out.text = document.getElementById("review-lines").value;
+    out.earlier = document.getElementById("earlier-count").textContent;
+    out.pending = document.body.getAttribute("data-pending");
+    out.summary = document.getElementById("pending").textContent;
+    out.figureBeside = document.querySelectorAll(".sign.open img.full-figure").length;
+    var pre = document.createElement("pre"); pre.id = "driver-out"; pre.textContent = JSON.stringify(out);
+    document.body.appendChild(pre);
+  }
+  function next(i) {
+    if (i >= actions.length) { finish(); return; }
+    var a = actions[i], form = window.cd125gateOpenControls(card(a.id).id), f = form.elements;
+    f.decision.value = a.decision; f.decision.dispatchEvent(new Event("change"));
+    f.reviewer.value = a.reviewer; f.reason.value = a.reason || ""; f.date.value = a.date;
+    var waits = 0;
+    function add() {
+      // The SHA-256 of a chosen file is computed asynchronously; wait for it where the format has the column.
+      if (a.gatesText && f.gates_sha256 && !f.gates_sha256.value && waits++ < 50) { setTimeout(add, 20); return; }
+      f.add.click();
+      out.errors[a.id] = form.querySelector(".control-error").textContent;
+      next(i + 1);
+    }
+    if (a.gatesText) {
+      var dt = new DataTransfer();
+      dt.items.add(new File([a.gatesText], a.gates, {type: "application/xml"}));
+      f.gatesfile.files = dt.files; f.gatesfile.dispatchEvent(new Event("change"));
+    }
+    add();
+  }
+  next(0);
+});
+</script>
+</body>"""
+
+
+def sitting(page, profile, actions=()):
+    """Open ``page`` in Chromium with the browser profile ``profile`` and carry out ``actions``."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.fail("Chromium is needed for the sign-out loop: run scripts/setup.sh --test (as root)")
+    driven = page.with_name(f"driven_{len(list(page.parent.glob('driven_*')))}.html")
+    driven.write_text(page.read_text(encoding="utf-8").replace("</body>", DRIVER % json.dumps(list(actions))),
+                      encoding="utf-8")
+    done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+                           "--dump-dom", driven.as_uri()], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [line for line in done.stderr.splitlines() if ":CONSOLE" in line] == []
+    assert "data-js-error" not in done.stdout[:done.stdout.index(">", done.stdout.index("<body"))]
+    return json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', done.stdout, re.S).group(1)))
+
+
+# Lays the page out as it prints (print rules applied on screen, at the width of A4 landscape
+# between its margins) and names each card whose signature block falls off its sheet.
+PRINT_LAYOUT = """<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  var off = [];
+  Array.prototype.forEach.call(document.querySelectorAll(".card"), function (c) {
+    var sheet = c.getBoundingClientRect(), signature = c.querySelector(".signature").getBoundingClientRect();
+    if (signature.bottom > sheet.bottom + 0.5) { off.push(c.getAttribute("data-sample-id")); }
+  });
+  var pre = document.createElement("pre"); pre.id = "driver-out"; pre.textContent = JSON.stringify(off);
+  document.body.appendChild(pre);
+}, 300); });
+</script>
+</body>"""
+
+
+def signatures_off_the_sheet(page, profile):
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    text = page.read_text(encoding="utf-8").replace("@media print {", "@media all {")
+    laid = page.with_name("print_layout.html")
+    laid.write_text(text.replace("@media screen {", "@media not all {").replace("</body>", PRINT_LAYOUT),
+                    encoding="utf-8")
+    done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+                           "--window-size=1062,794", "--dump-dom", laid.as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    return json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', done.stdout, re.S).group(1)))
+
+
+def pdf_text(path):
+    """The decompressed content streams of a PDF: matplotlib writes each text run there as it reads."""
+    data = path.read_bytes()
+    text = b""
+    for match in re.finditer(rb"stream\r?\n", data):
+        try:
+            text += zlib.decompress(data[match.end():data.find(b"endstream", match.end())])
+        except zlib.error:
+            continue
+    return text
+
+
+def rows(outdir):
+    with open(outdir / "screening.tsv", newline="") as handle:
+        return {row["sample_id"]: row for row in csv.DictReader(handle, delimiter="\t")}
+
+
+def audit(outdir):
+    with open(outdir / "audit.tsv", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def decision_lines(text):
+    """The decision lines of a reviews file (header and blank lines left out)."""
+    return [line for line in text.splitlines()[1:] if line.strip()]
+
+
+def card_of(page_text, sample_id):
+    card = page_text[page_text.index(f'data-sample-id="{sample_id}"'):]
+    return card[:card.index("</section>")]
+
+
+@pytest.mark.slow
+def test_two_sittings_build_one_reviews_file_and_every_record_agrees(tmp_path):
+    sheet = write_subset_sheet(tmp_path / "samples.tsv", set(LOOP))
+    outdir = tmp_path / "results"
+    profile = tmp_path / "browser-profile"  # one reviewer's browser across both sittings
+    first = snakemake(tmp_path, sheet, outdir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert {sid: r["final"] for sid, r in rows(outdir).items()} == \
+        {"low_fmo": "NOT_MET", "near50_fmo": "PENDING_REVIEW", "few_blasts": "PENDING_REVIEW", "high_fmo": "MET"}
+
+    # Sitting 1: the reviewer edits high_fmo's cut-off in a gates file and signs three samples.
+    gates = (outdir / "samples/high_fmo/gates.xml").read_text()
+    edited, n = re.subn(r'(<gating:RectangleGate gating:id="cd125_pos"[^>]*>\s*<gating:dimension[^>]*gating:min=")'
+                        r'[^"]+(")', rf"\g<1>{NEW_CUT}\g<2>", gates)
+    assert n == 1
+    (tmp_path / "edited_high_fmo.xml").write_text(edited)
+    one = sitting(outdir / "report.html", profile, [
+        {"id": "low_fmo", "decision": "ACCEPT", "reviewer": "Dr Ada", "date": "2026-11-30"},
+        {"id": "near50_fmo", "decision": "OVERRIDE_NOT_MET", "reviewer": "Dr Ada", "date": "2026-11-30",
+         "reason": "CD125+ events are a dim tail of the negatives"},
+        {"id": "high_fmo", "decision": "REGATE", "reviewer": "Dr Bo", "date": "2026-12-01",
+         "reason": "FMO cut-off too low", "gates": "edited_high_fmo.xml", "gatesText": edited}])
+    assert one["errors"] == {"low_fmo": "", "near50_fmo": "", "high_fmo": ""}
+    assert one["earlier"] == "0" and one["pending"] == "1"  # few_blasts: the one REVIEW without a line
+    assert one["figureBeside"] == 3
+    assert len(decision_lines(one["text"])) == 3
+    if "gates_sha256" in one["text"].splitlines()[0]:  # the format that binds the gates file
+        assert sha256_file(tmp_path / "edited_high_fmo.xml") in one["text"]
+    reviews = tmp_path / "reviews.tsv"
+    reviews.write_text(one["text"])
+
+    second = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
+    assert second.returncode == 0, second.stderr[-3000:]
+    reviewed = json.loads((outdir / "samples/high_fmo/reviewed_result.json").read_text())
+    assert reviewed["criterion"] == "MET" and reviewed["cd125_pos_events"] < reviewed["blast_events"] * 0.75
+    after_first = rows(outdir)
+    assert {sid: r["final"] for sid, r in after_first.items()} == \
+        {"low_fmo": "NOT_MET", "near50_fmo": "NOT_MET", "few_blasts": "PENDING_REVIEW", "high_fmo": "MET"}
+    assert sorted(r["sample_id"] for r in audit(outdir)) == ["high_fmo", "low_fmo", "near50_fmo"]
+
+    # The record of high_fmo is the re-gated result, on the page and in its sign-out record.
+    page = (outdir / "report.html").read_text()
+    card = card_of(page, "high_fmo")
+    assert 'class="regated"' in card and f"({reviewed['cd125_pos_events']:,} positive)" in card
+    assert sha256_file(outdir / "samples/high_fmo/reviewed_result.json") in card
+    index = re.search(r'<section [^>]*id="s(\d+)"[^>]*data-sample-id="high_fmo"', page).group(1)
+    assert (outdir / f"report_files/s{index}/key_cd125.png").read_bytes() == \
+        signout.key_panels((outdir / "samples/high_fmo/reviewed_qc.png").read_bytes())[1]
+    # signout.pdf too: it prints the digests of the re-gated result and of the gates file it came from.
+    record = pdf_text(outdir / "samples/high_fmo/signout.pdf")
+    assert sha256_file(outdir / "samples/high_fmo/reviewed_result.json").encode() in record
+    assert reviewed["review"]["gates_sha256"].encode() in record
+    assert b"REJECT" not in pdf_text(outdir / "samples/few_blasts/signout.pdf")
+    # Decided samples no longer wait under "Needs attention"; the undecided one does.
+    attention = page[page.index('class="attention"'):page.index("</div>", page.index('class="attention"'))]
+    assert "few_blasts" in attention and "near50_fmo" not in attention
+    # Printed, every page keeps its signature block, the re-gated one with its comparison included.
+    assert signatures_off_the_sheet(outdir / "report.html", tmp_path / "print-profile") == []
+    # batch.wsp holds the re-gated tubes as a group of their own.
+    assert '<GroupNode name="re-gated"' in (outdir / "batch.wsp").read_text()
+
+    # Sitting 2 builds on the first: the page starts from the decisions applied, and adds one.
+    two = sitting(outdir / "report.html", profile, [
+        {"id": "few_blasts", "decision": "REJECT", "reviewer": "Dr Bo", "date": "2026-12-02",
+         "reason": "too few blasts; re-acquire"}])
+    assert two["errors"] == {"few_blasts": ""}
+    assert two["earlier"] == "3" and two["pending"] == "0"
+    assert decision_lines(two["text"])[:3] == decision_lines(one["text"])
+    assert len(decision_lines(two["text"])) == 4
+    # A reload keeps the line not yet saved; the applied ones are not added twice.
+    reloaded = sitting(outdir / "report.html", profile)
+    assert reloaded["text"] == two["text"]
+    reviews.write_text(two["text"])  # saved over the batch's reviews file, as the page says
+
+    third = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert {sid: r["final"] for sid, r in rows(outdir).items()} == \
+        {"low_fmo": "NOT_MET", "near50_fmo": "NOT_MET", "few_blasts": "REJECTED", "high_fmo": "MET"}
+    assert sorted(r["sample_id"] for r in audit(outdir)) == ["few_blasts", "high_fmo", "low_fmo", "near50_fmo"]
+    assert b"REJECT" in pdf_text(outdir / "samples/few_blasts/signout.pdf")
+    assert sha256_file(outdir / "samples/high_fmo/reviewed_result.json").encode() in \
+        pdf_text(outdir / "samples/high_fmo/signout.pdf")
+    # The next sitting starts from all four; nothing is pending and no line is left unsaved.
+    last = sitting(outdir / "report.html", profile)
+    assert last["earlier"] == "4" and last["pending"] == "0"
+    assert decision_lines(last["text"]) == decision_lines(two["text"])
+    assert "PENDING REVIEW" not in last["summary"]
