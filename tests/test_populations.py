@@ -331,3 +331,15 @@ def test_basophils_are_excluded_against_cd34_when_the_blasts_lack_hla_dr():
     c123, c34, note = gating.basophil_cuts(pops, "CD34")
     assert 0.87 < c34 < 2.8 and "CD34 between" in note
     assert gating.separating_marker(named(MARROW)) == "HLA-DR"
+
+
+@pytest.mark.parametrize("lymph_share, two_peaks, fails", [
+    (0.01, False, False),  # lymphocytes clean under the same cut-off: eosinophils read as neutrophils
+    (0.20, True, False),   # a second CD125 peak: neutrophils mixed with eosinophils, no negative reference
+    (0.20, False, True),   # the whole SSC-high population and the lymphocytes above it: the cut-off is off
+])
+def test_cd125_positive_neutrophils_fail_the_check_only_when_the_cut_off_is_to_blame(lymph_share, two_peaks, fails):
+    neutrophils = dict(control("negative", 500, 0.6, 0.2), two_peaks=two_peaks)
+    controls = {"lymphocytes": control("negative", 500, lymph_share, -0.4), "neutrophils": neutrophils}
+    reasons = checks.control_reasons(controls, SETTINGS.checks)
+    assert any(r.startswith("internal control check: neutrophils") for r in reasons) is fails

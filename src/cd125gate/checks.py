@@ -24,6 +24,7 @@ the stained tube's own lymphocytes (the `lymphocytes` gate), in decades.
 
 import numpy as np
 
+from .density import lower_peak
 from .populations import decades_per_unit
 
 POSITIVE_CONTROLS = ("eosinophils", "basophils")
@@ -127,6 +128,8 @@ def internal_controls(tube, cut):
             "cd125_pos_share": float(np.mean(values >= cut.value)) if values.size else None,
             "median_above_cut": float((np.median(values) - cut.value) * per_decade) if values.size else None,
         }
+        if name == "neutrophils":
+            out[name]["two_peaks"] = lower_peak(values, seed=0) is not None
     return out
 
 
@@ -142,10 +145,24 @@ def control_reasons(controls, checks):
         if c["role"] == "positive" and (share < checks.min_positive_control or dim):
             reasons.append(f"internal control check: {name} (CD125+ by nature) are {share:.0%} CD125+, "
                            f"median {above:+.2f} decades from the cut-off: failed CD125 stain?")
-        if c["role"] == "negative" and share > checks.max_negative_control:
+        if c["role"] == "negative" and share > checks.max_negative_control and not _eosinophils_among(name, c, controls, checks):
             reasons.append(f"internal control check: {name} (CD125- by nature) are {share:.0%} CD125+: "
                            "the cut-off or the compensation is off")
     return reasons
+
+
+def _eosinophils_among(name, control, controls, checks, clean=0.05):
+    """Whether CD125+ "neutrophils" are eosinophils (CD125+ by nature) named neutrophils, not a bad cut-off.
+
+    SSC-high granulocytes with a second CD125 peak are a mixture with eosinophils; all of them CD125+
+    while the lymphocytes (enough of them) are clean below the same cut-off, they are eosinophils
+    read as neutrophils (an eosinophilia shifts the levels). A wrong cut-off moves both populations.
+    """
+    if name != "neutrophils":
+        return False
+    lymph = controls.get("lymphocytes", {})
+    lymph_clean = lymph.get("events", 0) >= checks.min_control_events and lymph["cd125_pos_share"] <= clean
+    return bool(control.get("two_peaks")) or lymph_clean
 
 
 def cd125_checks(stained, control, cut, settings, band=0.3):
@@ -189,8 +206,6 @@ def reference_checks(tube, cut, checks, most_marker_positive=0.1, most_above=0.0
     CD125-negative population, more autofluorescent) plus ``neutrophil_margin`` decades. A negative
     blast peak must leave the lymphocytes below the cut-off (at most ``most_above`` above it).
     """
-    from .density import lower_peak
-
     if cut.method != "internal_negative":
         return []
     lymph = np.flatnonzero(tube.step("lymphocytes").mask)
