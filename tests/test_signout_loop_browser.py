@@ -123,6 +123,15 @@ def pdf_text(path):
     return text
 
 
+def pdf_lines(path):
+    """The text lines of a PDF as printed: each TJ array's strings joined, kerning and escapes dropped."""
+    lines = []
+    for array in re.finditer(rb"\[(.*?)\]\s*TJ", pdf_text(path), re.S):
+        strings = re.findall(rb"\(((?:\\.|[^\\)])*)\)", array.group(1))
+        lines.append(re.sub(rb"\\(.)", rb"\1", b"".join(strings)).decode("latin-1"))
+    return lines
+
+
 def rows(outdir):
     with open(outdir / "screening.tsv", newline="") as handle:
         return {row["sample_id"]: row for row in csv.DictReader(handle, delimiter="\t")}
@@ -141,6 +150,36 @@ def decision_lines(text):
 def card_of(page_text, sample_id):
     card = page_text[page_text.index(f'data-sample-id="{sample_id}"'):]
     return card[:card.index("</section>")]
+
+
+def agree(outdir):
+    """screening.tsv, audit.tsv, the page and every signout.pdf say the same of each sample."""
+    page, trail = (outdir / "report.html").read_text(), audit(outdir)
+    for sid, row in rows(outdir).items():
+        card, printed = card_of(page, sid), pdf_lines(outdir / "samples" / sid / "signout.pdf")
+        decision = row["review_decision"]
+        in_effect = "" if decision in ("", "WITHDRAW") else decision
+        assert f'data-final="{row["final"]}" data-decision="{in_effect}"' in card, sid
+        assert f"Final status: {row['final'].replace('_', ' ')}" in printed, sid
+        recorded = [r for r in trail if r["sample_id"] == sid]
+        if decision:
+            said = f"{decision} by {row['reviewed_by']} on {row['reviewed_at']}"
+            assert f"<b>Reviewed:</b> {said}" in card, sid
+            assert [line.rstrip() for line in printed if line.startswith("Review: ")] == [f"Review: {said}"], sid
+            # The decision in effect is the last one the audit recorded for the sample, on this result.
+            last = recorded[-1]
+            assert (last["decision"], last["reviewer"], last["date"], last["reason"], last["final"]) == \
+                (decision, row["reviewed_by"], row["reviewed_at"], row["review_reason"], row["final"]), sid
+            assert last["result_sha256_before"] == row["result_sha256"], sid
+            assert last["result_sha256_after"] == (row["reviewed_result_sha256"] or row["result_sha256"]), sid
+        else:
+            assert "<b>Not reviewed</b>" in card and recorded == [], sid
+        reviewed = row["reviewed_result_sha256"]
+        if reviewed:  # the record is the re-gated result: the same file on every side
+            assert reviewed == sha256_file(outdir / "samples" / sid / "reviewed_result.json")
+            assert 'class="regated"' in card and reviewed in card and f"   {reviewed}" in printed, sid
+        else:
+            assert 'class="regated"' not in card and "reviewed_result.json (this record), sha256:" not in printed
 
 
 @pytest.mark.slow
@@ -203,6 +242,7 @@ def test_two_sittings_build_one_reviews_file_and_every_record_agrees(tmp_path):
     assert signatures_off_the_sheet(outdir / "report.html", tmp_path / "print-profile") == []
     # batch.wsp holds the re-gated tubes as a group of their own.
     assert '<GroupNode name="re-gated"' in (outdir / "batch.wsp").read_text()
+    agree(outdir)
 
     # Sitting 2 builds on the first: the page starts from the decisions applied, and adds one.
     two = sitting(outdir / "report.html", profile, [
@@ -230,3 +270,4 @@ def test_two_sittings_build_one_reviews_file_and_every_record_agrees(tmp_path):
     assert last["earlier"] == "4" and last["pending"] == "0"
     assert decision_lines(last["text"]) == decision_lines(two["text"])
     assert "PENDING REVIEW" not in last["summary"]
+    agree(outdir)
