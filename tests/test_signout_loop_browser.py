@@ -4,12 +4,16 @@ Two sittings: the first signs three samples (one REGATE from an edited gates
 file) and downloads the reviews file; the workflow is rerun with it; the
 second sitting opens the new page, which starts from the decisions already
 applied, adds one, survives a reload, and downloads the complete file; the
-workflow is rerun again. At each step screening.tsv, audit.tsv, the page, the
-sign-out records and batch.wsp must agree.
+workflow is rerun again. Then the loop goes on as a trial record must survive
+it: the signed gates file edited after sign-out (the run refused, nothing
+changed), a decision withdrawn from the page, and a superseding REGATE whose
+gates file is broken (refused; the earlier re-gating kept). At each step
+screening.tsv, audit.tsv, the page, the sign-out records and batch.wsp must agree.
 """
 
 import csv
 import html
+import io
 import json
 import re
 import shutil
@@ -22,7 +26,7 @@ from cd125gate import signout
 from cd125gate.fileio import sha256_file
 from conftest import write_subset_sheet
 from test_report_browser import CHROMIUM_FLAGS
-from test_signout_workflow import snakemake
+from test_signout_workflow import one_error_line, snakemake
 
 LOOP = ("low_fmo", "near50_fmo", "few_blasts", "high_fmo")
 NEW_CUT = 0.45  # high_fmo's CD125 cut-off moved up (transformed units): 57% CD125+, still MET
@@ -38,6 +42,10 @@ window.addEventListener("load", function () {
     out.pending = document.body.getAttribute("data-pending");
     out.summary = document.getElementById("pending").textContent;
     out.figureBeside = document.querySelectorAll(".sign.open img.full-figure").length;
+    out.offered = {};  // the decision each card offers a WITHDRAW against ('' for none)
+    Array.prototype.forEach.call(document.querySelectorAll(".card"), function (c) {
+      out.offered[c.getAttribute("data-sample-id")] = c.getAttribute("data-decision");
+    });
     var pre = document.createElement("pre"); pre.id = "driver-out"; pre.textContent = JSON.stringify(out);
     document.body.appendChild(pre);
   }
@@ -123,6 +131,15 @@ def pdf_text(path):
     return text
 
 
+def pdf_lines(path):
+    """The text lines of a PDF as printed: each TJ array's strings joined, kerning and escapes dropped."""
+    lines = []
+    for array in re.finditer(rb"\[(.*?)\]\s*TJ", pdf_text(path), re.S):
+        strings = re.findall(rb"\(((?:\\.|[^\\)])*)\)", array.group(1))
+        lines.append(re.sub(rb"\\(.)", rb"\1", b"".join(strings)).decode("latin-1"))
+    return lines
+
+
 def rows(outdir):
     with open(outdir / "screening.tsv", newline="") as handle:
         return {row["sample_id"]: row for row in csv.DictReader(handle, delimiter="\t")}
@@ -141,6 +158,149 @@ def decision_lines(text):
 def card_of(page_text, sample_id):
     card = page_text[page_text.index(f'data-sample-id="{sample_id}"'):]
     return card[:card.index("</section>")]
+
+
+def reviews_of(text):
+    """The decision lines of a reviews file as dicts (column -> cell)."""
+    return list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+
+
+def records(outdir):
+    """Every file the workflow wrote, by path and bytes (the pages this test drives left out)."""
+    return {p.relative_to(outdir): p.read_bytes() for p in sorted(outdir.rglob("*"))
+            if p.is_file() and not p.name.startswith("driven_") and p.name != "print_layout.html"}
+
+
+def changed(before, outdir):
+    """The files of ``outdir`` (as `records` reads them) that differ from ``before``, appeared or went."""
+    now = records(outdir)
+    return sorted(str(path) for path in before.keys() | now.keys() if before.get(path) != now.get(path))
+
+
+def agree(outdir):
+    """screening.tsv, audit.tsv, the page and every signout.pdf say the same of each sample."""
+    page, trail = (outdir / "report.html").read_text(), audit(outdir)
+    for sid, row in rows(outdir).items():
+        card, printed = card_of(page, sid), pdf_lines(outdir / "samples" / sid / "signout.pdf")
+        decision = row["review_decision"]
+        in_effect = "" if decision in ("", "WITHDRAW") else decision
+        assert f'data-final="{row["final"]}" data-decision="{in_effect}"' in card, sid
+        assert f"Final status: {row['final'].replace('_', ' ')}" in printed, sid
+        recorded = [r for r in trail if r["sample_id"] == sid]
+        if decision:
+            said = f"{decision} by {row['reviewed_by']} on {row['reviewed_at']}"
+            assert f"<b>Reviewed:</b> {said}" in card, sid
+            assert [line.rstrip() for line in printed if line.startswith("Review: ")] == [f"Review: {said}"], sid
+            # The decision in effect is the last one the audit recorded for the sample, on this result.
+            last = recorded[-1]
+            assert (last["decision"], last["reviewer"], last["date"], last["reason"], last["final"]) == \
+                (decision, row["reviewed_by"], row["reviewed_at"], row["review_reason"], row["final"]), sid
+            assert last["result_sha256_before"] == row["result_sha256"], sid
+            assert last["result_sha256_after"] == (row["reviewed_result_sha256"] or row["result_sha256"]), sid
+        else:
+            assert "<b>Not reviewed</b>" in card and recorded == [], sid
+        reviewed = row["reviewed_result_sha256"]
+        if reviewed:  # the record is the re-gated result: the same file on every side
+            assert reviewed == sha256_file(outdir / "samples" / sid / "reviewed_result.json")
+            assert 'class="regated"' in card and reviewed in card and f"   {reviewed}" in printed, sid
+        else:
+            assert 'class="regated"' not in card and "reviewed_result.json (this record), sha256:" not in printed
+
+
+def regate_line(reviews, sample_id):
+    """The line number of the sample's last REGATE line in the reviews file (1 = header)."""
+    numbers = [n for n, line in enumerate(reviews.read_text().splitlines(), 1)
+               if line.startswith(f"{sample_id}\t") and "\tREGATE\t" in line]
+    return numbers[-1]
+
+
+def signed_gates_edited_after_sign_out(tmp_path, sheet, outdir, reviews):
+    """The signed gates file edited after sign-out: the run stops before any job, naming the REGATE line."""
+    gates = tmp_path / "edited_high_fmo.xml"
+    signed, before = gates.read_text(), records(outdir)
+    gates.write_text(signed.replace(f'gating:min="{NEW_CUT}"', 'gating:min="0.2"'))
+    assert gates.read_text() != signed
+    refused = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
+    gates.write_text(signed)  # the reviewer puts back the file signed
+    assert refused.returncode != 0
+    assert one_error_line(refused).startswith(
+        f"cd125gate: {reviews}: line {regate_line(reviews, 'high_fmo')}: REGATE of sample 'high_fmo': "
+        f"gates file {gates.resolve()} is not the one signed")
+    assert changed(before, outdir) == []  # screening.tsv, audit.tsv, the page, every signout.pdf: untouched
+    agree(outdir)
+
+
+def decision_withdrawn_on_the_page(tmp_path, sheet, outdir, reviews, profile):
+    """A WITHDRAW built on the page takes near50_fmo's override back everywhere."""
+    digest = sha256_file(outdir / "samples/near50_fmo/result.json")
+    recorded = audit(outdir)
+    page = sitting(outdir / "report.html", profile, [
+        {"id": "near50_fmo", "decision": "WITHDRAW", "reviewer": "Dr Ada", "date": "2026-12-03",
+         "reason": "override was on the wrong tube"}])
+    # The page offers a WITHDRAW against each decision in effect, as screening.tsv has them.
+    assert page["offered"] == {sid: r["review_decision"] for sid, r in rows(outdir).items()}
+    assert page["errors"] == {"near50_fmo": ""}
+    built = reviews_of(page["text"])
+    assert built[:-1] == reviews_of(reviews.read_text())
+    assert (built[-1]["sample_id"], built[-1]["result_sha256"], built[-1]["decision"]) == \
+        ("near50_fmo", digest, "WITHDRAW")
+    reviews.write_text(page["text"])
+
+    run = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = rows(outdir)
+    assert {sid: r["final"] for sid, r in table.items()} == \
+        {"low_fmo": "NOT_MET", "near50_fmo": "PENDING_REVIEW", "few_blasts": "REJECTED", "high_fmo": "MET"}
+    near = table["near50_fmo"]
+    assert (near["review_decision"], near["reviewed_by"], near["reviewed_at"], near["review_reason"]) == \
+        ("WITHDRAW", "Dr Ada", "2026-12-03", "override was on the wrong tube")
+    # The audit keeps the override and records the withdrawal after it.
+    now = audit(outdir)
+    assert now[:len(recorded)] == recorded
+    assert [(r["sample_id"], r["decision"], r["final"], r["result_sha256_before"], r["result_sha256_after"])
+            for r in now[len(recorded):]] == [("near50_fmo", "WITHDRAW", "PENDING_REVIEW", digest, digest)]
+    # The page puts it back under "Needs attention"; its sign-out record no longer says NOT MET.
+    text = (outdir / "report.html").read_text()
+    attention = text[text.index('class="attention"'):text.index("</div>", text.index('class="attention"'))]
+    assert "near50_fmo" in attention and "few_blasts" not in attention
+    assert "Final status: NOT MET" not in pdf_lines(outdir / "samples/near50_fmo/signout.pdf")
+    assert '<GroupNode name="re-gated"' in (outdir / "batch.wsp").read_text()
+    agree(outdir)
+    # The next sitting starts from all five lines; near50_fmo waits again, with nothing left to withdraw.
+    after = sitting(outdir / "report.html", profile)
+    assert after["earlier"] == "5" and after["pending"] == "1" and after["offered"]["near50_fmo"] == ""
+    assert after["text"] == reviews.read_text()
+
+
+def broken_superseding_regate(tmp_path, sheet, outdir, reviews, profile, edited):
+    """A REGATE of high_fmo from a broken gates file, built on the page: refused before any job, the earlier
+    re-gating kept; the page itself refuses a second WITHDRAW of near50_fmo."""
+    broken = edited[:len(edited) // 2]  # a Gating-ML export cut short
+    (tmp_path / "broken_high_fmo.xml").write_text(broken)
+    before = records(outdir)
+    page = sitting(outdir / "report.html", profile, [
+        {"id": "high_fmo", "decision": "REGATE", "reviewer": "Dr Bo", "date": "2026-12-04",
+         "reason": "cut-off higher still", "gates": "broken_high_fmo.xml", "gatesText": broken},
+        {"id": "near50_fmo", "decision": "WITHDRAW", "reviewer": "Dr Ada", "date": "2026-12-04",
+         "reason": "again"}])
+    assert page["errors"] == {"high_fmo": "", "near50_fmo": "no decision applied to withdraw"}
+    built = reviews_of(page["text"])
+    assert len(built) == 6 and built[-1]["decision"] == "REGATE"
+    assert built[-1]["gates_sha256"] == sha256_file(tmp_path / "broken_high_fmo.xml")
+    reviews.write_text(page["text"])
+
+    refused = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
+    assert refused.returncode != 0
+    message = one_error_line(refused)
+    assert message.startswith(f"cd125gate: {reviews}: line {regate_line(reviews, 'high_fmo')}: REGATE of sample "
+                              f"'high_fmo': {(tmp_path / 'broken_high_fmo.xml').resolve()}: "
+                              "not a usable Gating-ML 2.0 document"), message
+    # The earlier REGATE's reviewed_result.json (and its decision folder) and signout.pdf are byte-identical,
+    # and still the record the table, the audit and the page name.
+    assert changed(before, outdir) == []
+    assert rows(outdir)["high_fmo"]["reviewed_result_sha256"] == \
+        sha256_file(outdir / "samples/high_fmo/reviewed_result.json")
+    agree(outdir)
 
 
 @pytest.mark.slow
@@ -203,6 +363,7 @@ def test_two_sittings_build_one_reviews_file_and_every_record_agrees(tmp_path):
     assert signatures_off_the_sheet(outdir / "report.html", tmp_path / "print-profile") == []
     # batch.wsp holds the re-gated tubes as a group of their own.
     assert '<GroupNode name="re-gated"' in (outdir / "batch.wsp").read_text()
+    agree(outdir)
 
     # Sitting 2 builds on the first: the page starts from the decisions applied, and adds one.
     two = sitting(outdir / "report.html", profile, [
@@ -230,3 +391,8 @@ def test_two_sittings_build_one_reviews_file_and_every_record_agrees(tmp_path):
     assert last["earlier"] == "4" and last["pending"] == "0"
     assert decision_lines(last["text"]) == decision_lines(two["text"])
     assert "PENDING REVIEW" not in last["summary"]
+    agree(outdir)
+
+    signed_gates_edited_after_sign_out(tmp_path, sheet, outdir, reviews)
+    decision_withdrawn_on_the_page(tmp_path, sheet, outdir, reviews, profile)
+    broken_superseding_regate(tmp_path, sheet, outdir, reviews, profile, edited)
