@@ -189,7 +189,8 @@ def agree(outdir):
         recorded = [r for r in trail if r["sample_id"] == sid]
         if decision:
             said = f"{decision} by {row['reviewed_by']} on {row['reviewed_at']}"
-            assert f"<b>Reviewed:</b> {said}" in card, sid
+            label = "Decision withdrawn" if decision == "WITHDRAW" else "Reviewed"
+            assert f"<b>{label}:</b> {said}" in card, sid
             assert [line.rstrip() for line in printed if line.startswith("Review: ")] == [f"Review: {said}"], sid
             # The decision in effect is the last one the audit recorded for the sample, on this result.
             last = recorded[-1]

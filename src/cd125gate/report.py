@@ -519,7 +519,9 @@ def _review_status(s):
                        f"{escape(LABELS.get(row['reviewed_criterion'], row['reviewed_criterion']))}, "
                        f"CD125+ {_pct(row.get('reviewed_cd125_pos_fraction'))} (95% CI "
                        f"{_pct(row.get('reviewed_ci_low'))}–{_pct(row.get('reviewed_ci_high'))})</span>")
-        return (f'<p class="reviewed"><b>Reviewed:</b> {escape(row["review_decision"])} by '
+        # A withdrawal puts the sample back in review: it is no review of the sample's result.
+        label = "Decision withdrawn" if row["review_decision"] == "WITHDRAW" else "Reviewed"
+        return (f'<p class="reviewed"><b>{label}:</b> {escape(row["review_decision"])} by '
                 f'{escape(str(row.get("reviewed_by")))} on {escape(str(row.get("reviewed_at")))}{reason}{regated}</p>')
     note = f" ({escape(row['review_note'])})" if row.get("review_note") else ""
     return f'<p class="unreviewed"><b>Not reviewed</b>{note}</p>'
