@@ -46,7 +46,8 @@ def from_internal_negative(stained, cd125_scale, settings, seed=0):
     ch = stained.markers["CD125"]
     pct = settings.internal_percentile
     blasts = stained.column(ch)[stained.step("blasts").mask]
-    peak = density.lower_peak(blasts, seed)
+    # A few per cent of positives (or negatives) still make their own component beside the other peak.
+    peak = density.lower_peak(blasts, seed, min_weight=0.02)
     lymph = _lymphocyte_threshold(stained, cd125_scale, pct)
     if peak is not None:
         mean, sd, weight = peak
