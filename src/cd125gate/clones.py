@@ -6,9 +6,9 @@ criterion counts every blast, so each clone must be inside the blast gate, and
 the reviewer must see when the clones disagree on CD125.
 
 - ``blast_like``: the components that look like blasts, whatever the phenotype
-  table named them: named blasts, and SSC-low, FSC-normal, CD45 below bright
-  components positive for CD34 or CD117 that the table took for basophils or
-  left unknown (a CD117+ clone is not basophils, which lack CD117).
+  table named them: named blasts, and SSC-low, FSC-normal components positive
+  for CD34 or CD117 that ``populations.is_blast`` accepts but the table took
+  for basophils or left unknown.
 - ``group``: components of different backbone levels whose means differ by at
   least ``CLONE_GAP`` decades and ``CLONE_SD`` pooled SDs on a backbone marker are
   different clones; the mixture often splits one population into a few close
@@ -119,7 +119,8 @@ def clone_table(tube, cut, checks):
     found = group(pops, comps)
     clones = found[:1] + [c for c in found[1:] if np.isin(pops.assigned, c).sum() >= least]
     gated = np.flatnonzero(tube.step("blasts").mask)
-    owner = assign(tube, gated, comps) if gated.size and len(clones) > 1 else None
+    # Every gated blast goes to one of the clones listed (the smallest ones' events included).
+    owner = assign(tube, gated, [i for c in clones for i in c]) if gated.size and len(clones) > 1 else None
     cd125 = tube.column(tube.markers["CD125"])
     table, reasons = [], _unexplained(tube, pops, total, checks.min_blast_coverage)
     for k, clone in enumerate(clones, 1):
