@@ -343,3 +343,54 @@ def test_cd125_positive_neutrophils_fail_the_check_only_when_the_cut_off_is_to_b
     controls = {"lymphocytes": control("negative", 500, lymph_share, -0.4), "neutrophils": neutrophils}
     reasons = checks.control_reasons(controls, SETTINGS.checks)
     assert any(r.startswith("internal control check: neutrophils") for r in reasons) is fails
+
+
+def internal_cut(reference, decades=1.0):
+    return Threshold("internal_negative", decades / 4.5, 100.0, 99.5, 400, "internal", reference)
+
+
+def reference_tube(lymph_cd125=(0.5, 0.05), blasts=None, **lymph_markers):
+    """The checked stub with CD125 on its lymphocytes drawn as asked (decades) and no neutrophils."""
+    tube = checked_tube(blasts or BLAST, dict(LYMPH, **lymph_markers))
+    rng = np.random.default_rng(1)
+    lymph = tube.step("lymphocytes").mask
+    column = tube.channels.index("CD125")
+    if isinstance(lymph_cd125, tuple):
+        tube.data[lymph, column] = rng.normal(*lymph_cd125, lymph.sum()) / 4.5
+    else:
+        tube.data[lymph, column] = np.asarray(lymph_cd125) / 4.5
+    # the fitted lymphocytes' own centre: every marker at 0.5 decades
+    tube.populations = SimpleNamespace(rows_of=lambda name: np.array([], dtype=int), reference_point=True,
+                                       reference_mean=lambda marker: 0.5)
+    return tube
+
+
+def test_a_clean_lymphocyte_reference_passes():
+    assert checks.reference_checks(reference_tube(), internal_cut("lymphocytes"), SETTINGS.checks) == []
+
+
+def test_a_lymphocyte_reference_holding_blasts_is_a_reason():
+    """The B-ALL tube: the 'lymphocyte' gate held CD34+ blasts, so its cut-off lay in the blasts' CD125."""
+    tube = reference_tube(CD34=2.5)
+    reasons = checks.reference_checks(tube, internal_cut("lymphocytes"), SETTINGS.checks)
+    assert any("carry a blast marker: the reference holds blasts" in r for r in reasons), reasons
+
+
+def test_a_lymphocyte_reference_with_two_cd125_peaks_is_a_reason():
+    rng = np.random.default_rng(2)
+    two_peaks = np.concatenate([rng.normal(0.5, 0.05, 300), rng.normal(2.5, 0.05, 100)])
+    reasons = checks.reference_checks(reference_tube(two_peaks), internal_cut("lymphocytes"), SETTINGS.checks)
+    assert any("has two peaks" in r for r in reasons), reasons
+
+
+def test_a_blast_peak_cut_off_under_the_lymphocytes_is_a_reason():
+    """Lymphocytes at 0.5 decades, the 'negative blast peak' cut-off at 0.3: that peak is no negative."""
+    tube = reference_tube()
+    reasons = checks.reference_checks(tube, internal_cut("blast_peak", decades=0.3), SETTINGS.checks)
+    assert reasons and reasons[0].startswith("reference check: ") and "not a negative population" in reasons[0]
+    assert checks.reference_checks(tube, internal_cut("blast_peak", decades=1.5), SETTINGS.checks) == []
+
+
+def test_a_control_tube_cut_off_is_not_judged_as_a_reference():
+    cut = Threshold("control_percentile", 0.1, 100.0, 99.5, 400, "control")
+    assert checks.reference_checks(reference_tube(CD34=2.5), cut, SETTINGS.checks) == []

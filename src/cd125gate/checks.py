@@ -145,7 +145,8 @@ def control_reasons(controls, checks):
         if c["role"] == "positive" and (share < checks.min_positive_control or dim):
             reasons.append(f"internal control check: {name} (CD125+ by nature) are {share:.0%} CD125+, "
                            f"median {above:+.2f} decades from the cut-off: failed CD125 stain?")
-        if c["role"] == "negative" and share > checks.max_negative_control and not _eosinophils_among(name, c, controls, checks):
+        eosinophils = _eosinophils_among(name, c, controls, checks)
+        if c["role"] == "negative" and share > checks.max_negative_control and not eosinophils:
             reasons.append(f"internal control check: {name} (CD125- by nature) are {share:.0%} CD125+: "
                            "the cut-off or the compensation is off")
     return reasons
@@ -209,18 +210,23 @@ def reference_checks(tube, cut, checks, most_marker_positive=0.1, most_above=0.0
     if cut.method != "internal_negative":
         return []
     lymph = np.flatnonzero(tube.step("lymphocytes").mask)
+    values = tube.column(tube.markers["CD125"])[lymph]
+    if cut.reference != "blast_peak":
+        return _lymphocyte_reference(tube, lymph, values, checks, most_marker_positive, neutrophil_margin)
+    above = float(np.mean(values >= cut.value)) if values.size >= checks.min_reference_events else 0.0
+    if above > most_above:
+        return [f"reference check: {above:.0%} of the lymphocytes lie above the cut-off drawn on the "
+                "blasts' negative CD125 peak: that peak is not a negative population"]
+    return []
+
+
+def _lymphocyte_reference(tube, lymph, values, checks, most_marker_positive, neutrophil_margin):
+    """REVIEW reasons against lymphocytes (``lymph`` rows, CD125 ``values``) as the negative reference."""
     ch = tube.markers["CD125"]
-    values = tube.column(ch)[lymph]
-    if cut.reference == "blast_peak":
-        above = float(np.mean(values >= cut.value)) if values.size >= checks.min_reference_events else 0.0
-        if above > most_above:
-            return [f"reference check: {above:.0%} of the lymphocytes lie above the cut-off drawn on the "
-                    "blasts' negative CD125 peak: that peak is not a negative population"]
-        return []
     reasons = []
-    positive = marker_positive(tube, lymph, lymph, checks.blast_markers[:2], checks.positive_above)
-    if positive is not None and positive.size and positive.mean() > most_marker_positive:
-        reasons.append(f"reference check: {positive.mean():.0%} of the lymphocytes used as the CD125-negative "
+    share = _blast_marker_share(tube, lymph, checks)
+    if share > most_marker_positive:
+        reasons.append(f"reference check: {share:.0%} of the lymphocytes used as the CD125-negative "
                        "reference carry a blast marker: the reference holds blasts")
     if lower_peak(values, seed=0) is not None:
         reasons.append("reference check: CD125 on the lymphocytes used as the negative reference has two "
@@ -232,6 +238,22 @@ def reference_checks(tube, cut, checks, most_marker_positive=0.1, most_above=0.0
             reasons.append(f"reference check: the lymphocytes' CD125 lies {gap:.2f} decades above the "
                            "neutrophils': the reference is not at the level of the CD125-negative populations")
     return reasons
+
+
+def _blast_marker_share(tube, rows, checks):
+    """Share of ``rows`` positive for CD34 or CD117, as the blast-marker gate reads them.
+
+    Against the lymphocyte reference point of the fitted populations (the median of their own
+    component), not the gate's median: a gate mostly of blasts would read its blasts as negative.
+    """
+    pops = tube.populations
+    present = [m for m in checks.blast_markers[:2] if m in tube.markers]
+    if pops is None or getattr(pops, "reference_point", None) is None or not present or not rows.size:
+        return 0.0
+    hit = np.zeros(rows.size, dtype=bool)
+    for m in present:
+        hit |= _decades(tube, m, rows) >= pops.reference_mean(m) + checks.positive_above
+    return float(hit.mean())
 
 
 def all_checks(stained, control, cut, settings):
