@@ -85,13 +85,18 @@ def blast_checks(tube, settings, min_blasts=200):
 
 
 def marker_positive(tube, events, reference, markers, above):
-    """Per event of ``events``: positive for any of ``markers`` (``above`` decades over the reference median)."""
+    """Per event of ``events``: positive for any of ``markers`` (``above`` decades over the reference median).
+
+    ``reference``: the rows whose median is the negative level, or a function marker -> that level
+    in decades (the fitted lymphocytes' own centre).
+    """
     present = [m for m in markers if m in tube.markers]
     if not present:
         return None
+    centre = reference if callable(reference) else (lambda m: np.median(_decades(tube, m, reference)))
     hit = np.zeros(events.size, dtype=bool)
     for m in present:
-        hit |= _decades(tube, m, events) >= np.median(_decades(tube, m, reference)) + above
+        hit |= _decades(tube, m, events) >= centre(m) + above
     return hit
 
 
@@ -247,13 +252,10 @@ def _blast_marker_share(tube, rows, checks):
     component), not the gate's median: a gate mostly of blasts would read its blasts as negative.
     """
     pops = tube.populations
-    present = [m for m in checks.blast_markers[:2] if m in tube.markers]
-    if pops is None or getattr(pops, "reference_point", None) is None or not present or not rows.size:
+    if pops is None or getattr(pops, "reference_point", None) is None or not rows.size:
         return 0.0
-    hit = np.zeros(rows.size, dtype=bool)
-    for m in present:
-        hit |= _decades(tube, m, rows) >= pops.reference_mean(m) + checks.positive_above
-    return float(hit.mean())
+    hit = marker_positive(tube, rows, pops.reference_mean, checks.blast_markers[:2], checks.positive_above)
+    return float(hit.mean()) if hit is not None else 0.0
 
 
 def all_checks(stained, control, cut, settings):
