@@ -676,11 +676,10 @@ def blast_markers(tube, settings):
 def myeloid(tube, settings, parent):
     """Myeloid blasts: CD117 or CD33 positive, so that CD34+ hematogones (B-cell precursors, CD117- and
     CD33-) and CD117-dim nucleated red cells (CD33-) leave the blast gate."""
-    if "CD33" not in tube.markers:
+    if "CD33" not in tube.markers:  # CD117 alone would drop CD34+ CD117-low blasts
         return parent
-    if not either_positive(tube, "myeloid", parent, ("CD117", "CD33"), settings,
-                           "myeloid (hematogones and nucleated red cells out)"):
-        return parent
+    either_positive(tube, "myeloid", parent, ("CD117", "CD33"), settings,
+                    "myeloid (hematogones and nucleated red cells out)")
     return "myeloid"
 
 
@@ -724,10 +723,11 @@ def blasts(tube, settings, parent="blast_region"):
     cd123, hladr = tube.markers.get("CD123"), tube.markers.get("HLA-DR")
     region = tube.step("blast_region")
     if cd123 is None or hladr is None:
-        if parent == "blast_region":  # no blast-marker gate either
+        by_markers = parent != "blast_region"  # basophils lack CD34 and CD117: the marker gate left them out
+        if not by_markers:
             tube.flags.append("CD123 or HLA-DR missing: basophils not excluded from blasts")
         note = ("no basophil exclusion (CD123 or HLA-DR missing); basophils lack CD34 and CD117"
-                if parent != "blast_region" else "no backbone refinement")
+                if by_markers else "no backbone refinement")
         gate = gates.RectangleGate("blasts", [dim(tube, tube.markers["CD45"], lo=-FAR)])
         add_step(tube, "blasts", parent, gate, region.x, region.y, note)
         return
