@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import InputError
+from .regate import REVIEWED_RESULT
 
 REVIEWED_QC = "reviewed_qc"   # reviewed_qc.png (stained tube), reviewed_qc_control.png
 
@@ -29,7 +30,7 @@ class NoFigure(Exception):
 def figure_stem(reviewed_path):
     """The stem of the figures written beside a reviewed result: ``reviewed_qc`` beside reviewed_result.json."""
     path = Path(reviewed_path)
-    return REVIEWED_QC if path.name == "reviewed_result.json" else f"{path.stem}_qc"
+    return REVIEWED_QC if path.name == REVIEWED_RESULT else f"{path.stem}_qc"
 
 
 def draw_reviewed(result, reviewed, strategy, folder, settings=None, stem=REVIEWED_QC):

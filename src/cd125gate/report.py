@@ -167,13 +167,14 @@ def load_samples(results_dir, screening=None):
 
 def _attach_reviewed(sample, folder):
     """Make a re-gated sample's record its reviewed result: its figures first, the automatic ones after."""
+    from .regate_figure import REVIEWED_QC
     from .signout import reviewed_record
 
     sample.reviewed = reviewed_record(folder, sample.row)
     if sample.reviewed is not None:
         automatic = [(name, png) for name, png in sample.figures if not name.startswith("reviewed_")]
         reviewed = [(name, (folder / name).read_bytes())
-                    for name in ("reviewed_qc.png", "reviewed_qc_control.png") if (folder / name).is_file()]
+                    for name in (f"{REVIEWED_QC}.png", f"{REVIEWED_QC}_control.png") if (folder / name).is_file()]
         sample.figures = reviewed + automatic
 
 
@@ -385,7 +386,7 @@ def _row(i, s):
     flags = list(r.get("flags") or []) + s.problems
     final = _final(s)
     value = (r.get("threshold") or {}).get("value_raw")
-    control = s.row.get("control_pos_fraction", _control_fraction(r))
+    control = s.row.get("control_pos_fraction", results.control_pos_fraction(r.get("control_gates")))
     ratio = (r.get("cd125_median") or {}).get("ratio")
     fcs = Path(((r.get("inputs") or {}).get("fcs") or {}).get("path") or "").name
     return (f'<tr class="row-{s.criterion}" data-criterion="{s.criterion}">'
@@ -408,13 +409,6 @@ def _final(sample):
     if sample.row.get("final"):
         return sample.row["final"]
     return {"MET": "MET", "NOT_MET": "NOT_MET", "FAILED": "FAILED"}.get(sample.criterion, "PENDING_REVIEW")
-
-
-def _control_fraction(result):
-    for gate in result.get("control_gates") or []:
-        if gate["name"] == "cd125_pos" and gate["parent_count"]:
-            return gate["count"] / gate["parent_count"]
-    return None
 
 
 def _pct(value):
@@ -486,8 +480,6 @@ def _decision_in_effect(s):
 
 def _comparison(s):
     """A re-gated record's automatic result, for comparison, and the digests that bind the two."""
-    from .signout import comparison_lines
-
     if s.reviewed is None:
         return ""
     automatic, review = s.result, s.reviewed.get("review") or {}
@@ -635,7 +627,7 @@ def _threshold(result):
     overlap = threshold.get("overlap")
     if overlap:
         ratio += f" · cumulative subtraction {overlap['cumulative_subtraction']:.1%}"
-    control = _control_fraction(result)
+    control = results.control_pos_fraction(result.get("control_gates"))
     if control is not None:
         ratio += f" · control blasts above the cut-off {control:.1%}"
     return (f"<p><b>Threshold</b> ({escape(str(threshold.get('method')))}): "

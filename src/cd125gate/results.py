@@ -136,6 +136,14 @@ def cd125_medians(stained, control):
     return {"stained": s, "control": c, "ratio": ratio}
 
 
+def control_pos_fraction(control_gates):
+    """Share of the control tube's blasts above the CD125 threshold (from its gate table), or None."""
+    for gate in control_gates or ():
+        if gate["name"] == "cd125_pos" and gate["parent_count"]:
+            return gate["count"] / gate["parent_count"]
+    return None
+
+
 def gate_table(tube):
     """Counts of every gate of a tube, in hierarchy order."""
     rank = {name: i for i, name in enumerate(GATE_ORDER)}

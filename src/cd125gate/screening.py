@@ -18,6 +18,7 @@ from pathlib import Path
 from . import __version__, assay, beads, results, reviews
 from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text, sha256_file
+from .regate import REVIEWED_RESULT
 
 CRITERIA = ("MET", "NOT_MET", "REVIEW", "FAILED")
 REVIEW_COLUMNS = ("final", "reviewed_by", "reviewed_at", "review_decision", "review_reason", "review_note")
@@ -51,19 +52,11 @@ def screening_row(result):
         "reviewed_criterion": None, "reviewed_cd125_pos_fraction": None, "reviewed_ci_low": None,
         "reviewed_ci_high": None, "reviewed_result_sha256": None,
         "threshold_value_raw": threshold.get("value_raw"),
-        "control_pos_fraction": control_pos_fraction(result),
+        "control_pos_fraction": results.control_pos_fraction(result.control_gates),
         "cd125_median_ratio": (result.cd125_median or {}).get("ratio"),
         **{name: recorded.get(name) for name in ASSAY_COLUMNS},
         **beads.screening_columns(result.density),
     }
-
-
-def control_pos_fraction(result):
-    """Share of the control tube's blasts above the CD125 threshold, or None."""
-    for gate in result.control_gates or ():
-        if gate["name"] == "cd125_pos" and gate["parent_count"]:
-            return gate["count"] / gate["parent_count"]
-    return None
 
 
 def read_assay_metadata(result, base=None):
@@ -153,7 +146,6 @@ def collect_samples(paths, review_lines=None, signoff="review_only", metadata=Tr
     return samples
 
 
-REVIEWED_RESULT = "reviewed_result.json"
 REVIEWED_FOLDER = "reviewed"
 REGATE_FAILURE = "failed.txt"
 

@@ -14,9 +14,11 @@ import io
 from pathlib import Path
 
 from .errors import InputError
+from .regate import REVIEWED_RESULT
+from .regate_figure import REVIEWED_QC
+from .results import control_pos_fraction
 
 A4_INCHES = (8.27, 11.69)
-REVIEWED_RESULT, REVIEWED_QC = "reviewed_result.json", "reviewed_qc.png"
 # The QC figure's layout (cd125gate.plots): panels of PANEL_INCHES in NCOLS columns under a header.
 # Cropping needs the grid margins plots.py gives its gridspec.
 GRID_LEFT, GRID_RIGHT, GRID_BOTTOM_EXTRA, GRID_TOP_EXTRA, HSPACE = 0.045, 0.99, 0.45, 0.35, 0.5
@@ -128,7 +130,7 @@ def reviewed_record(folder, row):
 
 def record_figure(folder, reviewed):
     """The stained tube's QC figure of the record: the re-gated one for a re-gated sample."""
-    name = REVIEWED_QC if reviewed is not None else "qc.png"
+    name = f"{REVIEWED_QC}.png" if reviewed is not None else "qc.png"
     path = Path(folder) / name
     return path.read_bytes() if path.is_file() else None
 
@@ -195,20 +197,14 @@ def threshold_lines(result, row):
     lines = [f"Method: {threshold.get('method')} — {threshold.get('description', '')}",
              f"Cut-off: {threshold.get('value_raw', 0):,.4g} (compensated raw units)"]
     # The screening row's share is the automatic cut-off's; a re-gated result carries its own counts.
-    control = _control_share(result) if result.get("review") else row.get("control_pos_fraction")
+    control = (control_pos_fraction(result.get("control_gates")) if result.get("review")
+               else row.get("control_pos_fraction"))
     if control is not None:
         lines.append(f"Control blasts above the cut-off: {_percent(control)}")
     ratio = (result.get("cd125_median") or {}).get("ratio")
     if ratio is not None:
         lines.append(f"CD125 median on blasts, stained / control: {ratio:.2f}")
     return lines
-
-
-def _control_share(result):
-    for gate in result.get("control_gates") or []:
-        if gate["name"] == "cd125_pos" and gate["parent_count"]:
-            return gate["count"] / gate["parent_count"]
-    return None
 
 
 def provenance_lines(result, row):
