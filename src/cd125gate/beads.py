@@ -376,8 +376,12 @@ def measure(stained, control, beads_path, lot_path, settings, fluorochrome):
                                 f"not measured: beads are {density.lot.dye}, CD125's fluorochrome is not "
                                 "recorded (panel.cd125_reagent.fluorochrome)")
             return density
-        record["beads"]["sha256"] = sha256_file(beads_path)
-        bead_fcs = read_fcs(beads_path)
+        try:
+            bead_fcs = read_fcs(beads_path)
+        except InputError:
+            record["beads"]["sha256"] = sha256_file(beads_path)  # a file that cannot be read is named too
+            raise
+        record["beads"]["sha256"] = bead_fcs.sha256  # the reader hashed the bytes it read
         problem = acquisition_problem(stained.fcs, bead_fcs, channel)
         if problem:
             return _withheld(density, problem)

@@ -165,26 +165,27 @@ def plot_message(result, lines, out_dir, stem, formats=("png",)):
     """A page of text in place of a figure (``stem.<fmt>``): the sample, its criterion and ``lines``."""
     formats = _check_formats(formats)
     with _plain_text():
-        fig = _new_figure((10, 4.5))
-        fig.text(0.03, 0.86, str(result.sample_id), fontsize=18, weight="bold")
-        _badge(fig, 0.97, 0.86, result.criterion, ha="right", size=18)
-        fig.text(0.03, 0.74, _wrap(lines, 110), fontsize=11, va="top", family="monospace")
-        return _save(fig, out_dir, stem, formats)
+        return _save(_message_figure(result, lines), out_dir, stem, formats)
+
+
+def _message_figure(result, lines):
+    """A page of text: the sample's name and criterion badge above ``lines``."""
+    fig = _new_figure((10, 4.5))
+    fig.text(0.03, 0.86, str(result.sample_id), fontsize=18, weight="bold")
+    _badge(fig, 0.97, 0.86, result.criterion, ha="right", size=18)
+    fig.text(0.03, 0.74, _wrap(lines, 110), fontsize=11, va="top", family="monospace")
+    return fig
 
 
 def _failure_figure(result):
-    fig = _new_figure((10, 4.5))
-    criterion = result.criterion
-    fig.text(0.03, 0.86, str(result.sample_id), fontsize=18, weight="bold")
-    _badge(fig, 0.97, 0.86, criterion, ha="right", size=18)
     lines = ["This tube could not be analysed; no CD125 result exists for it.", ""]
     lines += [f"Reason: {r}" for r in result.reasons or ["(no reason recorded)"]]
     lines += [f"Warning: {w}" for w in result.warnings]
     fcs = result.inputs.get("fcs") or {}
     if fcs.get("path"):
         lines += ["", f"Input: {fcs['path']}"]
-    fig.text(0.03, 0.74, _wrap(lines, 110), fontsize=11, va="top", family="monospace")
-    fig.patches.append(_frame(fig, CRITERION_COLOURS.get(criterion, "#c62828")))
+    fig = _message_figure(result, lines)
+    fig.patches.append(_frame(fig, CRITERION_COLOURS.get(result.criterion, "#c62828")))
     return fig
 
 

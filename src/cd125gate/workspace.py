@@ -65,13 +65,12 @@ def flowjo_strategy(gates_path):
     """
     import flowkit as fk
 
-    booleans = _boolean_gates(load_gates(gates_path))
+    strategy = load_gates(gates_path)
+    booleans = _boolean_gates(strategy)
     if booleans:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             strategy = fk.parse_gating_xml(io.BytesIO(_with_stand_ins(gates_path, booleans)))
-    else:
-        strategy = load_gates(gates_path)
     _move_raw_dimensions(strategy)
     return strategy, booleans
 

@@ -36,7 +36,7 @@ rule review_page:
         screening=batch_path("screening.json"),
         results=all_samples("result.json"),
         plots=all_samples("qc.png"),
-        reviewed_plots=reviewed_figures(),
+        reviewed_plots=reviewed_results(),
     output:
         report(
             batch_path("report.html"),
@@ -94,7 +94,7 @@ rule signout_records:
         screening=batch_path("screening.json"),
         results=all_samples("result.json"),
         plots=all_samples("qc.png"),
-        reviewed_plots=reviewed_figures(),
+        reviewed_plots=reviewed_results(),
     output:
         all_samples("signout.pdf"),
     log:

@@ -193,11 +193,6 @@ def regate_output():
     return sample_path(os.path.join(screening.REVIEWED_FOLDER, "{decision}"))
 
 
-def reviewed_figures():
-    """The re-gating folders whose reviewed_qc.png a re-gated record is drawn from (copied beside result.json)."""
-    return reviewed_results()
-
-
 def screening_inputs(wildcards):
     """Results, the reviews file and the reviewed results that the screening table is made from."""
     files = {"results": all_samples("result.json"), "reviewed": reviewed_results()}
