@@ -69,7 +69,7 @@ def sheet_record(sample):
 
 
 def load_reviews(current, criteria):
-    """The checked review lines of the batch (none without `reviews:`), or a one-line stop.
+    """The REGATE lines that apply, sample_id -> line, once every review line is checked; or a one-line stop.
 
     Lines are checked against the results as they are now, before any job:
     a review must sign the current result.json of a sample of this batch,
@@ -83,10 +83,11 @@ def load_reviews(current, criteria):
         audit = review_lines.read_audit(audit_path)
         review_lines.check_audit(lines, audit, source, audit_path)
         review_lines.check(lines, current, review_lines.known_digests(audit), criteria)
-        check_regates(applying_regates(lines, current))
+        regates = applying_regates(lines, current)
+        check_regates(regates)
     except InputError as exc:
         sys.exit(f"cd125gate: {exc}")
-    return lines
+    return regates
 
 
 def applying_regates(lines, current):
@@ -143,9 +144,9 @@ SAMPLES = load_samples()
 OUTDIR = check_outdir(os.path.normpath(config["outdir"]))
 # The results as they are before any job: what review lines must sign.
 CURRENT, CRITERIA = current_results()
-REVIEWS = load_reviews(CURRENT, CRITERIA)
-# Samples whose latest review line is a REGATE of their current result: re-analysed with the reviewer's gates.
-REGATES = applying_regates(REVIEWS, CURRENT)
+# REGATES: samples whose latest review line is a REGATE of their current result, re-analysed with
+# the reviewer's gates.
+REGATES = load_reviews(CURRENT, CRITERIA)
 EXTRA_PLOT_FORMATS = [fmt for fmt in config["plot_formats"] if fmt != "png"]
 
 
