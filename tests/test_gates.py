@@ -75,6 +75,39 @@ def test_polygons_decide_edges_and_vertices_as_flowkit(seed):
     same_membership(fk.PolygonGate("not_square", [fk_dim("a"), fk_dim("c")], square, use_complement=True), events)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_polygon_grid_decides_every_event_as_flowutils(seed):
+    """The cell grid that spares most events the edge test answers exactly as flowutils does."""
+    from flowutils.gating import points_in_polygon
+
+    rng = np.random.default_rng(seed)
+    n = gates.GRID_MIN_EVENTS * 2
+    ticks = rng.integers(-12, 13, (n, 2)).astype(float) / 4  # ties with the vertices and edges below
+    events = np.where(rng.random((n, 1)) < 0.5, ticks, rng.normal(0, 1.5, (n, 2)))
+    events[:5] = np.nan
+    events[5:10] = [np.inf, 0.0]
+    events[10:15] = [0.0, -np.inf]
+    x, y = events[:, 0].copy(), events[:, 1].copy()
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 200))
+    polygons = {
+        "square": [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)],
+        "bowtie": [(-2.0, -2.0), (2.0, 2.0), (2.0, -2.0), (-2.0, 2.0)],
+        "sliver": [(-2.0, -2.0), (2.0, 2.0), (2.0, 2.0 + 1e-7)],
+        "star": [tuple(v) for v in rng.uniform(-3, 3, (int(rng.integers(3, 40)), 2))],
+        "population": list(zip(np.cos(angles) * rng.uniform(0.5, 2, 200), np.sin(angles) * 1.3)),
+    }
+    for name, vertices in polygons.items():
+        expected = points_in_polygon(np.array(vertices), events)
+        grid = gates.PolygonGrid.of(vertices)
+        assert np.array_equal(grid.membership(x, y), expected), name
+        gate = gates.PolygonGate(name, [gates.Dimension("a"), gates.Dimension("b")], vertices)
+        assert np.array_equal(gate.apply({"a": x, "b": y}), expected), name
+    # A polygon without area has no grid: flowutils decides every event.
+    line = gates.PolygonGate("line", [gates.Dimension("a"), gates.Dimension("b")], [(0, 0), (1, 0), (2, 0)])
+    assert line._grid is None
+    assert np.array_equal(line.apply({"a": x, "b": y}), points_in_polygon(np.array(line.vertices), events))
+
+
 def test_ellipsoids_as_flowkit():
     rng = np.random.default_rng(5)
     events = random_events(rng)

@@ -203,9 +203,7 @@ def _read_inputs(analysis, facts, fcs_path, control_path, choice, settings):
 def _gate(analysis, settings):
     from . import gating
 
-    gating.find_gates(analysis.stained, settings)
-    if analysis.control is not None:
-        gating.apply_template(analysis.control, analysis.stained, settings)
+    gating.find_gates(analysis.stained, settings, analysis.control, analysis.both)
 
 
 def _measure(analysis, facts, settings, control_problem):

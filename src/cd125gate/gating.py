@@ -75,7 +75,7 @@ def add_step(tube, name, parent, gate, x, y, note, exclusion=False):
     steps = {s.name: s for s in tube.steps}
     parent_mask = steps[parent].mask if parent else np.ones(len(tube.data), dtype=bool)
     mask = apply_gate(gate, tube, parent_mask, steps)
-    step = GateStep(name, parent, gate, x, y, mask, int(parent_mask.sum()), note, exclusion)
+    step = GateStep(name, parent, gate, x, y, mask, int(np.count_nonzero(parent_mask)), note, exclusion)
     tube.steps.append(step)
     return step
 
@@ -754,13 +754,43 @@ def cd125_positive(tube, threshold):
     add_step(tube, "cd125_pos", "blasts", gate, ch, None, threshold.description)
 
 
-def find_gates(tube, settings):
-    """Propose every gate from the tube's own data, in hierarchy order (all but cd125_pos)."""
+def in_turn(first, second):
+    """``(first(), second())``: the sequential ``side_by_side`` of `find_gates`."""
+    return first(), second()
+
+
+def find_gates(tube, settings, control=None, side_by_side=in_turn):
+    """Propose every gate from the tube's own data, in hierarchy order (all but cd125_pos).
+
+    A ``control`` tube is gated with the very same gates, after its own time
+    QC. It needs the stained tube's gates, but not all at once: its time QC
+    runs beside the stained tube's acquisition gates, and its copies of those
+    beside the population gates (``side_by_side(stained_call, control_call)``,
+    e.g. `SampleAnalysis.both`, which uses a second core).
+    """
+    def control_time_qc():
+        control.time_qc = time_qc(control, settings)
+
+    parent, _ = side_by_side(lambda: acquisition_gates(tube, settings),
+                             control_time_qc if control is not None else lambda: None)
+    acquisition = list(tube.steps)
+    side_by_side(lambda: population_gates(tube, settings, parent),
+                 lambda: copy_gates(control, acquisition) if control is not None else None)
+    if control is not None:
+        copy_gates(control, tube.steps[len(acquisition):])
+
+
+def acquisition_gates(tube, settings):
+    """Time QC, detector margins, cells, singlets and viability; returns the last one's name."""
     tube.time_qc = time_qc(tube, settings)
     margins(tube, settings)
     cells(tube, settings)
     singlets(tube, settings)
-    parent = viable(tube, settings)
+    return viable(tube, settings)
+
+
+def population_gates(tube, settings, parent):
+    """The populations under ``parent`` and the gates down to the blasts."""
     find_populations(tube, settings, parent)
     leukocytes(tube, settings, parent)
     blast_region(tube, settings)
@@ -894,14 +924,13 @@ def reapply(tube):
     for step in tube.steps:
         parent = done[step.parent].mask if step.parent else np.ones(len(tube.data), dtype=bool)
         step.mask = apply_gate(step.gate, tube, parent, done)
-        step.parent_count = int(parent.sum())
+        step.parent_count = int(np.count_nonzero(parent))
         done[step.name] = step
 
 
-def apply_template(tube, template, settings):
-    """Gate a control tube the same way: its own time QC, then the stained tube's gates."""
-    tube.time_qc = time_qc(tube, settings)
-    for step in template.steps:
+def copy_gates(tube, steps):
+    """Apply the gates of another tube's ``steps`` to this one, but for that tube's own time QC."""
+    for step in steps:
         if step.name == "time_qc" or step.name.startswith("time_anomaly_"):
             continue
         add_step(tube, step.name, step.parent, step.gate, step.x, step.y, step.note, step.exclusion)

@@ -42,7 +42,7 @@ class GateStep:
 
     @property
     def count(self):
-        return int(self.mask.sum())
+        return int(np.count_nonzero(self.mask))
 
     @property
     def percent_of_parent(self):
