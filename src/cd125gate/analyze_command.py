@@ -6,6 +6,7 @@ line on stderr). A batch job passes ``--exit-zero``: every written result is a
 success, and a crash of ours becomes the sample's FAILED result.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -38,14 +39,27 @@ def add_arguments(parser):
     parser.add_argument("--bead-lot", help="bead lot file (YAML: lot, dye, molecules; default: the settings' beads)")
     parser.add_argument("--plot-formats", default="png",
                         help="comma-separated figure formats: png (always), svg, pdf")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="2 or more: read, compensate and transform the two tubes side by side")
+    parser.add_argument("--threads", type=int, default=min(2, len(os.sched_getaffinity(0))),
+                        help="2 or more: read, compensate, transform and gate the two tubes side by side "
+                             "(default: 2 where the process may use two CPUs)")
     parser.add_argument("--exit-zero", action="store_true",
                         help="exit 0 whenever a result was written, FAILED and REVIEW included (workflow jobs)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def run(args):
+    from . import figure_worker
+
+    # First, while the process has no threads: matplotlib is imported beside the analysis.
+    worker = figure_worker.start()
+    try:
+        return _run(args, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _run(args, worker):
     from .outputs import plot_formats, write_outputs
 
     formats = plot_formats(args.plot_formats)
@@ -58,7 +72,7 @@ def run(args):
                                   beads=args.beads, bead_lot=args.bead_lot)
         bad_inputs = analysis.failed_stage == "read" and not args.exit_zero
         result = write_outputs(analysis, args.out, formats,
-                               progress=None if args.quiet or bad_inputs else _progress)
+                               progress=None if args.quiet or bad_inputs else _progress, worker=worker)
     except InputError:
         raise  # bad input or an unwritable folder: one line (cli.main), never a traceback
     except Exception as exc:

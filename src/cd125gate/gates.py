@@ -164,8 +164,8 @@ def _points_in_polygon(vertices, x, y):
     return points_in_polygon(np.array(vertices, dtype=np.float64), np.column_stack([x, y]))
 
 
-# Below this many events flowutils alone is as fast as building a polygon's grid.
-GRID_MIN_EVENTS = 50_000
+# Below this many events flowutils alone is faster than building a polygon's grid (~4 ms).
+GRID_MIN_EVENTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -205,16 +205,17 @@ class PolygonGrid:
             return None
         n = cls.CELLS + 2 * cls.PAD
         origin = lo - cls.PAD * size
-        near = np.zeros((n, n), dtype=bool)
+        # Points of every edge half a cell apart: each cell an edge passes through holds one or
+        # touches a cell that does, so two cells of dilation cover its cells and their neighbours.
+        points = []
         for a, b in zip(v, np.roll(v, -1, axis=0)):
-            # Points of the edge half a cell apart: every cell the edge passes through holds one or
-            # touches a cell that does, so two cells of dilation cover its cells and their neighbours.
             steps = int(np.ceil(np.max(np.abs(b - a) / size) * 2)) + 1
-            t = np.linspace(0.0, 1.0, steps + 1)[:, None]
-            cell = np.floor((a + t * (b - a) - origin) / size).astype(int)
-            for dx in range(-2, 3):
-                for dy in range(-2, 3):
-                    near[np.clip(cell[:, 0] + dx, 0, n - 1), np.clip(cell[:, 1] + dy, 0, n - 1)] = True
+            points.append(a + np.linspace(0.0, 1.0, steps + 1)[:, None] * (b - a))
+        cell = np.floor((np.concatenate(points) - origin) / size).astype(int)
+        near = np.zeros((n, n), dtype=bool)
+        for dx in range(-2, 3):
+            for dy in range(-2, 3):
+                near[np.clip(cell[:, 0] + dx, 0, n - 1), np.clip(cell[:, 1] + dy, 0, n - 1)] = True
         state = np.zeros((n + 2, n + 2), dtype=np.int8)  # a ring of outside cells around the grid
         state[1:-1, 1:-1] = _far_states(v, near, origin, size)
         return cls(tuple(vertices), origin - size, 1.0 / size, state)

@@ -18,6 +18,7 @@ Hierarchy (names in ``model.GATE_ORDER``)::
 """
 
 import math
+import threading
 
 import numpy as np
 
@@ -763,21 +764,44 @@ def find_gates(tube, settings, control=None, side_by_side=in_turn):
     """Propose every gate from the tube's own data, in hierarchy order (all but cd125_pos).
 
     A ``control`` tube is gated with the very same gates, after its own time
-    QC. It needs the stained tube's gates, but not all at once: its time QC
-    runs beside the stained tube's acquisition gates, and its copies of those
-    beside the population gates (``side_by_side(stained_call, control_call)``,
+    QC: it takes each gate as soon as the stained tube has it, beside the
+    search for the next one (``side_by_side(stained_call, control_call)``,
     e.g. `SampleAnalysis.both`, which uses a second core).
     """
-    def control_time_qc():
-        control.time_qc = time_qc(control, settings)
+    if control is None:
+        population_gates(tube, settings, acquisition_gates(tube, settings))
+        return
+    finished = threading.Event()
 
-    parent, _ = side_by_side(lambda: acquisition_gates(tube, settings),
-                             control_time_qc if control is not None else lambda: None)
-    acquisition = list(tube.steps)
-    side_by_side(lambda: population_gates(tube, settings, parent),
-                 lambda: copy_gates(control, acquisition) if control is not None else None)
-    if control is not None:
-        copy_gates(control, tube.steps[len(acquisition):])
+    def stained():
+        try:
+            population_gates(tube, settings, acquisition_gates(tube, settings))
+        finally:
+            finished.set()
+
+    def control_tube():
+        control.time_qc = time_qc(control, settings)
+        follow(control, tube, finished)
+
+    side_by_side(stained, control_tube)
+
+
+def follow(tube, source, finished):
+    """Copy the gates of ``source``'s steps to ``tube`` as they are added, until ``finished`` and all copied.
+
+    Steps are only ever appended while the gates are found, so the ones
+    copied never change afterwards.
+    """
+    copied = 0
+    while True:
+        last = finished.is_set()  # read before the steps: a step added after it is seen next round
+        new = source.steps[copied:]
+        copy_gates(tube, new)
+        copied += len(new)
+        if last and not new:
+            return
+        if not new:
+            finished.wait(0.002)
 
 
 def acquisition_gates(tube, settings):

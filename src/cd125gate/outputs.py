@@ -44,11 +44,12 @@ def writing(folder, what):
         raise InputError(folder, f"cannot write {what}: {exc.strerror or exc}") from None
 
 
-def write_outputs(analysis, out_dir, formats=("png",), progress=None):
+def write_outputs(analysis, out_dir, formats=("png",), progress=None, worker=None):
     """Write the sample's files into ``out_dir`` and return its result with ``outputs`` filled in.
 
     A FAILED sample gets the same files (an empty Gating-ML, a figure stating
-    the reason) so a batch always finds them.
+    the reason) so a batch always finds them. ``worker``: a started
+    `figure_worker.FigureWorker` that draws the figures (else drawn here).
     """
     out_dir = Path(out_dir)
     with writing(out_dir, "the sample's folder"):
@@ -57,7 +58,7 @@ def write_outputs(analysis, out_dir, formats=("png",), progress=None):
     try:
         with writing(out_dir, "the sample's folder"):
             start = time.perf_counter()
-            result = _write_all(analysis, staging, formats)
+            result = _write_all(analysis, staging, formats, worker)
             _move_into_place(staging, out_dir, result.outputs)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -67,28 +68,30 @@ def write_outputs(analysis, out_dir, formats=("png",), progress=None):
     return result
 
 
-def _write_all(analysis, folder, formats):
+def _write_all(analysis, folder, formats, worker=None):
     """Every file of the run in ``folder``; the result with its ``outputs``."""
-    from . import gatingml, plots
+    from . import gatingml
     from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
     result = analysis.result
     outputs = {"result": RESULT, "gates": "gates.xml", "counts": "gate_counts.tsv"}
     if analysis.stained is not None and result.gates:
+        drawn = _figures(worker, "plot_sample", analysis.stained, analysis.control, analysis.threshold,
+                         result, folder, formats)
         atomic_write_bytes(folder / outputs["gates"], gatingml.export(analysis.stained, analysis.compensation))
         if analysis.control is not None:
             outputs["control_gates"] = "control_gates.xml"
             atomic_write_bytes(folder / outputs["control_gates"],
                                gatingml.export(analysis.control, analysis.compensation))
-        figures = plots.plot_sample(analysis.stained, analysis.control, analysis.threshold,
-                                    result, folder, formats)
+        figures = drawn()
         if analysis.density is not None and analysis.density.curve is not None:
             from .beads_plot import plot_beads
 
             figures += plot_beads(analysis.density, result.sample_id, folder, formats)
     else:
+        drawn = _figures(worker, "plot_failure", result, folder, formats)
         atomic_write_bytes(folder / outputs["gates"], gatingml.export_empty("; ".join(result.reasons)))
-        figures = plots.plot_failure(result, folder, formats)
+        figures = drawn()
     # One key per file: "qc_png", "qc_control_png", "qc_svg", ...
     outputs.update({f"{Path(f).stem}_{Path(f).suffix[1:]}": Path(f).name for f in figures})
     atomic_write_text(folder / outputs["counts"], results.counts_tsv(result))
@@ -96,6 +99,21 @@ def _write_all(analysis, folder, formats):
     results.validate(result)
     atomic_write_json(folder / RESULT, result.to_json())
     return result
+
+
+def _figures(worker, name, *args):
+    """``finish() -> paths`` of ``plots.<name>(*args)``: drawn by ``worker`` if it can, else here."""
+    finish = worker.draw(name, *args) if worker is not None else lambda: (False, None)
+
+    def drawn():
+        done, paths = finish()
+        if done:
+            return paths
+        from . import plots
+
+        return getattr(plots, name)(*args)
+
+    return drawn
 
 
 def _move_into_place(staging, out_dir, outputs):

@@ -1,0 +1,132 @@
+"""A forked process that imports matplotlib while a sample is analysed, then draws its figures.
+
+Importing matplotlib (~0.4 s) and drawing the stained tube's page (~0.4 s)
+are most of what one ``cd125gate analyze`` of a 100,000-event pair costs, and
+the import needs nothing of the sample. So the process forks this worker
+before the analysis starts (while it is small and has no threads); the worker
+imports the plotting modules on the second core while the first analyses,
+then waits for its one job. The tubes reach it through a pipe, pickled without
+their raw events (the figures draw the compensated, transformed ones), and it
+writes the figures into the sample's staging folder itself.
+
+The answer comes back the same way: the figure paths, or the exception the
+drawing raised (raised again by the caller, as if drawn in-process). A worker
+that dies or cannot start leaves the drawing to the caller, in-process, as
+before: the worker only ever makes the figures sooner, never different.
+"""
+
+import dataclasses
+import os
+import pickle
+import sys
+import traceback
+
+
+def start():
+    """A `FigureWorker`, or None where it would not help (no fork, one CPU, matplotlib already imported).
+
+    A process that has matplotlib already (a chunk's sample, which inherits its
+    parent's imports) gains nothing from a worker.
+    """
+    if not hasattr(os, "fork") or len(os.sched_getaffinity(0)) < 2 or "matplotlib.figure" in sys.modules:
+        return None
+    return fork()
+
+
+def fork():
+    """Fork the worker (`start` decides whether it is worth it)."""
+    jobs_read, jobs_write = os.pipe()
+    answers_read, answers_write = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's own coverage is not collected
+        os.close(jobs_write)
+        os.close(answers_read)
+        os._exit(_serve(jobs_read, answers_write))
+    os.close(jobs_read)
+    os.close(answers_write)
+    return FigureWorker(pid, os.fdopen(jobs_write, "wb"), os.fdopen(answers_read, "rb"))
+
+
+def _serve(jobs, answers):
+    """The worker: import, take one job, answer it; its exit status."""
+    with os.fdopen(jobs, "rb") as job_pipe, os.fdopen(answers, "wb") as answer_pipe:
+        try:
+            from . import plots  # noqa: F401 - the import is the point: matplotlib, while the parent works
+            import matplotlib.figure  # noqa: F401
+            import matplotlib.backends.backend_agg  # noqa: F401
+
+            name, args = pickle.load(job_pipe)
+        except EOFError:
+            return 0  # closed unused
+        except BaseException:
+            traceback.print_exc()
+            return 1
+        try:
+            answer = ("value", getattr(plots, name)(*args))
+        except BaseException as exc:
+            traceback.print_exc()
+            answer = ("error", exc)
+        try:
+            pickle.dump(answer, answer_pipe)
+        except Exception:  # an exception that does not pickle: its text still reaches the caller
+            pickle.dump(("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")), answer_pipe)
+        return 0
+
+
+class FigureWorker:
+    """The parent's handle on a started worker: one ``draw`` or ``close``."""
+
+    def __init__(self, pid, jobs, answers):
+        self.pid, self.jobs, self.answers = pid, jobs, answers
+        self.used = False
+
+    def draw(self, name, *args):
+        """Start ``plots.<name>(*args)`` in the worker; returns ``finish() -> (ok, value)``.
+
+        ``ok`` is False when the worker could not take or answer the job
+        (``value`` is then None and the caller draws in-process); an exception
+        raised by the drawing itself is raised again by ``finish``.
+        """
+        if self.used:
+            return lambda: (False, None)
+        self.used = True
+        try:
+            pickle.dump((name, tuple(_without_raw_events(a) for a in args)), self.jobs)
+            self.jobs.close()
+        except (OSError, pickle.PicklingError):
+            self.close()
+            return lambda: (False, None)
+
+        def finish():
+            try:
+                kind, value = pickle.load(self.answers)
+            except Exception:  # the worker died (killed, out of memory) before answering
+                kind, value = "lost", None
+            self.close()
+            if kind == "error":
+                raise value
+            return kind == "value", value
+
+        return finish
+
+    def close(self):
+        """End the worker (at once if it has no job) and reap it."""
+        self.used = True
+        for pipe in (self.jobs, self.answers):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        if self.pid is not None:
+            os.waitpid(self.pid, 0)
+            self.pid = None
+
+
+def _without_raw_events(value):
+    """A tube (TubeAnalysis) without its file's raw events, which no figure draws; anything else as it is."""
+    fcs = getattr(value, "fcs", None)
+    if dataclasses.is_dataclass(value) and fcs is not None and getattr(fcs, "events", None) is not None:
+        return dataclasses.replace(value, fcs=dataclasses.replace(fcs, events=None))
+    return value

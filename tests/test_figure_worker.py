@@ -1,0 +1,72 @@
+"""The figure worker draws exactly what the process would have drawn, or leaves the drawing to it."""
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from cd125gate import figure_worker, plots
+from cd125gate.analyze import analyze_sample
+from cd125gate.outputs import write_outputs
+from cd125gate.settings import load_settings
+
+TEST_DATA = Path(__file__).parents[1] / "test_data"
+FIGURES = ("qc.png", "qc_control.png", "qc.svg", "qc_control.svg")
+
+
+@pytest.fixture(scope="module")
+def analysis():
+    return analyze_sample(TEST_DATA / "low_fmo_stained.fcs", TEST_DATA / "low_fmo_control.fcs",
+                          load_settings(), sample_id="low_fmo")
+
+
+def written(analysis, folder, worker):
+    result = write_outputs(analysis, folder, ("png", "svg"), worker=worker)
+    return {name: (folder / name).read_bytes() for name in FIGURES}, result
+
+
+def test_the_worker_draws_the_figures_drawn_in_process(analysis, tmp_path):
+    here, result_here = written(analysis, tmp_path / "here", None)
+    worker = figure_worker.fork()
+    there, result_there = written(analysis, tmp_path / "worker", worker)
+    assert worker.pid is None  # answered and reaped
+    assert there == here
+    assert result_there.outputs == result_here.outputs
+
+
+def test_a_worker_that_died_leaves_the_drawing_to_the_process(analysis, tmp_path):
+    here, _ = written(analysis, tmp_path / "here", None)
+    worker = figure_worker.fork()
+    os.kill(worker.pid, signal.SIGKILL)
+    there, _ = written(analysis, tmp_path / "worker", worker)
+    assert there == here
+
+
+def test_an_error_of_the_drawing_is_raised_by_the_caller(tmp_path, monkeypatch):
+    def crash(*args):
+        raise RuntimeError("injected crash")
+
+    monkeypatch.setattr(plots, "plot_failure", crash)  # before the fork: the worker has it too
+    worker = figure_worker.fork()
+    finish = worker.draw("plot_failure", None, tmp_path, ("png",))
+    with pytest.raises(RuntimeError, match="injected crash"):
+        finish()
+    assert worker.draw("plot_failure", None, tmp_path, ("png",))() == (False, None)  # one job only
+
+
+def test_an_unused_worker_ends_when_closed():
+    worker = figure_worker.fork()
+    pid = worker.pid
+    worker.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_no_worker_where_it_would_not_help(monkeypatch):
+    import matplotlib.figure  # noqa: F401 - this process has matplotlib already
+
+    assert figure_worker.start() is None
+    monkeypatch.delitem(__import__("sys").modules, "matplotlib.figure")
+    monkeypatch.setattr(figure_worker.os, "sched_getaffinity", lambda pid: {0})
+    assert figure_worker.start() is None
