@@ -104,7 +104,7 @@ def test_polygon_grid_decides_every_event_as_flowutils(seed):
         assert np.array_equal(gate.apply({"a": x, "b": y}), expected), name
     # A polygon without area has no grid: flowutils decides every event.
     line = gates.PolygonGate("line", [gates.Dimension("a"), gates.Dimension("b")], [(0, 0), (1, 0), (2, 0)])
-    assert line._grid is None
+    assert line.grid is None
     assert np.array_equal(line.apply({"a": x, "b": y}), points_in_polygon(np.array(line.vertices), events))
 
 

@@ -196,7 +196,7 @@ def _read_inputs(analysis, facts, fcs_path, control_path, choice, settings):
                               f"stained tube ({analysis.compensation.detail}); used as it is")
     control, problem = controltube.usable(control, control_path, markers, settings.panel)
     facts.implausible = plausibility.check(stained, control, markers, settings.panel.required,
-                                           settings.qc.margin_fraction)
+                                           settings.qc.margin_fraction, analysis.both)
     return stained, control, markers, problem
 
 
@@ -217,7 +217,8 @@ def _measure(analysis, facts, settings, control_problem):
     analysis.threshold = cut
     for tube in filter(None, (stained, control)):
         gating.cd125_positive(tube, cut)
-        gating.settle(tube, analysis.compensation)
+    analysis.both(lambda: gating.settle(stained, analysis.compensation),
+                  lambda: gating.settle(control, analysis.compensation) if control is not None else 0)
     time_removed = tuple((t.role, t.time_qc.removed_fraction) for t in filter(None, (stained, control))
                          if t.time_qc is not None)
     facts.qc.update({f"{role}_time_removed_fraction": removed for role, removed in time_removed})

@@ -121,12 +121,12 @@ class PolygonGate:
 
     def apply(self, events):
         x, y = (_column(events, d.id) for d in self.dimensions)
-        inside = self._grid.membership(x, y) if x.size >= GRID_MIN_EVENTS and self._grid else \
+        inside = self.grid.membership(x, y) if x.size >= GRID_MIN_EVENTS and self.grid else \
             _points_in_polygon(self.vertices, x, y)
         return ~inside if self.use_complement else inside
 
     @cached_property
-    def _grid(self):
+    def grid(self):
         """The polygon's cell grid (`PolygonGrid`), or None for a polygon without area to grid."""
         return PolygonGrid.of(self.vertices)
 
@@ -220,9 +220,13 @@ class PolygonGrid:
         state[1:-1, 1:-1] = _far_states(v, near, origin, size)
         return cls(tuple(vertices), origin - size, 1.0 / size, state)
 
+    def states(self, x, y):
+        """The state of the cell of every event (x, y): 0 outside, 1 inside, 2 near an edge."""
+        return self.state[self._cell(x, 0), self._cell(y, 1)]
+
     def membership(self, x, y):
         """flowutils' membership of the events (x, y) (float64 arrays)."""
-        state = self.state[self._cell(x, 0), self._cell(y, 1)]
+        state = self.states(x, y)
         inside = state == 1
         near = np.flatnonzero(state == 2)
         inside[near] = _points_in_polygon(self.vertices, x[near], y[near])

@@ -883,10 +883,11 @@ def _near_boundary(step, tube):
     frame = _frame(gate, tube, rows)
     values = [frame[d.id] for d in gate.dimensions]
     if isinstance(gate, gates.PolygonGate):
-        vertices = np.asarray(gate.vertices, dtype=float)
-        close = _near_edges(values, vertices)
+        # Events within SETTLE_DELTA (far below a grid cell) of an edge lie in the cells along it.
+        grid = gate.grid
+        close = np.flatnonzero(grid.states(*values) == 2) if grid else np.arange(rows.size)
         hit = np.zeros(rows.size, dtype=bool)
-        hit[close] = _box_meets_polygon([v[close] for v in values], reach, vertices)
+        hit[close] = _box_meets_polygon([v[close] for v in values], reach, np.asarray(gate.vertices, dtype=float))
     else:
         hit = np.zeros(rows.size, dtype=bool)
         for d, x, r in zip(gate.dimensions, values, reach):
@@ -895,38 +896,6 @@ def _near_boundary(step, tube):
                     hit |= np.abs(x - bound) <= r
     near[rows] = hit
     return near
-
-
-def _near_edges(values, vertices, cells=256):
-    """Indices of the events in grid cells within two cells of an edge of the polygon.
-
-    A coarse prefilter for ``_box_meets_polygon``: the polygon's bounding box
-    is cut into ``cells`` x ``cells`` cells, every edge is walked in steps of
-    half a cell and the cells it visits, dilated by two cells, are marked. A
-    point of the edge is at most one cell from a visited cell, and an event
-    within SETTLE_DELTA (far below a cell) of that point at most one cell
-    further, so it lies in a marked cell: only those events need the exact
-    test, whatever the number of vertices of a population polygon.
-    """
-    (x, y), pad = values, 2
-    if len(vertices) == 0:
-        return np.array([], dtype=int)
-    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
-    size = np.maximum((hi - lo) / cells, 1e-300)
-    marked = np.zeros((cells + 2 * pad, cells + 2 * pad), dtype=bool)
-    for a, b in zip(vertices, np.roll(vertices, -1, axis=0)):
-        steps = int(np.ceil(np.max(np.abs(b - a) / size) * 2)) + 1
-        t = np.linspace(0.0, 1.0, steps + 1)[:, None]
-        cell = np.clip(np.floor((a + t * (b - a) - lo) / size).astype(int), 0, cells - 1) + pad
-        for dx in range(-pad, pad + 1):
-            for dy in range(-pad, pad + 1):
-                marked[cell[:, 0] + dx, cell[:, 1] + dy] = True
-    with np.errstate(invalid="ignore"):
-        ix = np.floor((x - lo[0]) / size[0]) + pad
-        iy = np.floor((y - lo[1]) / size[1]) + pad
-    inside = (ix >= 0) & (ix < cells + 2 * pad) & (iy >= 0) & (iy < cells + 2 * pad)
-    rows = np.flatnonzero(inside)
-    return rows[marked[ix[rows].astype(int), iy[rows].astype(int)]]
 
 
 def _box_meets_polygon(values, reach, vertices):

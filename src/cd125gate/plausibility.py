@@ -131,7 +131,7 @@ def problems(fcs, markers, required=(), margin_fraction=0.999):
     return found
 
 
-def check(stained, control, markers, required=(), margin_fraction=0.999):
+def check(stained, control, markers, required=(), margin_fraction=0.999, side_by_side=None):
     """Refuse a stained tube with a fatal problem; return the rest as REVIEW doubts.
 
     Raises
@@ -146,16 +146,21 @@ def check(stained, control, markers, required=(), margin_fraction=0.999):
         tube, every problem of the control tube (its CD125 sets the threshold,
         but analyze's own rules decide whether it is usable). A control that
         is the stained tube itself is refused before this, by ``controltube``.
+
+    ``side_by_side(stained_call, control_call)`` (e.g. `SampleAnalysis.both`)
+    checks the two tubes at once; by default one after the other.
     """
-    stained_problems = problems(stained, markers, required, margin_fraction)
+    def tube_problems(tube):
+        return (lambda: problems(tube, markers, required, margin_fraction)) if tube is not None else list
+
+    calls = (tube_problems(stained), tube_problems(control))
+    stained_problems, control_problems = side_by_side(*calls) if side_by_side else (calls[0](), calls[1]())
     fatal = [p for p in stained_problems if p.fatal]
     if fatal:
         more = f" (and {len(fatal) - 1} more implausible channel(s))" if len(fatal) > 1 else ""
         raise InputError(stained.path, f"implausible data: {fatal[0]}{more}")
     doubts = [f"stained tube implausible: {p}" for p in stained_problems]
-    if control is not None:
-        doubts += [f"control tube implausible: {p}" for p in problems(control, markers, required, margin_fraction)]
-    return doubts
+    return doubts + [f"control tube implausible: {p}" for p in control_problems]
 
 
 def _time_problems(column):
