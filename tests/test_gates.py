@@ -102,9 +102,12 @@ def test_polygon_grid_decides_every_event_as_flowutils(seed):
         assert np.array_equal(grid.membership(x, y), expected), name
         gate = gates.PolygonGate(name, [gates.Dimension("a"), gates.Dimension("b")], vertices)
         assert np.array_equal(gate.apply({"a": x, "b": y}), expected), name
+        # A grid cut to where a few events lie decides the others too (its ring is near).
+        few = gates.PolygonGrid.of(vertices, np.array([[-0.5, -0.25], [0.75, 0.5]]))
+        assert np.array_equal(few.membership(x, y), expected), name
     # A polygon without area has no grid: flowutils decides every event.
     line = gates.PolygonGate("line", [gates.Dimension("a"), gates.Dimension("b")], [(0, 0), (1, 0), (2, 0)])
-    assert line.grid is None
+    assert gates.PolygonGrid.of(line.vertices) is None and line.near(x, y).all()
     assert np.array_equal(line.apply({"a": x, "b": y}), points_in_polygon(np.array(line.vertices), events))
 
 

@@ -24,7 +24,6 @@ step) works on either kind.
 """
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 
@@ -121,14 +120,24 @@ class PolygonGate:
 
     def apply(self, events):
         x, y = (_column(events, d.id) for d in self.dimensions)
-        inside = self.grid.membership(x, y) if x.size >= GRID_MIN_EVENTS and self.grid else \
-            _points_in_polygon(self.vertices, x, y)
+        grid = self._grid(x, y) if x.size >= GRID_MIN_EVENTS else None
+        inside = grid.membership(x, y) if grid else _points_in_polygon(self.vertices, x, y)
         return ~inside if self.use_complement else inside
 
-    @cached_property
-    def grid(self):
-        """The polygon's cell grid (`PolygonGrid`), or None for a polygon without area to grid."""
-        return PolygonGrid.of(self.vertices)
+    def near(self, x, y):
+        """Whether each event (x, y) lies in a cell along an edge (every event, for a polygon without a grid)."""
+        grid = self._grid(x, y)
+        return grid.states(x, y) == 2 if grid else np.ones(x.shape[0], dtype=bool)
+
+    def _grid(self, x, y):
+        """The polygon's `PolygonGrid`, built at first use over the part of its box those events span.
+
+        Kept with the gate (as a cached property would be): the control tube and
+        the settle step reuse it. None for a polygon without area.
+        """
+        if "grid" not in self.__dict__:
+            self.__dict__["grid"] = PolygonGrid.of(self.vertices, _extent(x, y))
+        return self.__dict__["grid"]
 
     def to_flowkit(self):
         from flowkit import gates
@@ -158,6 +167,14 @@ def _far_states(vertices, near, origin, size):
     return np.where(far, inside[run], 2).astype(np.int8).reshape(near.shape)
 
 
+def _extent(x, y):
+    """((x min, y min), (x max, y max)) of the events, or None when empty or not all finite."""
+    if x.size == 0:
+        return None
+    extent = np.array([[x.min(), y.min()], [x.max(), y.max()]])
+    return extent if np.isfinite(extent).all() else None
+
+
 def _points_in_polygon(vertices, x, y):
     from flowutils.gating import points_in_polygon
 
@@ -185,7 +202,8 @@ class PolygonGrid:
       times the edge's height or more, cannot change sign by rounding;
     - events beyond the grid (a margin of ``PAD`` cells around the box), NaN
       and infinite values fall on a ring of outside cells: outside, as
-      flowutils decides them.
+      flowutils decides them (or a ring of near cells, for a grid cut to
+      the events' extent: flowutils decides them).
     """
 
     CELLS = 512
@@ -197,12 +215,24 @@ class PolygonGrid:
     state: np.ndarray  # int8 per cell: 0 outside, 1 inside, 2 near an edge
 
     @classmethod
-    def of(cls, vertices):
+    def of(cls, vertices, extent=None):
+        """The grid of the polygon's box, or of its part within ``extent`` (where the events are).
+
+        A polygon reaching far beyond the events (the open sides of a marker gate)
+        would otherwise spend most of its cells where no event is, and put most
+        events in cells along an edge. Cut to the events' extent, the ring around
+        the grid is "near": the events beyond it are decided by flowutils.
+        """
         v = np.array(vertices, dtype=np.float64)
         lo, hi = v.min(axis=0), v.max(axis=0)
         size = (hi - lo) / cls.CELLS
         if not (np.all(size > 0) and np.all(np.isfinite(size))):
             return None
+        cut = extent is not None and bool(np.any(extent[0] > lo) or np.any(extent[1] < hi))
+        if cut:
+            # Cells at most 16 times finer than the box's: the edges' points stay a few thousand.
+            lo = np.maximum(lo, extent[0])
+            size = np.maximum((np.minimum(hi, extent[1]) - lo) / cls.CELLS, size / 16)
         n = cls.CELLS + 2 * cls.PAD
         origin = lo - cls.PAD * size
         # Points of every edge half a cell apart: each cell an edge passes through holds one or
@@ -216,7 +246,7 @@ class PolygonGrid:
         for dx in range(-2, 3):
             for dy in range(-2, 3):
                 near[np.clip(cell[:, 0] + dx, 0, n - 1), np.clip(cell[:, 1] + dy, 0, n - 1)] = True
-        state = np.zeros((n + 2, n + 2), dtype=np.int8)  # a ring of outside cells around the grid
+        state = np.full((n + 2, n + 2), 2 if cut else 0, dtype=np.int8)  # the ring around the grid
         state[1:-1, 1:-1] = _far_states(v, near, origin, size)
         return cls(tuple(vertices), origin - size, 1.0 / size, state)
 

@@ -61,10 +61,10 @@ def apply_gate(gate, tube, parent_mask, steps_by_name=None):
     """Membership of every event in ``gate`` and its parent (a boolean array)."""
     if isinstance(gate, gates.BooleanGate):
         return gate.apply({name: step.mask for name, step in steps_by_name.items()}) & parent_mask
-    # A deep gate's parent holds a few of the events: test only those (gathering them costs more
-    # than testing every event when the parent holds most).
+    # A deep gate's parent holds part of the events: test only those (gathering them costs more
+    # than testing every event when the parent holds more than half).
     rows = np.flatnonzero(parent_mask)
-    if rows.size > len(parent_mask) // 4:
+    if rows.size > len(parent_mask) // 2:
         return gate.apply(_frame(gate, tube)) & parent_mask
     mask = np.zeros(len(parent_mask), dtype=bool)
     mask[rows] = gate.apply(_frame(gate, tube, rows))
@@ -884,8 +884,7 @@ def _near_boundary(step, tube):
     values = [frame[d.id] for d in gate.dimensions]
     if isinstance(gate, gates.PolygonGate):
         # Events within SETTLE_DELTA (far below a grid cell) of an edge lie in the cells along it.
-        grid = gate.grid
-        close = np.flatnonzero(grid.states(*values) == 2) if grid else np.arange(rows.size)
+        close = np.flatnonzero(gate.near(*values))
         hit = np.zeros(rows.size, dtype=bool)
         hit[close] = _box_meets_polygon([v[close] for v in values], reach, np.asarray(gate.vertices, dtype=float))
     else:
