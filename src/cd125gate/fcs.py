@@ -712,6 +712,9 @@ def _decode(raw, count, layouts, byte_order):
 
     Returns a float64 array (count, channels) and, for masked integer
     channels, channel index -> number of events that had bits above the mask.
+    The array is column-major: every later step reads a channel at a time
+    (checks, detector margins, compensation's blocks), and a row-major
+    column is a strided read of the whole tube.
     """
     endian = "<" if byte_order == "little" else ">"
     if count == 0:
@@ -729,9 +732,9 @@ def _decode(raw, count, layouts, byte_order):
             everything = (1 << (8 * first.nbytes)) - 1
             masks = [everything if layout.mask is None else layout.mask for layout in layouts]
             values = values & np.array(masks, dtype=values.dtype)
-        return values.astype(np.float64), over
+        return values.astype(np.float64, order="F"), over
     rows = np.frombuffer(raw, np.uint8).reshape(count, -1)
-    events = np.empty((count, len(layouts)), dtype=np.float64)
+    events = np.empty((count, len(layouts)), dtype=np.float64, order="F")
     offset = 0
     for i, layout in enumerate(layouts):
         values = _decode_column(rows[:, offset:offset + layout.nbytes], layout, endian)

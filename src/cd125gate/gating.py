@@ -212,6 +212,21 @@ def guarded(tube, step, channel, mask, parent):
     return x
 
 
+# At most this many events place a cut-off (see `thinned`).
+STATISTICS_EVENTS = 200_000
+
+
+def thinned(values, limit=STATISTICS_EVENTS):
+    """Every k-th of ``values`` (events in acquisition order), at most ``limit`` of them.
+
+    The statistics that place a gate (medians, spreads, density valleys) are
+    taken from these: on a 1,000,000-event tube they cost what a
+    200,000-event tube's do, with a sampling error far below what moves a
+    cut-off. The gates are still applied to every event.
+    """
+    return values if values.size <= limit else values[::-(-values.size // limit)]
+
+
 def debris_cut(log_fsc, min_gap=0.45, below=(0.7, 0.35), min_share=0.03):
     """log10 FSC-A of the cut between debris and the smallest cells, or None without debris.
 
@@ -247,7 +262,7 @@ def debris_cut(log_fsc, min_gap=0.45, below=(0.7, 0.35), min_share=0.03):
 def cells(tube, settings):
     """Debris out: FSC-A above the valley under the smallest cells (``debris_cut``)."""
     fsc, ssc = tube.markers["FSC-A"], tube.markers["SSC-A"]
-    x = guarded(tube, "cells", fsc, tube.step("margins").mask, "margins")
+    x = thinned(guarded(tube, "cells", fsc, tube.step("margins").mask, "margins"))
     cut = debris_cut(np.log10(np.clip(x, 10.0, None)))
     if cut is None:
         cut, note = 0.0, "no debris population below the cells: FSC-A >= 0"
@@ -268,9 +283,10 @@ def singlets(tube, settings):
     parent = tube.step("cells").mask
     a = guarded(tube, "singlets", fsc_a, parent, "cells")
     h = guarded(tube, "singlets", fsc_h, parent, "cells")
-    ratio = a[h > 0] / h[h > 0]
-    if ratio.size == 0:
+    if not (h > 0).any():
         raise InputError(tube.fcs.path, "singlets: FSC-H is not positive on any cell")
+    a, h = thinned(a), thinned(h)
+    ratio = a[h > 0] / h[h > 0]
     k = settings.gating.singlet_ratio_mad
     centre, spread = np.median(ratio), density.robust_sd(ratio)
     lo, hi = max(centre - k * spread, 1e-3), centre + k * spread
@@ -287,7 +303,7 @@ def viable(tube, settings):
     if ch is None:
         tube.flags.append("no viability dye in the panel: dead cells not removed")
         return "singlets"
-    x = guarded(tube, "viable", ch, tube.step("singlets").mask, "singlets")
+    x = thinned(guarded(tube, "viable", ch, tube.step("singlets").mask, "singlets"))
     lo, hi = np.percentile(x, [0.1, 99.9])
     peak = density.mode(x, lo, hi)
     # A small dead population beside a large live one (eosinophilia) still makes its own peak.
