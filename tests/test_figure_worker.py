@@ -70,3 +70,13 @@ def test_no_worker_where_it_would_not_help(monkeypatch):
     monkeypatch.delitem(__import__("sys").modules, "matplotlib.figure")
     monkeypatch.setattr(figure_worker.os, "sched_getaffinity", lambda pid: {0})
     assert figure_worker.start() is None
+
+
+def test_tubes_too_large_to_copy_are_drawn_in_process(analysis, tmp_path, monkeypatch):
+    here, _ = written(analysis, tmp_path / "here", None)
+    monkeypatch.setattr(figure_worker, "SHARED_BYTES", analysis.stained.data.nbytes)  # the pair is larger
+    worker = figure_worker.fork()
+    monkeypatch.setattr(figure_worker, "_send", None)  # nothing is sent
+    there, _ = written(analysis, tmp_path / "worker", worker)
+    assert worker.pid is None and worker.shared is None  # ended and reaped
+    assert there == here

@@ -119,9 +119,12 @@ class FigureWorker:
 
         ``ok`` is False when the worker could not take or answer the job
         (``value`` is then None and the caller draws in-process); an exception
-        raised by the drawing itself is raised again by ``finish``.
+        raised by the drawing itself is raised again by ``finish``. Tubes whose
+        events exceed ``SHARED_BYTES`` are drawn in-process: a second copy of
+        them would cost more memory than the worker saves time.
         """
-        if self.used:
+        if self.used or sum(_event_bytes(a) for a in args) > SHARED_BYTES:
+            self.close()
             return lambda: (False, None)
         self.used = True
         try:
@@ -158,6 +161,17 @@ class FigureWorker:
         if self.shared is not None:
             os.close(self.shared)
             self.shared = None
+
+
+# The most event bytes handed to the worker (a pair of ~2,000,000-event tubes of 14 channels);
+# beyond that the second copy would weigh more than the worker's ~0.5 s.
+SHARED_BYTES = 512 * 2**20
+
+
+def _event_bytes(value):
+    """The bytes of a tube's transformed events (0 for anything else)."""
+    data = getattr(value, "data", None)
+    return data.nbytes if hasattr(data, "nbytes") else 0
 
 
 def _without_raw_events(value):
