@@ -784,14 +784,11 @@ def find_gates(tube, settings, control=None, side_by_side=in_turn):
     search for the next one (``side_by_side(stained_call, control_call)``,
     e.g. `SampleAnalysis.both`, which uses a second core).
     """
-    if control is None:
-        population_gates(tube, settings, acquisition_gates(tube, settings))
-        return
     finished = threading.Event()
 
     def stained():
         try:
-            population_gates(tube, settings, acquisition_gates(tube, settings))
+            _propose(tube, settings)
         finally:
             finished.set()
 
@@ -799,7 +796,24 @@ def find_gates(tube, settings, control=None, side_by_side=in_turn):
         control.time_qc = time_qc(control, settings)
         follow(control, tube, finished)
 
-    side_by_side(stained, control_tube)
+    if control is None:
+        stained()
+    else:
+        side_by_side(stained, control_tube)
+
+
+def _propose(tube, settings):
+    tube.time_qc = time_qc(tube, settings)
+    margins(tube, settings)
+    cells(tube, settings)
+    singlets(tube, settings)
+    parent = viable(tube, settings)
+    find_populations(tube, settings, parent)
+    leukocytes(tube, settings, parent)
+    blast_region(tube, settings)
+    lymphocytes(tube, settings)
+    parent = intact(tube, settings, myeloid(tube, settings, blast_markers(tube, settings)))
+    blasts(tube, settings, parent)
 
 
 def follow(tube, source, finished):
@@ -818,25 +832,6 @@ def follow(tube, source, finished):
             return
         if not new:
             finished.wait(0.002)
-
-
-def acquisition_gates(tube, settings):
-    """Time QC, detector margins, cells, singlets and viability; returns the last one's name."""
-    tube.time_qc = time_qc(tube, settings)
-    margins(tube, settings)
-    cells(tube, settings)
-    singlets(tube, settings)
-    return viable(tube, settings)
-
-
-def population_gates(tube, settings, parent):
-    """The populations under ``parent`` and the gates down to the blasts."""
-    find_populations(tube, settings, parent)
-    leukocytes(tube, settings, parent)
-    blast_region(tube, settings)
-    lymphocytes(tube, settings)
-    parent = intact(tube, settings, myeloid(tube, settings, blast_markers(tube, settings)))
-    blasts(tube, settings, parent)
 
 
 # Display-scale distance within which `transforms.fast_logicle`'s error (< 1e-11)
