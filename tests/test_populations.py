@@ -384,6 +384,30 @@ def internal_cut(reference, decades=1.0):
     return Threshold("internal_negative", decades / 4.5, 100.0, 99.5, 400, "internal", reference)
 
 
+
+NEGATIVE_BLASTS, POSITIVE_BLASTS = (0.145, 0.088, 0.41), (0.412, 0.046, 0.59)  # cohort2_0173's blasts
+LYMPH_CUT = Threshold("internal_negative", 0.241, 133.0, 99.5, 19000, "lymphocytes' 99.5th", "lymphocytes")
+
+
+@pytest.mark.parametrize("fit, taken", [
+    ((NEGATIVE_BLASTS, POSITIVE_BLASTS), True),   # 14 % of the negative blasts above the lymphocytes' cut
+    (((0.13, 0.045, 0.41), POSITIVE_BLASTS), False),  # negative blasts as narrow as lymphocytes: they hold
+    (((0.26, 0.05, 0.41), POSITIVE_BLASTS), False),   # the lower peak above the lymphocytes' cut: dim positives
+    ((NEGATIVE_BLASTS, (0.30, 0.06, 0.59)), False),   # no valley between the peaks
+    (None, False),                                   # too few blasts to fit
+])
+def test_the_blast_valley_replaces_a_lymphocyte_cut_off_inside_the_negative_blasts(fit, taken):
+    from cd125gate import threshold
+
+    scale = Scale("CD125", "arcsinh", {"cofactor": 150.0, "T": 262144.0})
+    cut = threshold._blast_valley(fit, LYMPH_CUT, scale, 2000)
+    assert (cut is not None) is taken
+    if taken:
+        assert cut.reference == "blast_valley" and cut.method == "internal_negative"
+        assert LYMPH_CUT.value < cut.value < POSITIVE_BLASTS[0] - 2 * POSITIVE_BLASTS[1]
+        assert "14% of the negative blasts" in cut.description
+
+
 def reference_tube(lymph_cd125=(0.5, 0.05), blasts=None, **lymph_markers):
     """The checked stub with CD125 on its lymphocytes drawn as asked (decades) and no neutrophils."""
     tube = checked_tube(blasts or BLAST, dict(LYMPH, **lymph_markers))
