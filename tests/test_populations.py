@@ -66,6 +66,41 @@ def test_ellipse_points_lie_at_the_radius():
     assert np.allclose(np.einsum("ij,jk,ik->i", d, np.linalg.inv(cov), d), 9.0)
 
 
+
+def split_lymphocytes(blast_cd45=3.0):
+    """Stub populations in (CD45, SSC): a broad blast population reaching towards lymphocytes that the
+    mixture split into T cells and a smaller B-cell component (as it does on HLA-DR)."""
+    rng = np.random.default_rng(0)
+    parts = [("blasts", [blast_cd45, 4.26], [0.17, 0.08], 500), ("lymphocytes", [3.48, 4.04], [0.05, 0.05], 1200),
+             ("lymphocytes", [3.48, 4.06], [0.05, 0.05], 250)]
+    labels = [p[0] for p in parts]
+    x = np.concatenate([rng.normal(m, s, (n, 2)) for _, m, s, n in parts])
+    assigned = np.repeat(np.arange(len(parts)), [n for *_, n in parts])
+    means = np.array([x[assigned == i].mean(0) for i in range(len(parts))])
+    covs = np.array([np.pad(np.cov(x[assigned == i].T), (0, 2)) for i in range(len(parts))])
+    features = ["CD45", "SSC", "CD34", "CD117"]
+    return SimpleNamespace(labels=labels, features=features, x=np.column_stack([x, np.zeros((len(x), 2))]),
+                           assigned=assigned, means=np.column_stack([means, np.zeros((len(parts), 2))]),
+                           covariances=covs, weights=np.bincount(assigned) / len(x),
+                           components=lambda name: [i for i, label in enumerate(labels) if label == name],
+                           feature=features.index, share=lambda name: 0.25)
+
+
+def test_the_lymphocytes_are_spared_as_one_population_however_the_mixture_splits_them():
+    """Each lymphocyte component's line alone takes few blasts (the B cells' < 5 %), together more:
+    the blast-marker gate separates lymphocytes, so the region is cut against neither."""
+    from matplotlib.path import Path as MplPath
+
+    pops = split_lymphocytes()
+    own = gating.plane(pops, [0])
+    lines = [gating.separating_line(own, gating.plane(pops, [i]), SETTINGS.region_odds) for i in (1, 2)]
+    assert gating._share_beyond(pops, [0], lines[1:]) < gating.MAX_BLASTS_CUT
+    assert gating._share_beyond(pops, [0], lines) > gating.MAX_BLASTS_CUT
+    polygon, note = gating.blast_region_polygon(pops, SETTINGS)
+    assert "not cut against lymphocytes" in note and "likely as lymphocytes" not in note, note
+    assert MplPath(polygon).contains_points(pops.x[pops.assigned == 0][:, :2]).mean() > 0.98
+
+
 # -- naming ------------------------------------------------------------------------------------
 
 # Component means (decades) of a typical marrow: FSC, SSC, CD45, CD34, CD117, HLA-DR, CD123, CD33.
@@ -347,6 +382,30 @@ def test_cd125_positive_neutrophils_fail_the_check_only_when_the_cut_off_is_to_b
 
 def internal_cut(reference, decades=1.0):
     return Threshold("internal_negative", decades / 4.5, 100.0, 99.5, 400, "internal", reference)
+
+
+
+NEGATIVE_BLASTS, POSITIVE_BLASTS = (0.145, 0.088, 0.41), (0.412, 0.046, 0.59)  # cohort2_0173's blasts
+LYMPH_CUT = Threshold("internal_negative", 0.241, 133.0, 99.5, 19000, "lymphocytes' 99.5th", "lymphocytes")
+
+
+@pytest.mark.parametrize("fit, taken", [
+    ((NEGATIVE_BLASTS, POSITIVE_BLASTS), True),   # 14 % of the negative blasts above the lymphocytes' cut
+    (((0.13, 0.045, 0.41), POSITIVE_BLASTS), False),  # negative blasts as narrow as lymphocytes: they hold
+    (((0.26, 0.05, 0.41), POSITIVE_BLASTS), False),   # the lower peak above the lymphocytes' cut: dim positives
+    ((NEGATIVE_BLASTS, (0.30, 0.06, 0.59)), False),   # no valley between the peaks
+    (None, False),                                   # too few blasts to fit
+])
+def test_the_blast_valley_replaces_a_lymphocyte_cut_off_inside_the_negative_blasts(fit, taken):
+    from cd125gate import threshold
+
+    scale = Scale("CD125", "arcsinh", {"cofactor": 150.0, "T": 262144.0})
+    cut = threshold._blast_valley(fit, LYMPH_CUT, scale, 2000)
+    assert (cut is not None) is taken
+    if taken:
+        assert cut.reference == "blast_valley" and cut.method == "internal_negative"
+        assert LYMPH_CUT.value < cut.value < POSITIVE_BLASTS[0] - 2 * POSITIVE_BLASTS[1]
+        assert "14% of the negative blasts" in cut.description
 
 
 def reference_tube(lymph_cd125=(0.5, 0.05), blasts=None, **lymph_markers):

@@ -64,11 +64,10 @@ def mode(x, lo, hi, bins=256, sigma_bins=2.0):
     return float(centres[int(np.argmax(dens))])
 
 
-def lower_peak(values, seed, min_separation=3.0, min_weight=0.05, max_fit=50000):
-    """(mean, sd, weight) of the lower of two well-separated Gaussian components of ``values``, or None.
+def two_components(values, seed, max_fit=50000):
+    """((mean, sd, weight) of the lower, of the upper) of a two-component Gaussian mixture, or None.
 
-    Two components ``min_separation`` pooled SDs apart, the smaller holding at least ``min_weight``:
-    the CD125-negative blast peak under the positive one, dead cells under live ones on FSC-A.
+    None with fewer than 200 values. Fitted on at most ``max_fit`` of them (drawn with ``seed``).
     """
     from .mixture import gaussian_mixture
 
@@ -78,8 +77,25 @@ def lower_peak(values, seed, min_separation=3.0, min_weight=0.05, max_fit=50000)
     fit = values if values.size <= max_fit else rng.choice(values, max_fit, replace=False)
     gm = gaussian_mixture(fit, 2, seed=seed)
     means, sds = gm.means[:, 0], np.sqrt(gm.covariances[:, 0, 0])
-    lo, hi = np.argsort(means)
-    separation = (means[hi] - means[lo]) / np.hypot(sds[lo], sds[hi])
-    if separation < min_separation or min(gm.weights) < min_weight:
+    return tuple((float(means[i]), float(sds[i]), float(gm.weights[i])) for i in np.argsort(means))
+
+
+def separation(lower, upper):
+    """Distance between two components' means in pooled SDs."""
+    return (upper[0] - lower[0]) / float(np.hypot(lower[1], upper[1]))
+
+
+def lower_peak(values, seed, min_separation=3.0, min_weight=0.05, max_fit=50000, fit=None):
+    """(mean, sd, weight) of the lower of two well-separated Gaussian components of ``values``, or None.
+
+    Two components ``min_separation`` pooled SDs apart, the smaller holding at least ``min_weight``:
+    the CD125-negative blast peak under the positive one, dead cells under live ones on FSC-A.
+    ``fit``: ``two_components``' answer for ``values``, when it is already known.
+    """
+    fit = fit if fit is not None else two_components(values, seed, max_fit)
+    if fit is None:
         return None
-    return float(means[lo]), float(sds[lo]), float(gm.weights[lo])
+    lower, upper = fit
+    if separation(lower, upper) < min_separation or min(lower[2], upper[2]) < min_weight:
+        return None
+    return lower

@@ -506,11 +506,13 @@ def blast_region_polygon(pops, settings):
     cut_off, spared = [], []
     by_markers = any(m in pops.features for m in settings.checks.blast_markers[:2])
     for name in NEIGHBOURS:
-        for i in pops.components(name):
-            line = separating_line(own, plane(pops, [i]), settings.region_odds)
-            if name in MARKER_SEPARATED and by_markers and _share_beyond(pops, blasts, line) > MAX_BLASTS_CUT:
-                spared.append(name)  # the blast-marker gate tells them apart; CD45 would cut blasts
-                continue
+        lines = [separating_line(own, plane(pops, [i]), settings.region_odds) for i in pops.components(name)]
+        # One population, judged as one: the mixture splits lymphocytes into T and B cells (HLA-DR),
+        # and each line alone may take few blasts while together they take a CD45-brighter clone.
+        if name in MARKER_SEPARATED and by_markers and _share_beyond(pops, blasts, lines) > MAX_BLASTS_CUT:
+            spared.append(name)  # the blast-marker gate tells them apart; CD45 would cut blasts
+            continue
+        for line in lines:
             clipped = clip(polygon, *line)
             if len(clipped) < 3:
                 continue  # the neighbour would leave nothing: the checks judge what is there
@@ -532,13 +534,17 @@ MARKER_SEPARATED = ("lymphocytes",)
 MAX_BLASTS_CUT = 0.05
 
 
-def _share_beyond(pops, comps, line, axes=("CD45", "SSC")):
-    """Share of the fitted events of ``comps`` on the far side of ``line`` (normal . p > offset)."""
-    normal, offset = line
-    if pops.x is None:
+def _share_beyond(pops, comps, lines, axes=("CD45", "SSC")):
+    """Share of the fitted events of ``comps`` on the far side of any of ``lines`` (normal . p > offset)."""
+    if pops.x is None or not lines:
         return 0.0
     points = pops.x[np.isin(pops.assigned, comps)][:, [pops.feature(a) for a in axes]]
-    return float(np.mean(points @ normal > offset)) if len(points) else 0.0
+    if not len(points):
+        return 0.0
+    beyond = np.zeros(len(points), dtype=bool)
+    for normal, offset in lines:
+        beyond |= points @ normal > offset
+    return float(np.mean(beyond))
 
 
 # Populations whose CD45/SSC neighbourhood the blast region must not take.

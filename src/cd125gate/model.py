@@ -103,4 +103,4 @@ class Threshold:
     percentile: float | None
     reference_events: int   # events the cut-off was computed from (0 for fixed)
     description: str        # one line for the reviewer
-    reference: str | None = None  # internal_negative: "blast_peak" | "lymphocytes" | "negative_populations"
+    reference: str | None = None  # internal_negative: "blast_peak" | "blast_valley" | "lymphocytes" | "negative_populations"

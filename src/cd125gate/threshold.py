@@ -14,6 +14,16 @@ MIN_LYMPHOCYTES = 50
 # Decades the negative blast peak's cut-off may lie above the lymphocytes' (0.3 measured: blasts are
 # more autofluorescent, CD34 spills into CD125); further above, the peak is dim positives.
 PEAK_ABOVE_LYMPHOCYTES = 0.7
+# The lymphocytes' cut-off lies inside the blasts' negative CD125 peak when it leaves more than this
+# share of that peak above it (4x the percentile's own 0.5 %): negative blasts are more spread than
+# lymphocytes (autofluorescence, spillover of a bright CD34 into CD125) and would be counted positive.
+NEGATIVE_LEAK = 0.02
+# Two blast peaks closer than lower_peak's 3 SD, whose negative one's 99.5th percentile would reach
+# into the positives, are still told apart at their valley when at least this many pooled SDs apart
+# and the density between them falls to 1 / VALLEY_DEPTH of the lower peak's height.
+VALLEY_SEPARATION = 2.0
+VALLEY_DEPTH = 1.5
+PEAK_WEIGHT = 0.02
 
 
 def from_control(control, cd125_scale, settings):
@@ -40,14 +50,16 @@ def from_internal_negative(stained, cd125_scale, settings, seed=0):
     are clearly bimodal; the cut-off is then the configured upper percentile of
     that negative component. Otherwise (all blasts negative, or all positive)
     the reference is the lymphocytes, which carry no CD125 but are less
-    autofluorescent than blasts, so that cut-off may sit lower. Either way the
-    result is flagged.
+    autofluorescent than blasts, so that cut-off may sit lower; when it visibly
+    lies inside the negative blasts of two closer peaks, the valley between the
+    blasts' peaks (``_blast_valley``). Either way the result is flagged.
     """
     ch = stained.markers["CD125"]
     pct = settings.internal_percentile
     blasts = stained.column(ch)[stained.step("blasts").mask]
+    fit = density.two_components(blasts, seed)
     # A few per cent of positives (or negatives) still make their own component beside the other peak.
-    peak = density.lower_peak(blasts, seed, min_weight=0.02)
+    peak = density.lower_peak(blasts, seed, min_weight=PEAK_WEIGHT, fit=fit)
     lymph = _lymphocyte_threshold(stained, cd125_scale, pct)
     if peak is not None:
         mean, sd, weight = peak
@@ -61,7 +73,44 @@ def from_internal_negative(stained, cd125_scale, settings, seed=0):
             return Threshold("internal_negative", float(value), raw, pct, int(round(weight * blasts.size)),
                              f"{pct}th percentile of the CD125-negative blast peak (no usable control)",
                              "blast_peak")
-    return lymph
+        return lymph
+    return _blast_valley(fit, lymph, cd125_scale, blasts.size) or lymph
+
+
+def _blast_valley(fit, lymph, cd125_scale, n_blasts):
+    """The valley between the blasts' negative and positive CD125 peaks, when the lymphocytes' cut-off
+    lies inside the negative one; else None.
+
+    What a cytometrist does without a control when the negative blasts spread above the lymphocytes'
+    cut-off: the lymphocytes show where CD125-negative lies, the blasts' own valley where their
+    negatives end. Taken only when (``fit``, the blasts' two-component mixture) the lower peak is
+    at the negative level (its centre under the lymphocytes' cut-off, so not dim positives), more than
+    ``NEGATIVE_LEAK`` of it lies above that cut-off, and the two peaks are told apart by a valley
+    (``VALLEY_SEPARATION``, ``VALLEY_DEPTH``). The cut-off is where the two weighted peaks are
+    equally dense (``gating.boundary``): the fewest blasts on the wrong side of it.
+    """
+    if fit is None or lymph is None:
+        return None
+    lower, upper = fit
+    (m1, s1, w1), (m2, s2, w2) = lower, upper
+    if min(w1, w2) < PEAK_WEIGHT or density.separation(lower, upper) < VALLEY_SEPARATION:
+        return None
+    if m1 > lymph.value or 1.0 - NormalDist(m1, s1).cdf(lymph.value) <= NEGATIVE_LEAK:
+        return None
+    from .gating import boundary
+
+    cut = boundary(lower, upper)
+    def height(x):
+        return w1 * NormalDist(m1, s1).pdf(x) + w2 * NormalDist(m2, s2).pdf(x)
+
+    if cut <= lymph.value or height(m1) < VALLEY_DEPTH * height(cut):
+        return None
+    raw = float(cd125_scale.inverse(np.array([cut]))[0])
+    share = 1.0 - NormalDist(m1, s1).cdf(lymph.value)
+    return Threshold("internal_negative", float(cut), raw, None, int(round(w1 * n_blasts)),
+                     f"valley between the blasts' negative and positive CD125 peaks: the lymphocytes' cut-off "
+                     f"({lymph.value_raw:.0f}) left {share:.0%} of the negative blasts above it (no usable control)",
+                     "blast_valley")
 
 
 def _lymphocyte_threshold(stained, cd125_scale, pct):
