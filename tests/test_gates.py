@@ -282,3 +282,11 @@ def test_gates_and_the_light_writer_do_not_import_flowkit():
 
 def test_the_matrix_id_is_the_one_gating_uses():
     assert gatingml.COMP_ID == gating.COMP_ID
+
+
+def test_cut_offs_are_placed_on_every_kth_event_of_a_large_tube_never_fewer_than_the_limit():
+    values = np.arange(1_000_000)
+    assert gating.thinned(np.arange(399_999)).size == 399_999  # under twice the limit: all of them
+    sample = gating.thinned(values)
+    assert sample.size == gating.STATISTICS_EVENTS and np.array_equal(sample, values[::5])
+    assert gating.STATISTICS_EVENTS <= gating.thinned(np.arange(1_399_999)).size <= 2 * gating.STATISTICS_EVENTS
