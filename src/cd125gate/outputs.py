@@ -83,6 +83,7 @@ def _write_all(analysis, folder, formats, worker=None):
             outputs["control_gates"] = "control_gates.xml"
             atomic_write_bytes(folder / outputs["control_gates"],
                                gatingml.export(analysis.control, analysis.compensation))
+        results.prepare_validation()  # while the figures are drawn
         figures = drawn()
         if analysis.density is not None and analysis.density.curve is not None:
             from .beads_plot import plot_beads
@@ -91,6 +92,7 @@ def _write_all(analysis, folder, formats, worker=None):
     else:
         drawn = _figures(worker, "plot_failure", result, folder, formats)
         atomic_write_bytes(folder / outputs["gates"], gatingml.export_empty("; ".join(result.reasons)))
+        results.prepare_validation()
         figures = drawn()
     # One key per file: "qc_png", "qc_control_png", "qc_svg", ...
     outputs.update({f"{Path(f).stem}_{Path(f).suffix[1:]}": Path(f).name for f in figures})

@@ -183,6 +183,11 @@ def schema_error(document, name="result.schema.json"):
     return f"{where}: {error.message}"
 
 
+def prepare_validation():
+    """Import jsonschema and compile the result schema (~0.1 s) ahead of ``validate``, e.g. while waiting."""
+    _validator()
+
+
 def validate(result):
     """Check a result we made against the schema (a failure is a bug of ours, not bad input)."""
     error = schema_error(result.to_json())
