@@ -290,3 +290,13 @@ def test_cut_offs_are_placed_on_every_kth_event_of_a_large_tube_never_fewer_than
     sample = gating.thinned(values)
     assert sample.size == gating.STATISTICS_EVENTS and np.array_equal(sample, values[::5])
     assert gating.STATISTICS_EVENTS <= gating.thinned(np.arange(1_399_999)).size <= 2 * gating.STATISTICS_EVENTS
+
+
+def test_grid_dilation_marks_the_square_around_each_cell():
+    cells = np.zeros((9, 9), dtype=bool)
+    cells[4, 4] = cells[0, 8] = True
+    grown = gates._dilated(cells, 2)
+    expected = np.zeros((9, 9), dtype=bool)
+    expected[2:7, 2:7] = True
+    expected[0:3, 6:9] = True
+    assert np.array_equal(grown, expected)

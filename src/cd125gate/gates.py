@@ -146,6 +146,18 @@ class PolygonGate:
                                  [list(v) for v in self.vertices], use_complement=self.use_complement)
 
 
+def _dilated(cells, reach):
+    """``cells`` (a 2-D boolean grid) grown by ``reach`` cells in every direction, corners included."""
+    for axis in (0, 1):
+        grown = cells.copy()
+        source, target = np.moveaxis(cells, axis, 0), np.moveaxis(grown, axis, 0)
+        for k in range(1, reach + 1):
+            target[k:] |= source[:-k]
+            target[:-k] |= source[k:]
+        cells = grown
+    return cells
+
+
 def _far_states(vertices, near, origin, size):
     """Every cell's state: 2 where ``near``, else flowutils' answer for the centre of its run.
 
@@ -163,7 +175,7 @@ def _far_states(vertices, near, origin, size):
         return np.full(near.shape, 2, dtype=np.int8)
     ix, iy = np.divmod(first, n)
     inside = _points_in_polygon(vertices, origin[0] + (ix + 0.5) * size[0], origin[1] + (iy + 0.5) * size[1])
-    run = np.cumsum(start) - 1
+    run = np.cumsum(start, dtype=np.int32) - 1
     return np.where(far, inside[run], 2).astype(np.int8).reshape(near.shape)
 
 
@@ -242,12 +254,10 @@ class PolygonGrid:
             steps = int(np.ceil(np.max(np.abs(b - a) / size) * 2)) + 1
             points.append(a + np.linspace(0.0, 1.0, steps + 1)[:, None] * (b - a))
         cell = np.floor((np.concatenate(points) - origin) / size).astype(int)
-        near = np.zeros((n, n), dtype=bool)
-        for dx in range(-2, 3):
-            for dy in range(-2, 3):
-                near[np.clip(cell[:, 0] + dx, 0, n - 1), np.clip(cell[:, 1] + dy, 0, n - 1)] = True
+        visited = np.zeros((n, n), dtype=bool)
+        visited[np.clip(cell[:, 0], 0, n - 1), np.clip(cell[:, 1], 0, n - 1)] = True
         state = np.full((n + 2, n + 2), 2 if cut else 0, dtype=np.int8)  # the ring around the grid
-        state[1:-1, 1:-1] = _far_states(v, near, origin, size)
+        state[1:-1, 1:-1] = _far_states(v, _dilated(visited, 2), origin, size)
         return cls(tuple(vertices), origin - size, 1.0 / size, state)
 
     def states(self, x, y):
