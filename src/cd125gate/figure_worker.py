@@ -21,6 +21,7 @@ import itertools
 import mmap
 import os
 import pickle
+import signal
 import sys
 import traceback
 
@@ -112,7 +113,7 @@ class FigureWorker:
 
     def __init__(self, pid, jobs, answers, shared=None):
         self.pid, self.jobs, self.answers, self.shared = pid, jobs, answers, shared
-        self.used = False
+        self.used = self.sent = False
 
     def draw(self, name, *args):
         """Start ``plots.<name>(*args)`` in the worker; returns ``finish() -> (ok, value)``.
@@ -131,6 +132,7 @@ class FigureWorker:
             job = (name, tuple(_without_raw_events(a) for a in args))
             pickle.dump(_send(job, self.shared), self.jobs)
             self.jobs.close()
+            self.sent = True
         except (OSError, pickle.PicklingError):
             self.close()
             return lambda: (False, None)
@@ -148,7 +150,7 @@ class FigureWorker:
         return finish
 
     def close(self):
-        """End the worker (at once if it has no job) and reap it."""
+        """End the worker and reap it: at once if it has no job (a bad input need not wait for its imports)."""
         self.used = True
         for pipe in (self.jobs, self.answers):
             try:
@@ -156,6 +158,8 @@ class FigureWorker:
             except OSError:
                 pass
         if self.pid is not None:
+            if not self.sent:
+                os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
             self.pid = None
         if self.shared is not None:
