@@ -44,6 +44,15 @@ def test_a_bad_value_is_one_line_naming_its_key_and_what_is_allowed(overrides, m
     assert message in caught.value.problem and "\n" not in str(caught.value)
 
 
+def test_a_spelling_given_for_two_markers_is_refused_when_the_settings_load():
+    # Once here, not by every file's panel mapping, where a batch's early check could not tell it apart.
+    markers = dict(default_settings_dict()["panel"]["markers"])
+    markers["CD34"] = list(markers["CD34"]) + ["CD45"]
+    with pytest.raises(InputError) as caught:
+        load_settings(overrides={"panel": {"markers": markers}})
+    assert caught.value.problem == "panel.markers: the spelling 'CD45' is given for both CD45 and CD34"
+
+
 def test_a_settings_file_names_itself(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("analysis:\n  gating:\n    sed: 1\n")

@@ -402,6 +402,14 @@ def _check_cross_fields(settings):
     for needed in ("FSC-A", "SSC-A", "CD45", "CD125"):
         if needed not in settings.panel.required:
             raise _Bad(f"panel.required: must include {needed} (the gating and the criterion need it)")
+    # Checked here, once, rather than by every file's panel mapping: a batch's early panel
+    # check reads files and would put this down to each of them.
+    from .panel import alias_keys
+
+    try:
+        alias_keys(settings.panel.markers)
+    except InputError as exc:
+        raise _Bad(f"panel.markers: {exc.problem}") from None
     logicle = settings.transform.logicle
     try:  # the widest W the fit can return must still make a valid logicle
         from .transforms import check_logicle
