@@ -80,3 +80,12 @@ def test_tubes_too_large_to_copy_are_drawn_in_process(analysis, tmp_path, monkey
     there, _ = written(analysis, tmp_path / "worker", worker)
     assert worker.pid is None and worker.shared is None  # ended and reaped
     assert there == here
+
+
+def test_without_a_memory_file_everything_goes_by_the_pipe(analysis, tmp_path, monkeypatch):
+    here, _ = written(analysis, tmp_path / "here", None)
+    monkeypatch.delattr(figure_worker.os, "memfd_create")
+    worker = figure_worker.fork()
+    assert worker.shared is None
+    there, _ = written(analysis, tmp_path / "worker", worker)
+    assert there == here

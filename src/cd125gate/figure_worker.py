@@ -44,7 +44,7 @@ def fork():
     # The events go through a memory file both processes hold, not the pipe: a
     # 1,000,000-event pair is ~250 MB, which a pipe copies in ~0.6 s and the worker
     # then maps without copying.
-    shared = os.memfd_create("cd125gate-figures", 0) if hasattr(os, "memfd_create") else None
+    shared = _memory_file()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -55,6 +55,14 @@ def fork():
     os.close(jobs_read)
     os.close(answers_write)
     return FigureWorker(pid, os.fdopen(jobs_write, "wb"), os.fdopen(answers_read, "rb"), shared)
+
+
+def _memory_file():
+    """An anonymous memory file (Linux memfd), or None where there is none: then all goes by the pipe."""
+    try:
+        return os.memfd_create("cd125gate-figures", 0)
+    except (AttributeError, OSError):  # not Linux, or refused by a sandbox
+        return None
 
 
 def _serve(jobs, answers, shared):
