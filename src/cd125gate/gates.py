@@ -276,7 +276,7 @@ class PolygonGrid:
         """The cell index of every value along ``axis`` (in place: no temporary arrays beyond one)."""
         position = values - self.origin[axis]
         position *= self.inverse[axis]
-        # fmax/fmin send NaN to the outside ring (cell 0) and clip everything beyond the grid onto it.
+        # fmax/fmin send NaN to the ring around the grid (cell 0) and clip everything beyond the grid onto it.
         np.fmax(position, 0.0, out=position)
         np.fmin(position, self.state.shape[axis] - 1, out=position)
         return position.astype(np.intp)

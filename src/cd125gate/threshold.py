@@ -95,18 +95,19 @@ def _blast_valley(fit, lymph, cd125_scale, n_blasts):
     (m1, s1, w1), (m2, s2, w2) = lower, upper
     if min(w1, w2) < PEAK_WEIGHT or density.separation(lower, upper) < VALLEY_SEPARATION:
         return None
-    if m1 > lymph.value or 1.0 - NormalDist(m1, s1).cdf(lymph.value) <= NEGATIVE_LEAK:
+    share = 1.0 - NormalDist(m1, s1).cdf(lymph.value)  # of the negative blasts, above the lymphocytes' cut-off
+    if m1 > lymph.value or share <= NEGATIVE_LEAK:
         return None
     from .gating import boundary
 
     cut = boundary(lower, upper)
+
     def height(x):
         return w1 * NormalDist(m1, s1).pdf(x) + w2 * NormalDist(m2, s2).pdf(x)
 
     if cut <= lymph.value or height(m1) < VALLEY_DEPTH * height(cut):
         return None
     raw = float(cd125_scale.inverse(np.array([cut]))[0])
-    share = 1.0 - NormalDist(m1, s1).cdf(lymph.value)
     return Threshold("internal_negative", float(cut), raw, None, int(round(w1 * n_blasts)),
                      f"valley between the blasts' negative and positive CD125 peaks: the lymphocytes' cut-off "
                      f"({lymph.value_raw:.0f}) left {share:.0%} of the negative blasts above it (no usable control)",
