@@ -69,7 +69,7 @@ def _serve(jobs, answers, shared):
     """The worker: import, take one job, answer it; its exit status."""
     with os.fdopen(jobs, "rb") as job_pipe, os.fdopen(answers, "wb") as answer_pipe:
         try:
-            from . import plots  # noqa: F401 - the import is the point: matplotlib, while the parent works
+            from . import plots  # imported now, while the parent analyses: matplotlib comes with it
             import matplotlib.figure  # noqa: F401
             import matplotlib.backends.backend_agg  # noqa: F401
 
