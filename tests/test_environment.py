@@ -12,11 +12,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from cd125gate import gating, plots
+from cd125gate import cli, gating, plots
 from cd125gate.cli import main
 
 TEST_DATA = Path(__file__).parents[1] / "test_data"
@@ -199,3 +200,43 @@ def test_real_full_and_read_only_file_systems_are_one_line(results_dir, tmpfs, c
         for command, (argv, name) in batch_commands(results_dir, folder).items():
             assert main(argv) == 2, command
             assert one_line_error(capsys) == f"cd125gate: {folder}: cannot write {name}: {problem}"
+
+
+# --- the process's memory --------------------------------------------------------------------------
+
+FREED_BYTES = """
+import ctypes, sys
+import numpy as np
+from cd125gate import cli
+if sys.argv[1] == "keep":
+    cli.keep_freed_memory()
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = Info
+array = np.ones(20 * 2**20 // 8)
+del array
+print(mallinfo2().fordblks)
+"""
+
+
+@pytest.mark.parametrize("how", ["keep", "default"])
+def test_freed_arrays_stay_with_the_process_for_the_next_ones(how):
+    # glibc's own accounting: the bytes free inside the heap after a 20 MB array is freed.
+    # By default such an array is mapped on its own and handed back to the kernel when freed.
+    run = subprocess.run([sys.executable, "-c", FREED_BYTES, how], capture_output=True, text=True, check=True)
+    kept = int(run.stdout)
+    assert (kept >= 20 * 2**20) == (how == "keep"), kept
+
+
+def test_only_the_analysing_commands_keep_freed_memory(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True))
+    with pytest.raises(SystemExit):
+        main(["inspect"])  # no file: argparse refuses
+    assert calls == []
+    with pytest.raises(SystemExit):
+        main(["analyze"])
+    assert calls == [True]

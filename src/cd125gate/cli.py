@@ -6,6 +6,7 @@ so that `cd125gate inspect` does not pay for matplotlib.
 """
 
 import argparse
+import ctypes
 import importlib
 import os
 import sys
@@ -30,6 +31,32 @@ SUBCOMMANDS = {
 }
 
 
+# The subcommands that analyse events: large numpy arrays come and go in them.
+ANALYSING = {"analyze", "analyze-chunk", "regate"}
+# glibc mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory():
+    """Ask glibc's malloc to keep freed memory for the next arrays instead of handing it back.
+
+    An analysis allocates and frees hundreds of megabytes of numpy temporaries.
+    By default glibc maps every block over a few MB afresh and unmaps it when
+    freed, and gives the top of the heap back as soon as it is free, so the next
+    array faults the same pages in again: a 1,000,000-event pair spent ~0.3 s of
+    its 3.3 s in the kernel on that. Arrays up to 32 MB (the largest glibc lets
+    the heap serve) then come from a heap that stays mapped; peak memory grows
+    by ~10 MB. Elsewhere (no glibc) this does nothing.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
+    mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+    mallopt(M_TOP_PAD, 256 * 2**20)
+
+
 def build_parser(argv):
     parser = argparse.ArgumentParser(prog="cd125gate", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cd125gate {__version__}")
@@ -46,6 +73,8 @@ def build_parser(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ANALYSING:
+        keep_freed_memory()
     args = build_parser(argv).parse_args(argv)
     try:
         return importlib.import_module(args._module).run(args)
