@@ -89,3 +89,13 @@ def test_without_a_memory_file_everything_goes_by_the_pipe(analysis, tmp_path, m
     assert worker.shared is None
     there, _ = written(analysis, tmp_path / "worker", worker)
     assert there == here
+
+
+def test_the_worker_sees_when_its_job_has_come():
+    # It makes a page's Axes ahead only until then.
+    read, write = os.pipe()
+    with os.fdopen(read, "rb") as jobs, os.fdopen(write, "wb") as sender:
+        assert not figure_worker._waiting(jobs)
+        sender.write(b"x")
+        sender.flush()
+        assert figure_worker._waiting(jobs)

@@ -691,3 +691,30 @@ def test_figures_share_a_renderer_within_a_thread_only(sample):
     assert renderer() is here
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(renderer).result() is not here
+
+
+def test_a_page_on_axes_made_ahead_is_the_page_made_from_nothing(sample):
+    import io
+
+    stained, control, threshold, result = sample
+
+    def png():
+        fig = plots._tube_figure(stained, stained, control, threshold, result)
+        buffer = io.BytesIO()
+        with plots._plain_text():
+            fig.savefig(buffer, format="png", dpi=plots.DPI)
+        return buffer.getvalue(), len(fig.axes)
+
+    fresh, panels = png()
+    plots.make_spare_axes(panels + 3)  # more than the page needs: the rest are dropped
+    assert png() == (fresh, panels)
+    plots.make_spare_axes(2)  # fewer: the page makes the others
+    assert png() == (fresh, panels)
+    assert not plots._SPARE_PAGES
+
+
+def test_making_axes_ahead_stops_when_the_page_is_wanted():
+    wanted_after = iter([False, False, True])
+    plots.make_spare_axes(10, enough=lambda: next(wanted_after))
+    fig, axes = plots._SPARE_PAGES.pop()
+    assert len(axes) == 2 and fig.axes == axes

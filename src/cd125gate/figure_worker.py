@@ -21,6 +21,7 @@ import itertools
 import mmap
 import os
 import pickle
+import select
 import signal
 import sys
 import traceback
@@ -73,6 +74,9 @@ def _serve(jobs, answers, shared):
             import matplotlib.figure  # noqa: F401
             import matplotlib.backends.backend_agg  # noqa: F401
 
+            # Then the pages' Axes, until the job comes (the control's page, drawn by a
+            # process forked from this one, has its own copy of them).
+            plots.make_spare_axes(SPARE_AXES, enough=lambda: _waiting(job_pipe))
             name, args = _receive(pickle.load(job_pipe), shared)
         except EOFError:
             return 0  # closed unused
@@ -89,6 +93,11 @@ def _serve(jobs, answers, shared):
         except Exception:  # an exception that does not pickle: its text still reaches the caller
             pickle.dump(("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")), answer_pipe)
         return 0
+
+
+def _waiting(pipe):
+    """Whether ``pipe`` has something to read now."""
+    return bool(select.select([pipe], [], [], 0)[0])
 
 
 def _send(job, shared):
@@ -175,6 +184,8 @@ class FigureWorker:
             self.shared = None
 
 
+# Axes made ahead for a page: as many as the fullest page has panels (the time panel has two).
+SPARE_AXES = 14
 # The most event bytes handed to the worker (a pair of ~2,000,000-event tubes of 14 channels);
 # beyond that the second copy would weigh more than the worker's ~0.5 s.
 SHARED_BYTES = 512 * 2**20
