@@ -223,7 +223,10 @@ def _measure(analysis, facts, settings, control_problem):
                          if t.time_qc is not None)
     facts.qc.update({f"{role}_time_removed_fraction": removed for role, removed in time_removed})
     blasts, positive = stained.step("blasts").count, stained.step("cd125_pos").count
-    doubts, facts.internal_controls, facts.clones, clone_flags = checks.all_checks(stained, control, cut, settings)
+    # Two independent readings of the gated tubes, side by side (the overlap sorts every blast's CD125).
+    (doubts, facts.internal_controls, facts.clones, clone_flags), overlap = analysis.both(
+        lambda: checks.all_checks(stained, control, cut, settings),
+        lambda: threshold.overlap(stained, control, cut, positive / blasts, settings.threshold) if blasts else None)
     at_ceiling = [ceiling.findings(tube) for tube in filter(None, (stained, control))]
     return criterion.Evidence(
         blasts=blasts, positive=positive, threshold_method=cut.method,
@@ -234,7 +237,7 @@ def _measure(analysis, facts, settings, control_problem):
         ceiling_doubts=tuple(r for reasons, _ in at_ceiling for r in reasons),
         ceiling_flags=tuple(f for _, flags in at_ceiling for f in flags),
         blast_share=_blast_shares(stained, control) if control is not None else None,
-        overlap=threshold.overlap(stained, control, cut, positive / blasts, settings.threshold) if blasts else None,
+        overlap=overlap,
         gating_doubts=tuple(doubts), gating_flags=tuple(stained.flags) + tuple(clone_flags))
 
 
