@@ -99,3 +99,33 @@ def test_the_worker_sees_when_its_job_has_come():
         sender.write(b"x")
         sender.flush()
         assert figure_worker._waiting(jobs)
+
+
+def test_events_made_in_the_memory_file_reach_the_worker_uncopied(analysis, tmp_path, monkeypatch):
+    here, _ = written(analysis, tmp_path / "here", None)
+    worker = figure_worker.fork()
+    placed = analyze_sample(TEST_DATA / "low_fmo_stained.fcs", TEST_DATA / "low_fmo_control.fcs",
+                            load_settings(), sample_id="low_fmo", allocate=worker.allocate)
+    assert {id(placed.stained.data), id(placed.control.data)} <= set(worker.placed)
+    messages = []
+    send = figure_worker._send
+    monkeypatch.setattr(figure_worker, "_send", lambda *args: messages.append(send(*args)) or messages[-1])
+    there, result = written(placed, tmp_path / "worker", worker)
+    assert there == here
+    assert result.to_json() == written(analysis, tmp_path / "again", None)[1].to_json()
+    _, start, sizes = messages[0]
+    assert start >= placed.stained.data.nbytes + placed.control.data.nbytes
+    assert max(sizes) < placed.control.data.nbytes  # the events themselves were not copied
+
+
+def test_arrays_beyond_the_memory_budget_are_made_as_usual(monkeypatch):
+    worker = figure_worker.fork()
+    try:
+        small = worker.allocate((1000, 4))
+        monkeypatch.setattr(figure_worker, "SHARED_BYTES", worker.end)
+        large = worker.allocate((1000, 4))
+        assert id(small) in worker.placed and id(large) not in worker.placed
+        assert small.flags.f_contiguous and large.flags.f_contiguous and large.shape == (1000, 4)
+    finally:
+        worker.close()
+    assert worker.allocate((10, 2)).shape == (10, 2)  # a closed worker: numpy's own

@@ -36,6 +36,7 @@ class SampleAnalysis:
     progress: object = None                      # called with (stage, seconds) after each stage
     meta: dict = field(default_factory=dict)     # the sample sheet's fields of this sample
     density: object = None                       # beads.Density when the sheet named a bead tube
+    allocate: object = None                      # allocate(shape): where the tubes' events are made
 
     @contextmanager
     def stage(self, name):
@@ -73,7 +74,8 @@ class Facts:
 
 
 def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None,
-                   compensation_path=None, meta=None, threads=1, progress=None, beads=None, bead_lot=None):
+                   compensation_path=None, meta=None, threads=1, progress=None, beads=None, bead_lot=None,
+                   allocate=None):
     """Analyse one sample; bad input ends as a FAILED result, never as an exception.
 
     ``compensation_path`` is this sample's matrix CSV, or the word ``precompensated``
@@ -82,12 +84,14 @@ def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None
     by side (numpy releases the GIL); the result is the same to the byte.
     ``beads`` (a calibration bead tube) and ``bead_lot`` (its lot file; default the
     settings' ``beads``) add the CD125 density; beads that cannot be used withhold it,
-    they never fail the sample.
+    they never fail the sample. ``allocate(shape)``: where each tube's transformed events
+    are made (default ``numpy.empty``; a `figure_worker.FigureWorker`'s ``allocate`` lets the
+    worker see them without a copy).
     """
     settings = settings or load_settings()
     compensation_path, declared = compensation_choice(compensation_path, settings)
     base = result_header(fcs_path, control_path, compensation_path, settings, sample_id, meta)
-    analysis = SampleAnalysis(base, threads=threads, progress=progress, meta=meta or {})
+    analysis = SampleAnalysis(base, threads=threads, progress=progress, meta=meta or {}, allocate=allocate)
     facts = Facts(copy.deepcopy(base.inputs))
     try:
         _run(analysis, facts, fcs_path, control_path, (compensation_path, declared), settings)
@@ -152,7 +156,7 @@ def _run(analysis, facts, fcs_path, control_path, compensation, settings):
             analysis, facts, fcs_path, control_path, compensation, settings)
     with analysis.stage("compensate_transform"):
         analysis.stained, analysis.control = tubes.prepare(
-            stained_fcs, control_fcs, markers, analysis.compensation, settings, analysis.both)
+            stained_fcs, control_fcs, markers, analysis.compensation, settings, analysis.both, analysis.allocate)
     with analysis.stage("gate"):
         _gate(analysis, settings)
     with analysis.stage("threshold_statistics"):

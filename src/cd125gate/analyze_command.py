@@ -69,7 +69,8 @@ def _run(args, worker):
         analysis = analyze_sample(args.fcs, args.control, settings, sample_id=args.sample_id,
                                   compensation_path=args.compensation, meta=meta, threads=args.threads,
                                   progress=None if args.quiet else _progress,
-                                  beads=args.beads, bead_lot=args.bead_lot)
+                                  beads=args.beads, bead_lot=args.bead_lot,
+                                  allocate=worker.allocate if worker is not None else None)
         bad_inputs = analysis.failed_stage == "read" and not args.exit_zero
         result = write_outputs(analysis, args.out, formats,
                                progress=None if args.quiet or bad_inputs else _progress, worker=worker)

@@ -361,7 +361,7 @@ def _number(text):
 BLOCK_EVENTS = 1 << 14
 
 
-def compensate(events, channel_names, comp):
+def compensate(events, channel_names, comp, out=None):
     """Compensated float64 copy of ``events`` (column-major); only the matrix's channels change.
 
     Parameters
@@ -371,6 +371,9 @@ def compensate(events, channel_names, comp):
     channel_names : sequence of str
         $PnN of the columns of ``events``.
     comp : Compensation
+    out : numpy.ndarray, optional
+        The float64 array of ``events``' shape to write the copy into (default: a new
+        column-major one).
 
     Returns
     -------
@@ -380,8 +383,10 @@ def compensate(events, channel_names, comp):
     from flowutils.compensate import compensate as flowutils_compensate
 
     data = np.asarray(events, dtype=np.float64)
+    out = np.empty(data.shape, order="F") if out is None else out
     if not comp.applied:  # precompensated or uncompensated: the events as they are
-        return np.array(data, order="F")
+        out[...] = data
+        return out
     names = list(channel_names)
     missing = [c for c in comp.channels if c not in names]
     if missing:
@@ -393,7 +398,6 @@ def compensate(events, channel_names, comp):
     # each event is solved on its own, so blocks of rows give the very same numbers
     # (a test checks bit-identity) in a third of the time.
     # Column-major, as the transform step wants it: it can then work in place (no second copy).
-    out = np.empty(data.shape, order="F")
     for start in range(0, len(data), BLOCK_EVENTS):
         block = slice(start, start + BLOCK_EVENTS)
         out[block] = flowutils_compensate(data[block], comp.matrix, idx)

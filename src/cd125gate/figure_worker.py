@@ -8,7 +8,9 @@ imports the plotting modules on the second core while the first analyses,
 then waits for its one job. The tubes reach it pickled through a pipe, their
 arrays' bytes through a memory file both hold (Linux), without their raw
 events (the figures draw the compensated, transformed ones); it writes the
-figures into the sample's staging folder itself.
+figures into the sample's staging folder itself. The tubes' transformed events
+are made in that memory file in the first place (``allocate``), so the largest
+arrays reach the worker without being copied at all.
 
 The answer comes back the same way: the figure paths, or the exception the
 drawing raised (raised again by the caller, as if drawn in-process). A worker
@@ -17,13 +19,16 @@ before: the worker only ever makes the figures sooner, never different.
 """
 
 import dataclasses
+import io
 import itertools
+import math
 import mmap
 import os
 import pickle
 import select
 import signal
 import sys
+import threading
 import traceback
 
 
@@ -100,29 +105,61 @@ def _waiting(pipe):
     return bool(select.select([pipe], [], [], 0)[0])
 
 
-def _send(job, shared):
-    """The pipe's message for ``job``: the pickle, with its arrays' bytes written to ``shared``."""
+def _send(job, shared, placed=None, start=0):
+    """The pipe's message for ``job``: the pickle, with its arrays' bytes written to ``shared``.
+
+    Arrays already in ``shared`` (``placed``: id -> (array, offset), from
+    `FigureWorker.allocate`) are named by their place instead; the others'
+    bytes are written after ``start``, the end of those.
+    """
     if shared is None:
-        return pickle.dumps(job, protocol=5), ()
+        return pickle.dumps(job, protocol=5), 0, ()
     buffers = []
-    message = pickle.dumps(job, protocol=5, buffer_callback=buffers.append)
+    stream = io.BytesIO()
+    _Pickler(stream, placed or {}, protocol=5, buffer_callback=buffers.append).dump(job)
     sizes = []
-    with open(shared, "wb", closefd=False) as out:
+    with open(shared, "r+b", closefd=False) as out:
+        out.seek(start)
         for buffer in buffers:
             raw = buffer.raw()
             out.write(raw)
             sizes.append(raw.nbytes)
-    return message, tuple(sizes)
+    return stream.getvalue(), start, tuple(sizes)
+
+
+class _Pickler(pickle.Pickler):
+    """Names the arrays that are already in the memory file by their place there."""
+
+    def __init__(self, stream, placed, **kwargs):
+        super().__init__(stream, **kwargs)
+        self.placed = placed
+
+    def persistent_id(self, obj):
+        entry = self.placed.get(id(obj))
+        return ("placed", entry[1], obj.shape) if entry is not None and entry[0] is obj else None
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, stream, mapped, **kwargs):
+        super().__init__(stream, **kwargs)
+        self.mapped = mapped
+
+    def persistent_load(self, pid):
+        import numpy as np
+
+        _, offset, shape = pid
+        size = 8 * math.prod(shape)
+        return np.ndarray(shape, np.float64, buffer=self.mapped[offset:offset + size], order="F")
 
 
 def _receive(sent, shared):
     """The job of a `_send` message: its arrays backed by the shared file (copy-on-write, not copied)."""
-    message, sizes = sent
-    if not sum(sizes):
-        return pickle.loads(message, buffers=[b""] * len(sizes))
-    mapped = memoryview(mmap.mmap(shared, sum(sizes), access=mmap.ACCESS_COPY))
-    ends = itertools.accumulate(sizes)
-    return pickle.loads(message, buffers=[mapped[end - size:end] for size, end in zip(sizes, ends)])
+    message, start, sizes = sent
+    total = start + sum(sizes)
+    mapped = memoryview(mmap.mmap(shared, total, access=mmap.ACCESS_COPY)) if total else memoryview(b"")
+    ends = itertools.accumulate(sizes, initial=start)
+    buffers = [mapped[end:end + size] for size, end in zip(sizes, ends)]
+    return _Unpickler(io.BytesIO(message), mapped, buffers=buffers).load()
 
 
 class FigureWorker:
@@ -131,6 +168,28 @@ class FigureWorker:
     def __init__(self, pid, jobs, answers, shared=None):
         self.pid, self.jobs, self.answers, self.shared = pid, jobs, answers, shared
         self.used = self.sent = False
+        self.placed = {}  # id -> (array, offset) of the arrays made in the memory file
+        self.end = 0      # the bytes of the memory file they take
+        self.lock = threading.Lock()  # the two tubes are made side by side
+
+    def allocate(self, shape):
+        """An uninitialised column-major float64 array that reaches the worker without a copy.
+
+        It lives in the memory file; a plain numpy array where there is none,
+        where the job is already gone, or past ``SHARED_BYTES``.
+        """
+        import numpy as np
+
+        size = 8 * math.prod(shape)
+        with self.lock:
+            if self.shared is None or self.used or not size or self.end + size > SHARED_BYTES:
+                return np.empty(shape, order="F")
+            offset = self.end
+            self.end += -(-size // mmap.ALLOCATIONGRANULARITY) * mmap.ALLOCATIONGRANULARITY
+            os.ftruncate(self.shared, self.end)
+            array = np.ndarray(shape, np.float64, buffer=mmap.mmap(self.shared, size, offset=offset), order="F")
+            self.placed[id(array)] = (array, offset)
+            return array
 
     def draw(self, name, *args):
         """Start ``plots.<name>(*args)`` in the worker; returns ``finish() -> (ok, value)``.
@@ -141,13 +200,13 @@ class FigureWorker:
         events exceed ``SHARED_BYTES`` are drawn in-process: a second copy of
         them would cost more memory than the worker saves time.
         """
-        if self.used or sum(_event_bytes(a) for a in args) > SHARED_BYTES:
+        if self.used or sum(_event_bytes(a) for a in args if not self._placed(a)) > SHARED_BYTES:
             self.close()
             return lambda: (False, None)
         self.used = True
         try:
             job = (name, tuple(_without_raw_events(a) for a in args))
-            pickle.dump(_send(job, self.shared), self.jobs)
+            pickle.dump(_send(job, self.shared, self.placed, self.end), self.jobs)
             self.jobs.close()
             self.sent = True
         except (OSError, pickle.PicklingError):
@@ -166,6 +225,10 @@ class FigureWorker:
 
         return finish
 
+    def _placed(self, tube):
+        data = getattr(tube, "data", None)
+        return self.placed.get(id(data), (None,))[0] is data and data is not None
+
     def close(self):
         """End the worker and reap it: at once if it has no job (a bad input need not wait for its imports)."""
         self.used = True
@@ -180,8 +243,9 @@ class FigureWorker:
             os.waitpid(self.pid, 0)
             self.pid = None
         if self.shared is not None:
-            os.close(self.shared)
+            os.close(self.shared)  # the arrays made in it stay mapped where they are used
             self.shared = None
+        self.placed = {}
 
 
 # Axes made ahead for a page: as many as the fullest page has panels (the time panel has two).

@@ -4,16 +4,22 @@ from .errors import InputError
 from .model import TubeAnalysis
 
 
-def prepare(stained_fcs, control_fcs, markers, comp, settings, both):
+def prepare(stained_fcs, control_fcs, markers, comp, settings, both, allocate=None):
     """Compensate both tubes with one matrix and transform them with the stained tube's scales.
 
     The control shares the stained tube's scales so that its CD125 values,
     and so the threshold, are on the same axis.
 
     :param both: ``both(stained_call, control_call)`` runs the two calls (side by side or in turn)
+    :param allocate: ``allocate(shape)``, an uninitialised column-major float64 array for a
+        tube's events, compensated and then transformed in place (default: ``numpy.empty``)
     :return: (stained TubeAnalysis, control TubeAnalysis or None)
     """
     from . import compensation, panel, transforms
+
+    def compensate(fcs):
+        out = allocate(fcs.events.shape) if allocate is not None else None
+        return compensation.compensate(fcs.events, fcs.channel_names(), comp, out)
 
     minimum = settings.gating.min_events
     if len(stained_fcs.events) < minimum:
@@ -26,11 +32,9 @@ def prepare(stained_fcs, control_fcs, markers, comp, settings, both):
         if comp.applied:
             compensation.validate_matrix(comp.channels, comp.matrix, control_fcs.channel_names(),
                                          control_fcs.path)
-        return compensation.compensate(control_fcs.events, control_fcs.channel_names(), comp)
+        return compensate(control_fcs)
 
-    compensated = both(
-        lambda: compensation.compensate(stained_fcs.events, stained_fcs.channel_names(), comp),
-        compensate_control)
+    compensated = both(lambda: compensate(stained_fcs), compensate_control)
     fluor = panel.fluorescence_channels(stained_fcs.channels, markers)
     ranges = {c.name: c.range for c in stained_fcs.channels}
     scales = transforms.make_scales(compensated[0], stained_fcs.channel_names(), fluor, ranges,
