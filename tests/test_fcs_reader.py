@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_CORPUS, TEST_CORPUS, build_fcs
 
+from cd125gate import fcs as fcs_module
 from cd125gate.errors import InputError
 from cd125gate.fcs import read_fcs
 
@@ -294,6 +295,16 @@ def test_big_endian_16_bit_integers_are_masked_by_range(make_fcs):
     fcs = read_fcs(make_fcs(stored, datatype="I", byteorder="4,3,2,1", bits=[16, 16], ranges=[1024, 1000]))
     # $PnR 1024 and 1000 both mean a 10-bit range: higher bits are flags, not signal.
     assert np.array_equal(fcs.events, stored % 1024)
+
+
+def test_tubes_longer_than_a_decoding_block_are_decoded_whole(make_fcs):
+    # Decoded a block of rows at a time: the last, partial block and the masks included.
+    rows = 2 * fcs_module.DECODE_BLOCK + 123
+    stored = np.stack([np.arange(rows) % 65536, (np.arange(rows) * 7919) % 65536], axis=1)
+    fcs = read_fcs(make_fcs(stored, datatype="I", bits=[16, 16], ranges=[65536, 1024]))
+    assert fcs.events.flags.f_contiguous
+    assert np.array_equal(fcs.events, stored % [65536, 1024])
+    assert fcs.over_range["FL2-A"] == np.mean(stored[:, 1] >= 1024)
 
 
 def test_odd_and_mixed_integer_widths(make_fcs):

