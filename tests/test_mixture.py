@@ -8,7 +8,7 @@ import pytest
 from sklearn.covariance import MinCovDet
 from sklearn.mixture import GaussianMixture
 
-from cd125gate.mixture import gaussian_mixture, min_cov_det
+from cd125gate.mixture import _sum_rows, gaussian_mixture, min_cov_det
 
 
 def three_populations(rng, n=6000):
@@ -54,6 +54,18 @@ def test_mixture_survives_identical_points_and_more_components_than_clusters():
     assert np.isfinite(fit.means).all() and np.isfinite(fit.covariances).all()
     assert fit.weights.sum() == pytest.approx(1.0)
     assert set(fit.predict(x)[:300]).isdisjoint(fit.predict(x)[300:])
+
+
+def test_sums_over_the_rows_add_in_numpys_order():
+    # The fit holds its events in columns and sums over rows (dimensions, components); these
+    # sums equal, to the bit, numpy's sums along the rows of the events-in-rows layout, so the
+    # layout does not change the fit's results.
+    rng = np.random.default_rng(4)
+    for m in [1, 2, 6, 7, 8, 9, 12, 16, 17, 129, 300]:
+        a = rng.normal(size=(m, 257)) ** 3
+        assert np.array_equal(_sum_rows(a), np.ascontiguousarray(a.T).sum(1)), m
+    a = rng.normal(size=(9, 4, 33))
+    assert np.array_equal(_sum_rows(a), np.ascontiguousarray(np.moveaxis(a, 0, -1)).sum(-1))
 
 
 def contaminated(rng, n=2000, share=0.2):

@@ -36,11 +36,11 @@ class Mixture:
 
     def log_resp(self, x):
         """(n, k) weighted log densities of every event under every component."""
-        return _weighted_log_prob(x, self.weights, self.means, self.covariances)
+        return _weighted_log_prob(_columns(x), self.weights, self.means, self.covariances).T
 
     def predict(self, x):
         """The most likely component of every event."""
-        return np.argmax(self.log_resp(x), axis=1)
+        return np.argmax(_weighted_log_prob(_columns(x), self.weights, self.means, self.covariances), axis=0)
 
 
 def gaussian_mixture(x, k, seed=0, max_iter=200, tol=1e-3, reg_covar=1e-6, lloyd_steps=30):
@@ -53,40 +53,81 @@ def gaussian_mixture(x, k, seed=0, max_iter=200, tol=1e-3, reg_covar=1e-6, lloyd
     x = np.asarray(x, dtype=float)
     if x.ndim == 1:
         x = x[:, None]
-    labels = _kmeans_labels(x, k, np.random.default_rng(seed), lloyd_steps)
+    xt = _columns(x)
+    labels = _kmeans_labels(x, xt, k, np.random.default_rng(seed), lloyd_steps)
     resp = np.zeros((x.shape[0], k))
     resp[np.arange(x.shape[0]), labels] = 1.0
     weights, means, covs = _m_step(x, resp, reg_covar)
     previous, converged = -np.inf, False
     for _ in range(max_iter):
-        log_prob = _weighted_log_prob(x, weights, means, covs)
+        log_prob = _weighted_log_prob(xt, weights, means, covs)
         norm = _logsumexp(log_prob)
         current = float(norm.mean())
-        weights, means, covs = _m_step(x, np.exp(log_prob - norm[:, None]), reg_covar)
+        # The M-step's sums run over events: with the events in rows, as they always have been
+        # (numpy and BLAS add them in an order that depends on the layout).
+        resp = np.ascontiguousarray(np.exp(log_prob - norm).T)
+        weights, means, covs = _m_step(x, resp, reg_covar)
         if abs(current - previous) < tol:
             converged = True
             break
         previous = current
-    final = float(_logsumexp(_weighted_log_prob(x, weights, means, covs)).mean())
+    final = float(_logsumexp(_weighted_log_prob(xt, weights, means, covs)).mean())
     return Mixture(weights, means, covs, final, converged)
 
 
-def _kmeans_labels(x, k, rng, max_steps):
+def _columns(x):
+    """The events of ``x`` (n, d) in columns: a contiguous (d, n) array.
+
+    The per-event work of the E-step and of k-means runs along rows of n events
+    this way; with the events in rows, numpy's elementwise operations and sums
+    step through n rows of d < 10 values, and that per-row overhead was most of
+    the fit's time.
+    """
+    return np.ascontiguousarray(np.asarray(x, dtype=float).T)
+
+
+def _sum_rows(a):
+    """``a.sum(0)`` for the (m, ...) array ``a``, in the order numpy's ``sum`` adds a contiguous row of m.
+
+    That is numpy's pairwise summation (``pairwise_sum`` in its loops_utils.h):
+    in turn below 8 terms, eight running sums up to 128, halves beyond. So the
+    sums over the dimensions (or components) of events held in columns are, to
+    the bit, the ``.sum(1)`` of events held in rows that they replace: the fit's
+    results do not change with the layout.
+    """
+    m = len(a)
+    if m > 128:
+        half = m // 2 - (m // 2) % 8
+        return _sum_rows(a[:half]) + _sum_rows(a[half:])
+    if m < 8:
+        total, tail = a[0], a[1:]
+    else:
+        r = list(a[:8])
+        for i in range(8, m - m % 8, 8):
+            r = [r[j] + a[i + j] for j in range(8)]
+        total, tail = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7])), a[m - m % 8:]
+    for row in tail:
+        total = total + row  # not +=: total may be a view of a
+    return total
+
+
+def _kmeans_labels(x, xt, k, rng, max_steps):
     """Labels of k-means: greedy k-means++ seeding, then Lloyd steps until the centres settle.
 
     Greedy seeding (the best of ``2 + log k`` candidates for every centre, as
     scikit-learn's ``KMeans`` seeds) keeps a small population from sharing a
-    centre with a big neighbour.
+    centre with a big neighbour. ``xt``: ``x`` in columns (``_columns``).
     """
     trials = 2 + int(math.log(k))
     centres = [x[rng.integers(x.shape[0])]]
-    closest = ((x - centres[0]) ** 2).sum(1)
+    closest = _sum_rows((xt - centres[0][:, None]) ** 2)
     for _ in range(1, k):
         total = closest.sum()
         if total <= 0:
             break
         picks = np.minimum(np.searchsorted(np.cumsum(closest), rng.random(trials) * total), x.shape[0] - 1)
-        options = np.minimum(closest[None, :], ((x[None, :, :] - x[picks][:, None, :]) ** 2).sum(2))
+        # (d, trials, n) differences: every candidate's squared distances to every event
+        options = np.minimum(closest, _sum_rows((xt[:, None, :] - x[picks].T[:, :, None]) ** 2))
         best = int(np.argmin(options.sum(1)))
         centres.append(x[picks[best]])
         closest = options[best]
@@ -94,15 +135,15 @@ def _kmeans_labels(x, k, rng, max_steps):
     # scikit-learn's stopping rule: the centres moved less than 1e-4 of the data's mean variance.
     tol = 1e-4 * x.var(axis=0).mean()
     for _ in range(max_steps):
-        labels = _nearest(x, centres)
-        moved = _lloyd_centres(x, labels, centres)
+        labels = _nearest(xt, centres)
+        moved = _lloyd_centres(x, xt, labels, centres)
         shift, centres = ((moved - centres) ** 2).sum(), moved
         if shift <= tol:
             break
-    return _nearest(x, centres)
+    return _nearest(xt, centres)
 
 
-def _lloyd_centres(x, labels, centres):
+def _lloyd_centres(x, xt, labels, centres):
     """The means of the clusters; an empty cluster takes the event farthest from its centre.
 
     As scikit-learn's Lloyd step does: a centre left without events moves to
@@ -110,7 +151,7 @@ def _lloyd_centres(x, labels, centres):
     """
     k = len(centres)
     counts = np.bincount(labels, minlength=k).astype(float)
-    sums = np.stack([np.bincount(labels, weights=x[:, c], minlength=k) for c in range(x.shape[1])], 1)
+    sums = np.stack([np.bincount(labels, weights=row, minlength=k) for row in xt], 1)
     empty = np.flatnonzero(counts == 0)
     if empty.size:
         far = np.argsort(-((x - centres[labels]) ** 2).sum(1), kind="stable")[:empty.size]
@@ -121,9 +162,10 @@ def _lloyd_centres(x, labels, centres):
     return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centres)
 
 
-def _nearest(x, centres):
-    d2 = -2 * x @ centres.T + (centres ** 2).sum(1)[None, :]  # + |x|^2, the same for every centre
-    return np.argmin(d2, axis=1)
+def _nearest(xt, centres):
+    """The nearest centre of every event of ``xt`` (d, n)."""
+    d2 = -2 * (centres @ xt) + (centres ** 2).sum(1)[:, None]  # + |x|^2, the same for every centre
+    return np.argmin(d2, axis=0)
 
 
 def _m_step(x, resp, reg_covar):
@@ -137,21 +179,23 @@ def _m_step(x, resp, reg_covar):
     return counts / x.shape[0], means, covs
 
 
-def _weighted_log_prob(x, weights, means, covs):
-    n, d = x.shape
-    out = np.empty((n, len(weights)))
+def _weighted_log_prob(xt, weights, means, covs):
+    """(k, n) weighted log densities of the events ``xt`` (d, n) under every component."""
+    d, n = xt.shape
+    out = np.empty((len(weights), n))
     for j in range(len(weights)):
         chol = np.linalg.cholesky(covs[j])
-        # (x - mean) @ inv(L).T: a matrix product per component instead of a solve with n right-hand sides
-        y = (x - means[j]) @ np.linalg.inv(chol).T
-        out[:, j] = (-0.5 * (d * math.log(2 * math.pi) + (y ** 2).sum(1))
-                     - np.log(np.diag(chol)).sum() + math.log(max(weights[j], 1e-300)))
+        # inv(L) @ (x - mean): a matrix product per component instead of a solve with n right-hand sides
+        y = np.linalg.inv(chol) @ (xt - means[j][:, None])
+        out[j] = (-0.5 * (d * math.log(2 * math.pi) + _sum_rows(np.square(y, out=y)))
+                  - np.log(np.diag(chol)).sum() + math.log(max(weights[j], 1e-300)))
     return out
 
 
 def _logsumexp(a):
-    top = a.max(axis=1)
-    return top + np.log(np.exp(a - top[:, None]).sum(axis=1))
+    """log(sum(exp(a))) over the components: axis 0 of (k, n)."""
+    top = a.max(axis=0)
+    return top + np.log(_sum_rows(np.exp(a - top)))
 
 
 # --- minimum covariance determinant ------------------------------------------------------
