@@ -63,10 +63,10 @@ def gaussian_mixture(x, k, seed=0, max_iter=200, tol=1e-3, reg_covar=1e-6, lloyd
         log_prob = _weighted_log_prob(xt, weights, means, covs)
         norm = _logsumexp(log_prob)
         current = float(norm.mean())
-        # The M-step's sums run over events: with the events in rows, as they always have been
-        # (numpy and BLAS add them in an order that depends on the layout).
-        resp = np.ascontiguousarray(np.exp(log_prob - norm).T)
-        weights, means, covs = _m_step(x, resp, reg_covar)
+        # The M-step's sums run over events, so it takes them in rows, as it always has: numpy
+        # and BLAS add in an order that depends on the layout.
+        resp_t = np.exp(log_prob - norm)
+        weights, means, covs = _m_step(x, np.ascontiguousarray(resp_t.T), reg_covar, resp_t)
         if abs(current - previous) < tol:
             converged = True
             break
@@ -168,15 +168,39 @@ def _nearest(xt, centres):
     return np.argmin(d2, axis=0)
 
 
-def _m_step(x, resp, reg_covar):
+def _m_step(x, resp, reg_covar, resp_t=None):
+    """(weights, means, covariances) from the responsibilities ``resp`` (n, k).
+
+    ``resp_t``: ``resp.T`` as a contiguous array, when the caller has it.
+    """
+    n, d = x.shape
     counts = resp.sum(0) + 10 * np.finfo(float).eps
     means = (resp.T @ x) / counts[:, None]
-    covs = np.empty((len(counts), x.shape[1], x.shape[1]))
+    resp_t = np.ascontiguousarray(resp.T) if resp_t is None else resp_t
+    covs = np.empty((len(counts), d, d))
     for j in range(len(counts)):
-        diff = x - means[j]
-        covs[j] = (resp[:, j] * diff.T) @ diff / counts[j]
-        covs[j].flat[:: x.shape[1] + 1] += reg_covar
-    return counts / x.shape[0], means, covs
+        diff = _minus(x, means[j])
+        # resp_j * diff as one product of n * d values (every event's weight repeated d times)
+        # rather than n products of d; its transpose is the layout the product has always had,
+        # so BLAS adds in the same order.
+        weighted = (np.repeat(resp_t[j], d) * diff.ravel()).reshape(n, d)
+        covs[j] = weighted.T @ diff / counts[j]
+        covs[j].flat[:: d + 1] += reg_covar
+    return counts / n, means, covs
+
+
+def _minus(x, v, rows=64):
+    """``x - v`` for ``x`` (n, d), worked ``rows`` events at a time.
+
+    The same numbers; but numpy's loops run over ``rows * d`` values (``v``
+    tiled) instead of over every event's d < 10, which halves the time.
+    """
+    n, d = x.shape
+    whole = n - n % rows
+    out = np.empty((n, d))
+    np.subtract(x[:whole].reshape(-1, rows * d), np.tile(v, rows), out=out[:whole].reshape(-1, rows * d))
+    np.subtract(x[whole:], v, out=out[whole:])
+    return out
 
 
 def _weighted_log_prob(xt, weights, means, covs):
