@@ -34,12 +34,14 @@ def main():
 
     import matplotlib  # noqa: F401  (imports outside the timing)
 
-    from cd125gate import gatingml
+    from cd125gate import cli, gatingml
     from cd125gate.analyze import analyze_sample
     from cd125gate.outputs import write_outputs
     from cd125gate.settings import load_settings
     from cd125gate.simulate import CaseSpec, write_case
 
+    # As every analysing command does (an older tree, run for comparison, may not have it).
+    getattr(cli, "keep_freed_memory", lambda: None)()
     folder = Path(tempfile.mkdtemp(prefix="cd125gate-bench-"))
     start = time.perf_counter()
     truth = write_case(folder, CaseSpec("bench", n_events=args.events, clog=True), seed=1)
