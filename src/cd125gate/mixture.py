@@ -245,40 +245,64 @@ def min_cov_det(x, seed=0, starts=10, max_steps=30, keep_best=5):
     for _ in range(starts):
         subset = x[rng.choice(n, d + 1, replace=False)]
         candidates.append((subset.mean(0), np.cov(subset.T, bias=True)))
+    xt = _columns(x)  # the distances of every C-step run along the two contiguous columns
     # As FastMCD: two C-steps from every start, then only the most promising few to convergence.
-    trial = [f for f in (_concentrate(x, loc, cov, h, 2) for loc, cov in candidates) if f is not None]
+    trial = [f for f in (_concentrate(x, xt, loc, cov, h, 2) for loc, cov in candidates) if f is not None]
     best = None
     for location, cov, _ in sorted(trial, key=lambda f: f[2])[:keep_best]:
-        fitted = _concentrate(x, location, cov, h, max_steps)
+        fitted = _concentrate(x, xt, location, cov, h, max_steps)
         if fitted is not None and (best is None or fitted[2] < best[2]):
             best = fitted
     if best is None:
         return x.mean(0), np.cov(x.T, bias=True)
     location, cov, _ = best
     # Consistency at the normal: the median squared distance of a 2-D normal is 2 ln 2.
-    cov = cov * np.median(_mahalanobis2(x, location, cov)) / (2 * math.log(2))
-    keep = _mahalanobis2(x, location, cov) < -2 * math.log(0.025)
+    cov = cov * np.median(_mahalanobis2(xt, location, cov)) / (2 * math.log(2))
+    keep = _mahalanobis2(xt, location, cov) < -2 * math.log(0.025)
     return x[keep].mean(0), np.cov(x[keep].T, bias=True)
 
 
-def _concentrate(x, location, cov, h, max_steps):
-    """C-steps from (location, cov) until the h-subset stops changing: (location, cov, det) or None."""
+def _concentrate(x, xt, location, cov, h, max_steps):
+    """C-steps from (location, cov) until the h-subset stops changing: (location, cov, det) or None.
+
+    ``x`` holds the points in rows (n, 2), ``xt`` the same points in columns (2, n).
+    """
     chosen = None
     for _ in range(max_steps):
-        if not np.isfinite(cov).all() or np.linalg.det(cov) <= 0:
+        if not np.isfinite(cov).all() or (det := np.linalg.det(cov)) <= 0:
             return None
         # The h nearest points: a partition (linear time) rather than a full sort of the distances.
-        subset = np.sort(np.argpartition(_mahalanobis2(x, location, cov), h - 1)[:h])
+        subset = np.sort(np.argpartition(_mahalanobis2(xt, location, cov), h - 1)[:h])
         if chosen is not None and np.array_equal(subset, chosen):
-            break
+            return location, cov, det  # det is that of this (location, cov), just computed
         chosen = subset
-        location, cov = x[subset].mean(0), np.cov(x[subset].T, bias=True)
+        location, cov = _mean_cov(x.take(subset, 0))
     det = np.linalg.det(cov)
     return (location, cov, det) if det > 0 else None
 
 
-def _mahalanobis2(x, location, cov):
-    """Squared Mahalanobis distances in two dimensions (the 2x2 inverse written out: no einsum)."""
+def _mean_cov(s):
+    """``s.mean(0), np.cov(s.T, bias=True)`` of the points ``s`` (h, 2), C-contiguous; overwrites ``s``.
+
+    The same operations on the same memory layout as numpy's, so the same bits:
+    the mean adds the rows in turn (a reduction over axis 0 of a C-contiguous
+    array is not pairwise); np.cov copies s.T (order K: the layout of s),
+    subtracts the mean, takes ``dot`` of its transpose with itself (the one
+    BLAS call, syrk) and multiplies by 1 / h. np.cov's argument handling and
+    extra copy were a large part of a C-step on robust_plane's few hundred to
+    2,000 points.
+    """
+    h = len(s)
+    location = s.sum(0)
+    location /= h
+    s -= location
+    cov = np.dot(s.T, s)
+    cov *= 1 / h
+    return location, cov
+
+
+def _mahalanobis2(xt, location, cov):
+    """Squared Mahalanobis distances of the points in columns ``xt`` (2, n) (the 2x2 inverse written out: no einsum)."""
     (a, b), (_, c) = np.linalg.inv(cov)
-    dx, dy = x[:, 0] - location[0], x[:, 1] - location[1]
+    dx, dy = xt[0] - location[0], xt[1] - location[1]
     return a * dx * dx + 2.0 * b * dx * dy + c * dy * dy
