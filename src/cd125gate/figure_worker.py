@@ -135,8 +135,14 @@ class _Pickler(pickle.Pickler):
         self.placed = placed
 
     def persistent_id(self, obj):
-        entry = self.placed.get(id(obj))
-        return ("placed", entry[1], obj.shape) if entry is not None and entry[0] is obj else None
+        offset = _offset(self.placed, obj)
+        return None if offset is None else ("placed", offset, obj.shape)
+
+
+def _offset(placed, obj):
+    """Where ``obj`` lies in the memory file, if it is one of the ``placed`` arrays (else None)."""
+    entry = placed.get(id(obj))
+    return entry[1] if entry is not None and entry[0] is obj else None
 
 
 class _Unpickler(pickle.Unpickler):
@@ -200,7 +206,8 @@ class FigureWorker:
         events exceed ``SHARED_BYTES`` are drawn in-process: a second copy of
         them would cost more memory than the worker saves time.
         """
-        if self.used or sum(_event_bytes(a) for a in args if not self._placed(a)) > SHARED_BYTES:
+        unplaced = [a for a in args if _offset(self.placed, getattr(a, "data", None)) is None]
+        if self.used or sum(_event_bytes(a) for a in unplaced) > SHARED_BYTES:
             self.close()
             return lambda: (False, None)
         self.used = True
@@ -224,10 +231,6 @@ class FigureWorker:
             return kind == "value", value
 
         return finish
-
-    def _placed(self, tube):
-        data = getattr(tube, "data", None)
-        return self.placed.get(id(data), (None,))[0] is data and data is not None
 
     def close(self):
         """End the worker and reap it: at once if it has no job (a bad input need not wait for its imports)."""
