@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_CORPUS, TEST_CORPUS, build_fcs
 
-from cd125gate import fcs as fcs_module
+from cd125gate import fcs_events
 from cd125gate.errors import InputError
 from cd125gate.fcs import read_fcs
 
@@ -299,7 +299,7 @@ def test_big_endian_16_bit_integers_are_masked_by_range(make_fcs):
 
 def test_tubes_longer_than_a_decoding_block_are_decoded_whole(make_fcs):
     # Decoded a block of rows at a time: the last, partial block and the masks included.
-    rows = 2 * fcs_module.DECODE_BLOCK + 123
+    rows = 2 * fcs_events.DECODE_BLOCK + 123
     stored = np.stack([np.arange(rows) % 65536, (np.arange(rows) * 7919) % 65536], axis=1)
     fcs = read_fcs(make_fcs(stored, datatype="I", bits=[16, 16], ranges=[65536, 1024]))
     assert fcs.events.flags.f_contiguous
