@@ -11,11 +11,27 @@ catch: a level missing, two levels merged, the top level saturated, another
 instrument or another PE-A voltage.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .fileio import atomic_write_bytes, atomic_write_text
+from .simulate_instrument import (
+    CD125,
+    DETECTORS,
+    DURATION,
+    PANEL,
+    RANGE,
+    SCATTER,
+    TIMESTEP,
+    SimulatedTube,
+    measure,
+    spillover_matrix,
+    tube_bytes,
+)
 
 # A QuantiBRITE-PE-like lot: PE molecules per bead of its four levels, dimmest first.
 LOT = {"lot": "SIM-QB-0001", "dye": "PE", "molecules": [474.0, 5359.0, 23843.0, 62336.0]}
@@ -32,15 +48,15 @@ class BeadSpec:
 
     name: str = "beads"
     n_events: int = 8000
-    molecules: tuple = tuple(LOT["molecules"])  # true PE molecules per level
-    levels: tuple | None = None   # levels in the tube (1-based); None: all
+    molecules: tuple[float, ...] = tuple(LOT["molecules"])  # true PE molecules per level
+    levels: tuple[int, ...] | None = None   # levels in the tube (1-based); None: all
     gain: float = 1.0             # detector gain relative to the tubes' (saturates the top level at ~9)
     instrument: str | None = None  # $CYT, when not the tubes' instrument
     voltage: str | None = None    # PE-A $PnV, when not the tubes'
     doublet_fraction: float = 0.05
 
 
-def instrument_keywords(channels):
+def instrument_keywords(channels: list[str]) -> dict[str, str]:
     """$CYTSN and the $PnV of every detector: what a bead tube is checked against."""
     keywords = {"$CYTSN": SERIAL}
     for i, name in enumerate(channels, start=1):
@@ -49,12 +65,12 @@ def instrument_keywords(channels):
     return keywords
 
 
-def molecules(abundance):
+def molecules(abundance: np.ndarray) -> np.ndarray:
     """True PE molecules (ABC) of a simulated CD125 abundance (PE-A units)."""
     return np.asarray(abundance, dtype=float) / UNITS_PER_MOLECULE
 
 
-def abc_truth(tube):
+def abc_truth(tube: SimulatedTube) -> dict[str, float | None]:
     """The true CD125 ABC medians of a simulated stained tube's blasts and CD125+ blasts."""
     blasts = tube.truth_blasts()
     positive = blasts & (tube.labels == "blast_cd125pos")
@@ -66,11 +82,8 @@ def abc_truth(tube):
             "units_per_molecule": UNITS_PER_MOLECULE}
 
 
-def simulate_beads(spec, seed):
+def simulate_beads(spec: BeadSpec, seed: int) -> SimulatedTube:
     """A bead tube of ``spec`` as a ``SimulatedTube`` (labels: ``level1``.., ``doublet``)."""
-    from .simulate import (DETECTORS, DURATION, PANEL, RANGE, SCATTER, TIMESTEP, CD125,
-                           SimulatedTube, _measure, spillover_matrix)
-
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 125_019]))
     levels = spec.levels or tuple(range(1, len(spec.molecules) + 1))
     n_doublets = int(round(spec.n_events * spec.doublet_fraction))
@@ -92,7 +105,7 @@ def simulate_beads(spec, seed):
     cells = {k: v[order] for k, v in cells.items()}
     labels = np.array([f"level{v}" for v in level] + ["doublet"] * n_doublets, dtype="<U16")[order]
     t = np.sort(rng.uniform(0, DURATION, spec.n_events))
-    events = np.column_stack([_measure(rng, cells), t / TIMESTEP]).astype(np.float32)
+    events = np.column_stack([measure(rng, cells), t / TIMESTEP]).astype(np.float32)
     channels = list(SCATTER) + list(DETECTORS) + ["Time"]
     ranges = [RANGE] * (len(channels) - 1) + [float(np.ceil(DURATION / TIMESTEP * 1.1))]
     keywords = {"$CYT": spec.instrument or "cd125gate simulator", "$DATE": "01-JAN-2025",
@@ -111,19 +124,16 @@ def _bead_pe(rng, level, spec):
     return mol * 10 ** (BEAD_SD * rng.standard_normal(mol.size)) * UNITS_PER_MOLECULE * spec.gain
 
 
-def lot_text(lot=None):
+def lot_text(lot: dict | None = None) -> str:
     """A bead lot file (YAML) for ``lot`` (default: the simulated lot)."""
     lot = lot or LOT
     values = ", ".join(f"{m:g}" for m in lot["molecules"])
     return f"lot: {lot['lot']}\ndye: {lot['dye']}\nmolecules: [{values}]\n"
 
 
-def write_beads(outdir, spec=None, seed=1, lot=None):
+def write_beads(outdir: Path | str, spec: BeadSpec | None = None, seed: int = 1,
+                lot: dict | None = None) -> dict[str, str]:
     """Write the bead tube and its lot file into ``outdir``; return their file names."""
-    from pathlib import Path
-
-    from .simulate import tube_bytes
-
     spec = spec or BeadSpec()
     outdir = Path(outdir)
     files = {"beads": f"{spec.name}.fcs", "bead_lot": f"{spec.name}_lot.yaml"}
