@@ -60,7 +60,7 @@ def test_seeded_mutants_end_cleanly(engine):
 
 def test_a_traceback_a_hang_and_bad_json_are_each_caught(engine, tmp_path, monkeypatch):
     """The harness itself: each kind of failure it must report is reported."""
-    from cd125gate import fcsinfo
+    from cd125gate import cli_inspect, fcsinfo
 
     path = tmp_path / "good.fcs"
     path.write_bytes((ROOT / "test_data" / "low_fmo_stained.fcs").read_bytes())
@@ -79,7 +79,7 @@ def test_a_traceback_a_hang_and_bad_json_are_each_caught(engine, tmp_path, monke
     monkeypatch.setattr(engine, "bound", lambda size, base: 0.5)
     assert engine.check_inspect(path, path.stat().st_size)[0] == "timeout"
 
-    monkeypatch.setattr(fcsinfo, "run", lambda args: print('[{"timestep": NaN}]') or 0)
+    monkeypatch.setattr(cli_inspect, "run", lambda args: print('[{"timestep": NaN}]') or 0)
     assert engine.check_inspect(path, path.stat().st_size)[0] == "invalid-json"
 
 

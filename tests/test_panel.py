@@ -11,7 +11,7 @@ import yaml
 from cd125gate import panel
 from cd125gate.cli import main
 from cd125gate.errors import InputError
-from cd125gate.panel_command import sheet_problems
+from cd125gate.panel import sheet_problems
 from cd125gate.samplesheet import read_sheet
 from cd125gate.settings import load_settings
 

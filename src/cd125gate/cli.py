@@ -15,8 +15,8 @@ from . import __version__
 from .errors import InputError
 
 SUBCOMMANDS = {
-    "inspect": ("cd125gate.fcsinfo", "summarise FCS files (version, instrument, channels, spillover)"),
-    "panel": ("cd125gate.panel_command", "show which channel carries which marker, and what is missing"),
+    "inspect": ("cd125gate.cli_inspect", "summarise FCS files (version, instrument, channels, spillover)"),
+    "panel": ("cd125gate.cli_panel", "show which channel carries which marker, and what is missing"),
     "simulate": ("cd125gate.cli_simulate", "write simulated stained/control tubes with known truth"),
     "analyze": ("cd125gate.analyze_command", "analyse one stained tube (and its control) into a result"),
     "analyze-chunk": ("cd125gate.chunk", "analyse a chunk of samples (workflow jobs): imports paid once, "
@@ -26,8 +26,8 @@ SUBCOMMANDS = {
     "signout": ("cd125gate.signout", "write each sample's one-page sign-out record (signout.pdf)"),
     "workspace": ("cd125gate.workspace", "write a FlowJo 10 workspace (batch.wsp) of the batch's gates"),
     "regate": ("cd125gate.regate", "re-gate one sample with edited gates (Gating-ML) into reviewed_result.json"),
-    "validate-sheet": ("cd125gate.samplesheet", "check a sample sheet before a run"),
-    "sheet": ("cd125gate.pairing", "write a sample sheet for a folder of tubes, pairing stained and control"),
+    "validate-sheet": ("cd125gate.cli_validate_sheet", "check a sample sheet before a run"),
+    "sheet": ("cd125gate.cli_sheet", "write a sample sheet for a folder of tubes, pairing stained and control"),
 }
 
 

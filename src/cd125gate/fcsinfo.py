@@ -1,51 +1,18 @@
-"""`cd125gate inspect FILE...`: what an FCS file holds, before anyone analyses it.
+"""What an FCS file holds, as a JSON-ready summary and as text (`cd125gate inspect`, in cli_inspect).
 
 (Named ``fcsinfo`` rather than ``inspect``, which would shadow the standard library module.)
 """
 
-import argparse
-import json
+from __future__ import annotations
+
 import math
-import sys
+from typing import TYPE_CHECKING, Any
 
-from .errors import InputError
-
-
-def add_arguments(parser):
-    parser.add_argument("files", nargs="+", metavar="FILE", help="FCS files to summarise")
-    parser.add_argument("--json", action="store_true", help="print a JSON list of objects instead of text")
-    parser.add_argument("--max-bytes", type=_positive, default=None, metavar="N",
-                        help="refuse files larger than N bytes (default: $CD125GATE_MAX_FCS_BYTES or 2 GiB)")
+if TYPE_CHECKING:
+    from .fcs import FCSData
 
 
-def _positive(text):
-    if not text.isascii() or not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number of bytes, not {text!r}")
-    return int(text)
-
-
-def run(args):
-    """Summarise each file; report unreadable ones on stderr and exit 2 after the rest."""
-    from .fcs import read_fcs
-
-    summaries = []
-    failed = False
-    for path in args.files:
-        try:
-            # The structure, offsets and DATA size are all checked without decoding events.
-            summaries.append(summary(read_fcs(path, read_events=False, max_bytes=args.max_bytes)))
-        except InputError as exc:
-            print(f"cd125gate: {exc}", file=sys.stderr)
-            failed = True
-    if args.json:
-        # Strict JSON: a stray NaN/Infinity would break every consumer but Python's.
-        print(json.dumps([strict_json(item) for item in summaries], indent=2, allow_nan=False))
-    else:
-        print("\n\n".join(format_text(item) for item in summaries))
-    return 2 if failed else 0
-
-
-def summary(fcs):
+def summary(fcs: FCSData) -> dict[str, Any]:
     """Describe an ``FCSData`` as a JSON-ready dict."""
     spillover = None
     if fcs.spillover is not None:
@@ -81,7 +48,7 @@ def summary(fcs):
     }
 
 
-def strict_json(item):
+def strict_json(item: dict[str, Any]) -> dict[str, Any]:
     """``item`` with every non-finite float replaced by null, and a warning saying where and why."""
     notes = []
 
@@ -100,7 +67,7 @@ def strict_json(item):
     return cleaned
 
 
-def format_text(item):
+def format_text(item: dict[str, Any]) -> str:
     """Render one summary dict as the readable text block."""
     spillover = item["spillover"]
     lines = [

@@ -9,12 +9,22 @@ A stain that names two of the panel's markers (`CD34/CD117 PE`), or a marker fou
 on two channels, is refused: a wrong channel would silently change the answer.
 """
 
+from __future__ import annotations
+
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .fcs import Channel
+    from .samplesheet import Sample
+    from .settings import Panel
 
 SCATTER = ("FSC-A", "FSC-H", "SSC-A", "SSC-H", "Time")
 # Markers a gate or check uses when the panel has them; the rest of the config's markers
@@ -22,7 +32,7 @@ SCATTER = ("FSC-A", "FSC-H", "SSC-A", "SSC-H", "Time")
 OPTIONAL = ("CD34", "CD117", "HLA-DR", "CD33", "CD123", "viability", "FSC-H", "SSC-H", "Time")
 
 
-def normalise(text):
+def normalise(text: str | None) -> str:
     """Spelling-insensitive key: lower case, 'α'/'ɑ' -> 'a', no spaces or punctuation."""
     text = (text or "").lower().replace("α", "a").replace("ɑ", "a")
     return re.sub(r"[\s\-_/.()]+", "", text)
@@ -33,20 +43,20 @@ FILTER = re.compile(r"\b\d{3}/\d{2,3}(?:@\d{3}(?:/[A-Za-z])?)?")
 SEPARATORS = re.compile(r"[\s\-_/;,:()\[\]]+")
 
 
-def tokens(text):
+def tokens(text: str | None) -> list[str]:
     """The words of a stain or channel name, filters and separators dropped."""
     return [t for t in SEPARATORS.split(FILTER.sub(" ", text or "")) if normalise(t)]
 
 
 @cache
-def fluorochromes():
+def fluorochromes() -> frozenset[str]:
     """Normalised names of the fluorochromes in ``data/fluorochromes.txt``."""
     text = resources.files("cd125gate").joinpath("data/fluorochromes.txt").read_text(encoding="utf-8")
     lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
     return frozenset(normalise(line) for line in lines if line)
 
 
-def alias_keys(aliases, source="config"):
+def alias_keys(aliases: dict[str, list[str]], source: str = "config") -> dict[str, str]:
     """Normalised spelling -> marker; a spelling given for two markers is refused."""
     keys = {}
     for marker, spellings in aliases.items():
@@ -62,7 +72,7 @@ def _key(words):
     return normalise("".join(words))
 
 
-def markers_named(text, keys):
+def markers_named(text: str, keys: dict[str, str]) -> tuple[set[str], str | None]:
     """The markers a stain names: ``({marker}, None)``, ``(set(), None)`` or ``(set(), why)``.
 
     A marker is a run of words that is one of its spellings, the words on each side of it
@@ -97,7 +107,7 @@ def _scatter_channel(aliases, channels):
     return None
 
 
-def channel_name_words(name):
+def channel_name_words(name: str) -> str:
     """A $PnN read as a stain: an area suffix (`CD125 PE-A`) is not part of the name."""
     return re.sub(r"[\s\-_]A$", "", name)
 
@@ -107,15 +117,15 @@ class PanelMap:
     """What one file's channels carry, and what is missing or cannot be told."""
 
     path: str
-    markers: dict                          # marker -> $PnN
-    missing: list                          # required markers not found
-    missing_optional: list                 # markers the gating uses when present, not found
-    unrecognised: list                     # fluorescence channels carrying no known marker: (PnN, PnS)
-    problems: list                         # ambiguous names: cannot be mapped at all
-    channels: tuple                        # every channel as (PnN, PnS or None)
+    markers: dict[str, str]                # marker -> $PnN
+    missing: list[str]                     # required markers not found
+    missing_optional: list[str]            # markers the gating uses when present, not found
+    unrecognised: list[tuple[str, str | None]]  # fluorescence channels carrying no known marker: (PnN, PnS)
+    problems: list[str]                    # ambiguous names: cannot be mapped at all
+    channels: tuple[tuple[str, str | None], ...]  # every channel as (PnN, PnS or None)
 
     @property
-    def blocking(self):
+    def blocking(self) -> str | None:
         """One line why this file's panel cannot be mapped, or None.
 
         A required marker missing while some fluorescence channel is unrecognised may be
@@ -134,12 +144,12 @@ class PanelMap:
                     f"{unknown} (add the spelling to panel.markers if one of them is it)")
         return None
 
-    def channel_list(self):
+    def channel_list(self) -> str:
         """Every channel of the file, "PnN (PnS)", for messages."""
         return ", ".join(f"{name} ({stain})" if stain else name for name, stain in self.channels)
 
 
-def map_panel(channels, panel, source):
+def map_panel(channels: Sequence[Channel], panel: Panel, source: str | Path) -> PanelMap:
     """Map the panel's markers to one file's channels, without raising for what is missing.
 
     Fluorescence markers are looked up in $PnS first (what the tube was stained with),
@@ -183,7 +193,7 @@ def map_panel(channels, panel, source):
                     tuple((c.name, c.stain) for c in channels))
 
 
-def resolve_markers(channels, panel, source):
+def resolve_markers(channels: Sequence[Channel], panel: Panel, source: str | Path) -> dict[str, str]:
     """Map marker names to $PnN for one file, refusing what cannot be mapped.
 
     :return: dict marker -> $PnN (markers absent from the file are left out)
@@ -202,12 +212,47 @@ def resolve_markers(channels, panel, source):
 NON_FLUORESCENCE = re.compile(r"^(fsc|ssc|fs|ss|bsc|vssc|time|event|width|hdr)")
 
 
-def is_fluorescence(name):
+def is_fluorescence(name: str) -> bool:
     """Whether a $PnN can carry a stain: not scatter (Sony's BSC too), Time or counters."""
     return not NON_FLUORESCENCE.match(normalise(name))
 
 
-def fluorescence_channels(channels, markers):
+def fluorescence_channels(channels: Sequence[Channel], markers: dict[str, str]) -> list[str]:
     """$PnN of the channels to compensate and transform: all but scatter, Time and counters."""
     not_fluor = {markers.get(m) for m in SCATTER}
     return [c.name for c in channels if c.name not in not_fluor and is_fluorescence(c.name)]
+
+
+def map_file(path: str | Path, panel_settings: Panel, required: Iterable[str] | None = None) -> PanelMap:
+    """The PanelMap of one file from its HEADER and TEXT (``required`` overrides the panel's
+    required markers)."""
+    from .fcs import read_channels
+
+    if required is not None:
+        panel_settings = replace(panel_settings, required=list(required))
+    return map_panel(read_channels(path), panel_settings, path)
+
+
+def sheet_problems(samples: Iterable[Sample], panel_settings: Panel) -> list[str]:
+    """One line per file of the sheet whose panel cannot be mapped.
+
+    The same check runs in `cd125gate validate-sheet` and in the workflow before its
+    first job, reading only HEADER and TEXT: a panel that cannot be mapped stops the
+    batch in seconds with one line per file, rather than failing every job after the
+    batch has run. A stained tube blocks when a required marker may hide under a name
+    we do not know, or a name is ambiguous; a control tube (whose CD125 channel is
+    unstained or an isotype by design) only when a name is ambiguous. A file that cannot
+    be read is left to its job, which fails that sample alone with the reader's reason.
+    """
+    lines = []
+    for sample in samples:
+        for role, path, required in (("stained", sample.fcs, None), ("control", sample.control, ())):
+            if path is None:
+                continue
+            try:
+                why = map_file(path, panel_settings, required).blocking
+            except InputError:
+                continue
+            if why:
+                lines.append(f"sample {sample.sample_id}: {role} tube {path}: {why}")
+    return lines

@@ -18,7 +18,6 @@ read is a bad *sample* instead, and ends as a FAILED result.
 import csv
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,33 +204,3 @@ def _check_unique(path, samples):
                 f" '{first[key].sample_id}' on line {first[key].line}",
             )
         first[key] = sample
-
-
-def add_arguments(parser):
-    parser.add_argument("sheet", help="sample sheet (TSV: sample_id, fcs, control, ...)")
-    parser.add_argument("--config", help="settings YAML whose panel maps the files (default: packaged)")
-
-
-def run(args):
-    from .panel_command import sheet_problems
-    from .settings import load_settings
-
-    samples = read_sheet(args.sheet)
-    # Hashing every pair is for this explicit check; the workflow's own read only compares paths.
-    copies = same_tube_pairs(samples)
-    if copies:
-        first = copies[0]
-        raise InputError(args.sheet, f"line {first.line}: sample '{first.sample_id}': the control "
-                                     f"{first.control.name} is a copy of the stained tube (same SHA-256)"
-                                     + (f"; {len(copies) - 1} more such sample(s)" if len(copies) > 1 else ""))
-    unmapped = sheet_problems(samples, load_settings(args.config).panel)
-    if unmapped:
-        for line in unmapped:
-            print(f"cd125gate: {args.sheet}: {line}", file=sys.stderr)
-        return 1
-    controls = sum(sample.control is not None for sample in samples)
-    # Rows read = samples (every non-blank row after the header becomes one sample or an error);
-    # said explicitly so that a sheet which lost rows cannot pass unnoticed.
-    print(f"{args.sheet}: {len(samples)} rows read after the header (last on line {samples[-1].line}): "
-          f"{len(samples)} samples, {controls} with a control tube: OK")
-    return 0
