@@ -10,6 +10,8 @@ The ``analysis`` part of the workflow's config schema is generated from these
 classes (``json_schema``; a test keeps the file in step).
 """
 
+from __future__ import annotations
+
 import copy
 import dataclasses
 import hashlib
@@ -18,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,7 +45,8 @@ class Range:
         return f"{self.lo:g} {'<' if self.open_lo else '<='} x {'<' if self.open_hi else '<='} {self.hi:g}"
 
 
-def setting(doc, kind, *, within=None, choices=None, nullable=False):
+def setting(doc: str, kind: str | type, *, within: Range | None = None, choices: tuple[str, ...] | None = None,
+            nullable: bool = False) -> Any:
     """A settings field: one line of documentation and what values it takes.
 
     ``kind`` is one of bool, int, float, str, aliases (marker -> list of
@@ -173,7 +177,9 @@ class Gating:
 
 
 @dataclass(frozen=True)
-class Threshold:
+class ThresholdSettings:
+    """How the CD125 cut-off is set (``model.Threshold`` is a cut-off as set for one tube)."""
+
     control_percentile: float = setting("CD125 cut-off = this percentile of the control's blasts",
                                         "float", within=Range(50, 100, open_hi=True))
     min_control_blasts: int = setting("fewer control blasts and the control is not trusted", "int",
@@ -225,24 +231,24 @@ class Settings:
     transform: Transform = setting("display and gating transforms", Transform)
     qc: QC = setting("acquisition QC", QC)
     gating: Gating = setting("automated gating", Gating)
-    threshold: Threshold = setting("the CD125 cut-off", Threshold)
+    threshold: ThresholdSettings = setting("the CD125 cut-off", ThresholdSettings)
     criterion: Criterion = setting("the trial criterion", Criterion)
     beads: Beads = setting("CD125 antigen density from calibration beads", Beads)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples), as in the YAML."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 # -- loading -------------------------------------------------------------------------------------
 
-def default_settings_dict():
+def default_settings_dict() -> dict[str, Any]:
     """The packaged default analysis settings, as a fresh dict."""
     text = resources.files("cd125gate").joinpath("data/default_config.yaml").read_text()
     return yaml.safe_load(text)
 
 
-def load_settings(path=None, overrides=None):
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Defaults, then the ``analysis`` block (or whole file) at ``path``, then ``overrides``, checked."""
     data = default_settings_dict()
     layers = []
@@ -430,7 +436,7 @@ def _check_cross_fields(settings):
     return settings
 
 
-def settings_digest(settings):
+def settings_digest(settings: Settings) -> str:
     """SHA-256 of the canonical JSON of the settings: same settings, same digest."""
     canonical = json.dumps(settings.as_dict(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -438,7 +444,7 @@ def settings_digest(settings):
 
 # -- the workflow's config schema ----------------------------------------------------------------
 
-def json_schema(cls=Settings):
+def json_schema(cls: type = Settings) -> dict[str, Any]:
     """JSON schema of a settings section, from its fields (for workflow/schemas/config.schema.yaml)."""
     properties = {}
     for f in dataclasses.fields(cls):

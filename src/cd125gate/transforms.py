@@ -19,27 +19,36 @@ re-applies, so every transform here is FlowKit's own, to the last bit:
 - linear: the compensated values themselves (no FlowKit transform).
 """
 
+from __future__ import annotations
+
 import math
 import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InputError
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-@dataclass
+    from .settings import Transform
+
+
+@dataclass(frozen=True)
 class Scale:
     """How one channel is displayed and gated: raw (compensated) units <-> transformed units."""
 
     channel: str            # $PnN
     kind: str               # "linear" | "logicle" | "arcsinh"
-    params: dict            # e.g. {"T": 262144, "W": 0.5, "M": 4.5, "A": 0} or {"cofactor": 150}
+    params: dict[str, float]  # e.g. {"T": 262144, "W": 0.5, "M": 4.5, "A": 0} or {"cofactor": 150}
 
-    def forward(self, raw):
+    def forward(self, raw: ArrayLike) -> np.ndarray | float:
         return forward(self, raw)
 
-    def inverse(self, transformed):
+    def inverse(self, transformed: ArrayLike) -> np.ndarray | float:
         return inverse(self, transformed)
 
 
@@ -49,7 +58,7 @@ LN10 = math.log(10.0)
 # --- logicle ------------------------------------------------------------------
 
 
-def check_logicle(T, W, M, A):
+def check_logicle(T: float, W: float, M: float, A: float) -> None:
     """Raise ValueError unless (T, W, M, A) is a valid logicle (Gating-ML 2.0 limits)."""
     if not all(math.isfinite(v) for v in (T, W, M, A)):
         raise ValueError(f"logicle parameters must be finite: T={T}, W={W}, M={M}, A={A}")
@@ -61,7 +70,7 @@ def check_logicle(T, W, M, A):
         raise ValueError(f"logicle needs -W <= A <= M - 2W, got A={A}, W={W}, M={M}")
 
 
-def logicle(values, T, W, M, A):
+def logicle(values: ArrayLike, T: float, W: float, M: float, A: float) -> np.ndarray:
     """Logicle of ``values``, exactly as FlowKit's ``LogicleTransform`` computes it.
 
     Parameters
@@ -96,7 +105,7 @@ def logicle(values, T, W, M, A):
 TABLE_STEP = 1.0 / 64
 
 
-def fast_logicle(values, T, W, M, A):
+def fast_logicle(values: ArrayLike, T: float, W: float, M: float, A: float) -> np.ndarray:
     """Logicle within 1e-10 of `logicle`, about 4x faster; for transforming whole tubes.
 
     The table is exact at its nodes (flowutils on a few thousand values,
@@ -161,7 +170,7 @@ def _biexponential(T, W, M, A):
     return a, b, c_a * a, d, -mf_a * a, x1
 
 
-def logicle_inverse(transformed, T, W, M, A):
+def logicle_inverse(transformed: ArrayLike, T: float, W: float, M: float, A: float) -> np.ndarray:
     """Data values of logicle-scale values (flowutils' closed form)."""
     from flowutils.transforms import logicle_inverse as flowutils_inverse
 
@@ -170,7 +179,8 @@ def logicle_inverse(transformed, T, W, M, A):
     return flowutils_inverse(y.ravel(), None, t=T, m=M, w=W, a=A).reshape(y.shape)
 
 
-def fit_logicle(values, T, M=4.5, A=0.0, negative_quantile=0.05, max_width=1.5):
+def fit_logicle(values: ArrayLike, T: float, M: float = 4.5, A: float = 0.0, negative_quantile: float = 0.05,
+                max_width: float = 1.5) -> dict[str, float]:
     """Logicle parameters for one channel, W fitted from its negative values.
 
     As flowCore's ``estimateLogicle`` (Parks et al. 2006): with ``r`` the
@@ -217,7 +227,7 @@ def fit_logicle(values, T, M=4.5, A=0.0, negative_quantile=0.05, max_width=1.5):
 # --- arcsinh ------------------------------------------------------------------
 
 
-def asinh_parameters(params):
+def asinh_parameters(params: Mapping[str, float]) -> tuple[float, float, float]:
     """FlowKit ``AsinhTransform`` (T, M, A) of our ``{"cofactor", "T"}`` arcsinh."""
     T, cofactor = float(params["T"]), float(params["cofactor"])
     return T, math.asinh(T / cofactor) / LN10, 0.0
@@ -226,7 +236,7 @@ def asinh_parameters(params):
 # --- scales -------------------------------------------------------------------
 
 
-def forward(scale, raw):
+def forward(scale: Scale, raw: ArrayLike) -> np.ndarray | float:
     """Transformed values of raw (compensated) ``raw`` on ``scale``.
 
     Returns a float64 array of the same shape, or a float for a scalar.
@@ -246,7 +256,7 @@ def forward(scale, raw):
     return y if y.ndim else float(y)
 
 
-def inverse(scale, transformed):
+def inverse(scale: Scale, transformed: ArrayLike) -> np.ndarray | float:
     """Raw (compensated) values of ``transformed`` values on ``scale``."""
     y = np.asarray(transformed, dtype=np.float64)
     if scale.kind == "linear":
@@ -267,7 +277,8 @@ def _logicle_args(scale):
     return {key: float(scale.params[key]) for key in ("T", "W", "M", "A")}
 
 
-def make_scales(events, channel_names, fluorescence_channels, ranges, transform):
+def make_scales(events: np.ndarray, channel_names: Sequence[str], fluorescence_channels: Collection[str],
+                ranges: Mapping[str, float], transform: Transform) -> dict[str, Scale]:
     """One Scale per channel: fitted logicle (or arcsinh) for fluorescence, else linear.
 
     Parameters
@@ -313,7 +324,8 @@ def make_scales(events, channel_names, fluorescence_channels, ranges, transform)
     return scales
 
 
-def apply_scales(events, channel_names, scales, copy=True, fast=False):
+def apply_scales(events: np.ndarray, channel_names: Sequence[str], scales: Mapping[str, Scale], copy: bool = True,
+                 fast: bool = False) -> np.ndarray:
     """Transformed float64 ``events`` (a copy, or in place with ``copy=False``), columns in order.
 
     ``fast=True`` uses `fast_logicle` for logicle scales (see the module notes).
@@ -332,7 +344,7 @@ def apply_scales(events, channel_names, scales, copy=True, fast=False):
 # --- FlowKit export -------------------------------------------------------------
 
 
-def transform_id(scale):
+def transform_id(scale: Scale) -> str:
     """Stable Gating-ML id of the scale's transform, e.g. ``logicle_CD125_PE-A``.
 
     Gating-ML ids are XML NCNames, so characters other than letters, digits,
@@ -342,7 +354,7 @@ def transform_id(scale):
     return f"{scale.kind}_" + re.sub(r"[^A-Za-z0-9._-]", "_", scale.channel)
 
 
-def to_flowkit(scale):
+def to_flowkit(scale: Scale) -> Any:
     """The FlowKit transform equal to ``scale`` (None for linear: no transform)."""
     from flowkit import transforms
 
