@@ -12,14 +12,22 @@ trusted *withholds* the density with a one-line reason. (This module is not
 ``density.py``: that one holds the histogram helpers the gates are placed with.)
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .density import peaks as local_maxima
 from .density import robust_sd, smoothed_histogram
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .fcs import Channel, FCSData
+    from .model import TubeAnalysis
+    from .settings import Beads, Settings
 
 MEASURED, WITHHELD, NOT_MEASURED = "measured", "withheld", "not_measured"
 # A peak holding this many times the median beads of the others is two levels merged:
@@ -37,10 +45,10 @@ class Lot:
 
     name: str | None
     dye: str
-    molecules: tuple
+    molecules: tuple[float, ...]
     source: str       # "settings" or the lot file's path
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "dye": self.dye, "molecules": list(self.molecules), "source": self.source}
 
 
@@ -55,17 +63,17 @@ class Peak:
 class Curve:
     """The standard curve of one bead file and what went into it."""
 
-    peaks: list            # Peak, dimmest first
+    peaks: list[Peak]      # dimmest first
     log_values: np.ndarray  # log10 CD125 of the singlet beads (the QC figure's histogram)
     singlets: int
     slope: float | None = None
     intercept: float | None = None
     r2: float | None = None
-    residuals: tuple = ()  # log10(molecules + autofluorescence) - fitted, per peak
+    residuals: tuple[float, ...] = ()  # log10(molecules + autofluorescence) - fitted, per peak
     autofluorescence: float | None = None  # the beads' own fluorescence, molecules (FlowCal's term)
     reason: str | None = None  # why the curve cannot be used, or None
 
-    def to_json(self, lot):
+    def to_json(self, lot: Lot) -> dict[str, Any]:
         peaks = [{"peak": i, "median": p.median, "events": p.events,
                   "molecules": lot.molecules[i - 1] if self.slope is not None else None,
                   "residual_log10": self.residuals[i - 1] if self.residuals else None}
@@ -76,7 +84,7 @@ class Curve:
 
 # -- the lot -------------------------------------------------------------------------------------
 
-def read_lot(path):
+def read_lot(path: str | Path) -> Lot:
     """The ``Lot`` in a lot file (YAML: ``lot``, ``dye``, ``molecules``); one-line InputError if bad."""
     import yaml
 
@@ -92,14 +100,15 @@ def read_lot(path):
     return make_lot(document.get("lot"), document.get("dye"), document.get("molecules"), str(path))
 
 
-def settings_lot(beads):
+def settings_lot(beads: Beads) -> Lot | None:
     """The lot of the settings' ``beads`` section, or None when it lists no molecules."""
     if not beads.molecules:
         return None
     return make_lot(beads.lot, beads.dye, beads.molecules, "settings")
 
 
-def make_lot(name, dye, molecules, source):
+def make_lot(name: object, dye: object, molecules: object, source: str) -> Lot:
+    """A checked ``Lot`` from a lot file's or the settings' values (``source`` names them in messages)."""
     if not isinstance(dye, str) or not dye.strip():
         raise InputError(source, "bead lot: dye must be named (e.g. PE)")
     numbers = isinstance(molecules, list) and all(
@@ -112,7 +121,7 @@ def make_lot(name, dye, molecules, source):
 
 # -- the standard curve --------------------------------------------------------------------------
 
-def standard_curve(bead_fcs, channel, lot, settings):
+def standard_curve(bead_fcs: FCSData, channel: str, lot: Lot, settings: Settings) -> Curve:
     """The curve of ``bead_fcs`` on detector ``channel`` ($PnN) against ``lot``; its ``reason`` if unusable."""
     from .panel import map_panel
 
@@ -130,7 +139,7 @@ def standard_curve(bead_fcs, channel, lot, settings):
     return curve
 
 
-def singlet_beads(bead_fcs, scatter, mad):
+def singlet_beads(bead_fcs: FCSData, scatter: dict[str, str], mad: float) -> np.ndarray:
     """Single beads: the main FSC-A/SSC-A cluster (doublets and debris lie far off it), FSC-A/FSC-H too."""
     keep = np.ones(bead_fcs.event_count, dtype=bool)
     for name in ("FSC-A", "SSC-A"):
@@ -150,7 +159,7 @@ def _near_centre(x, mad):
     return np.abs(x - np.median(x)) <= mad * max(robust_sd(x), 1e-6)
 
 
-def find_peaks(values, ceiling):
+def find_peaks(values: np.ndarray, ceiling: float) -> Curve:
     """The bead peaks of ``values`` (raw), dimmest first, split at the valleys between them."""
     positive = np.log10(values[values > 0])
     top = np.log10(ceiling) + 0.05
@@ -167,7 +176,7 @@ def find_peaks(values, ceiling):
     return Curve(found, positive, int(values.size))
 
 
-def peak_problem(peaks, lot):
+def peak_problem(peaks: list[Peak], lot: Lot) -> str | None:
     """Why the peaks cannot be matched to the lot's levels one by one, or None."""
     n, k = len(peaks), len(lot.molecules)
     if peaks and peaks[-1].at_ceiling >= SATURATED_SHARE:
@@ -237,7 +246,7 @@ def _bead_model(medians, molecules, steps=60):
     return (*_line(x, np.log10(molecules + auto)), float(auto))
 
 
-def fit(curve, lot):
+def fit(curve: Curve, lot: Lot) -> None:
     """Fill the curve's slope, intercept, R², per-peak residuals (log10 units) and bead autofluorescence.
 
     The standard curve (``abc``) leaves the beads' autofluorescence out, as FlowCal's does: the
@@ -248,7 +257,7 @@ def fit(curve, lot):
     curve.residuals = tuple(float(r) for r in residual)
 
 
-def fit_problem(curve, lot, beads):
+def fit_problem(curve: Curve, lot: Lot, beads: Beads) -> str | None:
     """Why the fitted curve fails its checks (R², slope, the beads' autofluorescence), or None."""
     if curve.r2 < beads.min_r2:
         return f"bead curve R² {curve.r2:.4f} below {beads.min_r2:g}"
@@ -266,7 +275,7 @@ def _range(fcs, channel):
 
 # -- the same instrument, at the same settings ---------------------------------------------------
 
-def acquisition_problem(tube_fcs, bead_fcs, channel):
+def acquisition_problem(tube_fcs: FCSData, bead_fcs: FCSData, channel: str) -> str | None:
     """Why the beads do not calibrate this tube (other instrument, other detector voltage), or None.
 
     A keyword missing from either file cannot be compared and is not held against the beads.
@@ -299,7 +308,7 @@ def _number(text):
 
 # -- the CD125 fluorochrome ----------------------------------------------------------------------
 
-def cd125_fluorochrome(recorded, channel):
+def cd125_fluorochrome(recorded: str | None, channel: Channel) -> str | None:
     """The CD125 dye: the recorded reagent's, else read from the channel's $PnS / $PnN, else None."""
     from .panel import channel_name_words, fluorochromes, normalise, tokens
 
@@ -315,7 +324,8 @@ def cd125_fluorochrome(recorded, channel):
     return None
 
 
-def same_dye(a, b):
+def same_dye(a: str, b: str) -> bool:
+    """Whether two fluorochrome names are the same dye, spelling aside."""
     from .panel import normalise
 
     return normalise(a) == normalise(b)
@@ -323,7 +333,7 @@ def same_dye(a, b):
 
 # -- density per sample --------------------------------------------------------------------------
 
-def abc(raw, curve):
+def abc(raw: np.ndarray, curve: Curve) -> np.ndarray:
     """Antibodies bound per cell of raw CD125 values through ``curve`` (0 for a value <= 0)."""
     raw = np.asarray(raw, dtype=float)
     out = np.zeros_like(raw)
@@ -332,7 +342,7 @@ def abc(raw, curve):
     return out
 
 
-def summary(raw, curve):
+def summary(raw: np.ndarray | None, curve: Curve) -> dict[str, float] | None:
     """Median and quartiles of ABC of ``raw`` CD125 values (the curve is monotone: quantiles carry over)."""
     if raw is None or raw.size == 0:
         return None
@@ -350,7 +360,8 @@ class Density:
     lot: Lot | None = None
 
 
-def measure(stained, control, beads_path, lot_path, settings, fluorochrome):
+def measure(stained: TubeAnalysis, control: TubeAnalysis | None, beads_path: str | Path, lot_path: str | Path | None,
+            settings: Settings, fluorochrome: str | None) -> Density:
     """CD125 ABC of the stained tube's CD125+ blasts and blasts, and the control's blasts.
 
     :param fluorochrome: the CD125 reagent's dye as recorded (None: read it from the channel)
@@ -427,7 +438,7 @@ SCREENING_COLUMNS = ("density", "density_reason", "abc_cd125_pos_median", "abc_c
                      "bead_slope", "bead_intercept", "bead_r2")
 
 
-def screening_columns(record):
+def screening_columns(record: dict[str, Any] | None) -> dict[str, Any]:
     """The screening table's density columns of a result's ``density`` (all None without beads)."""
     record = record or {}
     curve, lot = record.get("curve") or {}, record.get("lot") or {}
@@ -443,7 +454,7 @@ def screening_columns(record):
     return dict(zip(SCREENING_COLUMNS, values))
 
 
-def density_lines(record):
+def density_lines(record: dict[str, Any] | None) -> list[str]:
     """The density as plain lines for the review page and the sign-out record: values, lot, fit."""
     if not record:
         return []

@@ -5,6 +5,8 @@ and ``run(args) -> int``. Modules are imported only when their subcommand runs,
 so that `cd125gate inspect` does not pay for matplotlib.
 """
 
+from __future__ import annotations
+
 import argparse
 import ctypes
 import importlib
@@ -37,7 +39,7 @@ ANALYSING = {"analyze", "analyze-chunk", "regate"}
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 
 
-def keep_freed_memory():
+def keep_freed_memory() -> None:
     """Ask glibc's malloc to keep freed memory for the next arrays instead of handing it back.
 
     An analysis allocates and frees hundreds of megabytes of numpy temporaries.
@@ -57,7 +59,8 @@ def keep_freed_memory():
     mallopt(M_TOP_PAD, 256 * 2**20)
 
 
-def build_parser(argv):
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser of every subcommand; only ``argv``'s subcommand imports its module (all for --help)."""
     parser = argparse.ArgumentParser(prog="cd125gate", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cd125gate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -71,7 +74,7 @@ def build_parser(argv):
     return parser
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ANALYSING:
         keep_freed_memory()

@@ -15,6 +15,8 @@ A case is *clear* when its true fraction is >= 10 points from 50 %, it has
 too often (the robustness benchmark, ``scripts/accuracy.py --cohort``).
 """
 
+from __future__ import annotations
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -75,7 +77,7 @@ def _shares(rng):
     return blasts, others
 
 
-def cohort_spec(rng, name):
+def cohort_spec(rng: np.random.Generator, name: str) -> CaseSpec:
     """One specimen drawn from the cohort's ranges."""
     blasts, shares = _shares(rng)
     dim = rng.random() < 0.25
@@ -117,7 +119,7 @@ EXTRA = {"nrbc": ("nrbc", 0.01, 0.25), "immature_eosinophils": ("immature_eosino
 DROPPABLE = ("Viability", "Viability", "CD34", "CD117", "HLA-DR", "CD33", "CD123")
 
 
-def confounded(spec, rng):
+def confounded(spec: CaseSpec, rng: np.random.Generator) -> tuple[CaseSpec, list[str]]:
     """``spec`` with confounders drawn from ``rng``; returns (spec, names of the confounders)."""
     drawn = [name for name, p in CONFOUNDERS.items() if rng.random() < p]
     changes = {"extra": {}}
@@ -175,7 +177,7 @@ def _fit(spec, changes):
     return spec
 
 
-def cohort_specs(n, seed, events=EVENTS, confounders=False):
+def cohort_specs(n: int, seed: int, events: tuple[int, int] = EVENTS, confounders: bool = False) -> list[CaseSpec]:
     """``n`` specimens, the same for the same ``seed`` (and ``events`` range).
 
     With ``confounders``, each specimen also carries the confounders drawn for it
@@ -197,7 +199,7 @@ def cohort_specs(n, seed, events=EVENTS, confounders=False):
     return specs
 
 
-def acceptable(truth):
+def acceptable(truth: dict) -> list[str]:
     """The answers that are not confidently wrong for this case's truth.
 
     ``REVIEW`` always; ``MET`` / ``NOT_MET`` only on the side of 50 % the true
@@ -211,7 +213,7 @@ def acceptable(truth):
     return ["MET" if fraction >= 0.5 else "NOT_MET", "REVIEW"]
 
 
-def annotate(truth, spec):
+def annotate(truth: dict, spec: CaseSpec) -> dict:
     """Add the cohort's verdict keys to a case's truth: acceptable answers, dim CD125, clear."""
     dim = spec.cd125_median < DIM_CD125_BELOW
     fraction = truth["true_fraction"]
@@ -223,7 +225,8 @@ def annotate(truth, spec):
     return truth
 
 
-def write_cohort(outdir, n, seed, events=EVENTS, confounders=False, beads=False):
+def write_cohort(outdir: Path | str, n: int, seed: int, events: tuple[int, int] = EVENTS, confounders: bool = False,
+                 beads: bool = False) -> dict[str, dict]:
     """Write ``n`` cohort cases, ``truth.json`` and ``samples.tsv`` into ``outdir``; return the truths.
 
     ``beads``: with a calibration bead tube named for every case (CD125 density and its truth).

@@ -17,14 +17,24 @@ on the matrix's channels (flowutils' ``compensate``, which FlowKit's ``Matrix.ap
 calls), so gates exported with this matrix re-apply in FlowKit to the same counts.
 """
 
+from __future__ import annotations
+
 import csv
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from .fcs import FCSData
 
 # Spillover matrices of real panels have condition numbers well under 1e3;
 # far above that the matrix is a typo or a wrong file, and compensation would
@@ -55,23 +65,23 @@ _CYTEK_DETECTOR = re.compile(r"^(UV|V|B|YG|R)\d+-[AHW]$")
 class Compensation:
     """The spillover matrix an analysis uses and where it came from."""
 
-    channels: tuple         # $PnN of the matrix rows/columns, in matrix order
+    channels: tuple[str, ...]  # $PnN of the matrix rows/columns, in matrix order
     matrix: np.ndarray      # spillover (not its inverse), square float64; (0, 0) when none
     source: str             # "file" | "override" | "precompensated" | "none"
     detail: str             # one line for the reviewer: where the matrix came from, or the evidence
 
     @property
-    def is_identity(self):
+    def is_identity(self) -> bool:
         """True when the matrix changes nothing (no matrix, or an identity matrix)."""
         return bool(np.array_equal(self.matrix, np.eye(len(self.channels))))
 
     @property
-    def applied(self):
+    def applied(self) -> bool:
         """True when a matrix is applied to the events ("file", "override")."""
         return self.source in APPLIED
 
 
-def read_matrix_csv(path):
+def read_matrix_csv(path: str | Path) -> tuple[tuple[str, ...], np.ndarray]:
     """Read a spillover matrix CSV as FlowJo and FlowKit write it.
 
     A header row of channel names, then one row of numbers per channel.
@@ -169,7 +179,8 @@ def _is_number(text):
     return True
 
 
-def validate_matrix(channels, matrix, file_channels, source):
+def validate_matrix(channels: Sequence[str], matrix: ArrayLike, file_channels: Sequence[str],
+                    source: str | Path) -> None:
     """Refuse a spillover matrix that cannot be right for this file.
 
     Parameters
@@ -215,7 +226,8 @@ def validate_matrix(channels, matrix, file_channels, source):
                                  f"(condition number {condition:.3g}, limit {MAX_CONDITION:g})")
 
 
-def choose_matrix(fcs, override_path=None, allow_uncompensated=False, declared=None):
+def choose_matrix(fcs: FCSData, override_path: str | Path | None = None, allow_uncompensated: bool = False,
+                  declared: str | None = None) -> Compensation:
     """How ``fcs`` is compensated: the matrix to apply, or why none is (see the module's order).
 
     Parameters
@@ -267,7 +279,7 @@ def choose_matrix(fcs, override_path=None, allow_uncompensated=False, declared=N
     return Compensation((), np.zeros((0, 0)), "none", "no spillover matrix: analysed uncompensated")
 
 
-def prior_compensation(fcs):
+def prior_compensation(fcs: FCSData) -> str | None:
     """The file's own evidence that its events are already compensated, in one line; None if none.
 
     Evidence, in this order: ``$DFCnTOm`` keywords with a value other than 0 (FCS 2.0: the
@@ -296,7 +308,7 @@ def prior_compensation(fcs):
     return None
 
 
-def is_near_identity(matrix):
+def is_near_identity(matrix: ArrayLike) -> bool:
     """True for a square matrix within IDENTITY_TOLERANCE of the identity."""
     m = np.asarray(matrix, dtype=np.float64)
     return (m.ndim == 2 and m.shape[0] == m.shape[1]
@@ -361,7 +373,8 @@ def _number(text):
 BLOCK_EVENTS = 1 << 14
 
 
-def compensate(events, channel_names, comp, out=None):
+def compensate(events: np.ndarray, channel_names: Sequence[str], comp: Compensation,
+               out: np.ndarray | None = None) -> np.ndarray:
     """Compensated float64 copy of ``events`` (column-major); only the matrix's channels change.
 
     Parameters
@@ -405,7 +418,7 @@ def compensate(events, channel_names, comp, out=None):
     return out
 
 
-def to_flowkit(comp):
+def to_flowkit(comp: Compensation) -> Any:
     """The ``flowkit.Matrix`` of ``comp`` (None when no matrix is applied).
 
     Gating-ML names compensated dimensions after the matrix's fluorochromes.

@@ -5,10 +5,16 @@ peaks, as an analyst would draw them; the helpers here find those places on
 a smoothed histogram, which is fast on a million events and deterministic.
 """
 
+from __future__ import annotations
+
 import numpy as np
 
+# (mean, sd, weight) of one Gaussian component.
+Component = tuple[float, float, float]
 
-def smoothed_histogram(x, lo, hi, bins=256, sigma_bins=2.0):
+
+def smoothed_histogram(x: np.ndarray, lo: float, hi: float, bins: int = 256,
+                       sigma_bins: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
     """Histogram of ``x`` on [lo, hi] smoothed with a Gaussian kernel.
 
     :return: (bin centres, density) with density normalised to sum 1
@@ -21,13 +27,14 @@ def smoothed_histogram(x, lo, hi, bins=256, sigma_bins=2.0):
     return (edges[:-1] + edges[1:]) / 2, dens / total if total else dens
 
 
-def peaks(dens, min_height=0.002):
+def peaks(dens: np.ndarray, min_height: float = 0.002) -> np.ndarray:
     """Indices of local maxima of ``dens`` higher than ``min_height``."""
     inner = (dens[1:-1] > dens[:-2]) & (dens[1:-1] >= dens[2:]) & (dens[1:-1] >= min_height)
     return np.flatnonzero(inner) + 1
 
 
-def deepest_valley(x, lo, hi, min_depth=2.0, bins=256, sigma_bins=2.0, min_height=0.002, above=None):
+def deepest_valley(x: np.ndarray, lo: float, hi: float, min_depth: float = 2.0, bins: int = 256,
+                   sigma_bins: float = 2.0, min_height: float = 0.002, above: float | None = None) -> float | None:
     """The density minimum that best separates two populations of ``x`` within [lo, hi].
 
     Every pair of neighbouring peaks defines a valley (the lowest point
@@ -53,18 +60,18 @@ def deepest_valley(x, lo, hi, min_depth=2.0, bins=256, sigma_bins=2.0, min_heigh
     return best
 
 
-def robust_sd(x):
+def robust_sd(x: np.ndarray) -> float:
     """Standard deviation estimated from the median absolute deviation."""
     return 1.4826 * float(np.median(np.abs(x - np.median(x))))
 
 
-def mode(x, lo, hi, bins=256, sigma_bins=2.0):
+def mode(x: np.ndarray, lo: float, hi: float, bins: int = 256, sigma_bins: float = 2.0) -> float:
     """Position of the highest point of the smoothed density of ``x`` on [lo, hi]."""
     centres, dens = smoothed_histogram(x, lo, hi, bins, sigma_bins)
     return float(centres[int(np.argmax(dens))])
 
 
-def two_components(values, seed, max_fit=50000):
+def two_components(values: np.ndarray, seed: int, max_fit: int = 50000) -> tuple[Component, Component] | None:
     """((mean, sd, weight) of the lower, of the upper) of a two-component Gaussian mixture, or None.
 
     None with fewer than 200 values. Fitted on at most ``max_fit`` of them (drawn with ``seed``).
@@ -80,12 +87,13 @@ def two_components(values, seed, max_fit=50000):
     return tuple((float(means[i]), float(sds[i]), float(gm.weights[i])) for i in np.argsort(means))
 
 
-def separation(lower, upper):
+def separation(lower: Component, upper: Component) -> float:
     """Distance between two components' means in pooled SDs."""
     return (upper[0] - lower[0]) / float(np.hypot(lower[1], upper[1]))
 
 
-def lower_peak(values, seed, min_separation=3.0, min_weight=0.05, max_fit=50000, fit=None):
+def lower_peak(values: np.ndarray, seed: int, min_separation: float = 3.0, min_weight: float = 0.05,
+               max_fit: int = 50000, fit: tuple[Component, Component] | None = None) -> Component | None:
     """(mean, sd, weight) of the lower of two well-separated Gaussian components of ``values``, or None.
 
     Two components ``min_separation`` pooled SDs apart, the smaller holding at least ``min_weight``:

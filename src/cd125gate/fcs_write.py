@@ -6,9 +6,18 @@ FCS 3.0 files with the matrix under ``SPILL`` (as BD FACSDiva writes them), so
 the few lines of HEADER/TEXT layout are written here instead.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .fileio import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 DELIMITER = "/"
 HEADER_BYTES = 58  # "FCS3.x" + 4 spaces + six 8-character offsets
@@ -16,7 +25,7 @@ MAX_HEADER_OFFSET = 99_999_999  # larger offsets go into TEXT only; HEADER holds
 BYTE_ORDERS = {"little": ("<", "1,2,3,4"), "big": (">", "4,3,2,1")}
 
 
-def format_spillover(matrix, channels):
+def format_spillover(matrix: ArrayLike, channels: Sequence[str]) -> str:
     """Format a spillover matrix as an FCS ``$SPILLOVER`` / ``SPILL`` value.
 
     Parameters
@@ -41,7 +50,8 @@ def format_spillover(matrix, channels):
     return ",".join([str(n), *channels, *values])
 
 
-def channel_keywords(channels, stains, ranges):
+def channel_keywords(channels: Sequence[str], stains: Sequence[str | None] | None,
+                     ranges: Sequence[float]) -> dict[str, str]:
     """The $PnN/$PnS/$PnR/$PnB/$PnE keywords of float32 channels."""
     keywords = {}
     for i, name in enumerate(channels, start=1):
@@ -55,7 +65,7 @@ def channel_keywords(channels, stains, ranges):
     return keywords
 
 
-def encode_text(keywords):
+def encode_text(keywords: Mapping[str, object]) -> bytes:
     """Encode keywords as an FCS TEXT segment, doubling the delimiter inside keys and values.
 
     Keywords whose value is None or empty are left out, as FCS forbids empty values.
@@ -70,9 +80,10 @@ def encode_text(keywords):
     return "".join(parts).encode("utf-8")
 
 
-def fcs_bytes(events, channels, *, stains=None, ranges=None, keywords=None, version="3.1",
-              byte_order="little", spillover=None, spill_keyword="$SPILLOVER",
-              spill_channels=None):
+def fcs_bytes(events: ArrayLike, channels: Sequence[str], *, stains: Sequence[str | None] | None = None,
+              ranges: Sequence[float] | None = None, keywords: Mapping[str, object] | None = None,
+              version: str = "3.1", byte_order: str = "little", spillover: ArrayLike | None = None,
+              spill_keyword: str = "$SPILLOVER", spill_channels: Sequence[str] | None = None) -> bytes:
     """Build the bytes of a list-mode FCS file. See `write_fcs` for the parameters."""
     events = np.asarray(events, dtype=np.float32)
     if events.ndim != 2 or events.shape[1] != len(channels):
@@ -112,9 +123,11 @@ def fcs_bytes(events, channels, *, stains=None, ranges=None, keywords=None, vers
     return header + segment + data
 
 
-def write_fcs(path, events, channels, *, stains=None, ranges=None, keywords=None, version="3.1",
-              byte_order="little", spillover=None, spill_keyword="$SPILLOVER",
-              spill_channels=None):
+def write_fcs(path: str | Path, events: ArrayLike, channels: Sequence[str], *,
+              stains: Sequence[str | None] | None = None, ranges: Sequence[float] | None = None,
+              keywords: Mapping[str, object] | None = None, version: str = "3.1", byte_order: str = "little",
+              spillover: ArrayLike | None = None, spill_keyword: str = "$SPILLOVER",
+              spill_channels: Sequence[str] | None = None) -> None:
     """Write float32 list-mode events to an FCS file, atomically.
 
     Parameters

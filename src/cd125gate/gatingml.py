@@ -12,16 +12,26 @@ GatingStrategy and lets FlowKit write it, the reference the tests hold the
 first one to, byte for byte.
 """
 
+from __future__ import annotations
+
 import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import compensation, transforms
+
+if TYPE_CHECKING:
+    from .compensation import Compensation
+    from .model import GateStep, TubeAnalysis
+    from .transforms import Scale
 
 # The spillover matrix's Gating-ML id (gating.COMP_ID; repeated here so that
 # writing Gating-ML does not import the gating module and, through it, FlowKit).
 COMP_ID = "spill"
 
 
-def gate_path(tube, step):
+def gate_path(tube: TubeAnalysis, step: GateStep) -> tuple[str, ...]:
     """FlowKit's path of a step: ("root", ancestors...)."""
     by_name = {s.name: s for s in tube.steps}
     path = []
@@ -32,7 +42,7 @@ def gate_path(tube, step):
     return tuple(["root"] + path[::-1])
 
 
-def build_strategy(tube, comp):
+def build_strategy(tube: TubeAnalysis, comp: Compensation | None) -> Any:
     """A FlowKit GatingStrategy holding the matrix, transforms and gates applied to ``tube``."""
     import flowkit as fk
 
@@ -48,7 +58,7 @@ def build_strategy(tube, comp):
     return strategy
 
 
-def export_flowkit(tube, comp):
+def export_flowkit(tube: TubeAnalysis, comp: Compensation | None) -> bytes:
     """Gating-ML 2.0 text of the tube's applied gates, written by FlowKit (the reference of ``export``)."""
     import flowkit as fk
 
@@ -57,7 +67,7 @@ def export_flowkit(tube, comp):
     return handle.getvalue()
 
 
-def reapply(gatingml_path, fcs_path):
+def reapply(gatingml_path: str | Path, fcs_path: str | Path) -> dict[str, int]:
     """Counts per gate when FlowKit itself applies exported gates to an FCS file.
 
     This is FlowKit's own path (``GatingStrategy.gate_sample``), used to check
@@ -72,7 +82,7 @@ def reapply(gatingml_path, fcs_path):
     return {row.gate_name: int(row["count"]) for _, row in report.iterrows()}
 
 
-def export_empty(reason):
+def export_empty(reason: str) -> bytes:
     """A Gating-ML 2.0 document with no gates, for a sample that could not be gated.
 
     FlowKit cannot export an empty GatingStrategy (it expects a gate tree), so
@@ -99,14 +109,15 @@ NAMESPACES = (("gating", "http://www.isac-net.org/std/Gating-ML/v2.0/gating"),
               ("transforms", "http://www.isac-net.org/std/Gating-ML/v2.0/transformations"))
 
 
-def export(tube, comp):
+def export(tube: TubeAnalysis, comp: Compensation | None) -> bytes:
     """Gating-ML 2.0 text of the tube's applied gates (``cd125gate.gates`` values), without FlowKit."""
     matrix = comp if comp is not None and comp.applied else None
     steps = [(s.name, s.parent, s.gate) for s in tube.steps]
     return document(steps, [tube.scales[c] for c in sorted(tube.scales)], matrix)
 
 
-def document(steps, scales, comp=None):
+def document(steps: Sequence[tuple[str, str | None, Any]], scales: Sequence[Scale],
+             comp: Compensation | None = None) -> bytes:
     """Gating-ML 2.0 bytes of gates, transforms and a spillover matrix.
 
     Parameters

@@ -18,10 +18,16 @@ and scatter).
   quantiles in two dimensions are closed-form).
 """
 
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 @dataclass(frozen=True)
@@ -34,16 +40,17 @@ class Mixture:
     mean_log_likelihood: float
     converged: bool
 
-    def log_resp(self, x):
+    def log_resp(self, x: ArrayLike) -> np.ndarray:
         """(n, k) weighted log densities of every event under every component."""
         return _weighted_log_prob(_columns(x), self.weights, self.means, self.covariances).T
 
-    def predict(self, x):
+    def predict(self, x: ArrayLike) -> np.ndarray:
         """The most likely component of every event."""
         return np.argmax(_weighted_log_prob(_columns(x), self.weights, self.means, self.covariances), axis=0)
 
 
-def gaussian_mixture(x, k, seed=0, max_iter=200, tol=1e-3, reg_covar=1e-6, lloyd_steps=30):
+def gaussian_mixture(x: ArrayLike, k: int, seed: int = 0, max_iter: int = 200, tol: float = 1e-3,
+                     reg_covar: float = 1e-6, lloyd_steps: int = 30) -> Mixture:
     """Fit a ``k``-component full-covariance Gaussian mixture to ``x`` (n, d) by EM.
 
     Deterministic for a given ``seed``. Empty components keep a tiny weight (as
@@ -225,7 +232,8 @@ def _logsumexp(a):
 # --- minimum covariance determinant ------------------------------------------------------
 
 
-def min_cov_det(x, seed=0, starts=10, max_steps=30, keep_best=5):
+def min_cov_det(x: ArrayLike, seed: int = 0, starts: int = 10, max_steps: int = 30,
+                keep_best: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Robust (location, covariance) of the 2-D points ``x`` (n, 2): reweighted MCD.
 
     The raw estimate is the mean and covariance of the ``h = (n + 3) // 2``

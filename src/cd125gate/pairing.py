@@ -9,7 +9,10 @@ reported and left out. The sheet is written beside the tubes (paths relative
 to it), and is never written over unless asked.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -22,11 +25,11 @@ DEFAULT_PATTERNS = ("{id}_stained.fcs:{id}_control.fcs", "{id}.fcs:{id}_FMO.fcs"
 class Pairing:
     """What a folder holds: (sample id, stained file, control file or None) rows, and the files left out."""
 
-    rows: tuple
-    left_out: tuple     # (file name, why)
+    rows: tuple[tuple[str, str, str | None], ...]
+    left_out: tuple[tuple[str, str], ...]     # (file name, why)
 
 
-def parse_pattern(text):
+def parse_pattern(text: str) -> tuple[re.Pattern[str], str]:
     """``"{id}_stained.fcs:{id}_control.fcs"`` -> (stained regex, control template)."""
     parts = text.split(":")
     if len(parts) != 2 or not all(p.count("{id}") == 1 for p in parts):
@@ -36,7 +39,7 @@ def parse_pattern(text):
     return re.compile(f"^{re.escape(before)}(.+?){re.escape(after)}$", re.IGNORECASE), parts[1]
 
 
-def pair_folder(names, patterns=DEFAULT_PATTERNS):
+def pair_folder(names: Collection[str], patterns: tuple[str, ...] = DEFAULT_PATTERNS) -> Pairing:
     """Pair the file ``names`` of a folder into rows; first the pairs, then stained tubes alone."""
     compiled = [parse_pattern(p) for p in patterns]
     by_lower = {n.lower(): n for n in names}
@@ -67,7 +70,8 @@ def _looks_like_control(name, compiled):
                for _, t in compiled)
 
 
-def sheet_text(pairing):
+def sheet_text(pairing: Pairing) -> str:
+    """The sample sheet (sample_id, fcs, control) of a pairing, paths relative to the folder."""
     lines = ["sample_id\tfcs\tcontrol"]
     lines += [f"{sample_id}\t{fcs}\t{control or ''}" for sample_id, fcs, control in pairing.rows]
     return "\n".join(lines) + "\n"

@@ -15,6 +15,8 @@ A bad sheet stops a run before any job; a listed file that exists but cannot be
 read is a bad *sample* instead, and ends as a FAILED result.
 """
 
+from __future__ import annotations
+
 import csv
 import os
 import re
@@ -56,7 +58,7 @@ class Sample:
     line: int = 0          # line of the sheet the sample came from, for messages
 
 
-def read_sheet(path):
+def read_sheet(path: str | Path) -> list[Sample]:
     """
     Read and check a sample sheet.
 
@@ -169,7 +171,7 @@ def _parse_row(path, header, cells, line):
     return Sample(sample_id=sample_id, line=line, precompensated=precompensated, **paths, **texts)
 
 
-def same_tube_pairs(samples):
+def same_tube_pairs(samples: list[Sample]) -> list[Sample]:
     """Samples whose control file has the stained file's SHA-256 (a copy of it), hashing only equal sizes."""
     from .fileio import sha256_file
 

@@ -1,12 +1,14 @@
 """Proportions, their confidence intervals, and cumulative subtraction against a control."""
 
+from __future__ import annotations
+
 import math
 from statistics import NormalDist
 
 import numpy as np
 
 
-def wilson_interval(successes, trials, confidence=0.95):
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion.
 
     Preferred over the normal (Wald) interval because it stays inside [0, 1]
@@ -24,7 +26,7 @@ def wilson_interval(successes, trials, confidence=0.95):
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def cumulative_subtraction(stained, control):
+def cumulative_subtraction(stained: np.ndarray, control: np.ndarray) -> float:
     """Overton's cumulative subtraction: the least share of ``stained`` brighter than ``control``.
 
     The largest gap ``F_control(x) - F_stained(x)`` between the empirical
@@ -42,6 +44,6 @@ def cumulative_subtraction(stained, control):
     return float(np.clip(np.max(below_control - below_stained), 0.0, 1.0))
 
 
-def ks_margin(n1, n2, alpha):
+def ks_margin(n1: int, n2: int, alpha: float) -> float:
     """The one-sided two-sample KS statistic's asymptotic critical value at level ``alpha``."""
     return math.sqrt(-math.log(alpha) / 2 * (n1 + n2) / (n1 * n2))
