@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cd125gate import beads
+from cd125gate import bead_curve, beads
 from cd125gate.analyze import analyze_sample
 from cd125gate.errors import InputError
 from cd125gate.fcs import read_fcs
@@ -15,12 +15,12 @@ from cd125gate.simulate import CaseSpec, default_cases, write_set
 from cd125gate.simulate_beads import LOT, UNITS_PER_MOLECULE, BeadSpec, lot_text, write_beads
 
 SETTINGS = load_settings()
-GOOD_LOT = beads.make_lot(LOT["lot"], "PE", LOT["molecules"], "test")
+GOOD_LOT = bead_curve.make_lot(LOT["lot"], "PE", LOT["molecules"], "test")
 
 
 def curve_of(tmp_path, spec=BeadSpec(), lot=GOOD_LOT, seed=3):
     files = write_beads(tmp_path, spec, seed=seed)
-    return beads.standard_curve(read_fcs(tmp_path / files["beads"]), "PE-A", lot, SETTINGS)
+    return bead_curve.standard_curve(read_fcs(tmp_path / files["beads"]), "PE-A", lot, SETTINGS)
 
 
 # -- the lot -------------------------------------------------------------------------------------
@@ -28,7 +28,7 @@ def curve_of(tmp_path, spec=BeadSpec(), lot=GOOD_LOT, seed=3):
 def test_a_lot_file_gives_the_dye_and_molecules(tmp_path):
     path = tmp_path / "lot.yaml"
     path.write_text(lot_text())
-    lot = beads.read_lot(path)
+    lot = bead_curve.read_lot(path)
     assert (lot.name, lot.dye, lot.molecules, lot.source) == ("SIM-QB-0001", "PE", tuple(LOT["molecules"]), str(path))
 
 
@@ -44,15 +44,15 @@ def test_a_bad_lot_file_is_one_line_naming_it(tmp_path, text, problem):
     path = tmp_path / "lot.yaml"
     path.write_text(text)
     with pytest.raises(InputError) as caught:
-        beads.read_lot(path)
+        bead_curve.read_lot(path)
     assert str(caught.value).startswith(str(path)) and problem in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
 def test_the_settings_hold_no_lot_by_default_and_one_when_molecules_are_set():
-    assert beads.settings_lot(SETTINGS.beads) is None
+    assert bead_curve.settings_lot(SETTINGS.beads) is None
     settings = load_settings(overrides={"beads": {"lot": "L7", "molecules": [474, 5359, 23843, 62336]}})
-    assert beads.settings_lot(settings.beads).molecules == tuple(LOT["molecules"])
+    assert bead_curve.settings_lot(settings.beads).molecules == tuple(LOT["molecules"])
     with pytest.raises(InputError, match="beads.molecules"):
         load_settings(overrides={"beads": {"molecules": [5359, 474, 23843]}})
     with pytest.raises(InputError, match="beads.slope_min"):
@@ -78,7 +78,7 @@ def test_bead_doublets_are_off_the_singlet_gate(tmp_path):
 
     files = write_beads(tmp_path, BeadSpec(doublet_fraction=0.2), seed=3)
     fcs = read_fcs(tmp_path / files["beads"])
-    keep = beads.singlet_beads(fcs, map_panel(fcs.channels, SETTINGS.panel, "x").markers, 4.0)
+    keep = bead_curve.singlet_beads(fcs, map_panel(fcs.channels, SETTINGS.panel, "x").markers, 4.0)
     labels = simulate_beads(BeadSpec(doublet_fraction=0.2), 3).labels
     assert (labels[keep] == "doublet").mean() < 0.005
     assert keep[labels != "doublet"].mean() > 0.97
@@ -88,7 +88,7 @@ def test_flowcal_mef_calibration_agrees_on_the_same_beads_and_lot(tmp_path):
     FlowCal = pytest.importorskip("FlowCal")
     files = write_beads(tmp_path, BeadSpec(), seed=3)
     path = tmp_path / files["beads"]
-    ours = beads.standard_curve(read_fcs(path), "PE-A", GOOD_LOT, SETTINGS)
+    ours = bead_curve.standard_curve(read_fcs(path), "PE-A", GOOD_LOT, SETTINGS)
     data = FlowCal.io.FCSData(str(path))
     data = FlowCal.gate.high_low(data, channels=["FSC-A", "SSC-A"])
     data = FlowCal.gate.density2d(data, channels=["FSC-A", "SSC-A"], gate_fraction=0.85)
@@ -128,14 +128,14 @@ def test_a_saturated_top_peak(tmp_path):
     ((474.0, 23843.0, 30000.0, 62336.0), "bead curve R² 0.9"),                    # a value typed wrong
 ])
 def test_a_fit_outside_its_checks(tmp_path, molecules, reason):
-    curve = curve_of(tmp_path, lot=beads.make_lot("L", "PE", list(molecules), "test"))
+    curve = curve_of(tmp_path, lot=bead_curve.make_lot("L", "PE", list(molecules), "test"))
     assert curve.reason.startswith(reason)
     assert curve.slope is not None  # the fit is reported with the reason
 
 
 @pytest.mark.parametrize("molecules", [[474, 5359, 23843], [100, 474, 2000, 5359, 23843, 62336]])
 def test_a_lot_whose_number_of_peaks_does_not_match(tmp_path, molecules):
-    curve = curve_of(tmp_path, lot=beads.make_lot("L", "PE", molecules, "test"))
+    curve = curve_of(tmp_path, lot=bead_curve.make_lot("L", "PE", molecules, "test"))
     assert curve.reason == f"the bead lot lists {len(molecules)} peaks but 4 were found"
 
 
@@ -362,6 +362,6 @@ def test_the_bead_model_recovers_a_known_bead_autofluorescence():
     """slope * log10(median) + intercept = log10(molecules + autofluorescence), as FlowCal models beads."""
     molecules = np.array([474.0, 5359.0, 23843.0, 62336.0])
     medians = 10 ** ((np.log10(molecules + 60.0) - 0.35) / 1.02)
-    slope, intercept, r2, residuals, auto = beads._bead_model(medians, molecules)
+    slope, intercept, r2, residuals, auto = bead_curve._bead_model(medians, molecules)
     assert (slope, intercept, auto) == pytest.approx((1.02, 0.35, 60.0), rel=1e-3)
     assert r2 == pytest.approx(1.0) and np.abs(residuals).max() < 1e-6

@@ -12,7 +12,6 @@ classes (``json_schema``; a test keeps the file in step).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -25,6 +24,13 @@ from typing import Any
 import yaml
 
 from .errors import InputError
+from .settings_values import (
+    LEVEL_NAMES,  # noqa: F401  # moved: LEVEL_NAMES (populations.py imports it from here)
+    MARKER_LEVEL_NAMES,  # noqa: F401  # moved: MARKER_LEVEL_NAMES (populations.py imports it from here)
+    BadSetting,
+    build_section,
+    merge_layer,
+)
 
 
 @dataclass(frozen=True)
@@ -265,149 +271,20 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
     source = "default settings"
     try:
         for source, layer in layers:
-            data = _merge(data, layer)
-        return _check_cross_fields(_build(Settings, data, ""))
-    except _Bad as exc:
+            data = merge_layer(data, layer)
+        return _check_cross_fields(build_section(Settings, data, ""))
+    except BadSetting as exc:
         raise InputError(source, str(exc)) from None
-
-
-class _Bad(Exception):
-    """A settings value that is not allowed; the message names its key path."""
-
-
-def _merge(base, override, path=""):
-    """Deep-merge ``override`` into a copy of ``base``; an unknown key is refused with its path."""
-    if not isinstance(override, dict):
-        raise _Bad(f"{path or 'analysis'}: expected a mapping of keys to values, got {override!r}")
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        where = f"{path}.{key}" if path else str(key)
-        if key not in merged:
-            raise _Bad(f"unknown settings key '{where}'")
-        # Spellings and a phenotype's rule are replaced whole: a merge could never remove one.
-        whole = key in ("markers", "scatter") or path.endswith("phenotypes")
-        if isinstance(merged[key], dict) and isinstance(value, dict) and not whole:
-            merged[key] = _merge(merged[key], value, where)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def _build(cls, data, path):
-    if not isinstance(data, dict):
-        raise _Bad(f"{path or 'analysis'}: expected a mapping of keys to values, got {data!r}")
-    values = {}
-    for f in dataclasses.fields(cls):
-        where = f"{path}.{f.name}" if path else f.name
-        if f.name not in data:
-            raise _Bad(f"{where}: missing")
-        values[f.name] = _value(f.metadata, data[f.name], where)
-    return cls(**values)
-
-
-def _value(meta, value, where):
-    kind = meta["kind"]
-    if value is None:
-        if meta["nullable"]:
-            return None
-        raise _Bad(f"{where}: must be set")
-    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
-        return _build(kind, value, where)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise _Bad(f"{where}: {value!r} is not true or false")
-        return value
-    if kind in ("int", "float"):
-        return _number(meta, value, where)
-    if kind == "str":
-        if not isinstance(value, str) or (meta["choices"] and value not in meta["choices"]):
-            allowed = f"one of {', '.join(meta['choices'])}" if meta["choices"] else "text"
-            raise _Bad(f"{where}: {value!r} is not {allowed}")
-        return value
-    if kind == "names":
-        return _names(value, where)
-    if kind == "numbers":
-        return _numbers(value, where)
-    if kind == "levels":
-        return _levels(value, where)
-    if kind == "phenotypes":
-        return _phenotypes(value, where)
-    return _aliases(value, where)
-
-
-def _number(meta, value, where):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Bad(f"{where}: {value!r} is not a number")
-    if meta["kind"] == "int" and not float(value).is_integer():
-        raise _Bad(f"{where}: {value!r} is not a whole number")
-    if value != value or (meta["within"] is not None and value not in meta["within"]):
-        raise _Bad(f"{where}: {value!r} is not in {meta['within']}")
-    return int(value) if meta["kind"] == "int" else value
-
-
-def _names(value, where):
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _Bad(f"{where}: expected a list of names, got {value!r}")
-    return list(value)
-
-
-def _numbers(value, where):
-    if not isinstance(value, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
-        raise _Bad(f"{where}: expected a list of positive numbers, got {value!r}")
-    return list(value)
-
-
-def _aliases(value, where):
-    if not isinstance(value, dict):
-        raise _Bad(f"{where}: expected a mapping of names to lists of spellings, got {value!r}")
-    for name, spellings in value.items():
-        _names(spellings, f"{where}.{name}")
-        if not spellings:
-            raise _Bad(f"{where}.{name}: needs at least one spelling")
-    return dict(value)
-
-
-# The level names of each feature of the phenotype table (populations.py); other markers use MARKER.
-LEVEL_NAMES = {"CD45": ("neg", "dim", "pos", "bright"), "SSC": ("low", "mid", "high"), "FSC": ("low", "normal")}
-MARKER_LEVEL_NAMES = ("neg", "dim", "pos", "bright")
-
-
-def _levels(value, where):
-    if not isinstance(value, dict) or "markers" not in value:
-        raise _Bad(f"{where}: expected feature -> list of edges, with a 'markers' entry, got {value!r}")
-    for name, edges in value.items():
-        names = LEVEL_NAMES.get(name, MARKER_LEVEL_NAMES)
-        numeric = isinstance(edges, list) and all(
-            isinstance(e, (int, float)) and not isinstance(e, bool) for e in edges)
-        if not numeric or len(edges) != len(names) - 1 or sorted(edges) != edges:
-            raise _Bad(f"{where}.{name}: expected {len(names) - 1} ascending numbers "
-                       f"(edges between {', '.join(names)}), got {edges!r}")
-    return dict(value)
-
-
-def _phenotypes(value, where):
-    if not isinstance(value, dict) or not value:
-        raise _Bad(f"{where}: expected population -> feature -> allowed levels, got {value!r}")
-    for population, rule in value.items():
-        if not isinstance(rule, dict):
-            raise _Bad(f"{where}.{population}: expected feature -> allowed levels, got {rule!r}")
-        for feature, allowed in rule.items():
-            names = LEVEL_NAMES.get(feature, MARKER_LEVEL_NAMES)
-            if not isinstance(allowed, list) or not allowed or any(a not in names for a in allowed):
-                raise _Bad(f"{where}.{population}.{feature}: expected a list of {', '.join(names)}, "
-                           f"got {allowed!r}")
-    return dict(value)
 
 
 def _check_cross_fields(settings):
     known = set(settings.panel.markers) | set(settings.panel.scatter)
     unknown = [m for m in settings.panel.required if m not in known]
     if unknown:
-        raise _Bad(f"panel.required: {', '.join(unknown)} not among panel.markers or panel.scatter")
+        raise BadSetting(f"panel.required: {', '.join(unknown)} not among panel.markers or panel.scatter")
     for needed in ("FSC-A", "SSC-A", "CD45", "CD125"):
         if needed not in settings.panel.required:
-            raise _Bad(f"panel.required: must include {needed} (the gating and the criterion need it)")
+            raise BadSetting(f"panel.required: must include {needed} (the gating and the criterion need it)")
     # Checked here, once, rather than by every file's panel mapping: a batch's early panel
     # check reads files and would put this down to each of them.
     from .panel import alias_keys
@@ -415,24 +292,24 @@ def _check_cross_fields(settings):
     try:
         alias_keys(settings.panel.markers)
     except InputError as exc:
-        raise _Bad(f"panel.markers: {exc.problem}") from None
+        raise BadSetting(f"panel.markers: {exc.problem}") from None
     logicle = settings.transform.logicle
     try:  # the widest W the fit can return must still make a valid logicle
         from .transforms import check_logicle
 
         check_logicle(262144.0, logicle.max_width, logicle.M, logicle.A)
     except ValueError as exc:
-        raise _Bad(f"transform.logicle (M={logicle.M}, A={logicle.A}, max_width={logicle.max_width}): {exc}")
+        raise BadSetting(f"transform.logicle (M={logicle.M}, A={logicle.A}, max_width={logicle.max_width}): {exc}")
     if settings.compensation.precompensated and settings.compensation.matrix is not None:
-        raise _Bad("compensation.precompensated: cannot be true while compensation.matrix is set "
+        raise BadSetting("compensation.precompensated: cannot be true while compensation.matrix is set "
                    "(a matrix would compensate the data again)")
     beads = settings.beads
     if beads.slope_min > beads.slope_max:
-        raise _Bad(f"beads.slope_min: {beads.slope_min:g} is above beads.slope_max {beads.slope_max:g}")
+        raise BadSetting(f"beads.slope_min: {beads.slope_min:g} is above beads.slope_max {beads.slope_max:g}")
     if beads.molecules and (len(beads.molecules) < 3 or sorted(beads.molecules) != beads.molecules):
-        raise _Bad("beads.molecules: list 3 or more ascending numbers, one per bead level, dimmest first")
+        raise BadSetting("beads.molecules: list 3 or more ascending numbers, one per bead level, dimmest first")
     if settings.threshold.fallback == "fixed" and settings.threshold.fixed_cutoff is None:
-        raise _Bad("threshold.fixed_cutoff: must be set when threshold.fallback is fixed")
+        raise BadSetting("threshold.fixed_cutoff: must be set when threshold.fallback is fixed")
     return settings
 
 
