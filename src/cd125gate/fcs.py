@@ -10,6 +10,10 @@ enough that a short parser which checks every offset against the file size,
 then decodes the bytes with ``np.frombuffer``, is the cleaner way to handle all
 of these. Event values are then preprocessed exactly as flowio/FlowKit do
 (``FlowData.as_array(preprocess=True)``), so results match FlowKit's raw events.
+
+HEADER and TEXT are parsed and their keywords checked in ``fcs_keywords``, the
+DATA segment located and decoded in ``fcs_events``; this module reads the file
+and puts the two together.
 """
 
 from __future__ import annotations
