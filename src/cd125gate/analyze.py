@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__, assay, controltube, criterion, results, tubes
-from .settings import load_settings, settings_digest
 from .errors import InputError
 from .fileio import sha256_file
 from .model import TubeAnalysis
+from .settings import load_settings, settings_digest
+
 
 @dataclass
 class SampleAnalysis:
@@ -205,14 +206,16 @@ def _read_inputs(analysis, facts, fcs_path, control_path, choice, settings):
 
 
 def _gate(analysis, settings):
-    from . import gating
+    from . import hierarchy
 
-    gating.find_gates(analysis.stained, settings, analysis.control, analysis.both)
+    hierarchy.find_gates(analysis.stained, settings, analysis.control, analysis.both)
 
 
 def _measure(analysis, facts, settings, control_problem):
     """Threshold CD125, count positive blasts, and gather the evidence the criterion weighs."""
-    from . import ceiling, checks, gating, threshold
+    from . import ceiling, checks, threshold
+    from .blastgate import cd125_positive
+    from .boundaries import settle_in_place
 
     stained, control = analysis.stained, analysis.control
     cut = threshold.choose(stained, control, stained.scales[stained.markers["CD125"]], settings.threshold)
@@ -220,9 +223,9 @@ def _measure(analysis, facts, settings, control_problem):
         raise InputError(stained.fcs.path, "no CD125 threshold: no usable control tube and no fallback")
     analysis.threshold = cut
     for tube in filter(None, (stained, control)):
-        gating.cd125_positive(tube, cut)
-    analysis.both(lambda: gating.settle(stained, analysis.compensation),
-                  lambda: gating.settle(control, analysis.compensation) if control is not None else 0)
+        tube.steps.append(cd125_positive(tube, cut))
+    analysis.both(lambda: settle_in_place(stained, analysis.compensation),
+                  lambda: settle_in_place(control, analysis.compensation) if control is not None else 0)
     time_removed = tuple((t.role, t.time_qc.removed_fraction) for t in filter(None, (stained, control))
                          if t.time_qc is not None)
     facts.qc.update({f"{role}_time_removed_fraction": removed for role, removed in time_removed})

@@ -15,7 +15,7 @@ loss matters depends on *which* events sit there, not on how many:
   answer (REVIEW; a reviewer can re-gate with a wider margins gate, or ask
   for the tube to be acquired again);
 - so many events at the ceiling that fewer than ``gating.min_events`` are left
-  to gate: ``gating.margins`` fails the tube (FAILED).
+  to gate: ``scatter.require_below_ceiling`` fails the tube (FAILED).
 
 Which ceiling events are blasts is asked of the gates themselves: each of them
 is put through every gate under ``margins`` with its clipped value
@@ -34,6 +34,7 @@ from statistics import NormalDist
 import numpy as np
 
 from . import gates
+from .gatestep import frame
 
 # A larger share of a tube's events at one channel's ceiling is shown as a flag: a well-set
 # gain leaves the ~0.5-2 % of aggregates and clumps there, not more.
@@ -60,20 +61,16 @@ def ceilings(tube):
 
 def at_ceiling(tube, rows):
     """channel -> bool per event of ``rows``: at or above that channel's ceiling (the margins gate's values)."""
-    from .gating import _frame
-
-    frame = _frame(tube.step("margins").gate, tube, rows)
-    return {channel: frame[channel] >= top for channel, top in ceilings(tube)}
+    columns = frame(tube.step("margins").gate, tube, rows)
+    return {channel: columns[channel] >= top for channel, top in ceilings(tube)}
 
 
 def lost_to_ceiling(tube, rows, last="blasts"):
     """Which events of ``rows`` pass every gate under ``margins`` down to ``last``, at their clipped values.
 
     The gates are evaluated on those events only, with the tube's fast
-    transform (``gating.settle`` is not needed for a share).
+    transform (``boundaries.settle_in_place`` is not needed for a share).
     """
-    from .gating import _frame
-
     done = {}
     for step in tube.steps:
         if step.name == "margins":
@@ -85,7 +82,7 @@ def lost_to_ceiling(tube, rows, last="blasts"):
         elif isinstance(step.gate, gates.BooleanGate):
             member = step.gate.apply(done) & done[step.parent]
         else:
-            member = step.gate.apply(_frame(step.gate, tube, rows)) & done[step.parent]
+            member = step.gate.apply(frame(step.gate, tube, rows)) & done[step.parent]
         done[step.name] = member
         if step.name == last:
             return member

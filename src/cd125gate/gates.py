@@ -369,6 +369,8 @@ class BooleanGate:
 
 
 GATE_TYPES = (RectangleGate, PolygonGate, EllipsoidGate, BooleanGate)
+# Any gate of this module (for type hints).
+Gate = RectangleGate | PolygonGate | EllipsoidGate | BooleanGate
 
 
 def _dimension_from_flowkit(d):

@@ -6,6 +6,7 @@ from statistics import NormalDist
 import numpy as np
 
 from . import density
+from .geometry import boundary
 from .model import Threshold
 
 # Lymphocytes needed for the internal-negative cut-off: a blood or marrow with 1 % lymphocytes
@@ -87,7 +88,7 @@ def _blast_valley(fit, lymph, cd125_scale, n_blasts):
     at the negative level (its centre under the lymphocytes' cut-off, so not dim positives), more than
     ``NEGATIVE_LEAK`` of it lies above that cut-off, and the two peaks are told apart by a valley
     (``VALLEY_SEPARATION``, ``VALLEY_DEPTH``). The cut-off is where the two weighted peaks are
-    equally dense (``gating.boundary``): the fewest blasts on the wrong side of it.
+    equally dense (``geometry.boundary``): the fewest blasts on the wrong side of it.
     """
     if fit is None or lymph is None:
         return None
@@ -98,8 +99,6 @@ def _blast_valley(fit, lymph, cd125_scale, n_blasts):
     share = 1.0 - NormalDist(m1, s1).cdf(lymph.value)  # of the negative blasts, above the lymphocytes' cut-off
     if m1 > lymph.value or share <= NEGATIVE_LEAK:
         return None
-    from .gating import boundary
-
     cut = boundary(lower, upper)
 
     def height(x):

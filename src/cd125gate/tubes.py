@@ -46,7 +46,7 @@ def prepare(stained_fcs, control_fcs, markers, comp, settings, both, allocate=No
 
 
 def _tube(role, fcs, compensated, markers, scales, comp):
-    """A TubeAnalysis of compensated events, transformed fast (see `gating.settle`).
+    """A TubeAnalysis of compensated events, transformed fast (see `boundaries.settle_in_place`).
 
     ``compensated`` is this tube's own copy: it is transformed in place, so a
     tube holds its events twice (raw and transformed), not three times
