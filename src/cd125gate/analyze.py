@@ -189,13 +189,12 @@ def _read_inputs(analysis, facts, fcs_path, control_path, choice, settings):
     facts.qc["compensation"] = analysis.compensation.source
     if compensation_path is not None:
         facts.inputs["compensation"]["sha256"] = sha256_file(compensation_path)
-    controltube.refuse_same_tube(stained, control, control_path)
-    if control is not None and not isinstance(control, InputError):
-        facts.inputs["control"]["sha256"] = control.sha256
-        facts.warnings += [f"control tube: {w}" for w in control.warnings]
+    controltube.refuse_same_tube(stained, control.fcs, control_path)
+    if control.fcs is not None:
+        facts.inputs["control"]["sha256"] = control.fcs.sha256
+        facts.warnings += [f"control tube: {w}" for w in control.fcs.warnings]
     if analysis.compensation.source == compensation.PRECOMPENSATED and declared is None \
-            and control is not None and not isinstance(control, InputError) \
-            and compensation.prior_compensation(control) is None:
+            and control.fcs is not None and compensation.prior_compensation(control.fcs) is None:
         # The stained tube says it is compensated; a control that does not may be raw data.
         facts.warnings.append("control tube: no sign of prior compensation in the file, unlike the "
                               f"stained tube ({analysis.compensation.detail}); used as it is")
