@@ -12,7 +12,7 @@ component brightest in CD45 for its SSC, and whose centre is the median of the
 events assigned to them. The first row of the table whose
 levels all match names the component; none matching leaves it "unknown".
 
-The gates are then drawn around named populations (``gating.py``), and the
+The gates are then drawn around named populations (``blastgate``, ``exclusions``), and the
 self-checks (``checks.py``) compare what ended up in a gate with the
 populations found here.
 """
