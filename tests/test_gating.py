@@ -323,8 +323,8 @@ def test_copied_steps_keep_the_tubes_own_time_qc():
     source = make_tube({"FSC-A": [1.0, 2.0, 3.0]})
     root(source, "time_qc")
     source.steps.append(GateStep("time_anomaly_1", None, None, "FSC-A", None, np.ones(3, bool), 3, exclusion=True))
-    source.steps.append(gate_step(source, "cells", "time_qc", gates.RectangleGate("cells", [dim(source, "FSC-A", lo=2.0)]),
-                                  "FSC-A", None, "note"))
+    cells = gates.RectangleGate("cells", [dim(source, "FSC-A", lo=2.0)])
+    source.steps.append(gate_step(source, "cells", "time_qc", cells, "FSC-A", None, "note"))
     target = make_tube({"FSC-A": [3.0, 1.0, 2.5, 0.5]})
     root(target, "time_qc", np.array([True, True, True, False]))
     (copied,) = hierarchy.copied_steps(target, source.steps)
@@ -342,7 +342,8 @@ def test_find_gates_assembles_the_hierarchy_and_the_control_takes_the_same_gates
     stained, control = analysis.stained, analysis.control
     names = [s.name for s in stained.steps if s.name in GATE_ORDER]
     assert names == [g for g in GATE_ORDER if g in names]
-    assert {"time_qc", "margins", "cells", "singlets", "leukocytes", "blast_region", "blasts", "cd125_pos"} <= set(names)
+    assert {"time_qc", "margins", "cells", "singlets", "leukocytes", "blast_region", "blasts",
+            "cd125_pos"} <= set(names)
     theirs = {s.name: s.gate for s in control.steps}
     for step in stained.steps:
         if not step.name.startswith("time_"):

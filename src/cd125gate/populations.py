@@ -211,7 +211,8 @@ def level_of(diff: float, edges: Sequence[float], names: Sequence[str]) -> str:
     return names[int(np.searchsorted(edges, diff, side="right"))]
 
 
-def component_levels(diff: np.ndarray, features: Sequence[str], level_settings: dict[str, list[float]]) -> dict[str, str]:
+def component_levels(diff: np.ndarray, features: Sequence[str],
+                     level_settings: dict[str, list[float]]) -> dict[str, str]:
     """feature -> level name for one component (``diff`` = its mean minus the reference's, decades)."""
     out = {}
     for j, name in enumerate(features):
