@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cd125gate import cli, gating, plots
+from cd125gate import cli, hierarchy, plots
 from cd125gate.cli import main
 
 TEST_DATA = Path(__file__).parents[1] / "test_data"
@@ -43,7 +43,7 @@ def one_line_error(capsys):
 @pytest.mark.parametrize("where", ["analysis", "figures"])
 def test_a_crash_in_a_batch_is_the_samples_failed_result(tmp_path, capsys, monkeypatch, where):
     if where == "analysis":
-        monkeypatch.setattr(gating, "find_gates", crash)
+        monkeypatch.setattr(hierarchy, "find_gates", crash)
     else:
         monkeypatch.setattr(plots, "plot_sample", crash)
     status = main(["analyze", *LOW_FMO, "--out", str(tmp_path), "--exit-zero"])
@@ -63,14 +63,14 @@ def test_a_crash_in_a_batch_is_the_samples_failed_result(tmp_path, capsys, monke
 
 
 def test_a_crash_on_the_bench_is_raised_with_its_traceback(tmp_path, monkeypatch):
-    monkeypatch.setattr(gating, "find_gates", crash)
+    monkeypatch.setattr(hierarchy, "find_gates", crash)
     with pytest.raises(RuntimeError, match="injected crash"):
         main(["analyze", *LOW_FMO, "--out", str(tmp_path)])
     assert not (tmp_path / "result.json").exists()
 
 
 def test_a_crash_that_cannot_even_be_written_fails_the_job(tmp_path, monkeypatch):
-    monkeypatch.setattr(gating, "find_gates", crash)
+    monkeypatch.setattr(hierarchy, "find_gates", crash)
     monkeypatch.setattr(plots, "plot_failure", crash)
     with pytest.raises(RuntimeError, match="injected crash"):
         main(["analyze", *LOW_FMO, "--out", str(tmp_path), "--exit-zero"])
@@ -81,7 +81,7 @@ def test_a_long_or_multi_line_crash_message_stays_one_short_line(tmp_path, capsy
     def crash_loudly(*args, **kwargs):
         raise ValueError("first line\nsecond line $x^2$ " + "y" * 1000)
 
-    monkeypatch.setattr(gating, "find_gates", crash_loudly)
+    monkeypatch.setattr(hierarchy, "find_gates", crash_loudly)
     assert main(["analyze", *LOW_FMO, "--out", str(tmp_path), "--exit-zero"]) == 0
     reason, = json.loads((tmp_path / "result.json").read_text())["reasons"]
     assert reason.startswith("cd125gate crashed (ValueError: first line\\nsecond line $x^2$ yyy")

@@ -12,7 +12,7 @@ import pytest
 from flowkit import Dimension as FkDimension
 from flowkit import gates as fk
 
-from cd125gate import gates, gating, gatingml
+from cd125gate import gates, gatestep, gatingml
 from cd125gate.analyze import analyze_sample
 from cd125gate.compensation import Compensation
 from cd125gate.settings import load_settings
@@ -189,7 +189,7 @@ def test_flowkits_gates_reproduce_every_mask_of_the_bundled_samples(analyses):
                     refs = {(r["ref"], "/".join(r["path"])): done[r["ref"]] for r in theirs.gate_refs}
                     inside = theirs.apply(pd.DataFrame(refs))
                 else:
-                    inside = theirs.apply(pd.DataFrame(gating._frame(step.gate, tube)))
+                    inside = theirs.apply(pd.DataFrame(gatestep.frame(step.gate, tube)))
                 done[step.name] = inside & parent
                 assert np.array_equal(done[step.name], step.mask), (path.name, tube.role, step.name)
 
@@ -281,15 +281,15 @@ def test_gates_and_the_light_writer_do_not_import_flowkit():
 
 
 def test_the_matrix_id_is_the_one_gating_uses():
-    assert gatingml.COMP_ID == gating.COMP_ID
+    assert gatingml.COMP_ID == gatestep.COMP_ID
 
 
 def test_cut_offs_are_placed_on_every_kth_event_of_a_large_tube_never_fewer_than_the_limit():
     values = np.arange(1_000_000)
-    assert gating.thinned(np.arange(399_999)).size == 399_999  # under twice the limit: all of them
-    sample = gating.thinned(values)
-    assert sample.size == gating.STATISTICS_EVENTS and np.array_equal(sample, values[::5])
-    assert gating.STATISTICS_EVENTS <= gating.thinned(np.arange(1_399_999)).size <= 2 * gating.STATISTICS_EVENTS
+    assert gatestep.thinned(np.arange(399_999)).size == 399_999  # under twice the limit: all of them
+    sample = gatestep.thinned(values)
+    assert sample.size == gatestep.STATISTICS_EVENTS and np.array_equal(sample, values[::5])
+    assert gatestep.STATISTICS_EVENTS <= gatestep.thinned(np.arange(1_399_999)).size <= 2 * gatestep.STATISTICS_EVENTS
 
 
 def test_grid_dilation_marks_the_square_around_each_cell():

@@ -1,5 +1,5 @@
 """Blasts gated as a cytometrist gates them in a real marrow: by their markers, neighbours named and
-excluded, every clone counted (cd125gate.gating's blast_markers / myeloid gates, cd125gate.clones)."""
+excluded, every clone counted (cd125gate.blastgate's blast_markers / myeloid gates, cd125gate.clones)."""
 
 from collections import Counter
 from pathlib import Path

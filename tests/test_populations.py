@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cd125gate import checks, gating, populations
+from cd125gate import blastgate, checks, exclusions, gatestep, geometry, populations, scatter
 from cd125gate.analyze import analyze_sample
 from cd125gate.settings import load_settings
 from cd125gate.errors import InputError
@@ -23,45 +23,45 @@ FEATURES = ["FSC", "SSC", "CD45", "CD34", "CD117", "HLA-DR", "CD123", "CD33"]
 def test_debris_cut_lies_between_debris_and_the_smallest_cells():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(3.9, 0.2, 500), rng.normal(4.65, 0.04, 3000), rng.normal(4.95, 0.05, 6000)])
-    cut = gating.debris_cut(x)
+    cut = scatter.debris_cut(x)
     assert 4.0 < cut < 4.5
 
 
 def test_debris_cut_never_takes_the_valley_between_agranular_cells_and_granulocytes():
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.normal(4.65, 0.04, 1000), rng.normal(4.95, 0.05, 8000)])
-    cut = gating.debris_cut(x)
+    cut = scatter.debris_cut(x)
     assert cut is None or cut < 4.5  # below every lymphocyte
 
 
 def test_debris_cut_of_a_constant_channel_is_none():
-    assert gating.debris_cut(np.full(100, 4.5)) is None
+    assert scatter.debris_cut(np.full(100, 4.5)) is None
 
 
 def test_boundary_moves_towards_the_smaller_population():
-    even = gating.boundary((0.0, 1.0, 0.5), (4.0, 1.0, 0.5))
+    even = geometry.boundary((0.0, 1.0, 0.5), (4.0, 1.0, 0.5))
     assert even == pytest.approx(2.0, abs=0.02)
-    assert gating.boundary((0.0, 1.0, 0.01), (4.0, 1.0, 0.99)) < even
+    assert geometry.boundary((0.0, 1.0, 0.01), (4.0, 1.0, 0.99)) < even
 
 
 def test_hull_and_clip_of_a_square():
-    square = gating.hull([(0, 0), (1, 0), (1, 1), (0, 1), (0.5, 0.5)])
+    square = geometry.hull([(0, 0), (1, 0), (1, 1), (0, 1), (0.5, 0.5)])
     assert len(square) == 4
-    half = gating.clip(square, (1.0, 0.0), 0.5)  # x <= 0.5
+    half = geometry.clip(square, (1.0, 0.0), 0.5)  # x <= 0.5
     assert half[:, 0].max() == pytest.approx(0.5) and len(half) == 4
-    assert len(gating.clip(square, (1.0, 0.0), -1.0)) == 0
+    assert len(geometry.clip(square, (1.0, 0.0), -1.0)) == 0
 
 
 def test_separating_line_keeps_own_population_out_of_the_other():
     own = (np.array([0.0, 0.0]), np.eye(2) * 0.01, 0.1)
     other = (np.array([1.0, 0.0]), np.eye(2) * 0.01, 0.9)
-    normal, offset = gating.separating_line(own, other, odds=10.0)
+    normal, offset = geometry.separating_line(own, other, odds=10.0)
     assert normal @ own[0] <= offset < normal @ other[0]
 
 
 def test_ellipse_points_lie_at_the_radius():
     cov = np.array([[0.04, 0.01], [0.01, 0.09]])
-    pts = gating.ellipse_points([1.0, 2.0], cov, 3.0, n=8)
+    pts = geometry.ellipse_points([1.0, 2.0], cov, 3.0, n=8)
     d = pts - [1.0, 2.0]
     assert np.allclose(np.einsum("ij,jk,ik->i", d, np.linalg.inv(cov), d), 9.0)
 
@@ -92,11 +92,11 @@ def test_the_lymphocytes_are_spared_as_one_population_however_the_mixture_splits
     from matplotlib.path import Path as MplPath
 
     pops = split_lymphocytes()
-    own = gating.plane(pops, [0])
-    lines = [gating.separating_line(own, gating.plane(pops, [i]), SETTINGS.region_odds) for i in (1, 2)]
-    assert gating._share_beyond(pops, [0], lines[1:]) < gating.MAX_BLASTS_CUT
-    assert gating._share_beyond(pops, [0], lines) > gating.MAX_BLASTS_CUT
-    polygon, note = gating.blast_region_polygon(pops, SETTINGS)
+    own = geometry.plane(pops, [0])
+    lines = [geometry.separating_line(own, geometry.plane(pops, [i]), SETTINGS.region_odds) for i in (1, 2)]
+    assert blastgate._share_beyond(pops, [0], lines[1:]) < blastgate.MAX_BLASTS_CUT
+    assert blastgate._share_beyond(pops, [0], lines) > blastgate.MAX_BLASTS_CUT
+    polygon, note = blastgate.blast_region_polygon(pops, SETTINGS)
     assert "not cut against lymphocytes" in note and "likely as lymphocytes" not in note, note
     assert MplPath(polygon).contains_points(pops.x[pops.assigned == 0][:, :2]).mean() > 0.98
 
@@ -185,13 +185,13 @@ def test_without_a_lymphocyte_reference_nothing_is_named():
 
 def test_basophil_cuts_keep_cd123_high_hla_dr_positive_blasts_by_their_hla_dr():
     pops = named(dict(MARROW, blasts=[4.78, 4.26, 2.6, 2.8, 2.6, 2.7, 3.1, 2.6]))
-    c123, cdr, note = gating.basophil_cuts(pops)
+    c123, cdr, note = exclusions.basophil_cuts(pops)
     assert c123 < 3.25 and 0.48 < cdr < 2.7 and "HLA-DR between" in note
 
 
 def test_basophil_cuts_without_basophils_lie_above_the_blasts():
     pops = named({k: v for k, v in MARROW.items() if k != "basophils"})
-    c123, cdr, _ = gating.basophil_cuts(pops)
+    c123, cdr, _ = exclusions.basophil_cuts(pops)
     assert c123 > 2.2 and cdr < 2.7
 
 
@@ -213,7 +213,7 @@ def stub_tube(columns, masks=None):
 def test_guarded_names_the_step_and_the_problem(values, mask, problem):
     tube = stub_tube({"X": values})
     with pytest.raises(InputError) as err:
-        gating.guarded(tube, "cells", "X", np.array(mask), "parent")
+        gatestep.guarded(tube, "cells", "X", np.array(mask), "parent")
     assert str(err.value).startswith("t.fcs: cells: ") and problem in str(err.value)
 
 
@@ -362,10 +362,10 @@ def test_dim_cd125_check_withholds_a_not_met_piled_at_the_cut():
 
 def test_basophils_are_excluded_against_cd34_when_the_blasts_lack_hla_dr():
     pops = named(dict(MARROW, blasts=[4.78, 4.26, 2.6, 2.8, 0.7, 0.5, 3.0, 2.6]))  # CD117-low too
-    assert gating.separating_marker(pops) == "CD34"
-    c123, c34, note = gating.basophil_cuts(pops, "CD34")
+    assert exclusions.separating_marker(pops) == "CD34"
+    c123, c34, note = exclusions.basophil_cuts(pops, "CD34")
     assert 0.87 < c34 < 2.8 and "CD34 between" in note
-    assert gating.separating_marker(named(MARROW)) == "HLA-DR"
+    assert exclusions.separating_marker(named(MARROW)) == "HLA-DR"
 
 
 @pytest.mark.parametrize("lymph_share, two_peaks, fails", [

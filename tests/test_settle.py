@@ -1,9 +1,10 @@
-"""The fast logicle path counts exactly what FlowKit counts, thanks to gating.settle."""
+"""The fast logicle path counts exactly what FlowKit counts, thanks to boundaries.settle_in_place."""
 
 import numpy as np
 import pytest
 
-from cd125gate import compensation, gates, gating, gatingml, transforms
+from cd125gate import boundaries, compensation, gates, gatingml, transforms
+from cd125gate.gatestep import dim, gate_step
 from cd125gate.analyze import analyze_sample
 from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, write_case
@@ -16,7 +17,7 @@ def test_fast_logicle_error_is_far_below_the_settle_margin(W):
     x = np.concatenate([rng.normal(0, 500, 200000), np.exp(rng.uniform(0, 13, 200000)),
                         -np.exp(rng.uniform(0, 11, 20000)), [0.0, 262144.0, 1e7, -1e7]])
     error = np.abs(fast_logicle(x, 262144.0, W, 4.5, 0.0) - logicle(x, 262144.0, W, 4.5, 0.0))
-    assert error.max() < gating.SETTLE_DELTA / 10
+    assert error.max() < boundaries.SETTLE_DELTA / 10
 
 
 def test_fast_logicle_over_several_blocks_with_non_finite_values():
@@ -29,7 +30,7 @@ def test_fast_logicle_over_several_blocks_with_non_finite_values():
     y = fast_logicle(x, *args)
     assert np.isnan(y[holes]).all()
     finite = np.isfinite(x)
-    assert np.abs(y[finite] - logicle(x[finite], *args)).max() < gating.SETTLE_DELTA / 10
+    assert np.abs(y[finite] - logicle(x[finite], *args)).max() < boundaries.SETTLE_DELTA / 10
 
 
 def test_fast_logicle_is_flowutils_itself_when_w_is_zero():
@@ -53,10 +54,10 @@ def test_an_event_on_a_boundary_is_counted_as_flowkit_counts_it(tmp_path):
     assert below.size, "the fast path should differ from flowutils somewhere"
     event = below[0]
 
-    probe = gates.RectangleGate("probe", [gating.dim(tube, channel, lo=float(exact[event]))])
-    gating.add_step(tube, "probe", "blasts", probe, channel, None, "bound on one event's value")
+    probe = gates.RectangleGate("probe", [dim(tube, channel, lo=float(exact[event]))])
+    tube.steps.append(gate_step(tube, "probe", "blasts", probe, channel, None, "bound on one event's value"))
     assert not tube.step("probe").mask[event]  # the fast value alone misses it
-    recomputed = gating.settle(tube, analysis.compensation)
+    recomputed = boundaries.settle_in_place(tube, analysis.compensation)
     assert 0 < recomputed < len(tube.data) // 100
     assert tube.step("probe").mask[event]
 

@@ -315,7 +315,7 @@ import os, sys
 # the sample runs as a job of its own or in a chunk's forked process.
 if os.environ.get("CD125GATE_TEST_CRASH") and os.path.basename(sys.argv[0]) == "cd125gate":
     import cd125gate.analyze_command
-    import cd125gate.gating
+    import cd125gate.hierarchy
 
     real_run = cd125gate.analyze_command.run
 
@@ -324,7 +324,7 @@ if os.environ.get("CD125GATE_TEST_CRASH") and os.path.basename(sys.argv[0]) == "
 
     def run(args):
         if args.sample_id == os.environ["CD125GATE_TEST_CRASH"]:
-            cd125gate.gating.find_gates = find_gates
+            cd125gate.hierarchy.find_gates = find_gates
         return real_run(args)
 
     cd125gate.analyze_command.run = run

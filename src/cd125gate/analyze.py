@@ -8,18 +8,34 @@ files. Bad input never raises out of ``analyze_sample``: it becomes a FAILED
 result with the reason (a control tube that cannot be used becomes a REVIEW).
 """
 
+from __future__ import annotations
+
 import copy
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from . import __version__, assay, controltube, criterion, results, tubes
-from .settings import load_settings, settings_digest
 from .errors import InputError
 from .fileio import sha256_file
 from .model import TubeAnalysis
+from .settings import load_settings, settings_digest
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .beads import Density
+    from .compensation import Compensation
+    from .model import Threshold
+    from .settings import Settings
+
+A = TypeVar("A")
+B = TypeVar("B")
+
 
 @dataclass
 class SampleAnalysis:
@@ -28,18 +44,18 @@ class SampleAnalysis:
     result: results.SampleResult
     stained: TubeAnalysis | None = None
     control: TubeAnalysis | None = None
-    threshold: object = None
-    compensation: object = None
+    threshold: Threshold | None = None
+    compensation: Compensation | None = None
     timings: dict = field(default_factory=dict)  # stage -> seconds (for the benchmark)
     threads: int = 1
     failed_stage: str | None = None              # the stage whose InputError made the result FAILED
-    progress: object = None                      # called with (stage, seconds) after each stage
+    progress: Callable[[str, float], None] | None = None  # called with (stage, seconds) after each stage
     meta: dict = field(default_factory=dict)     # the sample sheet's fields of this sample
-    density: object = None                       # beads.Density when the sheet named a bead tube
-    allocate: object = None                      # allocate(shape): where the tubes' events are made
+    density: Density | None = None               # beads.Density when the sheet named a bead tube
+    allocate: Callable[[tuple[int, int]], np.ndarray] | None = None  # allocate(shape): where the tubes' events are made
 
     @contextmanager
-    def stage(self, name):
+    def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
             yield
@@ -51,7 +67,7 @@ class SampleAnalysis:
         if self.progress is not None:  # only stages that finished: an error stays one line
             self.progress(name, self.timings[name])
 
-    def both(self, stained_call, control_call):
+    def both(self, stained_call: Callable[[], A], control_call: Callable[[], B]) -> tuple[A, B]:
         """``(stained_call(), control_call())``, side by side when ``threads`` > 1."""
         if self.threads < 2:
             return stained_call(), control_call()
@@ -73,9 +89,11 @@ class Facts:
     assay: dict | None = None                        # acquisition and reagent metadata
 
 
-def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None,
-                   compensation_path=None, meta=None, threads=1, progress=None, beads=None, bead_lot=None,
-                   allocate=None):
+def analyze_sample(fcs_path: Path | str, control_path: Path | str | None = None, settings: Settings | None = None,
+                   *, sample_id: str | None = None, compensation_path: Path | str | None = None,
+                   meta: dict | None = None, threads: int = 1, progress: Callable[[str, float], None] | None = None,
+                   beads: Path | str | None = None, bead_lot: Path | str | None = None,
+                   allocate: Callable[[tuple[int, int]], np.ndarray] | None = None) -> SampleAnalysis:
     """Analyse one sample; bad input ends as a FAILED result, never as an exception.
 
     ``compensation_path`` is this sample's matrix CSV, or the word ``precompensated``
@@ -109,7 +127,7 @@ def analyze_sample(fcs_path, control_path=None, settings=None, *, sample_id=None
     return analysis
 
 
-def compensation_choice(compensation, settings):
+def compensation_choice(compensation: Path | str | None, settings: Settings) -> tuple[Path | str | None, str | None]:
     """(matrix CSV or None, where the data were declared precompensated or None) of one sample.
 
     ``compensation`` is the sample's own choice (a matrix CSV, the word ``precompensated``,
@@ -126,7 +144,8 @@ def compensation_choice(compensation, settings):
     return settings.compensation.matrix, None
 
 
-def result_header(fcs_path, control_path, compensation_path, settings, sample_id=None, meta=None):
+def result_header(fcs_path: Path | str, control_path: Path | str | None, compensation_path: Path | str | None,
+                  settings: Settings, sample_id: str | None = None, meta: dict | None = None) -> results.SampleResult:
     """The FAILED-until-decided result of a sample: who it is, its inputs and provenance."""
     return results.header(sample_id or Path(fcs_path).stem, _inputs(fcs_path, control_path, compensation_path),
                           _provenance(settings), asdict(settings.criterion), meta or {})
@@ -188,13 +207,12 @@ def _read_inputs(analysis, facts, fcs_path, control_path, choice, settings):
     facts.qc["compensation"] = analysis.compensation.source
     if compensation_path is not None:
         facts.inputs["compensation"]["sha256"] = sha256_file(compensation_path)
-    controltube.refuse_same_tube(stained, control, control_path)
-    if control is not None and not isinstance(control, InputError):
-        facts.inputs["control"]["sha256"] = control.sha256
-        facts.warnings += [f"control tube: {w}" for w in control.warnings]
+    controltube.refuse_same_tube(stained, control.fcs, control_path)
+    if control.fcs is not None:
+        facts.inputs["control"]["sha256"] = control.fcs.sha256
+        facts.warnings += [f"control tube: {w}" for w in control.fcs.warnings]
     if analysis.compensation.source == compensation.PRECOMPENSATED and declared is None \
-            and control is not None and not isinstance(control, InputError) \
-            and compensation.prior_compensation(control) is None:
+            and control.fcs is not None and compensation.prior_compensation(control.fcs) is None:
         # The stained tube says it is compensated; a control that does not may be raw data.
         facts.warnings.append("control tube: no sign of prior compensation in the file, unlike the "
                               f"stained tube ({analysis.compensation.detail}); used as it is")
@@ -205,14 +223,16 @@ def _read_inputs(analysis, facts, fcs_path, control_path, choice, settings):
 
 
 def _gate(analysis, settings):
-    from . import gating
+    from . import hierarchy
 
-    gating.find_gates(analysis.stained, settings, analysis.control, analysis.both)
+    hierarchy.find_gates(analysis.stained, settings, analysis.control, analysis.both)
 
 
 def _measure(analysis, facts, settings, control_problem):
     """Threshold CD125, count positive blasts, and gather the evidence the criterion weighs."""
-    from . import ceiling, checks, gating, threshold
+    from . import ceiling, checks, threshold
+    from .blastgate import cd125_positive
+    from .boundaries import settle_in_place
 
     stained, control = analysis.stained, analysis.control
     cut = threshold.choose(stained, control, stained.scales[stained.markers["CD125"]], settings.threshold)
@@ -220,9 +240,9 @@ def _measure(analysis, facts, settings, control_problem):
         raise InputError(stained.fcs.path, "no CD125 threshold: no usable control tube and no fallback")
     analysis.threshold = cut
     for tube in filter(None, (stained, control)):
-        gating.cd125_positive(tube, cut)
-    analysis.both(lambda: gating.settle(stained, analysis.compensation),
-                  lambda: gating.settle(control, analysis.compensation) if control is not None else 0)
+        tube.steps.append(cd125_positive(tube, cut))
+    analysis.both(lambda: settle_in_place(stained, analysis.compensation),
+                  lambda: settle_in_place(control, analysis.compensation) if control is not None else 0)
     time_removed = tuple((t.role, t.time_qc.removed_fraction) for t in filter(None, (stained, control))
                          if t.time_qc is not None)
     facts.qc.update({f"{role}_time_removed_fraction": removed for role, removed in time_removed})

@@ -7,7 +7,14 @@ or, per sample, from the sample sheet. Missing values stay None: a reviewer
 sees what is not recorded.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .settings import Reagent
 
 FIELDS = ("acquisition_date", "acquisition_time", "instrument", "instrument_serial", "operator",
           "tube_name", "cd125_clone", "cd125_fluorochrome", "cd125_lot")
@@ -22,7 +29,7 @@ _DATE_NUMBER = re.compile(r"[0-9]{1,4}")
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
-def record(keywords, reagent, sample=None):
+def record(keywords: Mapping[str, object], reagent: Reagent, sample: Mapping[str, str] | None = None) -> dict:
     """The ``assay`` block of a result: FCS keywords, then the reagent (the sample's own values win)."""
     sample = sample or {}
     values = dict(from_keywords(keywords))
@@ -31,12 +38,12 @@ def record(keywords, reagent, sample=None):
     return values
 
 
-def from_keywords(keywords):
+def from_keywords(keywords: Mapping[str, object]) -> dict[str, str | None]:
     """Acquisition date and time, instrument, serial, operator and tube name from FCS keywords.
 
     Missing keywords give None: a reviewer sees what the file does not say.
     """
-    def first(names):
+    def first(names: tuple[str, ...]) -> str | None:
         for name in names:
             value = str(keywords.get(name, "")).strip()
             if value:
@@ -49,7 +56,7 @@ def from_keywords(keywords):
     return meta
 
 
-def fcs_date(text):
+def fcs_date(text: str | None) -> str | None:
     """An FCS ``$DATE`` (dd-mmm-yyyy) as an ISO date; other spellings are kept as written."""
     if text is None:
         return None

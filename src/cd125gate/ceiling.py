@@ -15,7 +15,7 @@ loss matters depends on *which* events sit there, not on how many:
   answer (REVIEW; a reviewer can re-gate with a wider margins gate, or ask
   for the tube to be acquired again);
 - so many events at the ceiling that fewer than ``gating.min_events`` are left
-  to gate: ``gating.margins`` fails the tube (FAILED).
+  to gate: ``scatter.require_below_ceiling`` fails the tube (FAILED).
 
 Which ceiling events are blasts is asked of the gates themselves: each of them
 is put through every gate under ``margins`` with its clipped value
@@ -28,12 +28,19 @@ from granulocytes: the blasts' own SSC-A distribution below the ceiling then
 says how many lie beyond it (``ssc_tail``).
 """
 
+from __future__ import annotations
+
 import math
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import gates
+from .gatestep import frame
+
+if TYPE_CHECKING:
+    from .model import TubeAnalysis
 
 # A larger share of a tube's events at one channel's ceiling is shown as a flag: a well-set
 # gain leaves the ~0.5-2 % of aggregates and clumps there, not more.
@@ -53,27 +60,23 @@ MIN_BLASTS_FOR_TAIL = 50
 _NORMAL = NormalDist()
 
 
-def ceilings(tube):
+def ceilings(tube: TubeAnalysis) -> list[tuple[str, float]]:
     """(channel, ceiling) the margins gate judges, in its order: the values it removes start there."""
     return [(d.id, float(d.max)) for d in tube.step("margins").gate.dimensions if d.max is not None]
 
 
-def at_ceiling(tube, rows):
+def at_ceiling(tube: TubeAnalysis, rows: np.ndarray) -> dict[str, np.ndarray]:
     """channel -> bool per event of ``rows``: at or above that channel's ceiling (the margins gate's values)."""
-    from .gating import _frame
-
-    frame = _frame(tube.step("margins").gate, tube, rows)
-    return {channel: frame[channel] >= top for channel, top in ceilings(tube)}
+    columns = frame(tube.step("margins").gate, tube, rows)
+    return {channel: columns[channel] >= top for channel, top in ceilings(tube)}
 
 
-def lost_to_ceiling(tube, rows, last="blasts"):
+def lost_to_ceiling(tube: TubeAnalysis, rows: np.ndarray, last: str = "blasts") -> np.ndarray:
     """Which events of ``rows`` pass every gate under ``margins`` down to ``last``, at their clipped values.
 
     The gates are evaluated on those events only, with the tube's fast
-    transform (``gating.settle`` is not needed for a share).
+    transform (``boundaries.settle_in_place`` is not needed for a share).
     """
-    from .gating import _frame
-
     done = {}
     for step in tube.steps:
         if step.name == "margins":
@@ -85,14 +88,14 @@ def lost_to_ceiling(tube, rows, last="blasts"):
         elif isinstance(step.gate, gates.BooleanGate):
             member = step.gate.apply(done) & done[step.parent]
         else:
-            member = step.gate.apply(_frame(step.gate, tube, rows)) & done[step.parent]
+            member = step.gate.apply(frame(step.gate, tube, rows)) & done[step.parent]
         done[step.name] = member
         if step.name == last:
             return member
     return np.zeros(len(rows), dtype=bool)
 
 
-def findings(tube):
+def findings(tube: TubeAnalysis) -> tuple[list[str], list[str]]:
     """(reasons, flags) about the events of ``tube`` at the detector ceiling.
 
     A flag for every channel holding at least ``FLAG_SHARE`` of the events that
@@ -135,7 +138,8 @@ def findings(tube):
     return reasons, flags
 
 
-def _estimate_ssc(tube, top, high, held, lost):
+def _estimate_ssc(tube: TubeAnalysis, top: dict[str, float], high: dict[str, np.ndarray], held: np.ndarray,
+                  lost: dict[str, int]) -> str | None:
     """Replace the blasts lost at the SSC-A ceiling by their estimate (``ssc_tail``) where it is lower.
 
     The blast gate is bounded above on SSC-A: once it reaches the ceiling it
@@ -162,7 +166,7 @@ def _estimate_ssc(tube, top, high, held, lost):
     return ssc
 
 
-def ssc_tail(log_ssc, top, lo=0.1, hi=0.4):
+def ssc_tail(log_ssc: np.ndarray, top: float, lo: float = 0.1, hi: float = 0.4) -> float | None:
     """Share of a blast population beyond log10 SSC-A ``top``, from its events below (``log_ssc``).
 
     Taken as log-normal and cut at ``top``, the blasts' ``lo`` and ``hi``
@@ -185,7 +189,7 @@ def ssc_tail(log_ssc, top, lo=0.1, hi=0.4):
     return 0.95
 
 
-def shares(tube, rows):
+def shares(tube: TubeAnalysis, rows: np.ndarray) -> str:
     """"CH 97.1%, CH 0.5%": the share of ``rows`` at each channel's ceiling, largest first (three at most)."""
     if len(rows) == 0:
         return ""
@@ -193,7 +197,7 @@ def shares(tube, rows):
     return ", ".join(f"{ch} {share:.1%}" for share, ch in found[:3] if share > 0)
 
 
-def failure_note(tube):
+def failure_note(tube: TubeAnalysis | None) -> str:
     """What to add to a gating failure of a tube mostly at the detector ceiling ("" otherwise).
 
     A gate that finds nothing to place itself on, or a threshold without
@@ -210,5 +214,5 @@ def failure_note(tube):
     return f" ({share:.1%} of events at the detector ceiling: {shares(tube, np.flatnonzero(kept))})"
 
 
-def _label(channel, marker):
+def _label(channel: str, marker: str | None) -> str:
     return channel if marker is None or marker == channel else f"{marker} ({channel})"

@@ -22,31 +22,40 @@ the stained tube's own lymphocytes (the `lymphocytes` gate), in decades.
   continue under it, and a NOT_MET they could turn into a MET is withheld.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .density import lower_peak
 from .populations import decades_per_unit
 
+if TYPE_CHECKING:
+    from .model import Threshold, TubeAnalysis
+    from .settings import Criterion, Gating, GatingChecks, Settings
+
 POSITIVE_CONTROLS = ("eosinophils", "basophils")
 NEGATIVE_CONTROLS = ("lymphocytes", "neutrophils")
 
 
-def _decades(tube, marker, rows):
+def _decades(tube: TubeAnalysis, marker: str, rows: np.ndarray) -> np.ndarray:
     ch = tube.markers[marker]
     return tube.data[rows, tube.channels.index(ch)] * decades_per_unit(tube.scales[ch])
 
 
-def _log_ssc(tube, rows):
+def _log_ssc(tube: TubeAnalysis, rows: np.ndarray) -> np.ndarray:
     return np.log10(np.clip(tube.data[rows, tube.channels.index(tube.markers["SSC-A"])], 10.0, None))
 
 
-def blast_checks(tube, settings, min_blasts=200):
+def blast_checks(tube: TubeAnalysis, gating_settings: Gating, min_blasts: int = 200) -> list[str]:
     """Reasons the gated blasts may not be blasts (empty when every check passes).
 
-    :param settings: the config's ``gating`` block (``checks`` and ``levels``)
+    :param gating_settings: the config's ``gating`` block (``checks`` and ``levels``)
     :param min_blasts: ``criterion.min_blasts``
     """
-    checks, pops = settings.checks, tube.populations
+    checks, pops = gating_settings.checks, tube.populations
     # Row indices, not masks: every check below gathers only these events.
     blasts, lymph = np.flatnonzero(tube.step("blasts").mask), np.flatnonzero(tube.step("lymphocytes").mask)
     n = int(blasts.size)
@@ -57,8 +66,8 @@ def blast_checks(tube, settings, min_blasts=200):
         reasons.append("population check: no blast population among the backbone populations; "
                        "the blast gate is only the expected CD45-dim/SSC-low zone")
     if lymph.size < checks.min_reference_events:
-        return reasons + [f"reference check: only {lymph.size} lymphocytes, too few to judge "
-                          "CD45 and the blast markers against"]
+        return reasons + [(f"reference check: only {lymph.size} lymphocytes, too few to judge "
+                          "CD45 and the blast markers against")]
     gap = np.median(_decades(tube, "CD45", lymph)) - np.median(_decades(tube, "CD45", blasts))
     if gap < checks.cd45_margin:
         reasons.append(f"CD45 check: gated blasts are only {gap:.2f} decades CD45-dimmer than the "
@@ -77,14 +86,15 @@ def blast_checks(tube, settings, min_blasts=200):
         if n >= min_blasts > int(positive.sum()):
             reasons.append(f"blast count check: only {int(positive.sum())} of the {n} gated events "
                            f"are {names}+, fewer than the {min_blasts} needed")
-    left = basophil_like(tube, blasts, lymph, settings)
+    left = basophil_like(tube, blasts, lymph, gating_settings)
     if left is not None and left > checks.max_basophil_like_share:
         reasons.append(f"basophil check: {left:.0%} of gated blasts are CD123-bright, HLA-DR-negative "
                        "and CD34/CD117-negative (basophil-like) after basophil exclusion")
     return reasons
 
 
-def marker_positive(tube, events, reference, markers, above):
+def marker_positive(tube: TubeAnalysis, events: np.ndarray, reference: np.ndarray | Callable[[str], float],
+                    markers: Sequence[str], above: float) -> np.ndarray | None:
     """Per event of ``events``: positive for any of ``markers`` (``above`` decades over the reference median).
 
     ``reference``: the rows whose median is the negative level, or a function marker -> that level
@@ -100,11 +110,14 @@ def marker_positive(tube, events, reference, markers, above):
     return hit
 
 
-def basophil_like(tube, blasts, lymph, settings):
-    """Share of gated blasts that look like basophils, or None without CD123 and HLA-DR."""
+def basophil_like(tube: TubeAnalysis, blasts: np.ndarray, lymph: np.ndarray, gating_settings: Gating) -> float | None:
+    """Share of gated blasts (rows ``blasts``) that look like basophils, or None without CD123 and HLA-DR.
+
+    ``lymph``: the rows of the lymphocytes, the negative reference.
+    """
     if "CD123" not in tube.markers or "HLA-DR" not in tube.markers:
         return None
-    checks, levels = settings.checks, settings.levels["markers"]
+    checks, levels = gating_settings.checks, gating_settings.levels["markers"]
     bright = _decades(tube, "CD123", blasts) >= np.median(_decades(tube, "CD123", lymph)) + levels[2]
     dr_neg = _decades(tube, "HLA-DR", blasts) < np.median(_decades(tube, "HLA-DR", lymph)) + checks.positive_above
     other = marker_positive(tube, blasts, lymph, [m for m in ("CD34", "CD117")], checks.positive_above)
@@ -112,7 +125,7 @@ def basophil_like(tube, blasts, lymph, settings):
     return float(like.mean())
 
 
-def internal_controls(tube, cut):
+def internal_controls(tube: TubeAnalysis, cut: Threshold) -> dict[str, dict]:
     """CD125+ share (against ``cut``) and median, in decades above the cut, of the named populations.
 
     From the events the populations were fitted on (a subsample of the viable
@@ -138,26 +151,28 @@ def internal_controls(tube, cut):
     return out
 
 
-def control_reasons(controls, checks):
+def control_reasons(controls: dict[str, dict], check_settings: GatingChecks) -> list[str]:
     """REVIEW reasons from the internal controls: a positive control negative, a negative one positive."""
     reasons = []
     for name, c in controls.items():
-        if c["events"] < checks.min_control_events:
+        if c["events"] < check_settings.min_control_events:
             continue
         share, above = c["cd125_pos_share"], c["median_above_cut"]
-        margin = checks.basophil_control_decades if name == "basophils" else checks.positive_control_decades
-        dim = above < margin and share < checks.clearly_positive_share
-        if c["role"] == "positive" and (share < checks.min_positive_control or dim):
+        margin = (check_settings.basophil_control_decades if name == "basophils"
+                  else check_settings.positive_control_decades)
+        dim = above < margin and share < check_settings.clearly_positive_share
+        if c["role"] == "positive" and (share < check_settings.min_positive_control or dim):
             reasons.append(f"internal control check: {name} (CD125+ by nature) are {share:.0%} CD125+, "
                            f"median {above:+.2f} decades from the cut-off: failed CD125 stain?")
-        eosinophils = _eosinophils_among(name, c, controls, checks)
-        if c["role"] == "negative" and share > checks.max_negative_control and not eosinophils:
+        eosinophils = _eosinophils_among(name, c, controls, check_settings)
+        if c["role"] == "negative" and share > check_settings.max_negative_control and not eosinophils:
             reasons.append(f"internal control check: {name} (CD125- by nature) are {share:.0%} CD125+: "
                            "the cut-off or the compensation is off")
     return reasons
 
 
-def _eosinophils_among(name, control, controls, checks, clean=0.05):
+def _eosinophils_among(name: str, control: dict, controls: dict[str, dict], checks: GatingChecks,
+                       clean: float = 0.05) -> bool:
     """Whether CD125+ "neutrophils" are eosinophils (CD125+ by nature) named neutrophils, not a bad cut-off.
 
     SSC-high granulocytes with a second CD125 peak are a mixture with eosinophils; all of them CD125+
@@ -171,7 +186,8 @@ def _eosinophils_among(name, control, controls, checks, clean=0.05):
     return bool(control.get("two_peaks")) or lymph_clean
 
 
-def cd125_checks(stained, control, cut, settings, band=0.3):
+def cd125_checks(stained: TubeAnalysis, control: TubeAnalysis | None, cut: Threshold, criterion_settings: Criterion,
+                 band: float = 0.3) -> list[str]:
     """A NOT_MET that dim CD125+ blasts piled at the cut-off could turn into a MET.
 
     Resolved positives lie well above the cut-off; dim ones pile up just
@@ -190,19 +206,21 @@ def cd125_checks(stained, control, cut, settings, band=0.3):
     cut_decades = cut.value * decades_per_unit(stained.scales[ch])
     above = s >= cut_decades
     counted = float(above.mean())
-    need = settings.positive_fraction
+    need = criterion_settings.positive_fraction
     if counted >= need or not above.any():
         return []
     near = float(np.mean(s[above] < cut_decades + band))
     hidden = counted * near
     noise = 2.0 * np.sqrt(counted * (1.0 - counted) / s.size)  # ~95 % of the count's own noise
     if counted + hidden + noise >= need:
-        return [f"dim CD125 check: {counted:.1%} of blasts are above the cut-off, {near:.0%} of them within "
-                f"{band:g} decades of it: as many dim CD125+ blasts may lie under it ({counted + hidden:.0%})"]
+        return [(f"dim CD125 check: {counted:.1%} of blasts are above the cut-off, {near:.0%} of them within "
+                f"{band:g} decades of it: as many dim CD125+ blasts may lie under it ({counted + hidden:.0%})")]
     return []
 
 
-def reference_checks(tube, cut, checks, most_marker_positive=0.1, most_above=0.05, neutrophil_margin=0.3):
+def reference_checks(tube: TubeAnalysis, cut: Threshold, check_settings: GatingChecks,
+                     most_marker_positive: float = 0.1, most_above: float = 0.05,
+                     neutrophil_margin: float = 0.3) -> list[str]:
     """Without a control tube: is the internal-negative reference shown to be CD125-negative?
 
     The cut-off of an internal reference is only as good as the reference is a negative
@@ -217,15 +235,16 @@ def reference_checks(tube, cut, checks, most_marker_positive=0.1, most_above=0.0
     lymph = np.flatnonzero(tube.step("lymphocytes").mask)
     values = tube.column(tube.markers["CD125"])[lymph]
     if cut.reference != "blast_peak":
-        return _lymphocyte_reference(tube, lymph, values, checks, most_marker_positive, neutrophil_margin)
-    above = float(np.mean(values >= cut.value)) if values.size >= checks.min_reference_events else 0.0
+        return _lymphocyte_reference(tube, lymph, values, check_settings, most_marker_positive, neutrophil_margin)
+    above = float(np.mean(values >= cut.value)) if values.size >= check_settings.min_reference_events else 0.0
     if above > most_above:
-        return [f"reference check: {above:.0%} of the lymphocytes lie above the cut-off drawn on the "
-                "blasts' negative CD125 peak: that peak is not a negative population"]
+        return [(f"reference check: {above:.0%} of the lymphocytes lie above the cut-off drawn on the "
+                "blasts' negative CD125 peak: that peak is not a negative population")]
     return []
 
 
-def _lymphocyte_reference(tube, lymph, values, checks, most_marker_positive, neutrophil_margin):
+def _lymphocyte_reference(tube: TubeAnalysis, lymph: np.ndarray, values: np.ndarray, checks: GatingChecks,
+                          most_marker_positive: float, neutrophil_margin: float) -> list[str]:
     """REVIEW reasons against lymphocytes (``lymph`` rows, CD125 ``values``) as the negative reference."""
     ch = tube.markers["CD125"]
     reasons = []
@@ -245,7 +264,7 @@ def _lymphocyte_reference(tube, lymph, values, checks, most_marker_positive, neu
     return reasons
 
 
-def _blast_marker_share(tube, rows, checks):
+def _blast_marker_share(tube: TubeAnalysis, rows: np.ndarray, checks: GatingChecks) -> float:
     """Share of ``rows`` positive for CD34 or CD117, as the blast-marker gate reads them.
 
     Against the lymphocyte reference point of the fitted populations (the median of their own
@@ -258,7 +277,8 @@ def _blast_marker_share(tube, rows, checks):
     return float(hit.mean()) if hit is not None else 0.0
 
 
-def all_checks(stained, control, cut, settings):
+def all_checks(stained: TubeAnalysis, control: TubeAnalysis | None, cut: Threshold,
+               settings: Settings) -> tuple[list[str], dict[str, dict], tuple[dict, ...], list[str]]:
     """(REVIEW reasons, internal controls dict, blast clones, flags) of every self-check, for ``analyze``.
 
     The blast gate's coverage is judged per blast clone (``clones.clone_table``): a clone left
@@ -266,12 +286,12 @@ def all_checks(stained, control, cut, settings):
     """
     from . import clones
 
-    gating, criterion = settings.gating, settings.criterion
+    gating_settings, criterion_settings = settings.gating, settings.criterion
     controls = internal_controls(stained, cut)
-    table, coverage, flags = clones.clone_table(stained, cut, gating.checks)
-    reasons = (blast_checks(stained, gating, criterion.min_blasts)
+    table, coverage, flags = clones.clone_table(stained, cut, gating_settings.checks)
+    reasons = (blast_checks(stained, gating_settings, criterion_settings.min_blasts)
                + (coverage if stained.step("blasts").count else [])
-               + control_reasons(controls, gating.checks)
-               + reference_checks(stained, cut, gating.checks)
-               + cd125_checks(stained, control, cut, criterion))
+               + control_reasons(controls, gating_settings.checks)
+               + reference_checks(stained, cut, gating_settings.checks)
+               + cd125_checks(stained, control, cut, criterion_settings))
     return reasons, controls, table, flags

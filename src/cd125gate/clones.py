@@ -22,9 +22,19 @@ the reviewer must see when the clones disagree on CD125.
   gated blasts and CD125+ fraction; clones that disagree on CD125 are flagged.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .populations import BACKBONE, feature_matrix, is_blast
+
+if TYPE_CHECKING:
+    from .model import Threshold, TubeAnalysis
+    from .populations import Populations
+    from .settings import GatingChecks
 
 CLONE_GAP = 0.25    # decades on one backbone marker ...
 CLONE_SD = 2.0      # ... and pooled SDs, between two clones
@@ -37,7 +47,7 @@ DISAGREE = 0.15
 POSITIVE = ("pos", "bright")
 
 
-def blast_like(pops, checks):
+def blast_like(pops: Populations, checks: GatingChecks) -> list[int]:
     """Indices of the components that look like blasts (see the module's docstring)."""
     out = []
     for i, (label, levels) in enumerate(zip(pops.labels, pops.levels)):
@@ -50,11 +60,11 @@ def blast_like(pops, checks):
     return out
 
 
-def _blast_scatter(levels):
+def _blast_scatter(levels: dict[str, str]) -> bool:
     return levels.get("SSC") == "low" and levels.get("FSC") != "low"
 
 
-def _dead(tube, pops, comp):
+def _dead(tube: TubeAnalysis, pops: Populations, comp: int) -> bool:
     """Whether most of a component lies below the ``intact`` gate's FSC-A cut (dead blasts, no viability dye)."""
     step = next((s for s in tube.steps if s.name == "intact"), None)
     if step is None:
@@ -64,7 +74,7 @@ def _dead(tube, pops, comp):
     return bool(rows.size) and float(np.mean(fsc < step.gate.dimensions[0].min)) > 0.5
 
 
-def group(pops, comps):
+def group(pops: Populations, comps: Sequence[int]) -> list[list[int]]:
     """Clones: lists of components, single-linked when no backbone marker tells them apart."""
     markers = [pops.features.index(m) for m in BACKBONE if m in pops.features]
     clones = []
@@ -75,7 +85,7 @@ def group(pops, comps):
     return sorted(clones, key=lambda c: -float(pops.weights[c].sum()))
 
 
-def _same(pops, i, j, markers):
+def _same(pops: Populations, i: int, j: int, markers: list[int]) -> bool:
     if pops.levels[i] == pops.levels[j]:
         return True  # the same phenotype: the mixture split one population
     for f in markers:
@@ -86,13 +96,13 @@ def _same(pops, i, j, markers):
     return True
 
 
-def phenotype(pops, clone):
+def phenotype(pops: Populations, clone: Sequence[int]) -> str:
     """The clone's backbone levels (of its largest component), e.g. 'CD45 dim, CD34 pos, HLA-DR neg'."""
     main = max(clone, key=lambda i: pops.weights[i])
     return ", ".join(f"{m} {pops.levels[main][m]}" for m in BACKBONE if m in pops.levels[main])
 
 
-def assign(tube, rows, comps):
+def assign(tube: TubeAnalysis, rows: np.ndarray, comps: Sequence[int]) -> np.ndarray:
     """The component of ``comps`` each event of ``rows`` most likely belongs to (backbone space)."""
     from .mixture import Mixture
 
@@ -102,7 +112,8 @@ def assign(tube, rows, comps):
     return np.asarray(comps)[own.predict(x)]
 
 
-def clone_table(tube, cut, checks):
+def clone_table(tube: TubeAnalysis, cut: Threshold,
+                checks: GatingChecks) -> tuple[tuple[dict, ...], list[str], list[str]]:
     """(clones, REVIEW reasons, flags) of the stained tube's blast clones against the CD125 cut-off.
 
     :param cut: the CD125 Threshold

@@ -7,28 +7,47 @@ stained tube is refused outright: it would put the cut-off above every
 positive blast and give a confident NOT_MET.
 """
 
-from dataclasses import replace
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
 
+if TYPE_CHECKING:
+    from .fcs import FCSData
+    from .settings import Panel
 
-def read(path):
-    """The FCS file at ``path`` (None without a path), or the InputError that refused it."""
+
+@dataclass(frozen=True)
+class ControlRead:
+    """What reading the control tube gave: its events, or why they could not be read.
+
+    Both None when no control tube was given.
+    """
+
+    fcs: FCSData | None = None
+    problem: str | None = None   # the reader's InputError, as one line naming the file
+
+
+def read(path: Path | str | None) -> ControlRead:
+    """The control tube at ``path`` read; a file the reader refuses is a ``problem``, not an exception."""
     from .fcs import read_fcs
 
     if path is None:
-        return None
+        return ControlRead()
     try:
-        return read_fcs(path)
+        return ControlRead(fcs=read_fcs(path))
     except InputError as exc:
-        return exc
+        return ControlRead(problem=str(exc))
 
 
-def refuse_same_tube(stained, control, control_path):
+def refuse_same_tube(stained: FCSData, control: FCSData | None, control_path: Path | str | None) -> None:
     """Raise InputError when the control is the stained tube (same file, or the same events)."""
-    if control is None or isinstance(control, InputError):
+    if control is None:
         return
     same_file = control.sha256 == stained.sha256
     if same_file or _same_events(stained, control):
@@ -37,25 +56,26 @@ def refuse_same_tube(stained, control, control_path):
                                        "a control must be its own FMO or isotype tube")
 
 
-def usable(control, control_path, markers, panel_settings):
-    """(the control as read, None) or (None, why it cannot be used) for a control given.
+def usable(control: ControlRead, control_path: Path | str | None, markers: dict[str, str],
+           panel_settings: Panel) -> tuple[FCSData | None, str | None]:
+    """(the control as read, None) or (None, why it cannot be used); (None, None) without a control.
 
     ``control`` is what ``read`` returned; the reason names the file.
     """
-    if control is None:
+    if control.problem is not None:
+        return None, control.problem
+    if control.fcs is None:
         return None, None
-    if isinstance(control, InputError):
-        return None, str(control)
     try:
-        problem = mismatch(control, markers, panel_settings)
+        problem = mismatch(control.fcs, markers, panel_settings)
     except InputError as exc:
         return None, str(exc)
     if problem:
         return None, f"{control_path}: {problem}"
-    return control, None
+    return control.fcs, None
 
 
-def mismatch(control, markers, panel_settings):
+def mismatch(control: FCSData, markers: dict[str, str], panel_settings: Panel) -> str | None:
     """Why the control cannot be gated like the stained tube, or None.
 
     The control must hold the stained tube's channels. Its CD125 channel
@@ -75,7 +95,7 @@ def mismatch(control, markers, panel_settings):
     return None
 
 
-def _same_events(stained, control):
+def _same_events(stained: FCSData, control: FCSData) -> bool:
     """The same measurements (a re-exported copy): every column equal but Time, whose unit may differ."""
     names = stained.channel_names()
     if control.events.shape != stained.events.shape or control.channel_names() != names:

@@ -23,9 +23,16 @@ Attribute names are FlowKit's (``gate_name``, ``dimensions``, ``vertices``,
 step) works on either kind.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+# Events a gate is applied to: dimension id -> values (a dict of arrays, or a DataFrame).
+Events = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -46,14 +53,14 @@ class Dimension:
                 object.__setattr__(self, name, float(value))
 
     @property
-    def min(self):
+    def min(self) -> float | None:
         return self.range_min
 
     @property
-    def max(self):
+    def max(self) -> float | None:
         return self.range_max
 
-    def to_flowkit(self):
+    def to_flowkit(self) -> Any:
         from flowkit import Dimension as FlowKitDimension
 
         return FlowKitDimension(self.id, compensation_ref=self.compensation_ref,
@@ -61,12 +68,12 @@ class Dimension:
                                 range_min=self.range_min, range_max=self.range_max)
 
 
-def _column(events, dim_id):
+def _column(events: Events, dim_id: str) -> np.ndarray:
     """One column of ``events`` (a mapping id -> values, e.g. a dict of arrays or a DataFrame)."""
     return np.asarray(events[dim_id], dtype=np.float64)
 
 
-def _points(events, dimensions):
+def _points(events: Events, dimensions: tuple[Dimension, ...]) -> np.ndarray:
     return np.column_stack([_column(events, d.id) for d in dimensions])
 
 
@@ -83,7 +90,7 @@ class RectangleGate:
         if not self.dimensions:
             raise ValueError(f"RectangleGate {self.gate_name!r} needs at least one dimension")
 
-    def apply(self, events):
+    def apply(self, events: Events) -> np.ndarray:
         """Boolean membership of every event (``events``: id -> column)."""
         inside = None
         for d in self.dimensions:
@@ -96,7 +103,7 @@ class RectangleGate:
                 inside &= x < d.max
         return ~inside if self.use_complement else inside
 
-    def to_flowkit(self):
+    def to_flowkit(self) -> Any:
         from flowkit import gates
 
         return gates.RectangleGate(self.gate_name, [d.to_flowkit() for d in self.dimensions],
@@ -118,13 +125,13 @@ class PolygonGate:
         if len(self.dimensions) != 2 or len(self.vertices) < 3 or any(len(v) != 2 for v in self.vertices):
             raise ValueError(f"PolygonGate {self.gate_name!r} needs 2 dimensions and at least 3 (x, y) vertices")
 
-    def apply(self, events):
+    def apply(self, events: Events) -> np.ndarray:
         x, y = (_column(events, d.id) for d in self.dimensions)
         grid = self._grid(x, y) if x.size >= GRID_MIN_EVENTS else None
         inside = grid.membership(x, y) if grid else _points_in_polygon(self.vertices, x, y)
         return ~inside if self.use_complement else inside
 
-    def near(self, x, y):
+    def near(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Whether each event (x, y) lies in a cell along an edge (every event, for a polygon without a grid)."""
         grid = self._grid(x, y)
         return grid.states(x, y) == 2 if grid else np.ones(x.shape[0], dtype=bool)
@@ -139,7 +146,7 @@ class PolygonGate:
             self.__dict__["grid"] = PolygonGrid.of(self.vertices, _extent(x, y))
         return self.__dict__["grid"]
 
-    def to_flowkit(self):
+    def to_flowkit(self) -> Any:
         from flowkit import gates
 
         return gates.PolygonGate(self.gate_name, [d.to_flowkit() for d in self.dimensions],
@@ -227,7 +234,7 @@ class PolygonGrid:
     state: np.ndarray  # int8 per cell: 0 outside, 1 inside, 2 near an edge
 
     @classmethod
-    def of(cls, vertices, extent=None):
+    def of(cls, vertices: tuple, extent: np.ndarray | None = None) -> PolygonGrid | None:
         """The grid of the polygon's box, or of its part within ``extent`` (where the events are).
 
         A polygon reaching far beyond the events (the open sides of a marker gate)
@@ -260,11 +267,11 @@ class PolygonGrid:
         state[1:-1, 1:-1] = _far_states(v, _dilated(visited, 2), origin, size)
         return cls(tuple(vertices), origin - size, 1.0 / size, state)
 
-    def states(self, x, y):
+    def states(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The state of the cell of every event (x, y): 0 outside, 1 inside, 2 near an edge."""
         return self.state[self._cell(x, 0), self._cell(y, 1)]
 
-    def membership(self, x, y):
+    def membership(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """flowutils' membership of the events (x, y) (float64 arrays)."""
         state = self.states(x, y)
         inside = state == 1
@@ -304,13 +311,13 @@ class EllipsoidGate:
             raise ValueError(f"EllipsoidGate {self.gate_name!r} needs >= 2 dimensions, "
                              "a mean and an n x n covariance matrix")
 
-    def apply(self, events):
+    def apply(self, events: Events) -> np.ndarray:
         from flowutils.gating import points_in_ellipsoid
 
         return points_in_ellipsoid(np.array(self.covariance_matrix), np.array(self.coordinates),
                                    self.distance_square, _points(events, self.dimensions))
 
-    def to_flowkit(self):
+    def to_flowkit(self) -> Any:
         from flowkit import gates
 
         return gates.EllipsoidGate(self.gate_name, [d.to_flowkit() for d in self.dimensions],
@@ -329,7 +336,7 @@ class GateRef:
     def __post_init__(self):
         object.__setattr__(self, "path", tuple(self.path))
 
-    def to_flowkit(self):
+    def to_flowkit(self) -> Any:
         return {"ref": self.ref, "path": self.path, "complement": self.complement}
 
 
@@ -355,20 +362,22 @@ class BooleanGate:
             raise ValueError(f"BooleanGate {self.gate_name!r}: 'not' takes exactly one reference, "
                              "'and'/'or' two or more")
 
-    def apply(self, memberships):
+    def apply(self, memberships: Mapping[str, np.ndarray]) -> np.ndarray:
         """Membership from the referenced gates' memberships (``memberships``: ref name -> bool array)."""
         members = [np.asarray(memberships[r.ref], dtype=bool) ^ r.complement for r in self.gate_refs]
         if self.type == "not":
             return ~members[0]
         return (np.logical_and if self.type == "and" else np.logical_or).reduce(members)
 
-    def to_flowkit(self):
+    def to_flowkit(self) -> Any:
         from flowkit import gates
 
         return gates.BooleanGate(self.gate_name, self.type, [r.to_flowkit() for r in self.gate_refs])
 
 
 GATE_TYPES = (RectangleGate, PolygonGate, EllipsoidGate, BooleanGate)
+# Any gate of this module (for type hints).
+Gate = RectangleGate | PolygonGate | EllipsoidGate | BooleanGate
 
 
 def _dimension_from_flowkit(d):
@@ -377,7 +386,7 @@ def _dimension_from_flowkit(d):
     return Dimension(d.id, d.compensation_ref, d.transformation_ref, d.min, d.max)
 
 
-def from_flowkit(gate):
+def from_flowkit(gate: Any) -> Gate:
     """The light gate equal to a FlowKit gate (flowkit.gates.*); a light gate is returned as is.
 
     Read by attribute, so FlowKit is not imported here.

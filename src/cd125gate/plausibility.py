@@ -40,11 +40,18 @@ channel (no analysis uses widths) and 3.3 x on a scatter channel, and the
 largest share of events at a marker's maximum is 2 %.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .fcs import FCSData
 
 CONSTANT_SHARE = 0.99      # share of events at one value above which a channel is "constant"
 SATURATED_SHARE = 0.5      # share of events at a maximum under the ceiling: "clips below its range"
@@ -70,12 +77,13 @@ class Problem:
     text: str
     fatal: bool       # True: the analysis cannot give a trustworthy number (FAILED)
 
-    def __str__(self):
+    def __str__(self) -> str:
         label = self.channel if self.channel == self.marker else f"{self.marker} ({self.channel})"
         return f"{label}: {self.text}"
 
 
-def problems(fcs, markers, required=(), margin_fraction=0.999):
+def problems(fcs: FCSData, markers: dict[str, str], required: Sequence[str] = (),
+             margin_fraction: float = 0.999) -> list[Problem]:
     """Implausible findings on the channels the analysis uses.
 
     Parameters
@@ -129,7 +137,8 @@ def problems(fcs, markers, required=(), margin_fraction=0.999):
     return found
 
 
-def check(stained, control, markers, required=(), margin_fraction=0.999, side_by_side=None):
+def check(stained: FCSData, control: FCSData | None, markers: dict[str, str], required: Sequence[str] = (),
+          margin_fraction: float = 0.999, side_by_side: Callable | None = None) -> list[str]:
     """Refuse a stained tube with a fatal problem; return the rest as REVIEW doubts.
 
     Raises

@@ -12,15 +12,25 @@ component brightest in CD45 for its SSC, and whose centre is the median of the
 events assigned to them. The first row of the table whose
 levels all match names the component; none matching leaves it "unknown".
 
-The gates are then drawn around named populations (``gating.py``), and the
+The gates are then drawn around named populations (``blastgate``, ``exclusions``), and the
 self-checks (``checks.py``) compare what ended up in a gate with the
 populations found here.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
 from .settings import LEVEL_NAMES, MARKER_LEVEL_NAMES
+
+if TYPE_CHECKING:
+    from .model import TubeAnalysis
+    from .settings import Gating
+    from .transforms import Scale
 
 # Backbone markers used to find populations, in this order, when the panel has them.
 BACKBONE = ("CD45", "CD34", "CD117", "HLA-DR", "CD123", "CD33")
@@ -50,28 +60,28 @@ class Populations:
     x: np.ndarray | None = None  # the fitted events in the backbone space (rows x features)
     reference_point: np.ndarray | None = None  # per feature, the lymphocytes' median (decades)
 
-    def components(self, name):
+    def components(self, name: str) -> list[int]:
         return [i for i, label in enumerate(self.labels) if label == name]
 
-    def found(self, name):
+    def found(self, name: str) -> bool:
         return bool(self.components(name))
 
-    def rows_of(self, name):
+    def rows_of(self, name: str) -> np.ndarray:
         """Subsample event indices assigned to ``name``'s components."""
         return self.rows[np.isin(self.assigned, self.components(name))]
 
-    def share(self, name):
+    def share(self, name: str) -> float:
         return float(self.weights[self.components(name)].sum())
 
-    def feature(self, name):
+    def feature(self, name: str) -> int:
         return self.features.index(name)
 
-    def reference_mean(self, feature):
+    def reference_mean(self, feature: str) -> float:
         """The lymphocyte reference's centre in ``feature`` (its events' median; see ``label``)."""
         return float(self.reference_point[self.feature(feature)])
 
 
-def decades_per_unit(scale):
+def decades_per_unit(scale: Scale) -> float:
     """Decades per display unit of a fluorescence scale (logicle: M; arcsinh: M of its FlowKit form)."""
     if scale.kind == "logicle":
         return float(scale.params["M"])
@@ -82,7 +92,7 @@ def decades_per_unit(scale):
     return 1.0
 
 
-def backbone(tube):
+def backbone(tube: TubeAnalysis) -> tuple[list[str], list[str], np.ndarray]:
     """(features, channels, scale) of the tube's backbone space."""
     features, channels, scale = [], [], []
     for name in SCATTER:
@@ -100,7 +110,8 @@ def backbone(tube):
     return features, channels, np.array(scale)
 
 
-def feature_matrix(tube, rows, features, channels, scale):
+def feature_matrix(tube: TubeAnalysis, rows: np.ndarray, features: Sequence[str], channels: Sequence[str],
+                   scale: np.ndarray) -> np.ndarray:
     """Events ``rows`` in the backbone space, in decades (scatter as log10 of the linear value)."""
     columns = []
     for name, ch, s in zip(features, channels, scale):
@@ -109,7 +120,7 @@ def feature_matrix(tube, rows, features, channels, scale):
     return np.column_stack(columns)
 
 
-def subsample(mask, limit, seed):
+def subsample(mask: np.ndarray, limit: int, seed: int) -> np.ndarray:
     """Up to ``limit`` event indices of ``mask``, drawn without replacement (sorted)."""
     rows = np.flatnonzero(mask)
     if rows.size > limit:
@@ -117,7 +128,7 @@ def subsample(mask, limit, seed):
     return rows
 
 
-def fit(tube, mask, settings):
+def fit(tube: TubeAnalysis, mask: np.ndarray, settings: Gating) -> Populations:
     """Fit the mixture on up to ``max_events_fit`` events of ``mask`` and name its components.
 
     :param settings: the config's ``gating`` block
@@ -138,7 +149,9 @@ def fit(tube, mask, settings):
                  settings, x)
 
 
-def label(features, channels, scale, means, covariances, weights, rows, assigned, settings, x=None):
+def label(features: Sequence[str], channels: Sequence[str], scale: np.ndarray, means: np.ndarray,
+          covariances: np.ndarray, weights: np.ndarray, rows: np.ndarray, assigned: np.ndarray, settings: Gating,
+          x: np.ndarray | None = None) -> Populations:
     """Name every component against the phenotype table, relative to the lymphocyte reference.
 
     The reference point is the median of the events assigned to the
@@ -171,7 +184,7 @@ def label(features, channels, scale, means, covariances, weights, rows, assigned
     return pops
 
 
-def lymphocyte_reference(pops, min_share, near=(0.3, 0.2)):
+def lymphocyte_reference(pops: Populations, min_share: float, near: tuple[float, float] = (0.3, 0.2)) -> int | None:
     """The lymphocyte component every level is read against.
 
     Lymphocytes are the brightest CD45 for their SSC (CD45 - log SSC); among
@@ -193,12 +206,13 @@ def lymphocyte_reference(pops, min_share, near=(0.3, 0.2)):
     return int(np.argmax(np.where(close, pops.weights, -1.0)))
 
 
-def level_of(diff, edges, names):
+def level_of(diff: float, edges: Sequence[float], names: Sequence[str]) -> str:
     """The level name of a difference from the reference: ``names[i]`` for the i-th interval of ``edges``."""
     return names[int(np.searchsorted(edges, diff, side="right"))]
 
 
-def component_levels(diff, features, level_settings):
+def component_levels(diff: np.ndarray, features: Sequence[str],
+                     level_settings: dict[str, list[float]]) -> dict[str, str]:
     """feature -> level name for one component (``diff`` = its mean minus the reference's, decades)."""
     out = {}
     for j, name in enumerate(features):
@@ -208,7 +222,7 @@ def component_levels(diff, features, level_settings):
     return out
 
 
-def match(levels, phenotypes):
+def match(levels: dict[str, str], phenotypes: dict[str, dict[str, list[str]]]) -> str:
     """The first population of the table whose listed levels all hold ("unknown" if none)."""
     for population, rule in phenotypes.items():
         if all(levels[f] in allowed for f, allowed in rule.items() if f in levels):
@@ -216,13 +230,13 @@ def match(levels, phenotypes):
     return "unknown"
 
 
-def carries_blast_marker(levels, markers):
+def carries_blast_marker(levels: dict[str, str], markers: Sequence[str]) -> bool:
     """Whether a component is at least dim for one of the blast ``markers`` the panel has (True without any)."""
     present = [m for m in markers if m in levels]
     return not present or any(levels[m] != "neg" for m in present)
 
 
-def is_blast(levels, markers):
+def is_blast(levels: dict[str, str], markers: Sequence[str]) -> bool:
     """A blast-scatter component is blasts when it carries a blast marker (at dim or above) and is
     myeloid (CD117 or CD33 not negative; CD34+ hematogones are neither); as CD45-bright as
     lymphocytes, only with CD34 or CD117 at pos or above (nothing else that bright carries them)."""
@@ -234,7 +248,7 @@ def is_blast(levels, markers):
     return any(levels.get(m) in ("pos", "bright") for m in ("CD34", "CD117"))
 
 
-def summary(pops):
+def summary(pops: Populations) -> str:
     """One line per named population: share of the fitted events and components."""
     names = sorted(set(pops.labels), key=lambda n: (n == "unknown", n))
     return "; ".join(f"{n} {100 * pops.share(n):.1f}%" for n in names)

@@ -1,12 +1,21 @@
 """The CD125 cut-off: from the control tube's blasts, else an internal negative, else a fixed value."""
 
+from __future__ import annotations
+
 from dataclasses import replace
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import density
+from .geometry import Normal, boundary
 from .model import Threshold
+
+if TYPE_CHECKING:
+    from .model import TubeAnalysis
+    from .settings import Threshold as ThresholdSettings
+    from .transforms import Scale
 
 # Lymphocytes needed for the internal-negative cut-off: a blood or marrow with 1 % lymphocytes
 # in a small tube has a few hundred; fewer than this and the percentile is only the maximum.
@@ -26,7 +35,7 @@ VALLEY_DEPTH = 1.5
 PEAK_WEIGHT = 0.02
 
 
-def from_control(control, cd125_scale, settings):
+def from_control(control: TubeAnalysis, cd125_scale: Scale, settings: ThresholdSettings) -> Threshold | None:
     """Upper percentile of CD125 on the control tube's blasts (gated like the stained tube).
 
     :return: a Threshold, or None when the control has too few blasts to trust
@@ -41,7 +50,8 @@ def from_control(control, cd125_scale, settings):
     )
 
 
-def from_internal_negative(stained, cd125_scale, settings, seed=0):
+def from_internal_negative(stained: TubeAnalysis, cd125_scale: Scale, settings: ThresholdSettings,
+                           seed: int = 0) -> Threshold | None:
     """The CD125-negative blasts' own peak, else the stained tube's lymphocytes.
 
     Without a control, the best negative reference is the CD125-negative part
@@ -77,7 +87,8 @@ def from_internal_negative(stained, cd125_scale, settings, seed=0):
     return _blast_valley(fit, lymph, cd125_scale, blasts.size) or lymph
 
 
-def _blast_valley(fit, lymph, cd125_scale, n_blasts):
+def _blast_valley(fit: tuple[Normal, Normal] | None, lymph: Threshold | None, cd125_scale: Scale,
+                  n_blasts: int) -> Threshold | None:
     """The valley between the blasts' negative and positive CD125 peaks, when the lymphocytes' cut-off
     lies inside the negative one; else None.
 
@@ -87,7 +98,7 @@ def _blast_valley(fit, lymph, cd125_scale, n_blasts):
     at the negative level (its centre under the lymphocytes' cut-off, so not dim positives), more than
     ``NEGATIVE_LEAK`` of it lies above that cut-off, and the two peaks are told apart by a valley
     (``VALLEY_SEPARATION``, ``VALLEY_DEPTH``). The cut-off is where the two weighted peaks are
-    equally dense (``gating.boundary``): the fewest blasts on the wrong side of it.
+    equally dense (``geometry.boundary``): the fewest blasts on the wrong side of it.
     """
     if fit is None or lymph is None:
         return None
@@ -98,8 +109,6 @@ def _blast_valley(fit, lymph, cd125_scale, n_blasts):
     share = 1.0 - NormalDist(m1, s1).cdf(lymph.value)  # of the negative blasts, above the lymphocytes' cut-off
     if m1 > lymph.value or share <= NEGATIVE_LEAK:
         return None
-    from .gating import boundary
-
     cut = boundary(lower, upper)
 
     def height(x):
@@ -114,7 +123,7 @@ def _blast_valley(fit, lymph, cd125_scale, n_blasts):
                      "blast_valley")
 
 
-def _lymphocyte_threshold(stained, cd125_scale, pct):
+def _lymphocyte_threshold(stained: TubeAnalysis, cd125_scale: Scale, pct: float) -> Threshold | None:
     """The percentile of CD125 on the stained tube's lymphocytes (or named negative populations), or None."""
     ch = stained.markers["CD125"]
     values = stained.column(ch)[stained.step("lymphocytes").mask]
@@ -132,7 +141,7 @@ def _lymphocyte_threshold(stained, cd125_scale, pct):
     return replace(cut, reference="lymphocytes" if what == "lymphocytes" else "negative_populations")
 
 
-def fixed(cd125_scale, settings):
+def fixed(cd125_scale: Scale, settings: ThresholdSettings) -> Threshold | None:
     """The configured fixed cut-off in compensated raw units, or None when none is set."""
     raw = settings.fixed_cutoff
     if raw is None:
@@ -141,7 +150,8 @@ def fixed(cd125_scale, settings):
     return Threshold("fixed", value, float(raw), None, 0, f"fixed cut-off {raw} from the config")
 
 
-def overlap(stained, control, threshold, counted, settings):
+def overlap(stained: TubeAnalysis, control: TubeAnalysis | None, threshold: Threshold, counted: float,
+            settings: ThresholdSettings) -> dict | None:
     """Whether CD125+ blasts hide under a control-based cut-off.
 
     A high percentile of the control counts only the positive blasts brighter
@@ -167,13 +177,14 @@ def overlap(stained, control, threshold, counted, settings):
     return {"cumulative_subtraction": share, "tolerance": tolerance, "missed": share - counted > tolerance}
 
 
-def _percentile_threshold(values, scale, pct, method, description):
+def _percentile_threshold(values: np.ndarray, scale: Scale, pct: float, method: str, description: str) -> Threshold:
     value = float(np.percentile(values, pct))
     raw = float(scale.inverse(np.array([value]))[0])
     return Threshold(method, value, raw, pct, int(values.size), description)
 
 
-def choose(stained, control, cd125_scale, settings):
+def choose(stained: TubeAnalysis, control: TubeAnalysis | None, cd125_scale: Scale,
+           settings: ThresholdSettings) -> Threshold | None:
     """The threshold to use: from the control tube, else the configured fallbacks, else None.
 
     Which one it came from is ``Threshold.method``; ``criterion.threshold_source``

@@ -1,10 +1,25 @@
 """A pair of tubes made ready for gating: compensated with one matrix, transformed on shared scales."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from .errors import InputError
 from .model import TubeAnalysis
 
+if TYPE_CHECKING:
+    from .compensation import Compensation
+    from .fcs import FCSData
+    from .settings import Settings
+    from .transforms import Scale
 
-def prepare(stained_fcs, control_fcs, markers, comp, settings, both, allocate=None):
+
+def prepare(stained_fcs: FCSData, control_fcs: FCSData | None, markers: dict[str, str], comp: Compensation,
+            settings: Settings, both: Callable, allocate: Callable[[tuple[int, int]], np.ndarray] | None = None,
+            ) -> tuple[TubeAnalysis, TubeAnalysis | None]:
     """Compensate both tubes with one matrix and transform them with the stained tube's scales.
 
     The control shares the stained tube's scales so that its CD125 values,
@@ -45,8 +60,9 @@ def prepare(stained_fcs, control_fcs, markers, comp, settings, both, allocate=No
     return stained, control or None
 
 
-def _tube(role, fcs, compensated, markers, scales, comp):
-    """A TubeAnalysis of compensated events, transformed fast (see `gating.settle`).
+def _tube(role: str, fcs: FCSData, compensated: np.ndarray, markers: dict[str, str], scales: dict[str, Scale],
+          comp: Compensation) -> TubeAnalysis:
+    """A TubeAnalysis of compensated events, transformed fast (see `boundaries.settle_in_place`).
 
     ``compensated`` is this tube's own copy: it is transformed in place, so a
     tube holds its events twice (raw and transformed), not three times
