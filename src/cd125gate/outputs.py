@@ -25,7 +25,7 @@ OURS = re.compile(r"^(result\.json|(control_)?gates\.xml|gate_counts\.tsv|(qc(_c
 
 def plot_formats(text):
     """The figure formats asked for ("png,svg"), png always first; unknown ones are refused."""
-    from .plots import FORMATS
+    from .raster import FORMATS
 
     formats = tuple(dict.fromkeys(["png"] + [f for f in text.split(",") if f]))
     unknown = [f for f in formats if f not in FORMATS]
