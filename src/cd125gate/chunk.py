@@ -41,6 +41,7 @@ import signal
 import sys
 import traceback
 
+from . import processes
 from .errors import InputError, one_line
 
 
@@ -134,19 +135,13 @@ def _warm_up():
 
 def analyze_in_child(sample_args, log):
     """Run one sample's analysis in a forked child; None when it ended normally, else what happened."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os._exit(_child(sample_args, log))
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
+    ended = processes.wait(processes.start(lambda: _child(sample_args, log)))
+    if ended.signal is not None:
+        number = ended.signal
         name = signal.Signals(number).name if number in signal.valid_signals() else f"signal {number}"
         why = ", out of memory?" if number == signal.SIGKILL else ""
         return f"the analysis process was killed by {name}{why}"
-    code = os.waitstatus_to_exitcode(status)
-    return None if code == 0 else f"the analysis process exited with status {code}"
+    return None if ended.ok else f"the analysis process exited with status {ended.status}"
 
 
 def _child(sample_args, log):

@@ -31,6 +31,8 @@ import sys
 import threading
 import traceback
 
+from . import processes
+
 
 def start():
     """A `FigureWorker`, or None where it would not help (no fork, one CPU, matplotlib already imported).
@@ -38,7 +40,7 @@ def start():
     A process that has matplotlib already (a chunk's sample, which inherits its
     parent's imports) gains nothing from a worker.
     """
-    if not hasattr(os, "fork") or len(os.sched_getaffinity(0)) < 2 or "matplotlib.figure" in sys.modules:
+    if not processes.can_run_beside() or "matplotlib.figure" in sys.modules:
         return None
     return fork()
 
@@ -51,13 +53,13 @@ def fork():
     # 1,000,000-event pair is ~250 MB, which a pipe copies in ~0.6 s and the worker
     # then maps without copying.
     shared = _memory_file()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child's own coverage is not collected
+
+    def child():  # pragma: no cover - the child's own coverage is not collected
         os.close(jobs_write)
         os.close(answers_read)
-        os._exit(_serve(jobs_read, answers_write, shared))
+        return _serve(jobs_read, answers_write, shared)
+
+    pid = processes.start(child)
     os.close(jobs_read)
     os.close(answers_write)
     return FigureWorker(pid, os.fdopen(jobs_write, "wb"), os.fdopen(answers_read, "rb"), shared)
@@ -243,7 +245,7 @@ class FigureWorker:
         if self.pid is not None:
             if not self.sent:
                 os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
+            processes.wait(self.pid)
             self.pid = None
         if self.shared is not None:
             os.close(self.shared)  # the arrays made in it stay mapped where they are used
