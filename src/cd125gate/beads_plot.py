@@ -5,15 +5,25 @@ made its own peak (none missing, merged or cut off at the ceiling), and that
 the lot's molecules lie on one straight line against the peaks' medians.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .raster import check_formats, new_figure, plain_text, save
+
+if TYPE_CHECKING:
+    from .beads import Density
 
 OK_COLOUR = "#1a7f37"
 WITHHELD_COLOUR = "#c62828"
 
 
-def plot_beads(density, sample_id, out_dir, formats=("png",)):
+def plot_beads(density: Density, sample_id: str, out_dir: Path | str,
+               formats: Iterable[str] = ("png",)) -> list[Path]:
     """Write ``beads.<fmt>`` for a ``beads.Density`` whose curve was made; return the paths."""
     formats = check_formats(formats)
     with plain_text():

@@ -116,11 +116,11 @@ def _write_all(analysis: SampleAnalysis, folder: Path, formats: Iterable[str],
     return result
 
 
-def _figures(worker, name, *args):
+def _figures(worker: FigureWorker | None, name: str, *args: object) -> Callable[[], list[Path]]:
     """``finish() -> paths`` of ``plots.<name>(*args)``: drawn by ``worker`` if it can, else here."""
     finish = worker.draw(name, *args) if worker is not None else lambda: (False, None)
 
-    def drawn():
+    def drawn() -> list[Path]:
         done, paths = finish()
         if done:
             return paths

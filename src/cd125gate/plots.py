@@ -76,7 +76,7 @@ def plot_sample(stained: TubeAnalysis, control: TubeAnalysis | None, threshold: 
     formats = check_formats(formats)
     contexts = {id(t): TubeView(t, stained) for t in (stained, control) if t is not None}
 
-    def draw(tube, stem):
+    def draw(tube: TubeAnalysis, stem: str) -> list[Path]:
         return save(_tube_figure(tube, stained, control, threshold, result, contexts), out_dir, stem, formats)
 
     with plain_text():

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -138,7 +138,7 @@ def new_figure(figsize: tuple[float, float]) -> Figure:
 
 
 @cache
-def _png_canvas():
+def _png_canvas() -> type:
     """The Agg canvas class whose ``print_png`` encodes with ``png_bytes``, not Pillow."""
     import threading
 
@@ -147,7 +147,7 @@ def _png_canvas():
     renderers = {}
 
     class PngCanvas(FigureCanvasAgg):
-        def get_renderer(self):
+        def get_renderer(self) -> RendererAgg:
             # One renderer per page size (and thread: two figures drawn at once must not
             # share pixels) for the whole process: matplotlib caches text measurements per
             # renderer, and the tick labels, axis titles and legends repeat from one figure
@@ -161,7 +161,8 @@ def _png_canvas():
 
         # savefig passes dpi, facecolor, ... to a print method outside matplotlib; it has
         # already applied them to the figure, as it does for Agg's own print_png.
-        def print_png(self, filename_or_obj, *, metadata=None, pil_kwargs=None, **_applied_by_savefig):
+        def print_png(self, filename_or_obj: IO[bytes] | Path | str, *, metadata: dict | None = None,
+                      pil_kwargs: dict | None = None, **_applied_by_savefig: object) -> None:
             self.draw()
             text = getattr(self.figure, "cd125gate_png_text", None)
             if text:  # the figure's own tEXt chunks (a QC page names its panels)
@@ -193,7 +194,7 @@ def png_bytes(rgba: np.ndarray, dpi: float, metadata: dict[str, str | None] | No
     rows[:, 0] = 0  # filter type None on every row
     rows[:, 1:] = pixels.reshape(height, -1)
 
-    def chunk(kind, body):
+    def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     per_metre = int(dpi / 0.0254 + 0.5)
