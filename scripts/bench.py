@@ -79,16 +79,16 @@ def panel_timings(analysis):
     """Seconds to build and render (Agg) each panel of the stained tube's figure alone."""
     from matplotlib.figure import Figure
 
-    from cd125gate import plots
+    from cd125gate import plots, qc_panels, raster, tube_view
 
     stained, control, result = analysis.stained, analysis.control, analysis.result
-    contexts = [plots._Context(t) for t in (stained, control) if t is not None]
+    contexts = [tube_view.TubeView(t) for t in (stained, control) if t is not None]
     drawers = plots._panels(stained)
-    drawers.append(lambda fig, spec, ctx: plots._cd125_panel(
+    drawers.append(lambda fig, spec, ctx: qc_panels.cd125_panel(
         fig, spec, ctx, contexts, analysis.threshold, result))
     timings = {}
     for i, draw in enumerate(drawers, 1):
-        fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+        fig = Figure(figsize=plots.PANEL_INCHES, dpi=raster.DPI)
         start = time.perf_counter()
         draw(fig, fig.add_gridspec(1, 1)[0, 0], contexts[0])
         fig.canvas.draw()

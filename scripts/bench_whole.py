@@ -140,7 +140,7 @@ def figure_times(stained, control, n, repeat):
     """Median seconds to build and write (PNG) the stained and the control tube's figure."""
     import io
 
-    from cd125gate import plots
+    from cd125gate import plots, raster
     from cd125gate.analyze import analyze_sample
 
     analysis = analyze_sample(stained, control, sample_id=f"pair{n}")
@@ -151,7 +151,7 @@ def figure_times(stained, control, n, repeat):
         times = []
         for _ in range(repeat):
             start = time.perf_counter()
-            plots._tube_figure(tube, *args).savefig(io.BytesIO(), format="png", dpi=plots.DPI)
+            plots._tube_figure(tube, *args).savefig(io.BytesIO(), format="png", dpi=raster.DPI)
             times.append(time.perf_counter() - start)
         print(f"  {tube.role:8s} {statistics.median(times):6.3f} s   (runs: "
               + ", ".join(f"{t:.3f}" for t in times) + ")")

@@ -29,11 +29,11 @@ def clog_case(tmp_path_factory):
 def test_flowkit_reproduces_every_count_from_the_exported_gates(clog_case, tmp_path):
     stained, control = clog_case
     analysis = analyze_sample(stained, control, load_settings(), sample_id="clog")
-    write_outputs(analysis, tmp_path)
-    ours = {g["name"]: g["count"] for g in analysis.result.gates}
+    result = write_outputs(analysis, tmp_path)
+    ours = {g["name"]: g["count"] for g in result.gates}
     assert any(name.startswith("time_anomaly_") for name in ours)
     assert gatingml.reapply(tmp_path / "gates.xml", stained) == ours
-    ours_control = {g["name"]: g["count"] for g in analysis.result.control_gates}
+    ours_control = {g["name"]: g["count"] for g in result.control_gates}
     assert gatingml.reapply(tmp_path / "control_gates.xml", control) == ours_control
 
 
@@ -155,10 +155,10 @@ def test_arcsinh_gates_also_reproduce_in_flowkit(clog_case, tmp_path):
     stained, control = clog_case
     settings = load_settings(overrides={"transform": {"kind": "arcsinh"}})
     analysis = analyze_sample(stained, control, settings, sample_id="asinh")
-    write_outputs(analysis, tmp_path)
-    ours = {g["name"]: g["count"] for g in analysis.result.gates}
+    result = write_outputs(analysis, tmp_path)
+    ours = {g["name"]: g["count"] for g in result.gates}
     assert gatingml.reapply(tmp_path / "gates.xml", stained) == ours
-    assert analysis.result.criterion in ("MET", "NOT_MET")
+    assert result.criterion in ("MET", "NOT_MET")
 
 
 def test_control_from_another_specimen_is_sent_to_review():
@@ -286,8 +286,7 @@ def test_exported_compensated_tubes_are_analysed_flagged_and_reproduce_in_flowki
     """Comp- channels, no matrix: events used as they are, a flag (not REVIEW), gates FlowKit re-applies."""
     stained, control = (_precompensated_copy(p, tmp_path / f"comp_{p.name}", True) for p in clog_case)
     analysis = analyze_sample(stained, control, load_settings(), sample_id="comp")
-    write_outputs(analysis, tmp_path / "out")
-    result = analysis.result
+    result = write_outputs(analysis, tmp_path / "out")
     assert result.qc["compensation"] == "precompensated"
     assert "precompensated: Comp- channels: exported compensated" in result.flags
     assert not any("compensat" in reason for reason in result.reasons)

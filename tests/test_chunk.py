@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cd125gate import analyze_command, chunk
+from cd125gate import chunk, cli_analyze
 from cd125gate.cli import main
 
 ROOT = Path(__file__).parents[1]
@@ -37,10 +37,10 @@ def result(tmp_path, sample_id):
 def dying(monkeypatch):
     """Make the analysis of sample 'bad' end its process the way ``how`` says, in the child only.
 
-    The chunk forks from this test's process, so the patched ``analyze_command.run``
+    The chunk forks from this test's process, so the patched ``cli_analyze.run``
     is what the child runs; the other samples run the real one.
     """
-    real_run = analyze_command.run
+    real_run = cli_analyze.run
 
     def install(how):
         def run(args):
@@ -50,7 +50,7 @@ def dying(monkeypatch):
                 os._exit(7)  # an exit no analyze run gives
             return real_run(args)
 
-        monkeypatch.setattr(analyze_command, "run", run)
+        monkeypatch.setattr(cli_analyze, "run", run)
 
     return install
 

@@ -9,7 +9,7 @@ from flowkit import Dimension
 from flowkit import gates as fk_gates
 BooleanGate, PolygonGate, RectangleGate = fk_gates.BooleanGate, fk_gates.PolygonGate, fk_gates.RectangleGate
 
-from cd125gate import plots, results
+from cd125gate import gate_outlines, plots, processes, qc_panels, raster, results, ticks, tube_view
 from cd125gate.model import GateStep, Threshold, TimeQC, TubeAnalysis
 from cd125gate.transforms import Scale
 
@@ -161,7 +161,7 @@ def test_plot_sample_writes_one_png_per_tube(sample, tmp_path):
 
 def test_the_control_page_drawn_beside_is_the_page_drawn_in_turn(sample, tmp_path, monkeypatch):
     beside = plots.plot_sample(*sample, tmp_path / "beside", formats=("png", "svg"))
-    monkeypatch.setattr(plots, "_beside", lambda call: None)  # no fork: both pages here
+    monkeypatch.setattr(processes, "beside", lambda call: None)  # no fork: both pages here
     in_turn = plots.plot_sample(*sample, tmp_path / "turn", formats=("png", "svg"))
     assert [p.name for p in beside] == [p.name for p in in_turn] == ["qc.png", "qc.svg", "qc_control.png",
                                                                      "qc_control.svg"]
@@ -170,12 +170,12 @@ def test_the_control_page_drawn_beside_is_the_page_drawn_in_turn(sample, tmp_pat
 
 
 def test_a_failed_child_is_reported_and_its_page_drawn_here(sample, tmp_path, monkeypatch):
-    monkeypatch.setattr(plots.os, "sched_getaffinity", lambda pid: {0, 1})  # as on a 2-CPU machine
-    done = plots._beside(lambda: (tmp_path / "child.txt").write_text("drawn"))
+    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {0, 1})  # as on a 2-CPU machine
+    done = processes.beside(lambda: (tmp_path / "child.txt").write_text("drawn"))
     assert done() is True and (tmp_path / "child.txt").read_text() == "drawn"
-    assert plots._beside(lambda: 1 / 0)() is False
-    real = plots._beside
-    monkeypatch.setattr(plots, "_beside", lambda call: real(lambda: 1 / 0))  # the control's child fails
+    assert processes.beside(lambda: 1 / 0)() is False
+    real = processes.beside
+    monkeypatch.setattr(processes, "beside", lambda call: real(lambda: 1 / 0))  # the control's child fails
     paths = plots.plot_sample(*sample, tmp_path / "out")
     assert [p.name for p in paths] == ["qc.png", "qc_control.png"] and paths[1].is_file()
 
@@ -216,15 +216,15 @@ def test_polygon_outline_is_the_gate_vertices(sample):
     stained = sample[0]
     gate = stained.step("blast_region").gate
     ax = Figure().add_subplot()
-    plots._draw_gate(ax, gate, "V500-A", "SSC-A", "black", "blast_region")
+    gate_outlines.draw_gate(ax, gate, "V500-A", "SSC-A", "black", "blast_region")
     np.testing.assert_allclose(ax.patches[0].get_xy()[:-1], np.asarray(gate.vertices))
     # the same gate on swapped axes is drawn transposed; on unrelated axes not at all
     ax2 = Figure().add_subplot()
-    plots._draw_gate(ax2, gate, "SSC-A", "V500-A", "black", None)
+    gate_outlines.draw_gate(ax2, gate, "SSC-A", "V500-A", "black", None)
     np.testing.assert_allclose(ax2.patches[0].get_xy()[:-1], np.asarray(gate.vertices)[:, ::-1])
     ax3 = Figure().add_subplot()
-    plots._draw_gate(ax3, gate, "APC-A", "BV421-A", "black", None)
-    plots._draw_gate(ax3, stained.step("blasts").gate, "APC-A", "BV421-A", "black", None)
+    gate_outlines.draw_gate(ax3, gate, "APC-A", "BV421-A", "black", None)
+    gate_outlines.draw_gate(ax3, stained.step("blasts").gate, "APC-A", "BV421-A", "black", None)
     assert len(ax3.patches) == 0
 
 
@@ -234,7 +234,7 @@ def test_open_rectangle_reaches_the_plot_edge():
     ax = Figure().add_subplot()
     ax.set_xlim(-1, 9)
     ax.set_ylim(0, 100)
-    plots._draw_gate(ax, RectangleGate("g", [Dimension("x", range_min=2.5)]), "x", "y", "black", None)
+    gate_outlines.draw_gate(ax, RectangleGate("g", [Dimension("x", range_min=2.5)]), "x", "y", "black", None)
     corners = ax.patches[0].get_xy()[:-1]
     assert corners[:, 0].min() == 2.5 and corners[:, 0].max() == 9
     assert corners[:, 1].min() == 0 and corners[:, 1].max() == 100
@@ -246,7 +246,7 @@ def test_ellipse_outline_lies_at_the_mahalanobis_distance():
     cov = np.array([[4.0, 1.0], [1.0, 2.0]])
     gate = flowkit.gates.EllipsoidGate("e", dims("x", "y"), [1.0, 2.0], cov.tolist(), 9.0)
     ax = Figure().add_subplot()
-    plots._draw_gate(ax, gate, "x", "y", "black", None)
+    gate_outlines.draw_gate(ax, gate, "x", "y", "black", None)
     offsets = ax.patches[0].get_xy() - [1.0, 2.0]
     distance2 = np.einsum("ij,jk,ik->i", offsets, np.linalg.inv(cov), offsets)
     np.testing.assert_allclose(distance2, 9.0, rtol=1e-9)
@@ -255,10 +255,10 @@ def test_ellipse_outline_lies_at_the_mahalanobis_distance():
 def test_density_counts_every_event_piling_off_scale_ones_on_the_edge():
     x = np.array([-5.0, 0.1, 0.1, 0.999, 7.0])
     y = np.array([0.5, 0.5, 0.5, 0.5, 0.5])
-    counts = plots._histogram2d(x, y, (0.0, 1.0), (0.0, 1.0))
+    counts = tube_view.histogram2d(x, y, (0.0, 1.0), (0.0, 1.0))
     assert counts.sum() == 5
-    row = counts[plots.BINS // 2]
-    assert row[0] == 1 and row[-1] == 2 and row[int(0.1 * plots.BINS)] == 2
+    row = counts[tube_view.BINS // 2]
+    assert row[0] == 1 and row[-1] == 2 and row[int(0.1 * tube_view.BINS)] == 2
 
 
 def drawn_tick_labels(ax, which):
@@ -274,7 +274,7 @@ def test_fluorescence_ticks_are_raw_decades_at_forward_positions():
     scale = FakeScale("PE-A", "arcsinh", {})
     limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
     ax = Figure().add_subplot()
-    plots._raw_ticks(ax, "x", scale, limits)
+    ticks.raw_ticks(ax, "x", scale, limits)
     positions, labels = drawn_tick_labels(ax, "x")
     # plain text with Unicode superscripts: no mathtext anywhere in the figures
     assert "0" in labels and "10⁵" in labels and "−10³" in labels
@@ -288,7 +288,7 @@ def test_scatter_ticks_read_in_thousands():
     from matplotlib.figure import Figure
 
     ax = Figure().add_subplot()
-    plots._raw_ticks(ax, "y", FakeScale("SSC-A", "linear", {}), (0.0, 262144.0))
+    ticks.raw_ticks(ax, "y", FakeScale("SSC-A", "linear", {}), (0.0, 262144.0))
     _, labels = drawn_tick_labels(ax, "y")
     assert "100K" in labels and "0" in labels
 
@@ -306,16 +306,16 @@ def fake_fcs(amplification, datatype="I"):
 
 def test_only_a_decoded_log_amplified_linear_channel_is_drawn_on_a_log_axis():
     linear = FakeScale("SSC-A", "linear", {})
-    shown = plots._display_scale(fake_fcs((4.0, 1.0)), "SSC-A", linear)
+    shown = tube_view.display_scale(fake_fcs((4.0, 1.0)), "SSC-A", linear)
     assert shown.kind == "log" and shown.floor == 1.0  # channel 0 of $PnE=4,1 decodes to 1
     np.testing.assert_allclose(shown.forward(np.array([0.0, 1.0, 10.0, 1e4])), [0.0, 0.0, 1.0, 4.0])
-    assert plots._display_scale(fake_fcs((0.0, 0.0)), "SSC-A", linear) is linear
-    assert plots._display_scale(fake_fcs((4.0, 1.0)), "FSC-A", FakeScale("FSC-A", "linear", {})).kind == "linear"
+    assert tube_view.display_scale(fake_fcs((0.0, 0.0)), "SSC-A", linear) is linear
+    assert tube_view.display_scale(fake_fcs((4.0, 1.0)), "FSC-A", FakeScale("FSC-A", "linear", {})).kind == "linear"
     # float data are linear whatever $PnE says (the reader ignores it); fluorescence keeps its scale
-    assert plots._display_scale(fake_fcs((4.0, 1.0), datatype="F"), "SSC-A", linear) is linear
+    assert tube_view.display_scale(fake_fcs((4.0, 1.0), datatype="F"), "SSC-A", linear) is linear
     arcsinh = FakeScale("SSC-A", "arcsinh", {})
-    assert plots._display_scale(fake_fcs((4.0, 1.0)), "SSC-A", arcsinh) is arcsinh
-    assert plots._display_scale(None, "SSC-A", linear) is linear
+    assert tube_view.display_scale(fake_fcs((4.0, 1.0)), "SSC-A", arcsinh) is arcsinh
+    assert tube_view.display_scale(None, "SSC-A", linear) is linear
 
 
 def test_log_amplified_scatter_is_drawn_on_a_log_axis_and_the_gating_data_stay_linear(sample):
@@ -327,7 +327,7 @@ def test_log_amplified_scatter_is_drawn_on_a_log_axis_and_the_gating_data_stay_l
     stained = sample[0]
     tube = dataclasses.replace(stained, fcs=fake_fcs((4.0, 1.0)))
     before = tube.column("SSC-A").copy()
-    ctx, plain = plots._Context(tube), plots._Context(stained)
+    ctx, plain = tube_view.TubeView(tube), tube_view.TubeView(stained)
     ticks = ctx.ticks("SSC-A")
     assert ticks.labels and all(label.startswith("10") for label in ticks.labels)
     exponents = [int(label[2:].translate(str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789"))) for label in ticks.labels]
@@ -335,7 +335,7 @@ def test_log_amplified_scatter_is_drawn_on_a_log_axis_and_the_gating_data_stay_l
     assert len(ticks.minor)  # 2..9 between the decades, as the fluorescence axes
     lo, hi = ctx.limits("SSC-A")
     assert 3 < lo < hi < 6  # log10 of the fake's 2e3..3e5
-    np.testing.assert_array_equal(ctx.bins("SSC-A"), plots._bin_index(np.log10(before), (lo, hi)))
+    np.testing.assert_array_equal(ctx.bins("SSC-A"), tube_view.bin_index(np.log10(before), (lo, hi)))
     # the linear channel is drawn as before
     for channel in ("FSC-A", "V500-A"):
         assert ctx.scales[channel] is tube.scales[channel] and ctx.limits(channel) == plain.limits(channel)
@@ -344,7 +344,7 @@ def test_log_amplified_scatter_is_drawn_on_a_log_axis_and_the_gating_data_stay_l
     np.testing.assert_array_equal(tube.column("SSC-A"), before)
     # the gate is drawn through the same mapping: blast_region's SSC-A edges at log10 of its vertices
     fig = Figure()
-    plots._gate_panel(fig, fig.add_gridspec(1, 1)[0, 0], ctx, ["blast_region"])
+    qc_panels.gate_panel(fig, fig.add_gridspec(1, 1)[0, 0], ctx, ["blast_region"])
     outline = fig.axes[0].patches[0].get_xy()
     np.testing.assert_allclose([outline[:, 1].min(), outline[:, 1].max()], np.log10([5e3, 70e3]))
     np.testing.assert_allclose([outline[:, 0].min(), outline[:, 0].max()], [2.0, 3.6])
@@ -352,10 +352,10 @@ def test_log_amplified_scatter_is_drawn_on_a_log_axis_and_the_gating_data_stay_l
     ax = Figure().add_subplot()
     ctx.axis(ax, "x", "FSC-A")
     ctx.axis(ax, "y", "SSC-A")
-    plots._draw_gate(ax, RectangleGate("r", [Dimension("SSC-A", range_min=1e4)]), "FSC-A", "SSC-A", "black", None, ctx)
+    gate_outlines.draw_gate(ax, RectangleGate("r", [Dimension("SSC-A", range_min=1e4)]), "FSC-A", "SSC-A", "black", None, ctx)
     np.testing.assert_allclose(ax.patches[0].get_xy()[:4, 1], [4.0, 4.0, hi, hi])
     control = dataclasses.replace(sample[1], fcs=fake_fcs((0.0, 0.0)))  # the stained file decides both pages
-    contexts = {id(tube): plots._Context(tube, tube), id(control): plots._Context(control, tube)}
+    contexts = {id(tube): tube_view.TubeView(tube, tube), id(control): tube_view.TubeView(control, tube)}
     assert contexts[id(control)].scales["SSC-A"].kind == "log"
     drawn = plots._tube_figure(control, tube, control, sample[2], sample[3], contexts)
     drawn.canvas.draw()
@@ -408,8 +408,8 @@ def test_minor_ticks_mark_every_in_range_multiple_of_a_decade():
     scale = FakeScale("PE-A", "arcsinh", {})
     limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
     ax = Figure().add_subplot()
-    plots._raw_ticks(ax, "x", scale, limits)
-    marks = [line for line in ax.lines if line.get_marker() == TICKDOWN and line.get_markersize() == plots.MINOR_TICK]
+    ticks.raw_ticks(ax, "x", scale, limits)
+    marks = [line for line in ax.lines if line.get_marker() == TICKDOWN and line.get_markersize() == ticks.MINOR_TICK]
     assert len(marks) == 1
     raw = [s * m * 10.0**d for d in range(1, 7) for m in range(2, 10) for s in (-1, 1)]
     expected = np.sort([p for p in np.arcsinh(np.array(raw) / COFACTOR) if limits[0] <= p <= limits[1]])
@@ -453,17 +453,17 @@ def test_light_gates_are_drawn_as_their_flowkit_originals(sample):
     stained = sample[0]
     for name in ("blast_region", "viable", "cells"):
         step = stained.step(name)
-        x, y = plots._panel_axes(plots._Context(stained), [step])
+        x, y = qc_panels._panel_axes(tube_view.TubeView(stained), [step])
         outlines = []
         for gate in (step.gate, from_flowkit(step.gate)):
             ax = Figure().add_subplot()
             ax.set_xlim(-1, 300e3)
             ax.set_ylim(-1, 300e3)
-            plots._draw_gate(ax, gate, x, y, "black", name)
+            gate_outlines.draw_gate(ax, gate, x, y, "black", name)
             outlines.append(ax.patches[0].get_xy())
         np.testing.assert_array_equal(*outlines)
     ax = Figure().add_subplot()
-    plots._draw_gate(ax, from_flowkit(stained.step("blasts").gate), "APC-A", "BV421-A", "black", None)
+    gate_outlines.draw_gate(ax, from_flowkit(stained.step("blasts").gate), "APC-A", "BV421-A", "black", None)
     assert len(ax.patches) == 0  # a BooleanGate has no outline
 
 
@@ -485,16 +485,16 @@ def test_ticks_are_plain_artists_outside_the_axes():
 
     scale = FakeScale("PE-A", "arcsinh", {})
     limits = (float(scale.forward(-2000)), float(scale.forward(3e5)))
-    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=raster.DPI)
     ax = fig.add_subplot()
-    ticks = plots._raw_ticks(ax, "x", scale, limits)
+    drawn = ticks.raw_ticks(ax, "x", scale, limits)
     assert ax.get_xlim() == limits and ax.xaxis.get_major_ticks() == [] and ax.xaxis.get_minor_ticks() == []
-    major = [line for line in ax.lines if line.get_markersize() == plots.MAJOR_TICK]
+    major = [line for line in ax.lines if line.get_markersize() == ticks.MAJOR_TICK]
     assert len(major) == 1
     positions, labels = drawn_tick_labels(ax, "x")
     np.testing.assert_allclose(major[0].get_xdata(), positions)
-    np.testing.assert_allclose(positions, ticks.major)
-    assert labels == list(ticks.labels)
+    np.testing.assert_allclose(positions, drawn.major)
+    assert labels == list(drawn.labels)
     renderer = drawn_figure(ax)
     frame = ax.get_window_extent(renderer)
     for text in ax.texts:
@@ -509,13 +509,13 @@ def test_axis_titles_clear_their_tick_labels(scale):
     """The titles are placed from an estimate of the labels' size, never by measuring them: check it holds."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=raster.DPI)
     ax = fig.add_subplot()
     limits = (0.0, 262144.0) if scale.kind == "linear" else (float(scale.forward(-3e4)), float(scale.forward(3e5)))
-    y_ticks = plots._raw_ticks(ax, "y", scale, limits)
-    x_ticks = plots._raw_ticks(ax, "x", scale, limits)
-    plots._axis_label(ax, "y", "SSC-A title", y_ticks)
-    plots._axis_label(ax, "x", "x title", x_ticks)
+    y_ticks = ticks.raw_ticks(ax, "y", scale, limits)
+    x_ticks = ticks.raw_ticks(ax, "x", scale, limits)
+    ticks.axis_label(ax, "y", "SSC-A title", y_ticks)
+    ticks.axis_label(ax, "x", "x title", x_ticks)
     renderer = drawn_figure(ax)
     *tick_texts, y_title, x_title = ax.texts
     y_labels = [t.get_window_extent(renderer) for t in tick_texts if t.get_horizontalalignment() == "right"]
@@ -524,7 +524,7 @@ def test_axis_titles_clear_their_tick_labels(scale):
     assert y_title.get_window_extent(renderer).x1 < min(b.x0 for b in y_labels)
     assert x_title.get_window_extent(renderer).y1 < min(b.y0 for b in x_labels)
     # ...and not far off either: a title stays within 12 points of its labels
-    assert min(b.x0 for b in y_labels) - y_title.get_window_extent(renderer).x1 < 12 * plots.DPI / 72
+    assert min(b.x0 for b in y_labels) - y_title.get_window_extent(renderer).x1 < 12 * raster.DPI / 72
 
 
 def test_png_bytes_decode_to_the_pixels():
@@ -535,19 +535,19 @@ def test_png_bytes_decode_to_the_pixels():
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
     rgba[..., 3] = 255
-    image = Image.open(io.BytesIO(plots._png_bytes(rgba, 100, {"Software": None, "Title": "QC $x$"})))
+    image = Image.open(io.BytesIO(raster.png_bytes(rgba, 100, {"Software": None, "Title": "QC $x$"})))
     assert image.mode == "RGB" and image.size == (53, 37)
     np.testing.assert_array_equal(np.asarray(image), rgba[..., :3])
     assert image.info["Title"] == "QC $x$" and "Software" not in image.info
     assert image.info["dpi"] == pytest.approx((100, 100), abs=0.01)
     rgba[3, 4, 3] = 10  # any transparency: the alpha channel is kept
-    image = Image.open(io.BytesIO(plots._png_bytes(rgba, 100)))
+    image = Image.open(io.BytesIO(raster.png_bytes(rgba, 100)))
     assert image.mode == "RGBA"
     np.testing.assert_array_equal(np.asarray(image), rgba)
 
 
 def test_saved_png_is_the_rendered_page(sample, tmp_path):
-    """savefig(format="png") on a QC figure goes through _png_bytes and holds exactly the Agg page."""
+    """savefig(format="png") on a QC figure goes through raster.png_bytes and holds exactly the Agg page."""
     import io
 
     from PIL import Image
@@ -556,8 +556,8 @@ def test_saved_png_is_the_rendered_page(sample, tmp_path):
     paths = plots.plot_sample(*sample, tmp_path)
     fig = plots._tube_figure(stained, stained, control, threshold, result)
     buffer = io.BytesIO()
-    with plots._plain_text():  # as the pages are saved: unhinted text
-        fig.savefig(buffer, format="png", dpi=plots.DPI)
+    with raster.plain_text():  # as the pages are saved: unhinted text
+        fig.savefig(buffer, format="png", dpi=raster.DPI)
     assert buffer.getvalue() == paths[0].read_bytes()
     page = np.asarray(fig.canvas.buffer_rgba())
     decoded = np.asarray(Image.open(paths[0]))
@@ -570,8 +570,8 @@ def test_time_panel_draws_each_bin_at_its_rate(sample):
 
     stained = sample[0]
     qc = stained.time_qc
-    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
-    plots._time_panel(fig, fig.add_gridspec(1, 1)[0, 0], plots._Context(stained))
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=raster.DPI)
+    qc_panels.time_panel(fig, fig.add_gridspec(1, 1)[0, 0], tube_view.TubeView(stained))
     rate_ax, signal_ax = fig.axes
     line = next(line for line in rate_ax.lines if line.get_linestyle() == "-")
     steps = line.get_xydata().reshape(-1, 2, 2)  # one (left, right) pair of points per bin
@@ -589,9 +589,9 @@ def test_cd125_panel_shows_both_tubes_whole_with_the_threshold(sample):
     from matplotlib.figure import Figure
 
     stained, control, threshold, result = sample
-    contexts = [plots._Context(stained), plots._Context(control)]
-    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
-    plots._cd125_panel(fig, fig.add_gridspec(1, 1)[0, 0], contexts[0], contexts, threshold, result)
+    contexts = [tube_view.TubeView(stained), tube_view.TubeView(control)]
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=raster.DPI)
+    qc_panels.cd125_panel(fig, fig.add_gridspec(1, 1)[0, 0], contexts[0], contexts, threshold, result)
     ax = fig.axes[0]
     steps = [a for a in ax.get_children() if type(a).__name__ == "StepPatch"]
     assert len(steps) == 2
@@ -613,9 +613,9 @@ def test_cd125_panel_lists_the_internal_controls(sample):
                 "basophils": {"role": "positive", "events": 0, "cd125_pos_share": None, "median_above_cut": None},
                 "lymphocytes": {"role": "negative", "events": 2333, "cd125_pos_share": 0.004,
                                 "median_above_cut": -0.7}}
-    contexts = [plots._Context(stained), plots._Context(control)]
-    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
-    plots._cd125_panel(fig, fig.add_gridspec(1, 1)[0, 0], contexts[0], contexts, threshold,
+    contexts = [tube_view.TubeView(stained), tube_view.TubeView(control)]
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=raster.DPI)
+    qc_panels.cd125_panel(fig, fig.add_gridspec(1, 1)[0, 0], contexts[0], contexts, threshold,
                        result.replace(internal_controls=controls))
     text = "\n".join(t.get_text() for t in fig.axes[0].texts)
     assert "internal controls, fitted events:\neosinophils (+): 97% above\nlymphocytes (-): 0% above" in text
@@ -634,29 +634,29 @@ def test_density_colours_are_lognorm_through_the_colormap(cmap):
         colours = matplotlib.colors.ListedColormap(colours(np.linspace(0.3, 1.0, 256)))
     colours = colours.with_extremes(bad="white")
     for top in (1, 2, 17, 256, 123457):
-        counts = rng.integers(0, top + 1, (plots.BINS, plots.BINS))
+        counts = rng.integers(0, top + 1, (tube_view.BINS, tube_view.BINS))
         counts[0, :2] = top, 0
         norm = LogNorm(vmin=1, vmax=max(int(counts.max()), 2))
         expected = colours(norm(np.ma.masked_equal(counts, 0)), bytes=True)
-        np.testing.assert_array_equal(plots._density_rgba(counts, cmap), expected)
+        np.testing.assert_array_equal(tube_view.density_rgba(counts, cmap), expected)
 
 
 def test_density_counts_of_a_mask_are_the_counts_of_the_selected_events():
     rng = np.random.default_rng(5)
-    ix, iy = rng.integers(0, plots.BINS, (2, 5000)).astype(np.uint8)
+    ix, iy = rng.integers(0, tube_view.BINS, (2, 5000)).astype(np.uint8)
     mask = rng.random(5000) < 0.3
-    counts = plots._counts(ix, iy, mask)
-    np.testing.assert_array_equal(counts, plots._counts(ix[mask], iy[mask]))
+    counts = tube_view.bin_counts(ix, iy, mask)
+    np.testing.assert_array_equal(counts, tube_view.bin_counts(ix[mask], iy[mask]))
     assert counts.sum() == mask.sum() and counts[iy[mask][0], ix[mask][0]] >= 1
-    corner = plots._counts(np.array([plots.BINS - 1], np.uint8), np.array([plots.BINS - 1], np.uint8))
+    corner = tube_view.bin_counts(np.array([tube_view.BINS - 1], np.uint8), np.array([tube_view.BINS - 1], np.uint8))
     assert corner[-1, -1] == 1  # the last bin of the last row: no uint16 overflow
 
 
 def test_bin_index_puts_nan_and_infinities_on_the_edges():
     values = np.array([np.nan, -np.inf, np.inf, -3.0, 0.0, 0.5, 0.9999, 1.0, 7.0])
-    bins = plots._bin_index(values, (0.0, 1.0))
+    bins = tube_view.bin_index(values, (0.0, 1.0))
     assert bins.dtype == np.uint8
-    assert bins.tolist() == [0, 0, plots.BINS - 1, 0, 0, plots.BINS // 2] + [plots.BINS - 1] * 3
+    assert bins.tolist() == [0, 0, tube_view.BINS - 1, 0, 0, tube_view.BINS // 2] + [tube_view.BINS - 1] * 3
 
 
 def test_time_panel_without_signal_channels_or_rate_changes_still_draws(sample):
@@ -669,8 +669,8 @@ def test_time_panel_without_signal_channels_or_rate_changes_still_draws(sample):
     qc = stained.time_qc
     flat = dataclasses.replace(qc, rate=np.full_like(qc.rate, 250.0), signal={})
     tube = dataclasses.replace(stained, time_qc=flat)
-    fig = Figure(figsize=plots.PANEL_INCHES, dpi=plots.DPI)
-    plots._time_panel(fig, fig.add_gridspec(1, 1)[0, 0], plots._Context(tube))
+    fig = Figure(figsize=plots.PANEL_INCHES, dpi=raster.DPI)
+    qc_panels.time_panel(fig, fig.add_gridspec(1, 1)[0, 0], tube_view.TubeView(tube))
     rate_ax, signal_ax = fig.axes
     low, high = rate_ax.get_ylim()
     assert low < 250 < high and np.isfinite(signal_ax.get_ylim()).all()
@@ -701,8 +701,8 @@ def test_a_page_on_axes_made_ahead_is_the_page_made_from_nothing(sample):
     def png():
         fig = plots._tube_figure(stained, stained, control, threshold, result)
         buffer = io.BytesIO()
-        with plots._plain_text():
-            fig.savefig(buffer, format="png", dpi=plots.DPI)
+        with raster.plain_text():
+            fig.savefig(buffer, format="png", dpi=raster.DPI)
         return buffer.getvalue(), len(fig.axes)
 
     fresh, panels = png()
@@ -710,11 +710,11 @@ def test_a_page_on_axes_made_ahead_is_the_page_made_from_nothing(sample):
     assert png() == (fresh, panels)
     plots.make_spare_axes(2)  # fewer: the page makes the others
     assert png() == (fresh, panels)
-    assert not plots._SPARE_PAGES
+    assert not raster._SPARE_PAGES
 
 
 def test_making_axes_ahead_stops_when_the_page_is_wanted():
     wanted_after = iter([False, False, True])
     plots.make_spare_axes(10, enough=lambda: next(wanted_after))
-    fig, axes = plots._SPARE_PAGES.pop()
+    fig, axes = raster._SPARE_PAGES.pop()
     assert len(axes) == 2 and fig.axes == axes

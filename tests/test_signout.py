@@ -88,11 +88,11 @@ def _has_colour(png, hex_colour, tolerance=12):
 
 
 def test_the_printed_page_leads_with_the_cd45_ssc_blast_gate(sample):
-    from cd125gate import plots
+    from cd125gate import qc_panels
 
     blast_gate, cd125 = signout.key_panels((sample / "qc.png").read_bytes())
     # The CD45 / SSC-A panel: the blast region in red and the reference lymphocytes in purple;
     # not the basophil-exclusion panel (basophils in magenta).
-    assert _has_colour(blast_gate, plots.PANEL_COLOURS[1]) and _has_colour(blast_gate, plots.PANEL_COLOURS[2])
-    assert not _has_colour(blast_gate, plots.EXCLUSION_COLOURS[0])
-    assert _has_colour(cd125, plots.THRESHOLD_COLOUR) and not _has_colour(cd125, plots.PANEL_COLOURS[2])
+    assert _has_colour(blast_gate, qc_panels.PANEL_COLOURS[1]) and _has_colour(blast_gate, qc_panels.PANEL_COLOURS[2])
+    assert not _has_colour(blast_gate, qc_panels.EXCLUSION_COLOURS[0])
+    assert _has_colour(cd125, qc_panels.THRESHOLD_COLOUR) and not _has_colour(cd125, qc_panels.PANEL_COLOURS[2])

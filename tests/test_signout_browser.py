@@ -193,10 +193,10 @@ def test_key_panel_min_font_matches_the_plots():
     """KEY_PANEL_MIN_FONT_PT is the smallest text the printed panels draw: CD45 / SSC-A blast gate, CD125."""
     import inspect
 
-    from cd125gate import plots
+    from cd125gate import gate_outlines, qc_panels, ticks, tube_view
 
-    sources = [inspect.getsource(f) for f in (plots._gate_panel, plots._cd125_panel, plots._draw_gate,
-                                              plots._density, plots._raw_ticks)]
+    sources = [inspect.getsource(f) for f in (qc_panels.gate_panel, qc_panels.cd125_panel, gate_outlines.draw_gate,
+                                              tube_view.draw_density, ticks.raw_ticks)]
     sizes = [float(v) for src in sources for v in re.findall(r"(?:fontsize|labelsize)=([\d.]+)", src)]
     assert sizes and min(sizes) == report.KEY_PANEL_MIN_FONT_PT
 

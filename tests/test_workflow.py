@@ -314,10 +314,10 @@ import os, sys
 # Test hook: make the gating of one sample crash, as a bug in our code would, whether
 # the sample runs as a job of its own or in a chunk's forked process.
 if os.environ.get("CD125GATE_TEST_CRASH") and os.path.basename(sys.argv[0]) == "cd125gate":
-    import cd125gate.analyze_command
+    import cd125gate.cli_analyze
     import cd125gate.hierarchy
 
-    real_run = cd125gate.analyze_command.run
+    real_run = cd125gate.cli_analyze.run
 
     def find_gates(*args, **kwargs):
         raise RuntimeError("injected crash")
@@ -327,7 +327,7 @@ if os.environ.get("CD125GATE_TEST_CRASH") and os.path.basename(sys.argv[0]) == "
             cd125gate.hierarchy.find_gates = find_gates
         return real_run(args)
 
-    cd125gate.analyze_command.run = run
+    cd125gate.cli_analyze.run = run
 '''
 
 

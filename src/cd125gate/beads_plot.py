@@ -5,24 +5,34 @@ made its own peak (none missing, merged or cut off at the ceiling), and that
 the lot's molecules lie on one straight line against the peaks' medians.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .plots import _new_figure, _plain_text, _save, _check_formats
+from .raster import check_formats, new_figure, plain_text, save
+
+if TYPE_CHECKING:
+    from .beads import Density
 
 OK_COLOUR = "#1a7f37"
 WITHHELD_COLOUR = "#c62828"
 
 
-def plot_beads(density, sample_id, out_dir, formats=("png",)):
+def plot_beads(density: Density, sample_id: str, out_dir: Path | str,
+               formats: Iterable[str] = ("png",)) -> list[Path]:
     """Write ``beads.<fmt>`` for a ``beads.Density`` whose curve was made; return the paths."""
-    formats = _check_formats(formats)
-    with _plain_text():
-        return _save(_figure(density, sample_id), out_dir, "beads", formats)
+    formats = check_formats(formats)
+    with plain_text():
+        return save(_figure(density, sample_id), out_dir, "beads", formats)
 
 
 def _figure(density, sample_id):
     curve, lot, record = density.curve, density.lot, density.record
-    fig = _new_figure((11, 4.6))
+    fig = new_figure((11, 4.6))
     lot_name = lot.name or "(no lot name)"
     fig.text(0.02, 0.95, f"{sample_id}: calibration beads ({lot.dye}, lot {lot_name})", fontsize=13,
              weight="bold", va="top")

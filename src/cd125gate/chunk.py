@@ -1,10 +1,10 @@
-"""`cd125gate analyze-chunk`: one workflow job analyses a chunk of samples, paying imports once.
+"""One workflow job analyses a chunk of samples, paying imports once (`cd125gate analyze-chunk`).
 
 A sample job as its own process pays ~0.7 s of Python start-up and imports
 (numpy, matplotlib, jsonschema, yaml...) before ~1.3 s of work on a 100k+100k
 pair. Here one process imports the heavy modules once, then, for each sample in
 turn, forks a child that runs exactly `cd125gate analyze ARGS --exit-zero`
-(the analyze subcommand's own parser and ``analyze_command.run``).
+(the analyze subcommand's own parser, ``cli_analyze``, and its ``run``).
 
 Why fork, and not a loop in one process:
 
@@ -34,24 +34,23 @@ writable; the chunk log and the sample's log say why); 2 for a spec that
 cannot be read.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import signal
 import sys
 import traceback
+from pathlib import Path
 
+from . import processes
 from .errors import InputError, one_line
 
 
-def add_arguments(parser):
-    parser.add_argument("spec", help="chunk spec (JSON): per sample, its log file and its `cd125gate analyze` "
-                                     "arguments")
-    parser.add_argument("--threads", type=int, help="passed to each sample's analysis (`analyze --threads`)")
-
-
-def run(args):
-    entries = read_spec(args.spec, args.threads)
+def run_chunk(spec: Path | str, threads: int | None = None) -> int:
+    """Analyse every sample of the chunk ``spec``, each in its own child; the chunk's exit status."""
+    entries = read_spec(spec, threads)
     _warm_up()
     missing = []
     for number, (entry, sample_args) in enumerate(entries, start=1):
@@ -74,16 +73,16 @@ class SampleProcessDied(Exception):
 
 # --- the spec --------------------------------------------------------------------------------------
 
-def analyze_parser():
+def analyze_parser() -> argparse.ArgumentParser:
     """The parser of `cd125gate analyze`, built by its own module (one set of arguments, one meaning)."""
-    from . import analyze_command
+    from . import cli_analyze
 
     parser = argparse.ArgumentParser(prog="cd125gate analyze", add_help=False)
-    analyze_command.add_arguments(parser)
+    cli_analyze.add_arguments(parser)
     return parser
 
 
-def read_spec(path, threads=None):
+def read_spec(path: Path | str, threads: int | None = None) -> list[tuple[dict, argparse.Namespace]]:
     """[(entry, analyze Namespace)] of the spec at ``path``, checked before any sample runs."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -112,7 +111,7 @@ def read_spec(path, threads=None):
     return entries
 
 
-def _warm_up():
+def _warm_up() -> None:
     """Import, once, what every sample's analysis would otherwise import in its own process."""
     import matplotlib
 
@@ -124,32 +123,26 @@ def _warm_up():
     import matplotlib.patches  # noqa: F401
     import matplotlib.ticker  # noqa: F401
 
-    from . import (analyze, analyze_command, ceiling, checks, compensation, fcs, gating, gatingml,  # noqa: F401
-                   outputs, panel, plausibility, plots, results, threshold)
+    from . import (analyze, ceiling, checks, cli_analyze, compensation, fcs, gatingml, hierarchy,  # noqa: F401
+                   outputs, panel, plausibility, plots, results, sample_run, threshold)
 
     results._validator()  # the compiled result schema, inherited by every child
 
 
 # --- one sample, in a child process ----------------------------------------------------------------
 
-def analyze_in_child(sample_args, log):
+def analyze_in_child(sample_args: argparse.Namespace, log: str) -> str | None:
     """Run one sample's analysis in a forked child; None when it ended normally, else what happened."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os._exit(_child(sample_args, log))
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
+    ended = processes.wait(processes.start(lambda: _child(sample_args, log)))
+    if ended.signal is not None:
+        number = ended.signal
         name = signal.Signals(number).name if number in signal.valid_signals() else f"signal {number}"
         why = ", out of memory?" if number == signal.SIGKILL else ""
         return f"the analysis process was killed by {name}{why}"
-    code = os.waitstatus_to_exitcode(status)
-    return None if code == 0 else f"the analysis process exited with status {code}"
+    return None if ended.ok else f"the analysis process exited with status {ended.status}"
 
 
-def _child(sample_args, log):
+def _child(sample_args: argparse.Namespace, log: str) -> int:
     """The exit status of `cd125gate analyze ... --exit-zero`, its output going to ``log``."""
     try:
         os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
@@ -167,9 +160,9 @@ def _child(sample_args, log):
     # As the workflow's own per-sample job writes it first: which batch job ran the sample.
     print(f"slurm_job_id={os.environ.get('SLURM_JOB_ID', 'none')}", flush=True)
     try:
-        from . import analyze_command
+        from . import cli_analyze
 
-        return analyze_command.run(sample_args)
+        return cli_analyze.run(sample_args)
     except InputError as exc:  # as cli.main: one line, exit 2
         print(f"cd125gate: {exc}", file=sys.stderr)
         return 2
@@ -183,10 +176,10 @@ def _child(sample_args, log):
 
 # --- a child that died: the sample's FAILED result, from the parent --------------------------------
 
-def write_failed(sample_args, log, what):
+def write_failed(sample_args: argparse.Namespace, log: str, what: str) -> bool:
     """Write the sample's FAILED result for a child that died; False when even that cannot be written."""
-    from .analyze_command import _crashed, sample_meta
     from .outputs import plot_formats, write_outputs
+    from .sample_run import crashed_analysis, sample_meta
     from .settings import load_settings
 
     try:
@@ -196,7 +189,7 @@ def write_failed(sample_args, log, what):
         pass  # the result still says what happened
     try:
         settings = load_settings(sample_args.config)
-        failed = _crashed(sample_args, settings, sample_meta(sample_args), SampleProcessDied(what))
+        failed = crashed_analysis(sample_args, settings, sample_meta(sample_args), SampleProcessDied(what))
         write_outputs(failed, sample_args.out, plot_formats(sample_args.plot_formats))
     except InputError as exc:
         print(f"cd125gate: {exc}", file=sys.stderr, flush=True)

@@ -20,8 +20,8 @@ SUBCOMMANDS = {
     "inspect": ("cd125gate.cli_inspect", "summarise FCS files (version, instrument, channels, spillover)"),
     "panel": ("cd125gate.cli_panel", "show which channel carries which marker, and what is missing"),
     "simulate": ("cd125gate.cli_simulate", "write simulated stained/control tubes with known truth"),
-    "analyze": ("cd125gate.analyze_command", "analyse one stained tube (and its control) into a result"),
-    "analyze-chunk": ("cd125gate.chunk", "analyse a chunk of samples (workflow jobs): imports paid once, "
+    "analyze": ("cd125gate.cli_analyze", "analyse one stained tube (and its control) into a result"),
+    "analyze-chunk": ("cd125gate.cli_analyze_chunk", "analyse a chunk of samples (workflow jobs): imports paid once, "
                                          "one forked process per sample"),
     "screening": ("cd125gate.screening", "collect per-sample results into screening.tsv/json"),
     "report": ("cd125gate.report", "build the batch review page report.html"),

@@ -18,6 +18,8 @@ that dies or cannot start leaves the drawing to the caller, in-process, as
 before: the worker only ever makes the figures sooner, never different.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import io
 import itertools
@@ -30,20 +32,27 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING
+
+from . import processes
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
-def start():
+def start() -> FigureWorker | None:
     """A `FigureWorker`, or None where it would not help (no fork, one CPU, matplotlib already imported).
 
     A process that has matplotlib already (a chunk's sample, which inherits its
     parent's imports) gains nothing from a worker.
     """
-    if not hasattr(os, "fork") or len(os.sched_getaffinity(0)) < 2 or "matplotlib.figure" in sys.modules:
+    if not processes.can_run_beside() or "matplotlib.figure" in sys.modules:
         return None
     return fork()
 
 
-def fork():
+def fork() -> FigureWorker:
     """Fork the worker (`start` decides whether it is worth it)."""
     jobs_read, jobs_write = os.pipe()
     answers_read, answers_write = os.pipe()
@@ -51,13 +60,13 @@ def fork():
     # 1,000,000-event pair is ~250 MB, which a pipe copies in ~0.6 s and the worker
     # then maps without copying.
     shared = _memory_file()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child's own coverage is not collected
+
+    def child() -> int:  # pragma: no cover - the child's own coverage is not collected
         os.close(jobs_write)
         os.close(answers_read)
-        os._exit(_serve(jobs_read, answers_write, shared))
+        return _serve(jobs_read, answers_write, shared)
+
+    pid = processes.start(child)
     os.close(jobs_read)
     os.close(answers_write)
     return FigureWorker(pid, os.fdopen(jobs_write, "wb"), os.fdopen(answers_read, "rb"), shared)
@@ -130,11 +139,11 @@ def _send(job, shared, placed=None, start=0):
 class _Pickler(pickle.Pickler):
     """Names the arrays that are already in the memory file by their place there."""
 
-    def __init__(self, stream, placed, **kwargs):
+    def __init__(self, stream: IO[bytes], placed: dict, **kwargs: object) -> None:
         super().__init__(stream, **kwargs)
         self.placed = placed
 
-    def persistent_id(self, obj):
+    def persistent_id(self, obj: object) -> tuple | None:
         offset = _offset(self.placed, obj)
         return None if offset is None else ("placed", offset, obj.shape)
 
@@ -146,11 +155,11 @@ def _offset(placed, obj):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, stream, mapped, **kwargs):
+    def __init__(self, stream: IO[bytes], mapped: memoryview, **kwargs: object) -> None:
         super().__init__(stream, **kwargs)
         self.mapped = mapped
 
-    def persistent_load(self, pid):
+    def persistent_load(self, pid: tuple) -> np.ndarray:
         import numpy as np
 
         _, offset, shape = pid
@@ -171,14 +180,14 @@ def _receive(sent, shared):
 class FigureWorker:
     """The parent's handle on a started worker: one ``draw`` or ``close``."""
 
-    def __init__(self, pid, jobs, answers, shared=None):
+    def __init__(self, pid: int, jobs: IO[bytes], answers: IO[bytes], shared: int | None = None) -> None:
         self.pid, self.jobs, self.answers, self.shared = pid, jobs, answers, shared
         self.used = self.sent = False
         self.placed = {}  # id -> (array, offset) of the arrays made in the memory file
         self.end = 0      # the bytes of the memory file they take
         self.lock = threading.Lock()  # the two tubes are made side by side
 
-    def allocate(self, shape):
+    def allocate(self, shape: tuple[int, ...]) -> np.ndarray:
         """An uninitialised column-major float64 array that reaches the worker without a copy.
 
         It lives in the memory file; a plain numpy array where there is none,
@@ -197,7 +206,7 @@ class FigureWorker:
             self.placed[id(array)] = (array, offset)
             return array
 
-    def draw(self, name, *args):
+    def draw(self, name: str, *args: object) -> Callable[[], tuple[bool, object]]:
         """Start ``plots.<name>(*args)`` in the worker; returns ``finish() -> (ok, value)``.
 
         ``ok`` is False when the worker could not take or answer the job
@@ -220,7 +229,7 @@ class FigureWorker:
             self.close()
             return lambda: (False, None)
 
-        def finish():
+        def finish() -> tuple[bool, object]:
             try:
                 kind, value = pickle.load(self.answers)
             except Exception:  # the worker died (killed, out of memory) before answering
@@ -232,7 +241,7 @@ class FigureWorker:
 
         return finish
 
-    def close(self):
+    def close(self) -> None:
         """End the worker and reap it: at once if it has no job (a bad input need not wait for its imports)."""
         self.used = True
         for pipe in (self.jobs, self.answers):
@@ -243,7 +252,7 @@ class FigureWorker:
         if self.pid is not None:
             if not self.sent:
                 os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
+            processes.wait(self.pid)
             self.pid = None
         if self.shared is not None:
             os.close(self.shared)  # the arrays made in it stay mapped where they are used

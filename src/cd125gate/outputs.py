@@ -7,25 +7,34 @@ the control was taken off the sheet, an SVG no longer asked for) are removed,
 so the folder never shows another run's control as this run's.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import results
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .analyze import SampleAnalysis
+    from .figure_worker import FigureWorker
+    from .results import SampleResult
 
 RESULT = "result.json"
 # Every file name a run may write; only these are ever removed from a sample's folder.
 OURS = re.compile(r"^(result\.json|(control_)?gates\.xml|gate_counts\.tsv|(qc(_control)?|beads)\.(png|svg|pdf))$")
 
 
-def plot_formats(text):
+def plot_formats(text: str) -> tuple[str, ...]:
     """The figure formats asked for ("png,svg"), png always first; unknown ones are refused."""
-    from .plots import FORMATS
+    from .raster import FORMATS
 
     formats = tuple(dict.fromkeys(["png"] + [f for f in text.split(",") if f]))
     unknown = [f for f in formats if f not in FORMATS]
@@ -36,7 +45,7 @@ def plot_formats(text):
 
 
 @contextmanager
-def writing(folder, what):
+def writing(folder: Path | str, what: str) -> Iterator[None]:
     """A failed write (disk full, read-only folder) as one line naming the folder and the problem."""
     try:
         yield
@@ -44,8 +53,12 @@ def writing(folder, what):
         raise InputError(folder, f"cannot write {what}: {exc.strerror or exc}") from None
 
 
-def write_outputs(analysis, out_dir, formats=("png",), progress=None, worker=None):
+def write_outputs(analysis: SampleAnalysis, out_dir: Path | str, formats: Iterable[str] = ("png",),
+                  progress: Callable[[str, float], None] | None = None,
+                  worker: FigureWorker | None = None) -> SampleResult:
     """Write the sample's files into ``out_dir`` and return its result with ``outputs`` filled in.
+
+    ``analysis`` is left as it was: the result written is the one returned.
 
     A FAILED sample gets the same files (an empty Gating-ML, a figure stating
     the reason) so a batch always finds them. ``worker``: a started
@@ -64,11 +77,11 @@ def write_outputs(analysis, out_dir, formats=("png",), progress=None, worker=Non
         shutil.rmtree(staging, ignore_errors=True)
     if progress is not None:
         progress("figures and files", time.perf_counter() - start)
-    analysis.result = result
     return result
 
 
-def _write_all(analysis, folder, formats, worker=None):
+def _write_all(analysis: SampleAnalysis, folder: Path, formats: Iterable[str],
+               worker: FigureWorker | None = None) -> SampleResult:
     """Every file of the run in ``folder``; the result with its ``outputs``."""
     from . import gatingml
     from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -103,11 +116,11 @@ def _write_all(analysis, folder, formats, worker=None):
     return result
 
 
-def _figures(worker, name, *args):
+def _figures(worker: FigureWorker | None, name: str, *args: object) -> Callable[[], list[Path]]:
     """``finish() -> paths`` of ``plots.<name>(*args)``: drawn by ``worker`` if it can, else here."""
     finish = worker.draw(name, *args) if worker is not None else lambda: (False, None)
 
-    def drawn():
+    def drawn() -> list[Path]:
         done, paths = finish()
         if done:
             return paths

@@ -1,53 +1,36 @@
-"""`cd125gate analyze`: one sample at the bench, or as one job of a batch.
+"""One sample's run: analyse its tubes, write its folder, and say how it went (``run_sample``).
 
-Exit status tells the outcomes apart: 0 MET or NOT_MET, 3 REVIEW, 4 FAILED
-(the result is written for each), 2 an input that cannot be read at all (one
-line on stderr). A batch job passes ``--exit-zero``: every written result is a
-success, and a crash of ours becomes the sample's FAILED result.
+What `cd125gate analyze` does (its arguments: ``cli_analyze``), at the bench
+or as one job of a batch, and what each sample of `cd125gate analyze-chunk`
+runs in its own process. Exit status tells the outcomes apart: 0 MET or
+NOT_MET, 3 REVIEW, 4 FAILED (the result is written for each), 2 an input that
+cannot be read at all (one line on stderr). A batch job passes
+``--exit-zero``: every written result is a success, and a crash of ours
+becomes the sample's FAILED result (``crashed_analysis``).
 """
 
-import os
+from __future__ import annotations
+
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import results
 from .analyze import SampleAnalysis, analyze_sample, result_header
 from .errors import InputError
 from .settings import load_settings
 
+if TYPE_CHECKING:
+    import argparse
+
+    from .figure_worker import FigureWorker
+    from .settings import Settings
+
 EXIT_STATUS = {"MET": 0, "NOT_MET": 0, "REVIEW": 3, "FAILED": 4}
 
 
-def add_arguments(parser):
-    parser.epilog = ("exit status: 0 MET or NOT_MET, 3 REVIEW, 4 FAILED (the result is written for each); "
-                     "2 an input that cannot be read or analysed at all (one line on stderr). "
-                     "--exit-zero: 0 for every written result, as a batch needs.")
-    parser.add_argument("fcs", help="stained tube (FCS)")
-    parser.add_argument("--control", help="control tube (FMO or isotype), gated the same way")
-    parser.add_argument("--out", required=True, help="output folder for this sample")
-    parser.add_argument("--sample-id", help="sample id (default: the FCS file name)")
-    parser.add_argument("--config", help="settings YAML (its `analysis:` block, or the whole file)")
-    parser.add_argument("--compensation", help="spillover matrix CSV overriding the file's own, or "
-                                               "`precompensated`: the events are already compensated")
-    parser.add_argument("--patient-id")
-    parser.add_argument("--specimen")
-    parser.add_argument("--notes")
-    for name in ("clone", "fluorochrome", "lot"):
-        parser.add_argument(f"--cd125-{name}", help=f"anti-CD125 {name} (default: the settings' panel.cd125_reagent)")
-    parser.add_argument("--beads", help="calibration bead tube (FCS) at the tube's settings: CD125 antigen "
-                                        "density (antibodies bound per cell)")
-    parser.add_argument("--bead-lot", help="bead lot file (YAML: lot, dye, molecules; default: the settings' beads)")
-    parser.add_argument("--plot-formats", default="png",
-                        help="comma-separated figure formats: png (always), svg, pdf")
-    parser.add_argument("--threads", type=int, default=min(2, len(os.sched_getaffinity(0))),
-                        help="2 or more: read, compensate, transform and gate the two tubes side by side "
-                             "(default: 2 where the process may use two CPUs)")
-    parser.add_argument("--exit-zero", action="store_true",
-                        help="exit 0 whenever a result was written, FAILED and REVIEW included (workflow jobs)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-
-
-def run(args):
+def run_sample(args: argparse.Namespace) -> int:
+    """Analyse the sample ``args`` (`cd125gate analyze`'s arguments) into its folder; the exit status."""
     from . import figure_worker
 
     # First, while the process has no threads: matplotlib is imported beside the analysis.
@@ -59,7 +42,7 @@ def run(args):
             worker.close()
 
 
-def _run(args, worker):
+def _run(args: argparse.Namespace, worker: FigureWorker | None) -> int:
     from .outputs import plot_formats, write_outputs
 
     formats = plot_formats(args.plot_formats)
@@ -85,7 +68,7 @@ def _run(args, worker):
 
         traceback.print_exc(file=sys.stderr)
         bad_inputs = False
-        result = write_outputs(_crashed(args, settings, meta, exc), args.out, formats)
+        result = write_outputs(crashed_analysis(args, settings, meta, exc), args.out, formats)
     if bad_inputs:
         # The inputs themselves are bad (missing, unreadable, no CD125...): a one-line error.
         print(f"cd125gate: {result.reasons[0]}", file=sys.stderr)
@@ -96,14 +79,15 @@ def _run(args, worker):
     return 0 if args.exit_zero else EXIT_STATUS[result.criterion]
 
 
-def sample_meta(args):
+def sample_meta(args: argparse.Namespace) -> dict[str, str | None]:
     """The sample sheet's fields of this sample, as its result records them."""
     return {"patient_id": args.patient_id, "specimen": args.specimen, "notes": args.notes,
             "cd125_clone": args.cd125_clone, "cd125_fluorochrome": args.cd125_fluorochrome,
             "cd125_lot": args.cd125_lot}
 
 
-def _crashed(args, settings, meta, exc):
+def crashed_analysis(args: argparse.Namespace, settings: Settings, meta: dict[str, str | None],
+                     exc: BaseException) -> SampleAnalysis:
     """A FAILED analysis of nothing but the crash: what it was, and where its traceback is."""
     from .errors import one_line
 
@@ -115,5 +99,5 @@ def _crashed(args, settings, meta, exc):
     return SampleAnalysis(results.failed(base, f"cd125gate crashed ({what}); see the job log — please report"))
 
 
-def _progress(stage, seconds):
+def _progress(stage: str, seconds: float) -> None:
     print(f"  {stage:<22} {seconds:6.2f} s", file=sys.stderr, flush=True)
