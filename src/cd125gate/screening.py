@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__, assay, beads, results, reviews
 from .errors import InputError
 from .fileio import atomic_write_json, atomic_write_text, sha256_file
-from .regate import REVIEWED_RESULT
+from .results import REVIEWED_RESULT
 
 CRITERIA = ("MET", "NOT_MET", "REVIEW", "FAILED")
 REVIEW_COLUMNS = ("final", "reviewed_by", "reviewed_at", "review_decision", "review_reason", "review_note")

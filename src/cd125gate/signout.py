@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 
 from .errors import InputError
-from .regate import REVIEWED_RESULT
+from .results import REVIEWED_RESULT
 from .regate_figure import REVIEWED_QC
 from .results import control_pos_fraction
 

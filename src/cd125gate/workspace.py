@@ -38,7 +38,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .errors import InputError
-from .regate import load_gates, load_sample
+from .gatesfile import load_gates, load_sample
 
 AUTOMATIC, REGATED = "automatic", "re-gated"
 GATING_NS = "http://www.isac-net.org/std/Gating-ML/v2.0/gating"
