@@ -21,7 +21,7 @@ SUBCOMMANDS = {
     "analyze": ("cd125gate.analyze_command", "analyse one stained tube (and its control) into a result"),
     "analyze-chunk": ("cd125gate.chunk", "analyse a chunk of samples (workflow jobs): imports paid once, "
                                          "one forked process per sample"),
-    "screening": ("cd125gate.screening", "collect per-sample results into screening.tsv/json"),
+    "screening": ("cd125gate.cli_screening", "collect per-sample results into screening.tsv/json"),
     "report": ("cd125gate.report", "build the batch review page report.html"),
     "signout": ("cd125gate.signout", "write each sample's one-page sign-out record (signout.pdf)"),
     "workspace": ("cd125gate.cli_workspace", "write a FlowJo 10 workspace (batch.wsp) of the batch's gates"),

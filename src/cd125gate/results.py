@@ -176,6 +176,10 @@ class SampleResult:
         entry = (self.inputs or {}).get(role)
         return InputFile(entry.get("path"), entry.get("sha256")) if entry else None
 
+    def assay_field(self, name: str) -> str | None:
+        """One acquisition field (``assay.FIELDS``) the result records, or None."""
+        return (self.assay or {}).get(name)
+
     def output(self, kind: str) -> str | None:
         """The file name of an output (``gates``, ``qc_png``...) in the sample's folder, or None."""
         return (self.outputs or {}).get(kind)
@@ -356,29 +360,6 @@ def counts_tsv(result: SampleResult) -> str:
             lines.append(f"{tube}\t{g['name']}\t{g['parent'] or ''}\t{g['count']}\t"
                          f"{g['parent_count']}\t{g['percent_of_parent']:.4f}")
     return "\n".join(lines) + "\n"
-
-
-def screening_row(result: SampleResult) -> dict:
-    """The screening-table row of one result (lists stay lists; see `screening.format_tsv`)."""
-    control = result.inputs.get("control") or {}
-    return {
-        "sample_id": result.sample_id,
-        "criterion": result.criterion,
-        "cd125_pos_fraction": result.cd125_pos_fraction,
-        "ci_low": result.ci_low,
-        "ci_high": result.ci_high,
-        "blast_events": result.blast_events,
-        "cd125_pos_events": result.cd125_pos_events,
-        "threshold_method": (result.threshold or {}).get("method"),
-        "reasons": list(result.reasons),
-        "flags": list(result.flags),
-        "patient_id": result.patient_id,
-        "specimen": result.specimen,
-        "fcs_sha256": result.inputs["fcs"]["sha256"],
-        "control_sha256": control.get("sha256"),
-        "cd125gate_version": result.provenance["cd125gate_version"],
-        "config_digest": result.provenance["config_digest"],
-    }
 
 
 def summary_line(result: SampleResult) -> str:
