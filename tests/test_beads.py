@@ -326,7 +326,7 @@ def test_the_page_and_the_signout_show_the_density_with_lot_and_fit_and_link_the
     assert '<a href="report_files/s0/beads.png" target="_blank" class="bead-qc">bead QC figure</a>' in page
     assert (tmp_path / "report_files/s0/beads.png").read_bytes() == (tmp_path / "out/s1/beads.png").read_bytes()
 
-    figure = signout.signout_figure(result.to_json())
+    figure = signout.signout_figure(result)
     text = " ".join(t.get_text() for t in figure.texts)
     assert "CD125 antigen density (calibration beads)" in text
     assert f"median {median} ABC" in text and "lot SIM-QB-0001" in text and f"{density['curve']['r2']:.5f}" in text

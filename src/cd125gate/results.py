@@ -190,9 +190,18 @@ class SampleResult:
         return self.qc.get("compensation") == "precompensated"
 
     @property
-    def provenance_version(self) -> str:
-        """The cd125gate version that made the result ('' when not recorded)."""
-        return (self.provenance or {}).get("cd125gate_version", "")
+    def cd125gate_version(self) -> str | None:
+        """The cd125gate version that made the result."""
+        return self.provenance.get("cd125gate_version")
+
+    @property
+    def flowkit_version(self) -> str | None:
+        return self.provenance.get("flowkit_version")
+
+    @property
+    def config_digest(self) -> str | None:
+        """SHA-256 of the analysis settings the result was made with."""
+        return self.provenance.get("config_digest")
 
     def replace(self, **changes) -> SampleResult:
         return dataclasses.replace(self, **changes)
