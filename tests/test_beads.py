@@ -307,7 +307,7 @@ def test_a_result_without_beads_has_no_density_and_empty_columns(batch):
 
 
 def test_the_page_and_the_signout_show_the_density_with_lot_and_fit_and_link_the_bead_figure(tmp_path):
-    from cd125gate import report, signout
+    from cd125gate import report, report_samples, signout
     from cd125gate.outputs import write_outputs
 
     data = tmp_path / "data"
@@ -320,7 +320,7 @@ def test_the_page_and_the_signout_show_the_density_with_lot_and_fit_and_link_the
     median = f"{density['cd125_pos_blasts']['median']:,.0f}"
     fit = f"{density['curve']['slope']:.4f} × log10(CD125) + {density['curve']['intercept']:.4f}"
 
-    report.write_page(report.load_samples(tmp_path / "out"), tmp_path / "report.html")
+    report.write_page(report_samples.load_samples(tmp_path / "out"), tmp_path / "report.html")
     page = (tmp_path / "report.html").read_text()
     assert f"CD125+ blasts: median {median} ABC" in page and "lot SIM-QB-0001" in page and fit in page
     assert '<a href="report_files/s0/beads.png" target="_blank" class="bead-qc">bead QC figure</a>' in page

@@ -22,7 +22,7 @@ SUBCOMMANDS = {
     "analyze-chunk": ("cd125gate.chunk", "analyse a chunk of samples (workflow jobs): imports paid once, "
                                          "one forked process per sample"),
     "screening": ("cd125gate.cli_screening", "collect per-sample results into screening.tsv/json"),
-    "report": ("cd125gate.report", "build the batch review page report.html"),
+    "report": ("cd125gate.cli_report", "build the batch review page report.html"),
     "signout": ("cd125gate.cli_signout", "write each sample's one-page sign-out record (signout.pdf)"),
     "workspace": ("cd125gate.cli_workspace", "write a FlowJo 10 workspace (batch.wsp) of the batch's gates"),
     "regate": ("cd125gate.cli_regate", "re-gate one sample with edited gates (Gating-ML) into reviewed_result.json"),

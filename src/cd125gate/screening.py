@@ -51,7 +51,7 @@ class ScreeningRow:
     """
 
     sample_id: str
-    criterion: str
+    criterion: str | None           # None only in a hand-made row that names the sample alone
     final: str | None = None
     reviewed_by: str | None = None
     reviewed_at: str | None = None
@@ -131,6 +131,7 @@ class ScreeningRow:
     def from_json(cls, data: dict) -> ScreeningRow:
         """A row of ``screening.json`` (columns it lacks are None)."""
         values = {name: data[name] for name in COLUMNS if name in data}
+        values.setdefault("criterion", None)
         for name in ("reasons", "flags"):
             values[name] = tuple(values[name] or ()) if name in values else ()
         return cls(**values)
