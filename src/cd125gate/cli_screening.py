@@ -23,7 +23,14 @@ def run(args: argparse.Namespace) -> int:
     from . import reviews
     from .fileio import atomic_write_json, atomic_write_text
     from .outputs import writing
-    from .screening import CRITERIA, collect_samples, format_tsv, record_audit, screening_document, summarize
+    from .screening import (
+        CRITERIA,
+        collect_samples,
+        format_tsv,
+        record_audit,
+        screening_document,
+        summarize,
+    )
 
     review_lines = reviews.read_reviews(args.reviews) if args.reviews else []
     samples = collect_samples(args.results, review_lines, args.signoff)

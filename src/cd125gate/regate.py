@@ -34,9 +34,6 @@ if TYPE_CHECKING:
     from .reviews import Review
     from .settings import Settings
 
-__all__ = ["BLASTS", "CD125_POS", "REVIEWED_RESULT", "cd125_cutoff", "load_gates", "load_sample"]
-
-
 @dataclass
 class Regated:
     """Counts of edited gates on a sample's tubes and what they imply."""

@@ -45,7 +45,7 @@ class Sample:
         """The final status: from the screening row, else what the automatic result is worth unreviewed."""
         if self.row is not None and self.row.final:
             return self.row.final
-        return {"MET": "MET", "NOT_MET": "NOT_MET", "FAILED": "FAILED"}.get(self.criterion, "PENDING_REVIEW")
+        return self.criterion if self.criterion in ("MET", "NOT_MET", "FAILED") else "PENDING_REVIEW"
 
     @property
     def decision(self) -> str:

@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__, assay, beads, results, reviews
+from . import __version__, assay, audit, beads, results, reviews
 from .errors import InputError
 from .fileio import sha256_file
 from .results import REVIEWED_RESULT, SampleResult
@@ -346,4 +346,4 @@ def record_audit(path: Path | str, samples: list[Collected], now: str | None = N
                and (s.status.review.decision != "REGATE" or s.row.reviewed_result_sha256)]
     after = {s.row.sample_id: s.row.reviewed_result_sha256 for s in samples if s.row.reviewed_result_sha256}
     now = now or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return reviews.append_audit(path, reviews.audit_rows(applied, after), now)
+    return audit.append_audit(path, audit.audit_rows(applied, after), now)
