@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import formatting as fmt
 from .errors import InputError
 from .fileio import sha256_file
 from .gatesfile import BLASTS, CD125_POS, cd125_cutoff, load_gates, load_sample
@@ -203,8 +204,8 @@ def _edited_threshold(result: SampleResult, edited: tuple | None) -> dict | None
     value, raw = edited
     # The overlap check measured the automatic cut-off; it says nothing about this one.
     return dict(result.threshold, value=value, value_raw=raw, edited=True, overlap=None,
-                description=f"CD125 cut-off edited by the reviewer: {raw:,.4g} raw "
-                            f"(automatic: {old.value_raw:,.4g}, {old.description})")
+                description=f"CD125 cut-off edited by the reviewer: {fmt.raw_value(raw)} raw "
+                            f"(automatic: {fmt.raw_value(old.value_raw)}, {old.description})")
 
 
 def _with_notes(table: list[dict] | None, automatic: tuple) -> tuple[dict, ...] | None:

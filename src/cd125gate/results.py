@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import formatting as fmt
 from .errors import InputError
 from .model import GATE_ORDER
 
@@ -202,7 +203,7 @@ class SampleResult:
         """SHA-256 of the analysis settings the result was made with."""
         return self.provenance.get("config_digest")
 
-    def replace(self, **changes) -> SampleResult:
+    def replace(self, **changes: object) -> SampleResult:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
@@ -374,8 +375,8 @@ def summary_line(result: SampleResult) -> str:
     """One line for the bench: sample, criterion, fraction with CI, and the reasons."""
     text = f"{result.sample_id}: {result.criterion}"
     if result.cd125_pos_fraction is not None:
-        text += (f" CD125+ {result.cd125_pos_fraction:.1%} "
-                 f"(95% CI {result.ci_low:.1%}-{result.ci_high:.1%}) "
+        text += (f" CD125+ {fmt.percent(result.cd125_pos_fraction)} "
+                 f"(95% CI {fmt.percent(result.ci_low)}-{fmt.percent(result.ci_high)}) "
                  f"of {result.blast_events} blasts")
     if result.reasons:
         text += " | " + "; ".join(result.reasons)
