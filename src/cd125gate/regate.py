@@ -5,8 +5,9 @@ and names the edited file on a REGATE line of the reviews file. FlowKit parses
 it (``parse_gating_xml``) and counts every gate on the FCS files
 (``GatingStrategy.gate_sample``): FlowKit's meaning of a gate is the
 reference, so the reviewed counts are FlowKit's own. The CD125+ fraction of
-blasts, its Wilson interval and the criterion then come from
-`cd125gate.stats`, exactly as for the automatic result.
+blasts and its Wilson interval then come from `cd125gate.stats`, exactly as
+for the automatic result, and the criterion from `criterion.decide_counts`
+(the reviewer's gates answer the automatic doubts).
 
 The reviewed result (``reviewed_result.json``) is written beside the
 automatic ``result.json``, which is never touched: both are kept, and the

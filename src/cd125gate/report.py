@@ -1,4 +1,4 @@
-"""The `report` subcommand: the batch review page, a sign-out tool that needs no server.
+"""The batch review page (``cd125gate report``), a sign-out tool that needs no server.
 
 The page opens with the batch summary (REVIEW and FAILED first), then a table
 that sorts and filters, then one card per sample with its QC figures, reasons,
@@ -13,6 +13,9 @@ sample is one page: header, decision with CI, threshold vs control, the key
 plots at a scale where their smallest text is at least 8 pt, gate counts as a
 tree, provenance and a signature block. No dates are written, so the same
 results give the same bytes.
+
+This module assembles the page and its figures; the samples are read by
+`report_samples`, and the text of each part is written by `report_sections`.
 """
 
 from __future__ import annotations
