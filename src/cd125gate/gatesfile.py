@@ -29,7 +29,7 @@ def load_gates(path: Path | str) -> fk.GatingStrategy:
             return fk.parse_gating_xml(str(path))
     except FileNotFoundError:
         raise InputError(path, "gates file does not exist") from None
-    except Exception as exc:  # FlowKit raises ValueError, lxml errors, KeyError... for bad documents
+    except Exception as exc:  # noqa: BLE001  FlowKit raises ValueError, lxml errors, KeyError... for bad documents
         problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(path, f"not a usable Gating-ML 2.0 document: {problem}") from None
 
@@ -44,7 +44,7 @@ def load_sample(path: Path | str) -> fk.Sample:
             return fk.Sample(str(path), ignore_offset_error=True)
     except FileNotFoundError:
         raise InputError(path, "FCS file does not exist") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  any FlowKit failure on a file is a problem of that file
         raise InputError(path, f"FlowKit cannot read this FCS file: {str(exc).splitlines()[0]}") from None
 
 

@@ -30,7 +30,7 @@ from string import Template
 from typing import TYPE_CHECKING
 
 from . import __version__
-from . import report_sections as html
+from . import report_sections as sections
 from .fileio import atomic_write_text
 
 if TYPE_CHECKING:
@@ -73,13 +73,13 @@ def render(samples: list[Sample], assets: str = "report_files", earlier: Iterabl
     return template.substitute(
         n_samples=len(samples),
         version=escape(__version__),
-        problems=html.problems(samples),
-        counts=html.counts(samples),
-        attention=html.attention(samples),
-        flag_summary=html.flag_summary(samples),
-        filters=html.filters(samples),
-        controls_template=html.controls_template(),
-        rows="\n".join(html.table_row(i, s) for i, s in enumerate(samples)),
+        problems=sections.problems(samples),
+        counts=sections.counts(samples),
+        attention=sections.attention(samples),
+        flag_summary=sections.flag_summary(samples),
+        filters=sections.filters(samples),
+        controls_template=sections.controls_template(),
+        rows="\n".join(sections.table_row(i, s) for i, s in enumerate(samples)),
         cards="\n".join(_card(i, s, assets) for i, s in enumerate(samples)),
         reviews_data=_reviews_data(samples, earlier),
     )
@@ -161,17 +161,17 @@ def _print_key_plots(i, s, assets):
 
 def _card(i: int, s: Sample, assets: str = "report_files") -> str:
     r = s.record
-    parts = [f'<section class="card card-{s.criterion}" id="s{i}" data-criterion="{s.criterion}" '
-             f'data-sample-id="{escape(s.sample_id)}" data-result-sha256="{escape(s.result_sha256 or "")}" '
-             f'data-final="{escape(s.final)}" data-decision="{escape(html.decision_in_effect(s))}">',
-             html.print_header(s),
-             html.headline(s),
-             html.comparison(s),
-             html.bullet_list("reasons", "Reasons", r.reasons),
-             html.bullet_list("flags", "Flags", html.card_flags(s)),
-             html.bullet_list("warnings", "Warnings", r.warnings),
-             html.identity(r).replace("<p>", '<p class="no-print">', 1), html.threshold(r),
-             html.density(i, s, assets)]
+    parts = [(f'<section class="card card-{s.criterion}" id="s{i}" data-criterion="{s.criterion}" '
+              f'data-sample-id="{escape(s.sample_id)}" data-result-sha256="{escape(s.result_sha256 or "")}" '
+              f'data-final="{escape(s.final)}" data-decision="{escape(sections.decision_in_effect(s))}">'),
+             sections.print_header(s),
+             sections.headline(s),
+             sections.comparison(s),
+             sections.bullet_list("reasons", "Reasons", r.reasons),
+             sections.bullet_list("flags", "Flags", sections.card_flags(s)),
+             sections.bullet_list("warnings", "Warnings", r.warnings),
+             sections.identity(r).replace("<p>", '<p class="no-print">', 1), sections.threshold(r),
+             sections.density(i, s, assets)]
     if not s.figures:
         parts.append('<p class="missing">No QC figure: the gating of this sample cannot be reviewed here.</p>')
     from PIL import Image
@@ -194,12 +194,12 @@ def _card(i: int, s: Sample, assets: str = "report_files") -> str:
                       f'loading="lazy" width="{THUMBNAIL_PX}"></a>')
     if thumbs:
         parts.append(f'<div class="thumbs no-print">{"".join(thumbs)}</div>')
-    provenance = html.provenance(r)
+    provenance = sections.provenance(r)
     # Closed <details> do not print: the provenance is repeated, expanded, for paper.
     printed = provenance.replace('<details class="provenance"><summary>Provenance</summary>',
                                  '<div class="print-only prov-print"><b>Provenance</b>').replace("</details>", "</div>")
-    parts += [_print_key_plots(i, s, assets), html.gates(r), html.print_tree(r, bool(s.reviewed)), provenance,
-              printed, html.signature(), html.sign_button(i), "</section>"]
+    parts += [_print_key_plots(i, s, assets), sections.gates(r), sections.print_tree(r, bool(s.reviewed)), provenance,
+              printed, sections.signature(), sections.sign_button(i), "</section>"]
     return "\n".join(p for p in parts if p)
 
 
