@@ -288,11 +288,11 @@ def test_the_screening_table_carries_the_density_lot_and_fit(batch):
     rows = [screening.screening_row(result) for _, result in cases.values()]
     document = screening.screening_document(rows)
     assert results.schema_error(json.loads(json.dumps(document)), "screening.schema.json") is None
-    row = next(r for r in rows if r["sample_id"] == "high_fmo_stained")
+    row = next(r for r in rows if r.sample_id == "high_fmo_stained")
     density = cases["high_fmo"][1].density
-    assert (row["density"], row["abc_cd125_pos_median"], row["abc_control_blasts_median"], row["bead_lot"]) == \
+    assert (row.density, row.abc_cd125_pos_median, row.abc_control_blasts_median, row.bead_lot) == \
         ("measured", density["cd125_pos_blasts"]["median"], density["control_blasts"]["median"], "SIM-QB-0001")
-    assert row["bead_r2"] == density["curve"]["r2"] and row["bead_slope"] == density["curve"]["slope"]
+    assert row.bead_r2 == density["curve"]["r2"] and row.bead_slope == density["curve"]["slope"]
     header, *lines = screening.format_tsv(rows).splitlines()
     assert "abc_cd125_pos_median" in header.split("\t") and len(lines) == len(rows)
 
@@ -303,11 +303,11 @@ def test_a_result_without_beads_has_no_density_and_empty_columns(batch):
     result = batch[1]["high_fmo"][1].replace(density=None)
     assert "density" not in result.to_json()
     row = screening.screening_row(result)
-    assert {row[name] for name in beads.SCREENING_COLUMNS} == {None}
+    assert {getattr(row, name) for name in beads.SCREENING_COLUMNS} == {None}
 
 
 def test_the_page_and_the_signout_show_the_density_with_lot_and_fit_and_link_the_bead_figure(tmp_path):
-    from cd125gate import report, signout
+    from cd125gate import report, report_samples, signout
     from cd125gate.outputs import write_outputs
 
     data = tmp_path / "data"
@@ -320,13 +320,13 @@ def test_the_page_and_the_signout_show_the_density_with_lot_and_fit_and_link_the
     median = f"{density['cd125_pos_blasts']['median']:,.0f}"
     fit = f"{density['curve']['slope']:.4f} × log10(CD125) + {density['curve']['intercept']:.4f}"
 
-    report.write_page(report.load_samples(tmp_path / "out"), tmp_path / "report.html")
+    report.write_page(report_samples.load_samples(tmp_path / "out"), tmp_path / "report.html")
     page = (tmp_path / "report.html").read_text()
     assert f"CD125+ blasts: median {median} ABC" in page and "lot SIM-QB-0001" in page and fit in page
     assert '<a href="report_files/s0/beads.png" target="_blank" class="bead-qc">bead QC figure</a>' in page
     assert (tmp_path / "report_files/s0/beads.png").read_bytes() == (tmp_path / "out/s1/beads.png").read_bytes()
 
-    figure = signout.signout_figure(result.to_json())
+    figure = signout.signout_figure(result)
     text = " ".join(t.get_text() for t in figure.texts)
     assert "CD125 antigen density (calibration beads)" in text
     assert f"median {median} ABC" in text and "lot SIM-QB-0001" in text and f"{density['curve']['r2']:.5f}" in text

@@ -28,6 +28,7 @@ def test_counts_alone(positive, blasts, expected):
     assert verdict.criterion == expected
     assert verdict.fraction == pytest.approx(positive / blasts)
     assert bool(verdict.reasons) == (expected == "REVIEW")
+    assert criterion.decide_counts(positive, blasts, SETTINGS) == verdict
     assert verdict.ci_low < positive / blasts < verdict.ci_high
 
 
@@ -60,7 +61,7 @@ def test_no_gated_blasts_is_a_review_with_one_plain_reason():
 def test_every_rule_is_in_the_list_once():
     rules = [getattr(criterion, name) for name in dir(criterion)
              if callable(getattr(criterion, name)) and getattr(getattr(criterion, name), "__module__", "")
-             == "cd125gate.criterion" and name not in ("decide", "Evidence", "Criterion", "wilson_interval")]
+             == "cd125gate.criterion" and name not in ("decide", "decide_counts", "Evidence", "Criterion", "wilson_interval")]
     assert sorted(r.__name__ for r in rules) == sorted(r.__name__ for r in criterion.RULES)
 
 

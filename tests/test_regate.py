@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cd125gate import analyze, criterion, outputs, regate, stats
+from cd125gate import analyze, criterion, gatesfile, outputs, regate, stats
 from cd125gate.settings import load_settings
 from cd125gate.errors import InputError
 from cd125gate.fileio import sha256_file
@@ -26,7 +26,7 @@ def gate_ref():
     if not folder.is_dir():
         pytest.skip("../shared/corpus/flowkit/gate_ref is not present")
     truth = {p.stem.removeprefix("Results_"): np.loadtxt(p, dtype=int) for p in (folder / "truth").glob("*.txt")}
-    return folder, truth, regate.load_sample(folder / "data1.fcs")
+    return folder, truth, gatesfile.load_sample(folder / "data1.fcs")
 
 
 def test_isac_compliance_gates_give_the_expected_counts(gate_ref):
@@ -37,7 +37,7 @@ def test_isac_compliance_gates_give_the_expected_counts(gate_ref):
     for path in documents:
         if path.name in NOT_COMPLIANT:
             continue
-        table = regate.count_gates(regate.load_gates(path), sample, path)
+        table = regate.count_gates(gatesfile.load_gates(path), sample, path)
         by_name = {g["name"]: g for g in table}
         for name, gate in by_name.items():
             expected = truth.get(TRUTH_ALIAS.get(name, name))
@@ -56,7 +56,7 @@ def test_a_non_compliant_document_is_one_line(gate_ref):
     folder, _, _ = gate_ref
     path = folder / "gml" / "gml_range_gate_attr_testing.xml"
     with pytest.raises(InputError) as err:
-        regate.load_gates(path)
+        gatesfile.load_gates(path)
     assert str(err.value).startswith(f"{path}: not a usable Gating-ML 2.0 document")
     assert "\n" not in str(err.value)
 
@@ -87,10 +87,10 @@ def test_unedited_gates_reproduce_the_automatic_result(near50, tmp_path):
     analysis, out = near50
     reviewed = regate.regate_result(out / "result.json", out / "gates.xml", tmp_path / "r.json")
     result = analysis.result
-    assert (reviewed["blast_events"], reviewed["cd125_pos_events"]) == \
+    assert (reviewed.blast_events, reviewed.cd125_pos_events) == \
         (result.blast_events, result.cd125_pos_events)
-    assert {g["name"]: g["count"] for g in reviewed["gates"]} == {g["name"]: g["count"] for g in result.gates}
-    assert "edited" not in reviewed["threshold"]
+    assert {g["name"]: g["count"] for g in reviewed.gates} == {g["name"]: g["count"] for g in result.gates}
+    assert "edited" not in reviewed.threshold
 
 
 @pytest.mark.parametrize("shift", [+0.25, -0.25])
@@ -107,23 +107,23 @@ def test_a_moved_cd125_cutoff_changes_the_fraction_exactly_as_implied(near50, tm
     cd125 = stained.column(stained.markers["CD125"])
     positive = int((blasts & (cd125 >= new)).sum())
     assert positive != analysis.result.cd125_pos_events
-    assert reviewed["blast_events"] == int(blasts.sum())
-    assert reviewed["cd125_pos_events"] == positive
-    assert reviewed["cd125_pos_fraction"] == positive / int(blasts.sum())
+    assert reviewed.blast_events == int(blasts.sum())
+    assert reviewed.cd125_pos_events == positive
+    assert reviewed.cd125_pos_fraction == positive / int(blasts.sum())
     low, high = stats.wilson_interval(positive, int(blasts.sum()))
-    assert (reviewed["ci_low"], reviewed["ci_high"]) == (low, high)
+    assert (reviewed.ci_low, reviewed.ci_high) == (low, high)
     evidence = criterion.Evidence(int(blasts.sum()), positive, "control_percentile", control_used=True)
     expected = criterion.decide(evidence, load_settings()).criterion
-    assert reviewed["criterion"] == expected
+    assert reviewed.criterion == expected
     # The control's share above the cut-off moves the same way.
     control = analysis.control
     control_pos = int((control.step("blasts").mask & (control.column(control.markers["CD125"]) >= new)).sum())
-    assert {g["name"]: g["count"] for g in reviewed["control_gates"]}["cd125_pos"] == control_pos
+    assert {g["name"]: g["count"] for g in reviewed.control_gates}["cd125_pos"] == control_pos
     # Threshold and provenance of the edit; the automatic result is untouched.
-    assert reviewed["threshold"]["edited"] is True and reviewed["threshold"]["value"] == new
-    assert reviewed["review"]["source_result_sha256"] == sha256_file(out / "result.json")
-    assert reviewed["review"]["gates_sha256"] == sha256_file(edited)
-    assert reviewed["review"]["automatic_criterion"] == analysis.result.criterion
+    assert reviewed.threshold["edited"] is True and reviewed.threshold["value"] == new
+    assert reviewed.review["source_result_sha256"] == sha256_file(out / "result.json")
+    assert reviewed.review["gates_sha256"] == sha256_file(edited)
+    assert reviewed.review["automatic_criterion"] == analysis.result.criterion
     assert json.loads((out / "result.json").read_text())["cd125_pos_events"] == analysis.result.cd125_pos_events
 
 

@@ -59,9 +59,12 @@ def test_the_regated_figure_is_drawn_from_the_edited_gates(batch):
     decision = next((folder / "reviewed").iterdir())
     for name in ("reviewed_qc.png", "reviewed_qc_control.png"):
         assert (folder / name).read_bytes() == (decision / name).read_bytes()
-    from cd125gate.regate import load_gates
+    from cd125gate.gatesfile import load_gates
+    from cd125gate.results import SampleResult
 
-    stained, control, threshold = regate_figure.reviewed_tubes(automatic, reviewed, load_gates(root / "edited.xml"))
+    stained, control, threshold = regate_figure.reviewed_tubes(SampleResult.from_json(automatic),
+                                                               SampleResult.from_json(reviewed),
+                                                               load_gates(root / "edited.xml"))
     # The events drawn are the blasts above the edited cut-off: the counts the record states.
     cd125 = analysis.stained.column(analysis.stained.markers["CD125"])
     expected = int((analysis.stained.step("blasts").mask & (cd125 >= NEW_CUT)).sum())
@@ -131,9 +134,9 @@ def test_a_figure_that_would_not_be_the_evidence_is_a_card_saying_why(batch, tmp
     out = tmp_path / "reviewed_result.json"
     other = load_settings(overrides={"threshold": {"control_percentile": 99.0}})
     reviewed = regate.regate_result(folder / "result.json", root / "edited.xml", out, settings=other, figures=True)
-    assert reviewed["review"]["figure_note"].startswith("repeating the analysis does not reproduce result.json")
-    assert "cd125_pos" in reviewed["review"]["figure_note"]
+    assert reviewed.regate.figure_note.startswith("repeating the analysis does not reproduce result.json")
+    assert "cd125_pos" in reviewed.regate.figure_note
     assert (tmp_path / "reviewed_qc.png").is_file() and not (tmp_path / "reviewed_qc_control.png").exists()
     assert signout.key_panels((tmp_path / "reviewed_qc.png").read_bytes()) == []  # a card, not panels
     # The reviewed counts are FlowKit's all the same.
-    assert reviewed["cd125_pos_events"] == load(folder / "reviewed_result.json")["cd125_pos_events"]
+    assert reviewed.cd125_pos_events == load(folder / "reviewed_result.json")["cd125_pos_events"]

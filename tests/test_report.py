@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from cd125gate import cli, report, reviews
+from cd125gate import cli, report, report_samples, reviews
 
 EVIL = '<script>alert("x")</script>&\'"'
 
@@ -209,7 +209,7 @@ def test_real_qc_figures_embed(tmp_path):
     result = make_result("P7", "FAILED", reasons=["unreadable FCS"])
     sample_dir = write_sample(tmp_path / "samples", "P7", result, png=False)
     plots.plot_failure(results.SampleResult.from_json(result), sample_dir)
-    samples = report.load_samples(tmp_path / "samples")
+    samples = report_samples.load_samples(tmp_path / "samples")
     assert [name for name, _ in samples[0].figures] == ["qc.png"]
     report.write_page(samples, tmp_path / "report.html")
     assert (tmp_path / "report_files/s0/qc.png").read_bytes() == (sample_dir / "qc.png").read_bytes()
@@ -228,7 +228,7 @@ def test_earlier_reviews_lines_are_read_as_written(tmp_path):
                      f"P1\t{'a' * 64}\tACCEPT\tDr Ada\t2026-11-30\t\t\r\n\r\n"
                      f"P2\t{'b' * 64}\tREGATE\tDr Bo\t2026-12-01\t\"cut-off; too low\"\tedited/P2.xml\r\n"
                      .encode("utf-8"))
-    lines = report.earlier_lines(path)
+    lines = report_samples.earlier_lines(path)
     assert [line["sample_id"] for line in lines] == ["P1", "P2"]
     assert lines[1]["reason"] == "cut-off; too low" and lines[1]["gates"] == "edited/P2.xml"
     page = report.render([], earlier=lines)

@@ -81,8 +81,10 @@ def test_counts_table_and_screening_row_come_from_the_value():
     result = _minimal(gates=(gate,), control_gates=(dict(gate, count=2),))
     assert results.counts_tsv(result).splitlines()[1:] == [
         "stained\tblasts\tblast_region\t3\t9\t33.3333", "control\tblasts\tblast_region\t2\t9\t33.3333"]
-    row = results.screening_row(result)
-    assert row["sample_id"] == "s1" and row["fcs_sha256"] == "0" * 64 and row["control_sha256"] is None
+    from cd125gate.screening import ScreeningRow
+
+    row = ScreeningRow.of_result(result)
+    assert row.sample_id == "s1" and row.fcs_sha256 == "0" * 64 and row.control_sha256 is None
 
 
 if __name__ == "__main__":

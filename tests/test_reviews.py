@@ -2,6 +2,7 @@
 
 import pytest
 
+from cd125gate import audit as audit_trail
 from cd125gate import reviews
 from cd125gate.errors import InputError
 
@@ -151,17 +152,17 @@ def test_audit_is_appended_once_per_decision(tmp_path):
     regate = reviews.Review("s2", B, "REGATE", "Dr Bo", "2026-11-30", "edit", tmp_path / "g.xml", "r.tsv", 3)
     applied = [(reviews.final_status("MET", A, review("ACCEPT")), A),
                (reviews.final_status("REVIEW", B, regate, regated_criterion="MET"), B)]
-    rows = reviews.audit_rows(applied, {"s2": "c" * 64})
+    rows = audit_trail.audit_rows(applied, {"s2": "c" * 64})
     assert [(r["result_sha256_before"], r["result_sha256_after"]) for r in rows] == [(A, A), (B, "c" * 64)]
-    assert len(reviews.append_audit(audit, rows, "2026-12-01T10:00:00Z")) == 2
+    assert len(audit_trail.append_audit(audit, rows, "2026-12-01T10:00:00Z")) == 2
     # A rerun records nothing new, even at another time.
-    assert reviews.append_audit(audit, rows, "2026-12-01T11:00:00Z") == []
+    assert audit_trail.append_audit(audit, rows, "2026-12-01T11:00:00Z") == []
     lines = audit.read_text().splitlines()
-    assert len(lines) == 3 and lines[0].split("\t") == list(reviews.AUDIT_COLUMNS)
-    assert reviews.known_digests(reviews.read_audit(audit)) == {"s1": {A}, "s2": {B}}
+    assert len(lines) == 3 and lines[0].split("\t") == list(audit_trail.AUDIT_COLUMNS)
+    assert audit_trail.known_digests(audit_trail.read_audit(audit)) == {"s1": {A}, "s2": {B}}
     # A new decision is appended below the old lines, which stay as they were.
-    newer = reviews.audit_rows([(reviews.final_status("MET", A, review("REJECT")), A)])
-    assert len(reviews.append_audit(audit, newer, "2026-12-02T09:00:00Z")) == 1
+    newer = audit_trail.audit_rows([(reviews.final_status("MET", A, review("REJECT")), A)])
+    assert len(audit_trail.append_audit(audit, newer, "2026-12-02T09:00:00Z")) == 1
     assert audit.read_text().splitlines()[:3] == lines
 
 
@@ -169,7 +170,7 @@ def test_a_foreign_audit_file_is_refused(tmp_path):
     audit = tmp_path / "audit.tsv"
     audit.write_text("a\tb\n1\t2\n")
     with pytest.raises(InputError, match="not a cd125gate audit trail"):
-        reviews.read_audit(audit)
+        audit_trail.read_audit(audit)
 
 
 # --- issue 18: decisions are tamper-evident, every check before any job --------------------------
@@ -236,7 +237,7 @@ def test_withdraw_takes_a_decision_back_and_needs_a_reason(tmp_path):
     reviews.check(lines, {"s1": A}, criteria={"s1": "REVIEW"})
     status = reviews.final_status("REVIEW", A, reviews.latest_by_sample(lines)["s1"])
     assert status.final == "PENDING_REVIEW" and "withdrawn by Dr Ada" in status.note
-    rows = reviews.audit_rows([(status, A)])
+    rows = audit_trail.audit_rows([(status, A)])
     assert (rows[0]["decision"], rows[0]["reason"], rows[0]["final"]) == ("WITHDRAW", "wrong tube", "PENDING_REVIEW")
     with pytest.raises(InputError, match="line 2: WITHDRAW of sample 's1' gives no reason"):
         reviews.read_reviews(write(tmp_path, line("s1", A, "WITHDRAW")))
@@ -260,7 +261,7 @@ def recorded(tmp_path, *lines):
     audit = tmp_path / "audit.tsv"
     latest = reviews.latest_by_sample(reviews.read_reviews(path)).values()
     applied = [(reviews.final_status("MET", r.result_sha256, r), r.result_sha256) for r in latest]
-    reviews.append_audit(audit, reviews.audit_rows(applied), "2026-12-01T10:00:00Z")
+    audit_trail.append_audit(audit, audit_trail.audit_rows(applied), "2026-12-01T10:00:00Z")
     return audit
 
 
@@ -273,28 +274,28 @@ def test_the_audit_keys_on_what_was_decided_not_where_the_line_sits(tmp_path):
                      + line("s1", A, "ACCEPT") + "\n")
     lines = reviews.read_reviews(moved)
     applied = [(reviews.final_status("MET", r.result_sha256, r), r.result_sha256) for r in lines]
-    assert reviews.append_audit(audit, reviews.audit_rows(applied), "2026-12-02T10:00:00Z") == []
+    assert audit_trail.append_audit(audit, audit_trail.audit_rows(applied), "2026-12-02T10:00:00Z") == []
     assert len(audit.read_text().splitlines()) == 3
-    reviews.check_audit(lines, reviews.read_audit(audit), moved)
+    audit_trail.check_audit(lines, audit_trail.read_audit(audit), moved)
 
 
 def test_a_reviews_file_that_lost_a_recorded_decision_stops_the_run(tmp_path):
     audit = recorded(tmp_path, line("s1", A, "ACCEPT"), line("s2", B, "REJECT", reason="clot"))
     second = write(tmp_path, line("s3", A, "ACCEPT"))  # a second sitting saved over the first
     with pytest.raises(InputError) as err:
-        reviews.check_audit(reviews.read_reviews(second), reviews.read_audit(audit), second)
+        audit_trail.check_audit(reviews.read_reviews(second), audit_trail.read_audit(audit), second)
     assert str(err.value).startswith(f"{second}: ACCEPT of sample 's1' by Dr Ada on 2026-11-30 (recorded in")
     assert "no longer in this file" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(InputError, match="this run names no reviews file"):
-        reviews.check_audit([], reviews.read_audit(audit), None, audit)
+        audit_trail.check_audit([], audit_trail.read_audit(audit), None, audit)
 
 
 def test_an_audit_written_before_gates_digests_is_still_read_and_appended_to(tmp_path):
     audit = tmp_path / "audit.tsv"
-    old = "\t".join(reviews.AUDIT_COLUMNS_V1) + "\n" + "\t".join(
+    old = "\t".join(audit_trail.AUDIT_COLUMNS_V1) + "\n" + "\t".join(
         ["2026-11-30T10:00:00Z", "s1", "ACCEPT", "Dr Ada", "2026-11-30", "", "", A, A, "MET", "r.tsv", "2"]) + "\n"
     audit.write_text(old)
-    reviews.check_audit([review("ACCEPT", reason="")], reviews.read_audit(audit), "r.tsv")
-    newer = reviews.audit_rows([(reviews.final_status("MET", A, review("REJECT")), A)])
-    assert len(reviews.append_audit(audit, newer, "2026-12-02T09:00:00Z")) == 1
+    audit_trail.check_audit([review("ACCEPT", reason="")], audit_trail.read_audit(audit), "r.tsv")
+    newer = audit_trail.audit_rows([(reviews.final_status("MET", A, review("REJECT")), A)])
+    assert len(audit_trail.append_audit(audit, newer, "2026-12-02T09:00:00Z")) == 1
     assert [len(row.split("\t")) for row in audit.read_text().splitlines()] == [12, 12, 12]

@@ -69,17 +69,17 @@ def batch(tmp_path):
 
 def test_rows_follow_the_given_order_and_carry_the_result_values(batch):
     rows = screening.collect(batch)
-    assert [row["sample_id"] for row in rows] == ["s2", "s1", "s3", "s4"]
+    assert [row.sample_id for row in rows] == ["s2", "s1", "s3", "s4"]
     met = rows[1]
-    assert met["criterion"] == "MET"
-    assert met["cd125_pos_fraction"] == 0.8 and met["cd125_pos_events"] == 800
-    assert (met["ci_low"], met["ci_high"]) == (pytest.approx(0.75), pytest.approx(0.85))
-    assert met["threshold_method"] == "control_percentile"
-    assert met["control_sha256"] is None and met["fcs_sha256"] == "f" * 64
-    assert met["patient_id"] == "P-s1" and met["config_digest"] == DIGEST
+    assert met.criterion == "MET"
+    assert met.cd125_pos_fraction == 0.8 and met.cd125_pos_events == 800
+    assert (met.ci_low, met.ci_high) == (pytest.approx(0.75), pytest.approx(0.85))
+    assert met.threshold_method == "control_percentile"
+    assert met.control_sha256 is None and met.fcs_sha256 == "f" * 64
+    assert met.patient_id == "P-s1" and met.config_digest == DIGEST
     failed = rows[3]
-    assert failed["threshold_method"] is None and failed["cd125_pos_fraction"] is None
-    assert failed["reasons"] == ["s4.fcs: truncated\tDATA segment", "second\nline"]
+    assert failed.threshold_method is None and failed.cd125_pos_fraction is None
+    assert failed.reasons == ("s4.fcs: truncated\tDATA segment", "second\nline")
 
 
 def test_tsv_has_one_row_per_sample_and_blank_cells_for_missing_values(batch, tmp_path):
@@ -167,11 +167,11 @@ def digest(path):
 
 def test_unreviewed_final_status_follows_the_signoff_rule(batch):
     rows = screening.collect(batch)
-    assert [(r["criterion"], r["final"]) for r in rows] == [
+    assert [(r.criterion, r.final) for r in rows] == [
         ("NOT_MET", "NOT_MET"), ("MET", "MET"), ("REVIEW", "PENDING_REVIEW"), ("FAILED", "FAILED")]
     rows = screening.collect(batch, signoff="all")
-    assert [r["final"] for r in rows] == ["PENDING_REVIEW", "PENDING_REVIEW", "PENDING_REVIEW", "FAILED"]
-    assert all(r["result_sha256"] == digest(p) for r, p in zip(rows, batch))
+    assert [r.final for r in rows] == ["PENDING_REVIEW", "PENDING_REVIEW", "PENDING_REVIEW", "FAILED"]
+    assert all(r.result_sha256 == digest(p) for r, p in zip(rows, batch))
 
 
 def test_reviews_set_final_and_who_when_why(batch, tmp_path):
@@ -183,13 +183,13 @@ def test_reviews_set_final_and_who_when_why(batch, tmp_path):
         ("s4", digest(batch[3]), "REJECT", "Dr Bo", "2026-12-01", "clot; re-acquire"),
     ])
     rows = screening.collect(batch, reviews.read_reviews(path), signoff="all")
-    got = [(r["final"], r["review_decision"], r["reviewed_by"], r["reviewed_at"], r["review_reason"])
+    got = [(r.final, r.review_decision, r.reviewed_by, r.reviewed_at, r.review_reason)
            for r in rows]
     assert got == [("NOT_MET", "ACCEPT", "Dr Ada", "2026-11-30", None),
                    ("PENDING_REVIEW", None, None, None, None),   # s1: MET, but `all` wants sign-off
                    ("NOT_MET", "OVERRIDE_NOT_MET", "Dr Bo", "2026-11-30", "dim tail is debris"),
                    ("REJECTED", "REJECT", "Dr Bo", "2026-12-01", "clot; re-acquire")]
-    assert [r["criterion"] for r in rows] == ["NOT_MET", "MET", "REVIEW", "FAILED"]  # kept
+    assert [r.criterion for r in rows] == ["NOT_MET", "MET", "REVIEW", "FAILED"]  # kept
     document = screening.screening_document(rows)
     Draft202012Validator(results.load_schema("screening.schema.json")).validate(document)
     assert document["summary"]["finals"] == {"MET": 0, "NOT_MET": 2, "PENDING_REVIEW": 1, "REJECTED": 1,
@@ -201,13 +201,13 @@ def test_a_changed_result_makes_its_review_stale(batch, tmp_path):
 
     path = reviews_file(tmp_path, [("s3", digest(batch[2]), "OVERRIDE_MET", "Dr Bo", "2026-11-30", "ok")])
     lines = reviews.read_reviews(path)
-    assert screening.collect(batch, lines)[2]["final"] == "MET"
+    assert screening.collect(batch, lines)[2].final == "MET"
     changed = json.loads(batch[2].read_text())
     changed["flags"].append("re-analysed")
     batch[2].write_text(json.dumps(changed))
     row = screening.collect(batch, lines)[2]
-    assert row["final"] == "PENDING_REVIEW" and row["reviewed_by"] is None
-    assert "stale" in row["review_note"]
+    assert row.final == "PENDING_REVIEW" and row.reviewed_by is None
+    assert "stale" in row.review_note
 
 
 def test_screening_command_applies_reviews_and_appends_the_audit(batch, tmp_path, capsys):
@@ -246,7 +246,7 @@ def test_assay_metadata_is_read_from_the_stained_fcs_file(tmp_path):
     result = make_result("m")
     result["inputs"]["fcs"]["path"] = str(fcs)
     row = screening.collect(write_results(tmp_path, [result]))[0]
-    assert (row["acquisition_date"], row["acquisition_time"], row["instrument"], row["tube_name"]) == \
+    assert (row.acquisition_date, row.acquisition_time, row.instrument, row.tube_name) == \
         ("2025-01-01", "09:00:00", "cd125gate simulator", "CD125 stained")
 
 
@@ -263,6 +263,6 @@ def test_a_regate_that_could_not_be_done_is_pending_with_its_problem_and_not_aud
     (folder / "failed.txt").write_text("edit.xml (applied to s3.fcs): FlowKit cannot apply the gates: no PE-Z-A\n")
     samples = screening.collect_samples(batch, [line])
     row = samples[2].row
-    assert (row["final"], row["review_decision"]) == ("PENDING_REVIEW", "REGATE")
-    assert row["review_note"] == "re-gating failed: edit.xml (applied to s3.fcs): FlowKit cannot apply the gates: no PE-Z-A"
+    assert (row.final, row.review_decision) == ("PENDING_REVIEW", "REGATE")
+    assert row.review_note == "re-gating failed: edit.xml (applied to s3.fcs): FlowKit cannot apply the gates: no PE-Z-A"
     assert screening.record_audit(tmp_path / "audit.tsv", samples) == []

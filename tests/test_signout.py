@@ -1,6 +1,5 @@
 """The per-sample sign-out PDF: one A4 page, key plots cut from the QC figure, user text never mathtext."""
 
-import json
 import re
 from pathlib import Path
 
@@ -43,19 +42,22 @@ def test_key_panels_are_the_blast_gate_and_cd125_panels(sample):
 
 
 def test_gate_tree_nests_children_under_parents():
-    gates = [{"name": "a", "parent": None, "count": 10, "percent_of_parent": 100.0},
-             {"name": "b", "parent": "a", "count": 5, "percent_of_parent": 50.0},
-             {"name": "c", "parent": "b", "count": 1, "percent_of_parent": 20.0, "exclusion": True},
-             {"name": "d", "parent": "a", "count": 2, "percent_of_parent": 20.0}]
+    from cd125gate.results import GateCount
+
+    gates = [GateCount("a", None, 10, 10, 100.0), GateCount("b", "a", 5, 10, 50.0),
+             GateCount("c", "b", 1, 5, 20.0, exclusion=True), GateCount("d", "a", 2, 10, 20.0)]
     assert signout.gate_tree(gates) == ["a  10  (100.0%)", "  └ b  5  (50.0%)", "    └ c (excluded)  1  (20.0%)",
                                         "  └ d  2  (20.0%)"]
 
 
 def test_signout_is_one_a4_page_and_user_text_is_not_mathtext(sample, tmp_path):
-    result = json.loads((sample / "result.json").read_text())
-    row = {"final": "NOT_MET", "review_decision": "OVERRIDE_NOT_MET", "reviewed_by": "Dr $x^2$",
-           "reviewed_at": "2026-11-30", "review_reason": r"dim $\frac{ tail$ costs $5", "instrument": "Canto $II"}
-    result["notes"] = r"$\alpha"
+    from cd125gate import results
+    from cd125gate.screening import ScreeningRow
+
+    result = results.load(sample / "result.json").replace(notes=r"$\alpha")
+    row = ScreeningRow(result.sample_id, result.criterion, final="NOT_MET", review_decision="OVERRIDE_NOT_MET",
+                       reviewed_by="Dr $x^2$", reviewed_at="2026-11-30", review_reason=r"dim $\frac{ tail$ costs $5",
+                       instrument="Canto $II")
     path = tmp_path / "signout.pdf"
     signout.write_signout(path, result, row, (sample / "qc.png").read_bytes())  # mathtext would raise here
     count, boxes = pdf_pages(path.read_bytes())

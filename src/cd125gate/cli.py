@@ -23,11 +23,11 @@ SUBCOMMANDS = {
     "analyze": ("cd125gate.cli_analyze", "analyse one stained tube (and its control) into a result"),
     "analyze-chunk": ("cd125gate.cli_analyze_chunk", "analyse a chunk of samples (workflow jobs): imports paid once, "
                                          "one forked process per sample"),
-    "screening": ("cd125gate.screening", "collect per-sample results into screening.tsv/json"),
-    "report": ("cd125gate.report", "build the batch review page report.html"),
-    "signout": ("cd125gate.signout", "write each sample's one-page sign-out record (signout.pdf)"),
-    "workspace": ("cd125gate.workspace", "write a FlowJo 10 workspace (batch.wsp) of the batch's gates"),
-    "regate": ("cd125gate.regate", "re-gate one sample with edited gates (Gating-ML) into reviewed_result.json"),
+    "screening": ("cd125gate.cli_screening", "collect per-sample results into screening.tsv/json"),
+    "report": ("cd125gate.cli_report", "build the batch review page report.html"),
+    "signout": ("cd125gate.cli_signout", "write each sample's one-page sign-out record (signout.pdf)"),
+    "workspace": ("cd125gate.cli_workspace", "write a FlowJo 10 workspace (batch.wsp) of the batch's gates"),
+    "regate": ("cd125gate.cli_regate", "re-gate one sample with edited gates (Gating-ML) into reviewed_result.json"),
     "validate-sheet": ("cd125gate.cli_validate_sheet", "check a sample sheet before a run"),
     "sheet": ("cd125gate.cli_sheet", "write a sample sheet for a folder of tubes, pairing stained and control"),
 }

@@ -10,9 +10,15 @@ on its own; ``RULES`` is their order, which is the order of the reasons.
 analysis stops with the reason before there is evidence to weigh.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .stats import wilson_interval
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class Evidence:
     gating_flags: tuple = ()            # notes of the gating a reviewer should see
 
     @property
-    def fraction(self):
+    def fraction(self) -> float | None:
         return self.positive / self.blasts if self.blasts else None
 
 
@@ -52,7 +58,17 @@ class Criterion:
     ci_high: float
 
 
-def decide(evidence, settings):
+def decide_counts(positive: int, blasts: int, settings: Settings) -> Criterion:
+    """The criterion for counts alone, their cut-off trusted as a control tube's.
+
+    For counts whose gates a person drew or checked (a re-gating, a simulated
+    truth): every doubt of the automatic analysis is answered, what remains is
+    whether the counts decide.
+    """
+    return decide(Evidence(blasts, positive, "control_percentile", control_used=True), settings)
+
+
+def decide(evidence: Evidence, settings: Settings) -> Criterion:
     """The criterion for ``evidence`` under the ``criterion``, ``qc`` and ``threshold`` settings.
 
     :param settings: the analysis ``Settings`` (its ``criterion`` and ``qc`` sections)
@@ -73,38 +89,38 @@ def decide(evidence, settings):
 
 # -- the rules, in order: each returns (reasons, flags) ------------------------------------------
 
-def uncompensated(evidence, settings):
+def uncompensated(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """Spillover uncorrected: every fluorescence number is in doubt."""
     if not evidence.uncompensated:
         return [], []
     return ["no compensation matrix: the tube was analysed uncompensated"], ["uncompensated"]
 
 
-def precompensated(evidence, settings):
+def precompensated(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """Data compensated before cd125gate saw them: not withheld, but the reviewer sees how that is known."""
     if not evidence.precompensated:
         return [], []
     return [], [f"precompensated: {evidence.precompensated}"]
 
 
-def control_unusable(evidence, settings):
+def control_unusable(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """A control tube was given but cannot be gated like the stained tube."""
     if evidence.control_problem is None:
         return [], []
     return [f"control tube unusable: {evidence.control_problem}"], []
 
 
-def implausible_data(evidence, settings):
+def implausible_data(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """Data that decode but make doubtful physical sense (plausibility.check)."""
     return list(evidence.implausible), []
 
 
-def detector_ceiling(evidence, settings):
+def detector_ceiling(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """Events at a detector ceiling: a doubt when blasts sit there, else a flag with the share."""
     return list(evidence.ceiling_doubts), list(evidence.ceiling_flags)
 
 
-def threshold_source(evidence, settings):
+def threshold_source(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """Not withheld, but the reviewer must see when the cut-off did not come from a control tube."""
     flags = []
     from_control = evidence.threshold_method == "control_percentile"
@@ -117,7 +133,7 @@ def threshold_source(evidence, settings):
     return [], flags
 
 
-def internal_cutoff(evidence, settings):
+def internal_cutoff(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """Without a control tube's cut-off only a clear answer stands: the CI well away from the threshold.
 
     An internal negative population can hold blasts or sit off the blasts' background
@@ -136,7 +152,7 @@ def internal_cutoff(evidence, settings):
             f"{margin * 100:.0f} points of {cut:.0%}; give a control tube or gate by hand"], []
 
 
-def time_qc(evidence, settings):
+def time_qc(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """A clog or a flow-rate jump that removed much of a tube makes its counts doubtful."""
     limit = settings.qc.max_removed_fraction
     reasons, flags = [], []
@@ -149,7 +165,7 @@ def time_qc(evidence, settings):
     return reasons, flags
 
 
-def control_consistency(evidence, settings):
+def control_consistency(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """A control from the same specimen has about the same share of blasts among leukocytes."""
     if evidence.blast_share is None or not evidence.blasts:
         return [], []  # no control, or no blasts to compare (enough_blasts says why)
@@ -161,12 +177,12 @@ def control_consistency(evidence, settings):
     return [], []
 
 
-def gating_checks(evidence, settings):
+def gating_checks(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """The gating's own checks that the blast gate holds blasts."""
     return list(evidence.gating_doubts), []
 
 
-def dim_cd125(evidence, settings):
+def dim_cd125(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """Dim CD125 under the cut-off: REVIEW where the missed positives could reach MET, else a flag.
 
     Below the needed fraction, a significant shortfall against cumulative
@@ -186,11 +202,11 @@ def dim_cd125(evidence, settings):
     return [], []
 
 
-def gating_notes(evidence, settings):
+def gating_notes(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     return [], list(evidence.gating_flags)
 
 
-def enough_blasts(evidence, settings):
+def enough_blasts(evidence: Evidence, settings: Settings) -> tuple[list[str], list[str]]:
     """Too few blasts, or a confidence interval that straddles the threshold, cannot decide."""
     criterion = settings.criterion
     if not evidence.blasts:

@@ -5,8 +5,9 @@ and names the edited file on a REGATE line of the reviews file. FlowKit parses
 it (``parse_gating_xml``) and counts every gate on the FCS files
 (``GatingStrategy.gate_sample``): FlowKit's meaning of a gate is the
 reference, so the reviewed counts are FlowKit's own. The CD125+ fraction of
-blasts, its Wilson interval and the criterion then come from
-`cd125gate.stats`, exactly as for the automatic result.
+blasts and its Wilson interval then come from `cd125gate.stats`, exactly as
+for the automatic result, and the criterion from `criterion.decide_counts`
+(the reviewer's gates answer the automatic doubts).
 
 The reviewed result (``reviewed_result.json``) is written beside the
 automatic ``result.json``, which is never touched: both are kept, and the
@@ -14,18 +15,26 @@ reviewed one records the digest of the result it re-gated and of the gates
 it used.
 """
 
-import copy
-import sys
+from __future__ import annotations
+
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from . import formatting as fmt
 from .errors import InputError
 from .fileio import sha256_file
+from .gatesfile import BLASTS, CD125_POS, cd125_cutoff, load_gates, load_sample
+from .results import REVIEWED_RESULT, SampleResult
 
-BLASTS, CD125_POS = "blasts", "cd125_pos"
-REVIEWED_RESULT = "reviewed_result.json"
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
+    import flowkit as fk
+
+    from .reviews import Review
+    from .settings import Settings
 
 @dataclass
 class Regated:
@@ -38,36 +47,7 @@ class Regated:
     threshold: tuple | None     # (transformed, raw) CD125 cut-off of the edited cd125_pos gate
 
 
-def load_gates(path):
-    """The FlowKit GatingStrategy of a Gating-ML 2.0 file; bad files are one-line InputErrors."""
-    import flowkit as fk
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fk.parse_gating_xml(str(path))
-    except FileNotFoundError:
-        raise InputError(path, "gates file does not exist") from None
-    except Exception as exc:  # FlowKit raises ValueError, lxml errors, KeyError... for bad documents
-        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(path, f"not a usable Gating-ML 2.0 document: {problem}") from None
-
-
-def load_sample(path):
-    """A FlowKit Sample of an FCS file (the events FlowKit gates)."""
-    import flowkit as fk
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fk.Sample(str(path), ignore_offset_error=True)
-    except FileNotFoundError:
-        raise InputError(path, "FCS file does not exist") from None
-    except Exception as exc:
-        raise InputError(path, f"FlowKit cannot read this FCS file: {str(exc).splitlines()[0]}") from None
-
-
-def count_gates(strategy, sample, source=None):
+def count_gates(strategy: fk.GatingStrategy, sample: fk.Sample, source: Path | str | None = None) -> list[dict]:
     """Counts of every gate of ``strategy`` on ``sample`` by FlowKit's ``gate_sample``.
 
     Returns
@@ -103,27 +83,7 @@ def count_gates(strategy, sample, source=None):
     return table
 
 
-def cd125_cutoff(strategy):
-    """The (transformed, raw) lower edge of an edited 1-D ``cd125_pos`` gate, or None.
-
-    None when the gate is not a single lower cut-off (a reviewer may draw any shape).
-    """
-    import numpy as np
-    from flowkit import gates as fk_gates
-
-    gate = strategy.get_gate(CD125_POS)
-    if not isinstance(gate, fk_gates.RectangleGate) or len(gate.dimensions) != 1 or gate.dimensions[0].min is None:
-        return None
-    dim = gate.dimensions[0]
-    value = float(dim.min)
-    if dim.transformation_ref is None:
-        return value, value
-    xform = strategy.get_transform(dim.transformation_ref)
-    raw = float(np.asarray(xform.inverse(np.array([[value]], dtype=float))).ravel()[0])
-    return value, raw
-
-
-def reanalyze(gates_path, fcs_path, control_path=None):
+def reanalyze(gates_path: Path | str, fcs_path: Path | str, control_path: Path | str | None = None) -> Regated:
     """Count the edited gates on the stained tube (and the control): the reviewed counts.
 
     Raises
@@ -148,7 +108,7 @@ def _applying(gates_path, fcs_path):
     return f"{gates_path} (applied to {Path(fcs_path).name})"
 
 
-def check_strategy(strategy, gates_path):
+def check_strategy(strategy: fk.GatingStrategy, gates_path: Path | str) -> None:
     """Refuse edited gates that lack ``blasts`` or ``cd125_pos``, or re-parent ``cd125_pos``."""
     names = {name for name, _ in strategy.get_gate_ids()}
     for needed in (BLASTS, CD125_POS):
@@ -160,7 +120,7 @@ def check_strategy(strategy, gates_path):
         raise InputError(gates_path, f"the '{CD125_POS}' gate must sit directly under '{BLASTS}'")
 
 
-def gate_channels(strategy):
+def gate_channels(strategy: fk.GatingStrategy) -> dict[str, set[str]]:
     """gate name -> the FCS channels ($PnN) its dimensions name (ratio dimensions: their operands)."""
     used = {}
     for name, path in strategy.get_gate_ids():
@@ -176,7 +136,7 @@ def gate_channels(strategy):
     return used
 
 
-def check_channels(strategy, gates_path, tubes):
+def check_channels(strategy: fk.GatingStrategy, gates_path: Path | str, tubes: dict) -> None:
     """Refuse gates naming a channel a tube lacks: ``tubes`` maps an FCS path to its channel names."""
     for fcs_path, channels in tubes.items():
         for matrix_id, matrix in strategy.comp_matrices.items():
@@ -192,7 +152,7 @@ def check_channels(strategy, gates_path, tubes):
                                              f"(its channels: {', '.join(channels)})")
 
 
-def check_edited_gates(gates_path, fcs_paths):
+def check_edited_gates(gates_path: Path | str, fcs_paths: Iterable[Path | str]) -> fk.GatingStrategy:
     """Parse and check edited gates against the sample's tubes, as before any job (one InputError)."""
     from .fcs import read_channels
 
@@ -203,62 +163,65 @@ def check_edited_gates(gates_path, fcs_paths):
     return strategy
 
 
-def reviewed_result(result, result_sha256, regated, gates_path, review=None):
+def reviewed_result(result: SampleResult, result_sha256: str, regated: Regated, gates_path: Path | str,
+                    review: Review | None = None) -> SampleResult:
     """The reviewed result: the automatic one with the counts, fraction, CI and criterion of the edited gates.
 
     ``review`` (a `reviews.Review`) supplies who re-gated, when and why.
     """
-    from .criterion import Evidence, decide
+    from .criterion import decide_counts
     from .settings import load_settings
 
     # The reviewer's gates answer the automatic doubts; what remains is whether the counts decide.
-    settings = load_settings(overrides={"criterion": result.get("criterion_settings") or {}})
-    verdict = decide(Evidence(regated.blasts, regated.positive, "control_percentile", control_used=True),
-                     settings)
-    criterion, fraction, low, high = verdict.criterion, verdict.fraction, verdict.ci_low, verdict.ci_high
-    reasons = list(verdict.reasons)
-    reviewed = copy.deepcopy(result)
-    notes = {g["name"]: g for g in result.get("gates") or []}
-    reviewed.update(
-        criterion=criterion, reasons=reasons, cd125_pos_fraction=fraction, ci_low=low, ci_high=high,
+    settings = load_settings(overrides={"criterion": result.criterion_settings or {}})
+    verdict = decide_counts(regated.positive, regated.blasts, settings)
+    who = f" by {review.reviewer} on {review.date}" if review else ""
+    return result.replace(
+        criterion=verdict.criterion, reasons=verdict.reasons, cd125_pos_fraction=verdict.fraction,
+        ci_low=verdict.ci_low, ci_high=verdict.ci_high,
         blast_events=regated.blasts, cd125_pos_events=regated.positive,
-        gates=_with_notes(regated.gates, notes),
-        control_gates=_with_notes(regated.control_gates, {g["name"]: g for g in result.get("control_gates") or []}),
+        gates=_with_notes(regated.gates, result.gate_counts),
+        control_gates=_with_notes(regated.control_gates, result.control_gate_counts),
         # The medians describe the automatic blast gate; the edited one may hold other events.
         cd125_median=None,
+        flags=(*result.flags, f"re-gated{who} with {Path(gates_path).name}"),
+        threshold=_edited_threshold(result, regated.threshold),
+        review={
+            "decision": "REGATE", "source_result_sha256": result_sha256, "gates": str(gates_path),
+            "gates_sha256": sha256_file(gates_path),
+            "reviewer": review.reviewer if review else None, "date": review.date if review else None,
+            "reason": review.reason if review else None,
+            "automatic_criterion": result.criterion, "automatic_reasons": list(result.reasons),
+        },
+        outputs={**(result.outputs or {}), "result": REVIEWED_RESULT},
     )
-    who = f" by {review.reviewer} on {review.date}" if review else ""
-    reviewed["flags"] = list(result.get("flags") or []) + [f"re-gated{who} with {Path(gates_path).name}"]
-    if result.get("threshold") and regated.threshold is not None \
-            and regated.threshold[0] != result["threshold"].get("value"):
-        value, raw = regated.threshold
-        old = result["threshold"]
-        # The overlap check measured the automatic cut-off; it says nothing about this one.
-        reviewed["threshold"] = dict(
-            old, value=value, value_raw=raw, edited=True, overlap=None,
-            description=f"CD125 cut-off edited by the reviewer: {raw:,.4g} raw "
-                        f"(automatic: {old.get('value_raw', float('nan')):,.4g}, {old.get('description', '')})")
-    reviewed["review"] = {
-        "decision": "REGATE", "source_result_sha256": result_sha256, "gates": str(gates_path),
-        "gates_sha256": sha256_file(gates_path),
-        "reviewer": review.reviewer if review else None, "date": review.date if review else None,
-        "reason": review.reason if review else None,
-        "automatic_criterion": result["criterion"], "automatic_reasons": list(result.get("reasons") or []),
-    }
-    reviewed.setdefault("outputs", {})["result"] = REVIEWED_RESULT
-    return reviewed
 
 
-def _with_notes(table, automatic):
+def _edited_threshold(result: SampleResult, edited: tuple | None) -> dict | None:
+    """The automatic ``threshold`` section, or the reviewer's cut-off when the edited gates moved it."""
+    old = result.cutoff
+    if old is None or edited is None or edited[0] == old.value:
+        return result.threshold
+    value, raw = edited
+    # The overlap check measured the automatic cut-off; it says nothing about this one.
+    return dict(result.threshold, value=value, value_raw=raw, edited=True, overlap=None,
+                description=f"CD125 cut-off edited by the reviewer: {fmt.raw_value(raw)} raw "
+                            f"(automatic: {fmt.raw_value(old.value_raw)}, {old.description})")
+
+
+def _with_notes(table: list[dict] | None, automatic: tuple) -> tuple[dict, ...] | None:
     """Gate rows noting they were re-counted, keeping the automatic exclusion marks."""
     if table is None:
         return None
-    return [dict(g, note="counted by FlowKit on the reviewer's gates",
-                 exclusion=bool(automatic.get(g["name"], {}).get("exclusion", False))) for g in table]
+    excluded = {g.name for g in automatic if g.exclusion}
+    return tuple(dict(g, note="counted by FlowKit on the reviewer's gates", exclusion=g["name"] in excluded)
+                 for g in table)
 
 
-def regate_result(result_path, gates_path, out_path=None, fcs_path=None, control_path=None, review=None,
-                  copies=(), settings=None, figures=False):
+def regate_result(result_path: Path | str, gates_path: Path | str, out_path: Path | str | None = None,
+                  fcs_path: Path | str | None = None, control_path: Path | str | None = None,
+                  review: Review | None = None, copies: Iterable[Path | str] = (),
+                  settings: Settings | None = None, figures: bool = False) -> SampleResult:
     """Re-gate the sample of ``result_path`` with ``gates_path`` and write its reviewed result.
 
     The FCS files default to those the automatic result names. ``copies``: more paths to
@@ -267,27 +230,22 @@ def regate_result(result_path, gates_path, out_path=None, fcs_path=None, control
     and each copy, the sample analysed again with ``settings`` (those of the
     automatic result). Returns the reviewed result.
     """
-    import json
-
+    from . import results
     from .fileio import atomic_write_json
-    from .results import SampleResult, validate
 
     result_path = Path(result_path)
-    try:
-        result = json.loads(result_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(result_path, f"cannot read result: {exc}") from None
-    inputs = result.get("inputs") or {}
-    fcs_path = fcs_path or (inputs.get("fcs") or {}).get("path")
-    if control_path is None and inputs.get("control"):
-        control_path = inputs["control"].get("path")
+    result = results.load(result_path)
+    fcs_path = fcs_path or result.input_file("fcs").path
+    control = result.input_file("control")
+    if control_path is None and control is not None:
+        control_path = control.path
     if control_path is not None and not Path(control_path).is_file():
         control_path = None  # the control may have moved; the stained tube alone decides
     if review is not None and review.gates_sha256 and sha256_file(gates_path) != review.gates_sha256:
         raise InputError(gates_path, f"not the gates file {review.where()} signed (its gates_sha256 differs)")
     regated = reanalyze(gates_path, fcs_path, control_path)
     reviewed = reviewed_result(result, sha256_file(result_path), regated, gates_path, review)
-    validate(SampleResult.from_json(reviewed))
+    results.validate(reviewed)
     out_path = Path(out_path or result_path.with_name(REVIEWED_RESULT))
     figures_at = out_path.parent
     if figures:
@@ -295,22 +253,23 @@ def regate_result(result_path, gates_path, out_path=None, fcs_path=None, control
 
         stem = figure_stem(out_path)
         note = draw_reviewed(result, reviewed, load_gates(gates_path), figures_at, settings, stem)
-        reviewed["review"]["figure_note"] = note
         # The figures of this result are the re-gated ones (or the card saying why there are none).
-        reviewed["outputs"] = {k: v for k, v in reviewed["outputs"].items() if not k.startswith("qc_")}
+        outputs = {k: v for k, v in reviewed.outputs.items() if not k.startswith("qc_")}
         for key, name in (("qc_png", f"{stem}.png"), ("qc_control_png", f"{stem}_control.png")):
             if (figures_at / name).is_file():
-                reviewed["outputs"][key] = name
+                outputs[key] = name
+        reviewed = reviewed.replace(review={**reviewed.review, "figure_note": note}, outputs=outputs)
     # Written whole or not at all: a failing later REGATE never leaves a torn file behind.
     # Each copy gets the figures before the result that names them.
+    document = reviewed.to_json()
     for path in [out_path, *map(Path, copies)]:
         if figures and path != out_path:
             _copy_figures(figures_at, stem, path)
-        atomic_write_json(path, reviewed)
+        atomic_write_json(path, document)
     return reviewed
 
 
-def _copy_figures(folder, stem, copy):
+def _copy_figures(folder: Path, stem: str, copy: Path) -> None:
     """The re-gated figures of ``folder`` beside ``copy`` (a copy of the reviewed result), under its names."""
     from .fileio import atomic_write_bytes
     from .regate_figure import figure_stem
@@ -319,59 +278,3 @@ def _copy_figures(folder, stem, copy):
         source = folder / f"{stem}{suffix}.png"
         if source.is_file():
             atomic_write_bytes(copy.parent / f"{figure_stem(copy)}{suffix}.png", source.read_bytes())
-
-
-# --- command line --------------------------------------------------------------------------------
-
-
-def add_arguments(parser):
-    parser.add_argument("result", help="the automatic result.json of the sample")
-    parser.add_argument("--gates", required=True, help="edited Gating-ML 2.0 file")
-    parser.add_argument("--out", help="reviewed result to write (default: reviewed_result.json beside RESULT)")
-    parser.add_argument("--fcs", help="stained tube (default: the one result.json names)")
-    parser.add_argument("--control", help="control tube (default: the one result.json names)")
-    parser.add_argument("--reviews", help="reviews file: the sample's latest REGATE line says who, when, why")
-    parser.add_argument("--current", help="also write the reviewed result here once it is complete "
-                                          "(the workflow's reviewed_result.json beside result.json)")
-    parser.add_argument("--failure", help="when the inputs cannot be re-gated, write the one-line problem here "
-                                          "and exit 0 (the workflow records it; the batch goes on)")
-    parser.add_argument("--config", help="analysis settings of the automatic result, to draw the re-gated "
-                                         "QC figures (reviewed_qc.png) with; default: the packaged settings")
-    parser.add_argument("--no-figures", action="store_true", help="write the reviewed result only")
-
-
-def run(args):
-    if not args.failure:
-        return _regate(args)
-    try:
-        return _regate(args)
-    except InputError as exc:
-        from .fileio import atomic_write_text
-
-        # A recorded outcome, not a failed job: Snakemake would stop the batch over one sample.
-        atomic_write_text(args.failure, f"{exc}\n")
-        print(f"cd125gate: {exc}", file=sys.stderr)
-        return 0
-
-
-def _regate(args):
-    from . import results, reviews
-
-    review = None
-    if args.reviews:
-        import json
-
-        sample_id = json.loads(Path(args.result).read_text(encoding="utf-8")).get("sample_id")
-        review = reviews.latest_by_sample(reviews.read_reviews(args.reviews)).get(sample_id)
-        if review is None or review.decision != "REGATE":
-            raise InputError(args.reviews, f"sample '{sample_id}' has no REGATE as its latest line")
-    from .settings import load_settings
-
-    settings = load_settings(args.config) if args.config else None
-    copies = [args.current] if args.current else []
-    reviewed = regate_result(args.result, args.gates, args.out, args.fcs, args.control, review, copies,
-                             settings, figures=not args.no_figures)
-    if reviewed["review"].get("figure_note"):
-        print(f"no re-gated figure: {reviewed['review']['figure_note']}")
-    print("reviewed " + results.summary_line(results.SampleResult.from_json(reviewed)))
-    return 0

@@ -13,12 +13,23 @@ the edited gates, applied here, must give exactly FlowKit's counts of the
 reviewed result. Otherwise a card says why there is no figure.
 """
 
+from __future__ import annotations
+
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InputError
-from .regate import REVIEWED_RESULT
+from .gatesfile import cd125_cutoff
+from .results import REVIEWED_RESULT, SampleResult
+
+if TYPE_CHECKING:
+    import flowkit as fk
+
+    from .compensation import Compensation
+    from .model import Threshold, TubeAnalysis
+    from .settings import Settings
 
 REVIEWED_QC = "reviewed_qc"   # reviewed_qc.png (stained tube), reviewed_qc_control.png
 
@@ -27,29 +38,30 @@ class NoFigure(Exception):
     """The re-gated figure would not be the evidence of the reviewed numbers (the message says why)."""
 
 
-def figure_stem(reviewed_path):
+def figure_stem(reviewed_path: Path | str) -> str:
     """The stem of the figures written beside a reviewed result: ``reviewed_qc`` beside reviewed_result.json."""
     path = Path(reviewed_path)
     return REVIEWED_QC if path.name == REVIEWED_RESULT else f"{path.stem}_qc"
 
 
-def draw_reviewed(result, reviewed, strategy, folder, settings=None, stem=REVIEWED_QC):
+def draw_reviewed(result: SampleResult, reviewed: SampleResult, strategy: fk.GatingStrategy, folder: Path | str,
+                  settings: Settings | None = None, stem: str = REVIEWED_QC) -> str | None:
     """Write ``<stem>.png`` (and ``<stem>_control.png``) of a reviewed result into ``folder``.
 
-    ``result`` and ``reviewed`` are result dicts; ``strategy`` is the edited
-    GatingStrategy. Returns None, or the reason a card was drawn instead.
+    ``result`` is the automatic result, ``reviewed`` the re-gated one; ``strategy`` is the
+    edited GatingStrategy. Returns None, or the reason a card was drawn instead.
     """
-    from . import plots, results
+    from . import plots
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     try:
         stained, control, threshold = reviewed_tubes(result, reviewed, strategy, settings)
     except (NoFigure, InputError) as exc:
         reason = str(exc)
-        _card(results.SampleResult.from_json(reviewed), reason, folder, stem)
+        _card(reviewed, reason, folder, stem)
         return reason
     # The internal controls were measured against the automatic cut-off: not evidence here.
-    shown = results.SampleResult.from_json(reviewed).replace(internal_controls=None)
+    shown = reviewed.replace(internal_controls=None)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         plots.plot_sample(stained, control, threshold, shown, tmp)
         for name in ("qc", "qc_control"):
@@ -58,34 +70,35 @@ def draw_reviewed(result, reviewed, strategy, folder, settings=None, stem=REVIEW
     return None
 
 
-def reviewed_tubes(result, reviewed, strategy, settings=None):
+def reviewed_tubes(result: SampleResult, reviewed: SampleResult, strategy: fk.GatingStrategy,
+                   settings: Settings | None = None) -> tuple[TubeAnalysis, TubeAnalysis | None, Threshold | None]:
     """(stained, control, threshold) of the sample under the edited gates, their counts FlowKit's."""
     from . import analyze
     from .model import Threshold
 
-    analysis = analyze.analyze_sample(*_tube_paths(result), settings, sample_id=result["sample_id"],
+    analysis = analyze.analyze_sample(*_tube_paths(result), settings, sample_id=result.sample_id,
                                       compensation_path=_compensation(result))
     if analysis.stained is None or analysis.result.criterion == "FAILED":
         raise NoFigure("the automatic analysis could not be repeated: " + "; ".join(analysis.result.reasons))
-    _same_counts(analysis.result.gates, result.get("gates"), "repeating the analysis does not reproduce "
+    _same_counts(analysis.result.gates, result.gates, "repeating the analysis does not reproduce "
                  "result.json's counts (other settings or files?)")
     tubes = [analysis.stained] + ([analysis.control] if analysis.control is not None else [])
-    tables = [reviewed.get("gates"), reviewed.get("control_gates")]
+    tables = [reviewed.gates, reviewed.control_gates]
     for tube, table in zip(tubes, tables):
         regate_tube(tube, strategy, analysis.compensation)
         counted = [{"name": s.name, "count": s.count} for s in tube.steps]
         _same_counts(counted, table, f"the edited gates applied to the {tube.role} tube do not give FlowKit's counts")
-    if analysis.control is not None and not reviewed.get("control_gates"):
+    if analysis.control is not None and not reviewed.control_gates:
         analysis.control = None  # re-gating left the control out (it had moved): so does the figure
-    cut = reviewed.get("threshold") or {}
+    cut = reviewed.cutoff
     threshold = None
-    if cut.get("value") is not None and _has_cutoff(strategy):
-        threshold = Threshold(cut.get("method"), cut["value"], cut.get("value_raw"), cut.get("percentile"),
-                              cut.get("reference_events", 0), cut.get("description", ""))
+    if cut is not None and cd125_cutoff(strategy) is not None:
+        threshold = Threshold(cut.method, cut.value, cut.value_raw, cut.percentile, cut.reference_events,
+                              cut.description)
     return analysis.stained, analysis.control, threshold
 
 
-def regate_tube(tube, strategy, compensation):
+def regate_tube(tube: TubeAnalysis, strategy: fk.GatingStrategy, compensation: Compensation | None) -> None:
     """Replace the tube's gates by the strategy's and apply them again (events near a boundary settled)."""
     from . import gates, gating
 
@@ -141,27 +154,21 @@ def _same_counts(ours, theirs, problem):
         raise NoFigure(f"{problem}: {', '.join(differ)}")
 
 
-def _has_cutoff(strategy):
-    from .regate import cd125_cutoff
-
-    return cd125_cutoff(strategy) is not None
-
-
-def _tube_paths(result):
-    inputs = result["inputs"]
-    control = (inputs.get("control") or {}).get("path")
-    return inputs["fcs"]["path"], control if control and Path(control).is_file() else None
+def _tube_paths(result: SampleResult) -> tuple[str, str | None]:
+    control = result.input_file("control")
+    usable = control is not None and control.path and Path(control.path).is_file()
+    return result.input_file("fcs").path, control.path if usable else None
 
 
-def _compensation(result):
+def _compensation(result: SampleResult) -> str | None:
     """The compensation the automatic analysis was given: a matrix CSV, ``precompensated`` or None."""
-    matrix = (result["inputs"].get("compensation") or {}).get("path")
-    if matrix is None and (result.get("qc") or {}).get("compensation") == "precompensated":
+    matrix = result.input_file("compensation")
+    if matrix is None and result.precompensated:
         return "precompensated"
-    return matrix
+    return matrix.path if matrix else None
 
 
-def _card(result, reason, folder, stem):
+def _card(result: SampleResult, reason: str, folder: Path | str, stem: str) -> None:
     """A page saying why the re-gated sample has no figure, in place of ``<stem>.png``."""
     from . import plots
 

@@ -26,28 +26,27 @@ Two moments check the lines:
   not the current result's is stale and does not apply.
 """
 
+from __future__ import annotations
+
 import csv
 import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .audit import check_audit, known_digests, read_audit  # noqa: F401  moved: audit.* (workflow callers)
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 DECISIONS = ("ACCEPT", "OVERRIDE_MET", "OVERRIDE_NOT_MET", "REJECT", "REGATE", "WITHDRAW")
 FINALS = ("MET", "NOT_MET", "PENDING_REVIEW", "REJECTED", "FAILED")
 SIGNOFF = ("review_only", "all")
 REQUIRED_COLUMNS = ("sample_id", "result_sha256", "decision", "reviewer", "date", "reason")
 COLUMNS = REQUIRED_COLUMNS + ("gates", "gates_sha256")
-AUDIT_COLUMNS = ("recorded_at", "sample_id", "decision", "reviewer", "date", "reason", "gates", "gates_sha256",
-                 "result_sha256_before", "result_sha256_after", "final", "reviews_file", "reviews_line")
-# The audit trail as cd125gate 0.x wrote it before REGATE lines bound their gates file: still read.
-AUDIT_COLUMNS_V1 = tuple(c for c in AUDIT_COLUMNS if c != "gates_sha256")
-# What identifies a decision: what it says, never where its line sits in which file.
-DECISION_KEY = ("sample_id", "result_sha256_before", "decision", "reviewer", "date", "reason", "gates_sha256")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# Tabs and line breaks inside a cell would shift or split an audit row.
-BLANK_CONTROL = str.maketrans("\t\r\n", "   ")
 
 
 @dataclass(frozen=True)
@@ -65,15 +64,15 @@ class Review:
     line: int           # its line number (1 = header)
     gates_sha256: str = ""  # SHA-256 of the gates file as the reviewer signed it (REGATE)
 
-    def where(self):
+    def where(self) -> str:
         return f"{self.source}: line {self.line}"
 
-    def key(self):
+    def key(self) -> tuple[str, ...]:
         """What the line decides (the audit trail's key): the same decision wherever the line sits."""
         return (self.sample_id, self.result_sha256, self.decision, self.reviewer, self.date, self.reason,
                 self.gates_sha256)
 
-    def decision_id(self):
+    def decision_id(self) -> str:
         """A short name of this decision for file names (the regate job's output)."""
         import hashlib
 
@@ -89,7 +88,7 @@ class Final:
     stale: Review | None = None   # the latest line for this sample, when it no longer applies
     note: str = ""                # why the status is what it is, for the reviewer
 
-    def columns(self):
+    def columns(self) -> dict[str, str | None]:
         """The screening-table columns of this status."""
         r = self.review
         return {
@@ -105,7 +104,7 @@ class Final:
 # --- reading -------------------------------------------------------------------------------------
 
 
-def read_reviews(path):
+def read_reviews(path: Path | str) -> list[Review]:
     """The decision lines of a reviews file, each checked on its own (not yet against results).
 
     Blank lines and lines starting with ``#`` are skipped; line numbers count every line.
@@ -207,7 +206,8 @@ def _review(record, path, number):
 # --- checking against the batch ------------------------------------------------------------------
 
 
-def check(reviews, current, known=None, criteria=None):
+def check(reviews: list[Review], current: dict[str, str | None], known: dict[str, set[str]] | None = None,
+          criteria: dict[str, str] | None = None) -> None:
     """Check review lines against the batch before any job runs.
 
     Parameters
@@ -273,7 +273,7 @@ def _gates_problem(review):
             "an edit after sign-out needs a new REGATE line")
 
 
-def digest_mismatch(sample_id, named, current):
+def digest_mismatch(sample_id: str, named: str, current: str) -> str:
     """One line saying where a line's result digest differs from the current result's."""
     return (f"result_sha256 of sample '{sample_id}' is not its current result.json "
             f"({_where_differs(named, current)}): a mistyped digest, or a review of an earlier "
@@ -288,36 +288,7 @@ def _where_differs(named, actual):
             f"the file has …{actual[first:last]}…, in full {actual}")
 
 
-def check_audit(reviews, audit, source, audit_path="audit.tsv"):
-    """Stop when ``audit.tsv`` records a decision the reviews file no longer holds.
-
-    Lines only accumulate: a lost line would silently un-sign a sample. Decisions are
-    matched by what they say (`Review.key`), never by file name or line number.
-
-    Parameters
-    ----------
-    reviews : list of Review
-    audit : list of dict
-        Rows of ``audit.tsv``.
-    source : str or Path or None
-        The reviews file (None: the run names none).
-    """
-    held = {review.key() for review in reviews}
-    held_v1 = {key[:-1] for key in held}  # rows of an older audit carry no gates digest
-    for row in audit:
-        key = _decision_key(row)
-        if key in held or (not row.get("gates_sha256") and key[:-1] in held_v1):
-            continue
-        what = (f"{row['decision']} of sample '{row['sample_id']}' by {row['reviewer']} on {row['date']} "
-                f"(recorded in {audit_path} at {row['recorded_at']})")
-        if source is None:
-            raise InputError(audit_path, f"records {what}, but this run names no reviews file; "
-                                         "name the batch's reviews file (reviews: PATH)")
-        raise InputError(source, f"{what} is no longer in this file; lines only accumulate "
-                                 "(take a decision back with a WITHDRAW line and a reason)")
-
-
-def decision_problem(decision, criterion):
+def decision_problem(decision: str, criterion: str | None) -> str | None:
     """Why ``decision`` cannot resolve a result with this automatic ``criterion``, or None.
 
     A REVIEW has no answer to accept: the reviewer must say which (override),
@@ -330,7 +301,7 @@ def decision_problem(decision, criterion):
     return None
 
 
-def latest_by_sample(reviews):
+def latest_by_sample(reviews: Iterable[Review]) -> dict[str, Review]:
     """sample_id -> its last line in file order (later lines supersede earlier ones)."""
     latest = {}
     for review in reviews:
@@ -338,7 +309,7 @@ def latest_by_sample(reviews):
     return latest
 
 
-def regate_lines(reviews):
+def regate_lines(reviews: Iterable[Review]) -> dict[str, Review]:
     """sample_id -> the REGATE line that applies when it is the sample's latest line."""
     return {sid: r for sid, r in latest_by_sample(reviews).items() if r.decision == "REGATE"}
 
@@ -346,7 +317,8 @@ def regate_lines(reviews):
 # --- the final status ----------------------------------------------------------------------------
 
 
-def final_status(criterion, result_sha256, review=None, signoff="review_only", regated_criterion=None):
+def final_status(criterion: str, result_sha256: str | None, review: Review | None = None,
+                 signoff: str = "review_only", regated_criterion: str | None = None) -> Final:
     """The final status of one sample.
 
     Parameters
@@ -402,99 +374,3 @@ def _unreviewed(criterion, signoff):
     if criterion == "REVIEW" or signoff == "all":
         return "PENDING_REVIEW"
     return criterion
-
-
-# --- the audit trail -----------------------------------------------------------------------------
-
-
-def audit_rows(applied, reviewed_digests=None):
-    """Audit rows (dicts, without ``recorded_at``) for the decisions applied.
-
-    Parameters
-    ----------
-    applied : list of (Final, result_sha256)
-        The final status of each reviewed sample and the digest of its automatic result.
-    reviewed_digests : dict, optional
-        sample_id -> SHA-256 of ``reviewed_result.json`` (REGATE); the result *after* the
-        decision. For other decisions the result is unchanged: before == after.
-    """
-    reviewed_digests = reviewed_digests or {}
-    rows = []
-    for status, before in applied:
-        r = status.review
-        if r is None:
-            continue
-        after = reviewed_digests.get(r.sample_id, before) if r.decision == "REGATE" else before
-        rows.append({"sample_id": r.sample_id, "decision": r.decision, "reviewer": r.reviewer,
-                     "date": r.date, "reason": r.reason, "gates": str(r.gates or ""),
-                     "gates_sha256": r.gates_sha256,
-                     "result_sha256_before": before, "result_sha256_after": after,
-                     "final": status.final, "reviews_file": r.source, "reviews_line": str(r.line)})
-    return rows
-
-
-def _decision_key(row):
-    # What was decided, as `Review.key` says it: the same decision is one event wherever its line sits.
-    return tuple(str(row.get(c) or "").translate(BLANK_CONTROL).strip() for c in DECISION_KEY)
-
-
-def read_audit(path):
-    """The rows of an ``audit.tsv`` (an empty list when it does not exist yet)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(path, f"cannot read audit trail: {exc}") from None
-    if rows and tuple(rows[0]) not in (AUDIT_COLUMNS, AUDIT_COLUMNS_V1):
-        raise InputError(path, f"not a cd125gate audit trail (columns {', '.join(rows[0])})")
-    return rows
-
-
-def _audit_header(path):
-    """The columns of an existing audit trail (an older one keeps its own), else today's."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            first = handle.readline().rstrip("\r\n")
-    except FileNotFoundError:
-        return AUDIT_COLUMNS
-    return tuple(first.split("\t")) if first else AUDIT_COLUMNS
-
-
-def known_digests(audit):
-    """sample_id -> digests of the results that earlier decisions were applied to."""
-    known = {}
-    for row in audit:
-        known.setdefault(row["sample_id"], set()).add(row["result_sha256_before"])
-    return known
-
-
-def append_audit(path, rows, recorded_at):
-    """Append the rows not already recorded; returns the rows appended.
-
-    The file is only ever appended to: earlier lines are never rewritten, so
-    the trail of who decided what, on which result, survives every rerun.
-    """
-    path = Path(path)
-    seen = {_decision_key(row) for row in read_audit(path)}
-    new = []
-    for row in rows:
-        key = _decision_key(row)
-        if key not in seen:
-            seen.add(key)
-            new.append(row)
-    if not new:
-        return []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = not path.exists() or path.stat().st_size == 0
-    columns = AUDIT_COLUMNS if header else _audit_header(path)
-    with open(path, "a", encoding="utf-8") as handle:
-        if header:
-            handle.write("\t".join(AUDIT_COLUMNS) + "\n")
-        for row in new:
-            cells = [recorded_at] + [str(row.get(c, "")) for c in columns[1:]]
-            handle.write("\t".join(c.translate(BLANK_CONTROL) for c in cells) + "\n")
-        handle.flush()
-    return new

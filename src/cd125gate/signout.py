@@ -10,13 +10,22 @@ User text (sample ids, reasons, notes) is drawn with ``parse_math=False``:
 a ``$`` in a reviewer's reason is a dollar sign, never mathtext.
 """
 
+from __future__ import annotations
+
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import InputError
-from .regate import REVIEWED_RESULT
+from . import formatting as fmt
 from .regate_figure import REVIEWED_QC
-from .results import control_pos_fraction
+from .results import REVIEWED_RESULT, GateCount, SampleResult, control_pos_fraction
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from matplotlib.figure import Figure
+
+    from .screening import ScreeningRow
 
 A4_INCHES = (8.27, 11.69)
 # The QC figure's layout (cd125gate.plots): panels of PANEL_INCHES in NCOLS columns under a header.
@@ -89,153 +98,143 @@ def _trimmed(pixels, box, pad):
             min(right, left + cols[-1] + 1 + pad), min(bottom, top + rows[-1] + 1 + pad))
 
 
-def gate_tree(gates):
+def gate_tree(gates: Iterable[GateCount]) -> list[str]:
     """Gate counts as indented lines, children under their parent: "  └ blasts  1,752  (97.3%)"."""
     by_parent = {}
-    for gate in gates or []:
-        by_parent.setdefault(gate.get("parent"), []).append(gate)
+    for gate in gates:
+        by_parent.setdefault(gate.parent, []).append(gate)
     lines = []
 
     def walk(parent, depth):
         for gate in by_parent.get(parent, []):
-            mark = " (excluded)" if gate.get("exclusion") else ""
-            lines.append(f"{'  ' * depth}{'└ ' if depth else ''}{gate['name']}{mark}  {gate['count']:,}"
-                         f"  ({gate['percent_of_parent']:.1f}%)")
-            walk(gate["name"], depth + 1)
+            mark = " (excluded)" if gate.exclusion else ""
+            lines.append(f"{'  ' * depth}{'└ ' if depth else ''}{gate.name}{mark}  {gate.count:,}"
+                         f"  ({gate.percent_of_parent:.1f}%)")
+            walk(gate.name, depth + 1)
 
     walk(None, 0)
     return lines
 
 
-def _percent(value):
-    return "–" if value is None else f"{100 * value:.1f}%"
-
-
-def reviewed_record(folder, row):
-    """The sample's reviewed_result.json (a dict) when its record is the re-gated result, else None.
+def reviewed_record(folder: Path | str, row: ScreeningRow | None) -> SampleResult | None:
+    """The sample's reviewed_result.json when its record is the re-gated result, else None.
 
     Only the reviewed result the screening row names (by digest) is the
     record: one left over from an earlier REGATE is not.
     """
-    import json
-
+    from . import results
     from .fileio import sha256_file
 
     path = Path(folder) / REVIEWED_RESULT
-    digest = (row or {}).get("reviewed_result_sha256")
+    digest = row.reviewed_result_sha256 if row is not None else None
     if not digest or not path.is_file() or sha256_file(path) != digest:
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return results.load(path)
 
 
-def record_figure(folder, reviewed):
+def record_figure(folder: Path | str, reviewed: SampleResult | None) -> bytes | None:
     """The stained tube's QC figure of the record: the re-gated one for a re-gated sample."""
     name = f"{REVIEWED_QC}.png" if reviewed is not None else "qc.png"
     path = Path(folder) / name
     return path.read_bytes() if path.is_file() else None
 
 
-def _fraction_line(result):
-    return (f"CD125+ blasts: {_percent(result['cd125_pos_fraction'])} (95% CI "
-            f"{_percent(result.get('ci_low'))}–{_percent(result.get('ci_high'))}), "
-            f"{result.get('cd125_pos_events', 0):,} of {result.get('blast_events', 0):,} blasts")
+def _fraction_line(result: SampleResult) -> str:
+    return (f"CD125+ blasts: {fmt.percent(result.cd125_pos_fraction)} (95% CI "
+            f"{fmt.ci_range(result.ci_low, result.ci_high)}), "
+            f"{result.cd125_pos_events:,} of {result.blast_events:,} blasts")
 
 
-def comparison_lines(automatic, reviewed, row=None):
+def comparison_lines(automatic: SampleResult, reviewed: SampleResult, row: ScreeningRow | None = None) -> list[str]:
     """The automatic result beside a re-gated record, and the digests that bind the two."""
-    review = reviewed.get("review") or {}
-    threshold = automatic.get("threshold") or {}
-    lines = [f"Automatic criterion: {automatic.get('criterion', '?').replace('_', ' ')}"]
-    if automatic.get("cd125_pos_fraction") is not None:
+    review = reviewed.regate
+    cutoff = automatic.cutoff
+    lines = [f"Automatic criterion: {automatic.criterion.replace('_', ' ')}"]
+    if automatic.cd125_pos_fraction is not None:
         lines.append("Automatic " + _fraction_line(automatic))
-    if threshold.get("value_raw") is not None:
-        lines.append(f"Automatic cut-off: {threshold['value_raw']:,.4g} raw ({threshold.get('method')})")
+    if cutoff is not None:
+        lines.append(f"Automatic cut-off: {fmt.raw_value(cutoff.value_raw)} raw ({cutoff.method})")
     # A digest on a line of its own: 64 characters that must not be wrapped or cut.
-    lines += ["result.json (automatic), sha256:", f"   {review.get('source_result_sha256')}"]
-    if (row or {}).get("reviewed_result_sha256"):
-        lines += ["reviewed_result.json (this record), sha256:", f"   {row['reviewed_result_sha256']}"]
-    lines += [f"Edited gates {Path(str(review.get('gates'))).name}, sha256:", f"   {review.get('gates_sha256')}"]
-    if review.get("figure_note"):
-        lines.append(f"No re-gated figure: {review['figure_note']}")
+    lines += ["result.json (automatic), sha256:", f"   {review.source_result_sha256}"]
+    if row is not None and row.reviewed_result_sha256:
+        lines += ["reviewed_result.json (this record), sha256:", f"   {row.reviewed_result_sha256}"]
+    lines += [f"Edited gates {Path(review.gates).name}, sha256:", f"   {review.gates_sha256}"]
+    if review.figure_note:
+        lines.append(f"No re-gated figure: {review.figure_note}")
     return lines
 
 
-def decision_lines(result, row, automatic=None):
+def decision_lines(result: SampleResult, row: ScreeningRow | None,
+                   automatic: SampleResult | None = None) -> list[str]:
     """The decision block: final status, criterion, fraction and CI, the review.
 
     With ``automatic`` (the automatic result), ``result`` is the re-gated one.
     """
-    row = row or {}
-    final = row.get("final") or "PENDING_REVIEW"
+    final = (row.final if row is not None else None) or "PENDING_REVIEW"
     which = "Re-gated criterion" if automatic is not None else "Automatic criterion"
     lines = [f"Final status: {final.replace('_', ' ')}",
-             f"{which}: {result.get('criterion', '?').replace('_', ' ')}"]
-    if result.get("cd125_pos_fraction") is not None:
+             f"{which}: {result.criterion.replace('_', ' ')}"]
+    if result.cd125_pos_fraction is not None:
         lines.append(_fraction_line(result))
-    needed = (result.get("criterion_settings") or {}).get("positive_fraction")
+    needed = result.positive_fraction_needed
     if needed is not None:
-        lines.append(f"MET needs ≥ {100 * needed:.0f}% CD125+ blasts")
-    if row.get("reviewed_criterion") and automatic is None:
-        lines.append(f"Re-gated result: {row['reviewed_criterion'].replace('_', ' ')}, CD125+ "
-                     f"{_percent(row.get('reviewed_cd125_pos_fraction'))} (95% CI "
-                     f"{_percent(row.get('reviewed_ci_low'))}–{_percent(row.get('reviewed_ci_high'))})")
-    if row.get("review_decision"):
-        lines.append(f"Review: {row['review_decision']} by {row.get('reviewed_by')} on {row.get('reviewed_at')}"
-                     + (f" — {row['review_reason']}" if row.get("review_reason") else ""))
-    elif row.get("review_note"):
-        lines.append(f"Review: {row['review_note']}")
-    for reason in result.get("reasons") or []:
-        lines.append(f"Reason: {reason}")
-    return lines
+        lines.append(f"MET needs ≥ {fmt.whole_percent(needed)} CD125+ blasts")
+    if row is None:
+        return lines + [f"Reason: {reason}" for reason in result.reasons]
+    if row.reviewed_criterion and automatic is None:
+        lines.append(f"Re-gated result: {row.reviewed_criterion.replace('_', ' ')}, CD125+ "
+                     f"{fmt.percent(row.reviewed_cd125_pos_fraction)} (95% CI "
+                     f"{fmt.ci_range(row.reviewed_ci_low, row.reviewed_ci_high)})")
+    if row.review_decision:
+        lines.append(f"Review: {row.review_decision} by {row.reviewed_by} on {row.reviewed_at}"
+                     + (f" — {row.review_reason}" if row.review_reason else ""))
+    elif row.review_note:
+        lines.append(f"Review: {row.review_note}")
+    return lines + [f"Reason: {reason}" for reason in result.reasons]
 
 
-def threshold_lines(result, row):
-    row = row or {}
-    threshold = result.get("threshold") or {}
-    if not threshold:
+def threshold_lines(result: SampleResult, row: ScreeningRow | None) -> list[str]:
+    cutoff = result.cutoff
+    if cutoff is None:
         return ["No CD125 threshold (no gated result)."]
-    lines = [f"Method: {threshold.get('method')} — {threshold.get('description', '')}",
-             f"Cut-off: {threshold.get('value_raw', 0):,.4g} (compensated raw units)"]
+    lines = [f"Method: {cutoff.method} — {cutoff.description}",
+             f"Cut-off: {fmt.raw_value(cutoff.value_raw)} (compensated raw units)"]
     # The screening row's share is the automatic cut-off's; a re-gated result carries its own counts.
-    control = (control_pos_fraction(result.get("control_gates")) if result.get("review")
-               else row.get("control_pos_fraction"))
+    if result.review:
+        control = control_pos_fraction(result.control_gates)
+    else:
+        control = row.control_pos_fraction if row is not None else None
     if control is not None:
-        lines.append(f"Control blasts above the cut-off: {_percent(control)}")
-    ratio = (result.get("cd125_median") or {}).get("ratio")
-    if ratio is not None:
-        lines.append(f"CD125 median on blasts, stained / control: {ratio:.2f}")
+        lines.append(f"Control blasts above the cut-off: {fmt.percent(control)}")
+    if result.median_ratio is not None:
+        lines.append(f"CD125 median on blasts, stained / control: {result.median_ratio:.2f}")
     return lines
 
 
-def provenance_lines(result, row):
-    row = row or {}
-    inputs = result.get("inputs") or {}
+def provenance_lines(result: SampleResult, row: ScreeningRow | None) -> list[str]:
     lines = []
-    for role, entry in (("Stained", inputs.get("fcs")), ("Control", inputs.get("control")),
-                        ("Compensation", inputs.get("compensation"))):
-        if entry:
-            lines.append(f"{role}: {entry.get('path')}")
-            lines.append(f"   sha256 {entry.get('sha256') or 'not recorded'}")
-    provenance = result.get("provenance") or {}
-    lines.append(f"cd125gate {provenance.get('cd125gate_version')}, FlowKit {provenance.get('flowkit_version', '?')}")
-    lines.append(f"Settings digest {provenance.get('config_digest')}")
-    if row.get("result_sha256"):
-        lines.append(f"result.json sha256 {row['result_sha256']}")
+    for role, label in (("fcs", "Stained"), ("control", "Control"), ("compensation", "Compensation")):
+        entry = result.input_file(role)
+        if entry is not None:
+            lines.append(f"{label}: {entry.path}")
+            lines.append(f"   sha256 {entry.sha256 or 'not recorded'}")
+    lines.append(f"cd125gate {result.cd125gate_version}, FlowKit {result.flowkit_version or '?'}")
+    lines.append(f"Settings digest {result.config_digest}")
+    if row is not None and row.result_sha256:
+        lines.append(f"result.json sha256 {row.result_sha256}")
     return lines
 
 
-def header_fields(result, row):
-    row = row or {}
-    acquired = " ".join(v for v in (row.get("acquisition_date"), row.get("acquisition_time")) if v)
-    instrument = " ".join(v for v in (row.get("instrument"),
-                                      f"(s/n {row['instrument_serial']})" if row.get("instrument_serial") else None)
-                          if v)
-    return [("Sample", result.get("sample_id")), ("Patient", result.get("patient_id")),
-            ("Specimen", result.get("specimen")), ("Acquired", acquired or None),
-            ("Instrument", instrument or None), ("Operator", row.get("operator")), ("Tube", row.get("tube_name"))]
+def header_fields(result: SampleResult, row: ScreeningRow | None) -> list[tuple[str, str | None]]:
+    fields = [("Sample", result.sample_id), ("Patient", result.patient_id), ("Specimen", result.specimen)]
+    if row is None:
+        return fields + [("Acquired", None), ("Instrument", None), ("Operator", None), ("Tube", None)]
+    return fields + [("Acquired", row.acquired or None), ("Instrument", row.instrument_label or None),
+                     ("Operator", row.operator), ("Tube", row.tube_name)]
 
 
-def signout_figure(result, row=None, qc_png=None, automatic=None):
+def signout_figure(result: SampleResult, row: ScreeningRow | None = None, qc_png: bytes | None = None,
+                   automatic: SampleResult | None = None) -> Figure:
     """The sign-out page as a matplotlib Figure (A4 portrait).
 
     For a re-gated sample ``result`` is the reviewed result (and ``qc_png`` its
@@ -275,11 +274,11 @@ def signout_figure(result, row=None, qc_png=None, automatic=None):
         y_left = block(margin, y_left, "Automatic result, for comparison", comparison_lines(automatic, result, row),
                        width=84, size=7)
     y_left = block(margin, y_left, "Threshold vs control", threshold_lines(result, row), width=70)
-    if result.get("density"):
+    if result.density:
         from .beads import density_lines
 
         y_left = block(margin, y_left, "CD125 antigen density (calibration beads)",
-                       density_lines(result["density"]), width=75, size=7.5)
+                       density_lines(result.density), width=75, size=7.5)
     panels = key_panels(qc_png) if qc_png else []
     if panels:
         top = y_left - 0.005
@@ -299,11 +298,10 @@ def signout_figure(result, row=None, qc_png=None, automatic=None):
         y_left = block(margin, y_left, "Key plots", ["No QC figure found for this sample."])
     x_right = margin + left_width + 0.03
     title = "Gate counts (stained tube, re-gated)" if automatic is not None else "Gate counts (stained tube)"
-    y_right = block(x_right, y, title, gate_tree(result.get("gates")), width=90, size=7)
+    y_right = block(x_right, y, title, gate_tree(result.gate_counts), width=90, size=7)
     y_right = block(x_right, y_right, "Provenance", provenance_lines(result, row), width=52, size=6.5)
-    flags = list(result.get("flags") or [])
-    if flags:
-        block(x_right, y_right, "Flags", flags, width=52, size=7)
+    if result.flags:
+        block(x_right, y_right, "Flags", list(result.flags), width=52, size=7)
     # Signature block at the foot of the page.
     base = 0.075
     text(margin, base + 0.035, "Sign-out", fontsize=9.5, weight="bold")
@@ -311,8 +309,7 @@ def signout_figure(result, row=None, qc_png=None, automatic=None):
         x = margin + i * 0.31
         fig.add_artist(_line(fig, x, x + 0.27, base - 0.01))
         text(x, base - 0.014, label, fontsize=7.5, color="#444444")
-    text(margin, 0.02, f"Sample {result.get('sample_id')} · generated by cd125gate "
-                       f"{(result.get('provenance') or {}).get('cd125gate_version', '')}",
+    text(margin, 0.02, f"Sample {result.sample_id} · generated by cd125gate {result.cd125gate_version or ''}",
          fontsize=6.5, color="#666666")
     return fig
 
@@ -323,7 +320,8 @@ def _line(fig, x0, x1, y):
     return Line2D([x0, x1], [y, y], transform=fig.transFigure, color="black", linewidth=0.8)
 
 
-def write_signout(path, result, row=None, qc_png=None, automatic=None):
+def write_signout(path: Path | str, result: SampleResult, row: ScreeningRow | None = None,
+                  qc_png: bytes | None = None, automatic: SampleResult | None = None) -> None:
     """Write the sign-out PDF (one A4 page) of one sample (``automatic``: see `signout_figure`)."""
     from .fileio import atomic_write_bytes
 
@@ -331,32 +329,3 @@ def write_signout(path, result, row=None, qc_png=None, automatic=None):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None})
     atomic_write_bytes(path, buffer.getvalue())
-
-
-# --- command line --------------------------------------------------------------------------------
-
-
-def add_arguments(parser):
-    parser.add_argument("--screening", required=True, type=Path, help="screening.json of the batch")
-    parser.add_argument("--results-dir", required=True, type=Path,
-                        help="folder with one sub-folder per sample (result.json, qc.png)")
-
-
-def run(args):
-    import json
-
-    from . import results
-
-    try:
-        rows = json.loads(args.screening.read_text(encoding="utf-8"))["samples"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(args.screening, f"cannot read screening file: {exc}") from None
-    for row in rows:
-        folder = args.results_dir / row["sample_id"]
-        result = results.load(folder / "result.json").to_json()
-        # A re-gated sample's record is its reviewed result, the automatic one beside it.
-        reviewed = reviewed_record(folder, row)
-        record, automatic = (reviewed, result) if reviewed is not None else (result, None)
-        write_signout(folder / "signout.pdf", record, row, record_figure(folder, reviewed), automatic)
-    print(f"{len(rows)} sign-out records written")
-    return 0

@@ -29,16 +29,29 @@ count:
 - matrices are renamed per tube so that two tubes never share a matrix name.
 """
 
+from __future__ import annotations
+
 import copy
 import io
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .errors import InputError
-from .regate import load_gates, load_sample
+from .gatesfile import load_gates, load_sample
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import flowkit as fk
+    from lxml import etree
+
+    from .results import SampleResult
+
+# The `.get` calls below read XML attributes of lxml elements, never a result.
 
 AUTOMATIC, REGATED = "automatic", "re-gated"
 GATING_NS = "http://www.isac-net.org/std/Gating-ML/v2.0/gating"
@@ -53,7 +66,7 @@ class WorkspaceSample:
     group: str = AUTOMATIC
 
 
-def flowjo_strategy(gates_path):
+def flowjo_strategy(gates_path: Path | str) -> tuple[fk.GatingStrategy, dict]:
     """The tube's GatingStrategy as FlowKit can write it, and its Boolean gates to write by hand.
 
     Returns
@@ -137,7 +150,7 @@ def _channel_transform(strategy, channel):
     return refs.pop() if len(refs) == 1 else None
 
 
-def sample_wsp(sample, folder):
+def sample_wsp(sample: WorkspaceSample, folder: Path | str) -> etree._Element:
     """The FlowJo workspace (lxml root) of one tube, as FlowKit's Session writes it.
 
     ``folder`` is where the workspace will lie: the tube's FCS file is named relative to it.
@@ -162,7 +175,7 @@ def sample_wsp(sample, folder):
     return root
 
 
-def fcs_uri(fcs, folder):
+def fcs_uri(fcs: Path | str, folder: Path | str) -> str:
     """The DataSet uri of ``fcs``: its path relative to the workspace's ``folder``, percent-encoded."""
     relative = os.path.relpath(Path(fcs).resolve(), Path(folder).resolve())
     return quote(Path(relative).as_posix())
@@ -220,7 +233,8 @@ def _population(sample_node, names):
     return node
 
 
-def batch_wsp(samples, folder, skipped=None):
+def batch_wsp(samples: Iterable[WorkspaceSample], folder: Path | str,
+              skipped: list[tuple[str, str]] | None = None) -> bytes:
     """One FlowJo 10 workspace (bytes) holding every tube of ``samples`` that FlowKit can write.
 
     A tube FlowKit cannot write is left out, never failing the batch: its
@@ -285,7 +299,7 @@ def _renumber(sample_el, number):
     sample_el.find("SampleNode").set("sampleID", number)
 
 
-def gated_samples(results):
+def gated_samples(results: Iterable[tuple[str, Path, SampleResult]]) -> list[WorkspaceSample]:
     """WorkspaceSample of each tube of each (sample_id, result folder, result) that has gates.
 
     FAILED results have no gates; a control tube is included when the result
@@ -293,62 +307,27 @@ def gated_samples(results):
     """
     chosen = []
     for sample_id, folder, result in results:
-        if result.get("criterion") == "FAILED" or not result.get("gates"):
+        if result.criterion == "FAILED" or not result.gates:
             continue
-        outputs, inputs = result.get("outputs") or {}, result["inputs"]
-        chosen.append(WorkspaceSample(f"{sample_id} stained", Path(folder) / outputs.get("gates", "gates.xml"),
-                                      Path(inputs["fcs"]["path"])))
-        if outputs.get("control_gates") and inputs.get("control"):
-            chosen.append(WorkspaceSample(f"{sample_id} control", Path(folder) / outputs["control_gates"],
-                                          Path(inputs["control"]["path"])))
+        stained, control = result.input_file("fcs"), result.input_file("control")
+        chosen.append(WorkspaceSample(f"{sample_id} stained", Path(folder) / (result.output("gates") or "gates.xml"),
+                                      Path(stained.path)))
+        if result.output("control_gates") and control is not None:
+            chosen.append(WorkspaceSample(f"{sample_id} control", Path(folder) / result.output("control_gates"),
+                                          Path(control.path)))
     return chosen
 
 
-def regated_samples(reviewed):
+def regated_samples(reviewed: Iterable[tuple[str, SampleResult]]) -> list[WorkspaceSample]:
     """WorkspaceSample of both tubes of each (sample_id, reviewed result), under the reviewer's gates.
 
     The edited gates count the control too (as `cd125gate regate` counted them).
     """
     chosen = []
     for sample_id, result in reviewed:
-        gates, inputs = Path(result["review"]["gates"]), result["inputs"]
-        chosen.append(WorkspaceSample(f"{sample_id} stained re-gated", gates, Path(inputs["fcs"]["path"]), REGATED))
-        if result.get("control_gates") and inputs.get("control"):
-            chosen.append(WorkspaceSample(f"{sample_id} control re-gated", gates,
-                                          Path(inputs["control"]["path"]), REGATED))
+        gates, control = Path(result.regate.gates), result.input_file("control")
+        chosen.append(WorkspaceSample(f"{sample_id} stained re-gated", gates, Path(result.input_file("fcs").path),
+                                      REGATED))
+        if result.control_gates and control is not None:
+            chosen.append(WorkspaceSample(f"{sample_id} control re-gated", gates, Path(control.path), REGATED))
     return chosen
-
-
-def add_arguments(parser):
-    parser.add_argument("results", nargs="+", metavar="RESULT_JSON", help="per-sample result.json files")
-    parser.add_argument("--reviewed", nargs="*", default=[], metavar="REVIEWED_RESULT_JSON",
-                        help="reviewed_result.json of the re-gated samples, or the folders holding them "
-                             "(their edited gates: group re-gated)")
-    parser.add_argument("--out", required=True, help="batch.wsp to write")
-
-
-def run(args):
-    from . import results
-    from .fileio import atomic_write_bytes
-
-    loaded = []
-    for path in map(Path, args.results):
-        result = results.load(path).to_json()
-        loaded.append((result["sample_id"], path.parent, result))
-    reviewed = []
-    for path in map(Path, args.reviewed):
-        if path.is_dir():  # the workflow's folder of one REGATE decision
-            path = path / "reviewed_result.json"
-        if not path.is_file():
-            print(f"no reviewed result in {path.parent} (the re-gating failed): its sample is not re-gated here")
-            continue
-        result = results.load(path).to_json()
-        reviewed.append((result["sample_id"], result))
-    samples = gated_samples(loaded) + regated_samples(reviewed)
-    skipped = []
-    atomic_write_bytes(args.out, batch_wsp(samples, Path(args.out).parent, skipped))
-    print(f"{args.out}: {len(samples) - len(skipped)} gated tubes of {len(loaded)} samples"
-          f" ({len(reviewed)} re-gated)")
-    for name, reason in skipped:
-        print(f"left out {name}: {reason} (its Gating-ML holds the gates)")
-    return 0
