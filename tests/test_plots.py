@@ -1,6 +1,8 @@
 """QC figures: built from a fake but realistic gated tube (numpy blobs + FlowKit gates)."""
 
 
+from dataclasses import replace
+
 import flowkit
 import numpy as np
 import pandas as pd
@@ -373,10 +375,8 @@ def test_failure_card(tmp_path):
 
 def test_tube_without_viability_or_control_still_plots(tmp_path):
     stained, _, threshold, result = fake_sample()
-    stained.steps = [s for s in stained.steps if s.name != "viable"]
-    for step in stained.steps:
-        if step.parent == "viable":
-            step.parent = "singlets"
+    stained.steps = [replace(s, parent="singlets") if s.parent == "viable" else s
+                     for s in stained.steps if s.name != "viable"]
     paths = plots.plot_sample(stained, None, threshold, result, tmp_path, formats=("svg",))
     assert [p.name for p in paths] == ["qc.png", "qc.svg"]
     svg = paths[1].read_text()
@@ -425,7 +425,7 @@ def test_user_text_reaches_the_sample_figure_as_plain_text(tmp_path):
     for tube in (stained, control):
         tube.markers[f"via{MATH}"] = tube.markers.pop("viability")  # a $PnS read from the file
         tube.flags.append(f"flag {MATH}")
-        tube.step("cells").note = f"note {MATH}"
+        tube.steps = [replace(s, note=f"note {MATH}") if s.name == "cells" else s for s in tube.steps]
     result = result.replace(reasons=(f"reason {MATH}",))
     paths = plots.plot_sample(stained, control, threshold, result, tmp_path / f"out{MATH}", formats=("svg",))
     assert [p.name for p in paths] == ["qc.png", "qc.svg", "qc_control.png", "qc_control.svg"]

@@ -35,7 +35,7 @@ GATE_ORDER = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class GateStep:
     """One gate of the hierarchy, applied to one tube.
 

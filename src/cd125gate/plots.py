@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 from . import processes
 from .model import GATE_ORDER
 from .qc_panels import blasts_panel, cd125_panel, gate_panel, time_panel
-from .raster import DPI  # noqa: F401  # moved: DPI (signout.key_panels reads plots.DPI)
 from .raster import check_formats, new_figure, page_figure, plain_text, save
 from .raster import make_spare_axes as _make_spare_axes
 from .tube_view import TubeView

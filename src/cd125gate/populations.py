@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .settings import LEVEL_NAMES, MARKER_LEVEL_NAMES
+from .settings_values import LEVEL_NAMES, MARKER_LEVEL_NAMES
 
 if TYPE_CHECKING:
     from .model import TubeAnalysis

@@ -16,6 +16,7 @@ reviewed result. Otherwise a card says why there is no figure.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     import flowkit as fk
 
     from .compensation import Compensation
-    from .model import Threshold, TubeAnalysis
+    from .model import GateStep, Threshold, TubeAnalysis
     from .settings import Settings
 
 REVIEWED_QC = "reviewed_qc"   # reviewed_qc.png (stained tube), reviewed_qc_control.png
@@ -100,23 +101,26 @@ def reviewed_tubes(result: SampleResult, reviewed: SampleResult, strategy: fk.Ga
 
 def regate_tube(tube: TubeAnalysis, strategy: fk.GatingStrategy, compensation: Compensation | None) -> None:
     """Replace the tube's gates by the strategy's and apply them again (events near a boundary settled)."""
-    from . import gates, gating
+    from . import boundaries, gates, gatestep
 
     automatic = {s.name: s for s in tube.steps}
-    tube.steps = []
+    steps = []
     for name, parent, gate in _in_order(strategy):
         old = automatic.get(name)
         x, y = (old.x, old.y) if old else _axes(gate)
-        gating.add_step(tube, name, parent, gates.from_flowkit(gate), x, y, "", old.exclusion if old else False)
+        steps.append(gatestep.gate_step(tube, name, parent, gates.from_flowkit(gate), x, y, "",
+                                        old.exclusion if old else False, among=steps))
+    tube.steps = steps
     # The automatic time QC panel shades the automatic windows; the edited ones may differ.
     tube.time_qc = None
-    gating.settle(tube, compensation)
-    for step in tube.steps:
-        old = automatic.get(step.name)
-        # The footer says which gates the reviewer changed: same events, same gate.
-        same = old is not None and old.parent == step.parent and (old.mask == step.mask).all()
-        step.note = f"unchanged ({old.note})" if same and old.note else "unchanged" if same \
-            else "edited by the reviewer"
+    boundaries.settle_in_place(tube, compensation)
+    tube.steps = [replace(step, note=_edit_note(step, automatic.get(step.name))) for step in tube.steps]
+
+
+def _edit_note(step: GateStep, old: GateStep | None) -> str:
+    """The footer says which gates the reviewer changed: same events, same gate."""
+    same = old is not None and old.parent == step.parent and (old.mask == step.mask).all()
+    return f"unchanged ({old.note})" if same and old.note else "unchanged" if same else "edited by the reviewer"
 
 
 def _in_order(strategy):

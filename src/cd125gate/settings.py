@@ -25,8 +25,6 @@ import yaml
 
 from .errors import InputError
 from .settings_values import (
-    LEVEL_NAMES,  # noqa: F401  # moved: LEVEL_NAMES (populations.py imports it from here)
-    MARKER_LEVEL_NAMES,  # noqa: F401  # moved: MARKER_LEVEL_NAMES (populations.py imports it from here)
     BadSetting,
     build_section,
     merge_layer,

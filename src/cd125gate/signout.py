@@ -46,10 +46,11 @@ def key_panels(png_bytes):
     from PIL import Image
 
     from . import plots
+    from .raster import DPI
 
     # A decoded image is accepted too: the review page decodes each figure once for all its uses.
     image = (png_bytes if hasattr(png_bytes, "crop") else Image.open(io.BytesIO(png_bytes))).convert("RGB")
-    dpi = plots.DPI
+    dpi = DPI
     width, height = image.size[0] / dpi, image.size[1] / dpi
     nrows = round((height - plots.HEADER_INCHES - plots.FOOTER_INCHES) / plots.PANEL_INCHES[1])
     if nrows < 1 or abs(width - plots.PANEL_INCHES[0] * plots.NCOLS) > 0.05:

@@ -19,10 +19,7 @@ import numpy as np
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .simulate_beads import abc_truth, write_beads
 
-# moved: BLAST_LABELS, CEILING (to simulate_instrument; tests/test_ceiling.py imports them from here)
 from .simulate_instrument import (
-    BLAST_LABELS,
-    CEILING,
     POSITIVE_BLASTS,
     SimulatedTube,
     spillover_matrix,
@@ -48,21 +45,13 @@ def expected_criterion(spec: CaseSpec, blasts: int, positives: int,
         return "FAILED", "the stained tube has no CD125 channel"
     if spec.corrupt:
         return "FAILED", "the stained FCS file is truncated"
-    criterion, reasons = _decide_counts(blasts, positives, settings)
-    if reasons:
-        return criterion, "; ".join(reasons)
-    return criterion, f"true fraction {positives / blasts:.3f} at {blasts} blasts"
-
-
-def _decide_counts(blasts, positives, settings):
-    """``criterion.decide`` on counts alone, as if a control tube had set the threshold:
-    (criterion, reasons). The one place the simulator reaches into the decision."""
-    from .criterion import Evidence, decide
+    from .criterion import decide_counts
     from .settings import load_settings
 
-    verdict = decide(Evidence(blasts, positives, "control_percentile", control_used=True),
-                     settings or load_settings())
-    return verdict.criterion, verdict.reasons
+    verdict = decide_counts(positives, blasts, settings or load_settings())
+    if verdict.reasons:
+        return verdict.criterion, "; ".join(verdict.reasons)
+    return verdict.criterion, f"true fraction {positives / blasts:.3f} at {blasts} blasts"
 
 
 def simulate_case(spec: CaseSpec, seed: int) -> tuple[SimulatedTube, SimulatedTube | None, dict]:
@@ -222,8 +211,6 @@ def default_cases(n_events: int = 5000, control_events: int = 4000) -> list[Case
 
 
 __all__ = [
-    "BLAST_LABELS",
-    "CEILING",
     "CaseSpec",
     "SimulatedTube",
     "default_cases",
