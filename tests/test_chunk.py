@@ -131,6 +131,6 @@ def test_a_bad_spec_is_one_line_before_any_sample(tmp_path, capfd, spec, problem
 
 def test_the_spec_entries_are_parsed_by_analyzes_own_parser(tmp_path):
     spec = write_spec(tmp_path, [entry(tmp_path, "a", "low_fmo")])
-    [(_, args)] = chunk.read_spec(spec, threads=3)
+    [(_, args)] = chunk.read_spec(spec, cli_analyze.add_arguments, threads=3)
     assert (args.sample_id, args.patient_id, args.threads, args.exit_zero) == ("a", "P-a", 3, True)
     assert args.control == str(DATA / "low_fmo_control.fcs") and args.plot_formats == "png"

@@ -4,7 +4,8 @@ A sample job as its own process pays ~0.7 s of Python start-up and imports
 (numpy, matplotlib, jsonschema, yaml...) before ~1.3 s of work on a 100k+100k
 pair. Here one process imports the heavy modules once, then, for each sample in
 turn, forks a child that runs exactly `cd125gate analyze ARGS --exit-zero`
-(the analyze subcommand's own parser, ``cli_analyze``, and its ``run``).
+(the analyze subcommand's own parser and ``run``, which the subcommand's module
+hands in: this module runs a command without knowing the command layer).
 
 Why fork, and not a loop in one process:
 
@@ -42,19 +43,29 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from . import processes
 from .errors import InputError, one_line
 
+# `cd125gate analyze`'s own pieces: adds its arguments to a parser; runs it on parsed arguments.
+AddArguments = Callable[[argparse.ArgumentParser], None]
+RunSample = Callable[[argparse.Namespace], int]
 
-def run_chunk(spec: Path | str, threads: int | None = None) -> int:
-    """Analyse every sample of the chunk ``spec``, each in its own child; the chunk's exit status."""
-    entries = read_spec(spec, threads)
+
+def run_chunk(spec: Path | str, add_arguments: AddArguments, run_sample: RunSample,
+              threads: int | None = None) -> int:
+    """Analyse every sample of the chunk ``spec``, each in its own child; the chunk's exit status.
+
+    ``add_arguments`` and ``run_sample`` are the analyze subcommand's: every
+    sample is exactly `cd125gate analyze ARGS --exit-zero`.
+    """
+    entries = read_spec(spec, add_arguments, threads)
     _warm_up()
     missing = []
     for number, (entry, sample_args) in enumerate(entries, start=1):
-        outcome = analyze_in_child(sample_args, entry["log"])
+        outcome = analyze_in_child(sample_args, entry["log"], run_sample)
         if outcome is not None:
             print(f"sample {number} of {len(entries)} ({sample_args.sample_id or sample_args.fcs}): {outcome}",
                   file=sys.stderr, flush=True)
@@ -73,16 +84,15 @@ class SampleProcessDied(Exception):
 
 # --- the spec --------------------------------------------------------------------------------------
 
-def analyze_parser() -> argparse.ArgumentParser:
-    """The parser of `cd125gate analyze`, built by its own module (one set of arguments, one meaning)."""
-    from . import cli_analyze
-
+def analyze_parser(add_arguments: AddArguments) -> argparse.ArgumentParser:
+    """The parser of `cd125gate analyze`, from its own arguments (one set of arguments, one meaning)."""
     parser = argparse.ArgumentParser(prog="cd125gate analyze", add_help=False)
-    cli_analyze.add_arguments(parser)
+    add_arguments(parser)
     return parser
 
 
-def read_spec(path: Path | str, threads: int | None = None) -> list[tuple[dict, argparse.Namespace]]:
+def read_spec(path: Path | str, add_arguments: AddArguments,
+              threads: int | None = None) -> list[tuple[dict, argparse.Namespace]]:
     """[(entry, analyze Namespace)] of the spec at ``path``, checked before any sample runs."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -94,7 +104,7 @@ def read_spec(path: Path | str, threads: int | None = None) -> list[tuple[dict, 
     samples = spec.get("samples") if isinstance(spec, dict) else None
     if not isinstance(samples, list) or not samples:
         raise InputError(path, "the chunk spec needs a non-empty list 'samples'")
-    parser = analyze_parser()
+    parser = analyze_parser(add_arguments)
     entries = []
     for number, entry in enumerate(samples, start=1):
         if not (isinstance(entry, dict) and isinstance(entry.get("log"), str) and entry["log"]
@@ -123,7 +133,7 @@ def _warm_up() -> None:
     import matplotlib.patches  # noqa: F401
     import matplotlib.ticker  # noqa: F401
 
-    from . import (analyze, ceiling, checks, cli_analyze, compensation, fcs, gatingml, hierarchy,  # noqa: F401
+    from . import (analyze, ceiling, checks, compensation, fcs, gatingml, hierarchy,  # noqa: F401
                    outputs, panel, plausibility, plots, results, sample_run, threshold)
 
     results._validator()  # the compiled result schema, inherited by every child
@@ -131,9 +141,9 @@ def _warm_up() -> None:
 
 # --- one sample, in a child process ----------------------------------------------------------------
 
-def analyze_in_child(sample_args: argparse.Namespace, log: str) -> str | None:
+def analyze_in_child(sample_args: argparse.Namespace, log: str, run_sample: RunSample) -> str | None:
     """Run one sample's analysis in a forked child; None when it ended normally, else what happened."""
-    ended = processes.wait(processes.start(lambda: _child(sample_args, log)))
+    ended = processes.wait(processes.start(lambda: _child(sample_args, log, run_sample)))
     if ended.signal is not None:
         number = ended.signal
         name = signal.Signals(number).name if number in signal.valid_signals() else f"signal {number}"
@@ -142,7 +152,7 @@ def analyze_in_child(sample_args: argparse.Namespace, log: str) -> str | None:
     return None if ended.ok else f"the analysis process exited with status {ended.status}"
 
 
-def _child(sample_args: argparse.Namespace, log: str) -> int:
+def _child(sample_args: argparse.Namespace, log: str, run_sample: RunSample) -> int:
     """The exit status of `cd125gate analyze ... --exit-zero`, its output going to ``log``."""
     try:
         os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
@@ -160,9 +170,7 @@ def _child(sample_args: argparse.Namespace, log: str) -> int:
     # As the workflow's own per-sample job writes it first: which batch job ran the sample.
     print(f"slurm_job_id={os.environ.get('SLURM_JOB_ID', 'none')}", flush=True)
     try:
-        from . import cli_analyze
-
-        return cli_analyze.run(sample_args)
+        return run_sample(sample_args)
     except InputError as exc:  # as cli.main: one line, exit 2
         print(f"cd125gate: {exc}", file=sys.stderr)
         return 2

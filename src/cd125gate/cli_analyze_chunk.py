@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import cli_analyze
     from .chunk import run_chunk
 
-    return run_chunk(args.spec, args.threads)
+    return run_chunk(args.spec, cli_analyze.add_arguments, cli_analyze.run, args.threads)
