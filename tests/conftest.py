@@ -1,5 +1,7 @@
-"""Shared test fixtures: where the test FCS files are, and a tiny FCS writer for crafted files."""
+"""Shared test fixtures: where the test FCS files are, a tiny FCS writer for crafted files, a tmpfs."""
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +108,26 @@ def write_subset_sheet(path, sample_ids):
             keep.append("\t".join(cells))
     path.write_text("\n".join(keep) + "\n")
     return path
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount a small tmpfs (options given to the returned function); unmounted at the end."""
+    mounted = []
+
+    def mount(options):
+        point = tmp_path / f"mnt{len(mounted)}"
+        point.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            # test_environment.py's stand-in tests cover the same faults where mounting is not allowed.
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command; test_environment.py's stand-in tests cover these faults")
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=True)

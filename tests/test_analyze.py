@@ -10,8 +10,8 @@ import pytest
 
 from cd125gate import gatingml
 from cd125gate.analyze import analyze_sample
-from cd125gate.outputs import write_outputs
 from cd125gate.cli import main
+from cd125gate.outputs import write_outputs
 from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, write_case
 
@@ -136,8 +136,8 @@ def test_matrix_csv_overrides_the_file_and_a_wrong_one_is_refused(tmp_path):
 def test_uncompensated_only_when_allowed_and_then_reviewed(tmp_path):
     import numpy as np
 
-    from cd125gate.fcs_write import write_fcs
     from cd125gate.fcs import read_fcs
+    from cd125gate.fcs_write import write_fcs
 
     source = read_fcs(TEST_DATA / "high_fmo_stained.fcs")
     plain = tmp_path / "nospill.fcs"

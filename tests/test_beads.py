@@ -18,8 +18,8 @@ SETTINGS = load_settings()
 GOOD_LOT = beads.make_lot(LOT["lot"], "PE", LOT["molecules"], "test")
 
 
-def curve_of(tmp_path, spec=BeadSpec(), lot=GOOD_LOT, seed=3):
-    files = write_beads(tmp_path, spec, seed=seed)
+def curve_of(tmp_path, spec=None, lot=GOOD_LOT, seed=3):
+    files = write_beads(tmp_path, spec or BeadSpec(), seed=seed)
     return beads.standard_curve(read_fcs(tmp_path / files["beads"]), "PE-A", lot, SETTINGS)
 
 

@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-from dataclasses import replace
 import sys
 from pathlib import Path
 

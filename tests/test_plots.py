@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from flowkit import Dimension
 from flowkit import gates as fk_gates
+
 BooleanGate, PolygonGate, RectangleGate = fk_gates.BooleanGate, fk_gates.PolygonGate, fk_gates.RectangleGate
 
 from cd125gate import plots, results
@@ -49,7 +50,7 @@ def fake_tube(role="stained", n=20000, seed=0, cd125_pos_share=0.6, threshold=No
     shares = np.array([p[0] for p in POPULATIONS.values()])
     sizes = rng.multinomial(n, shares / shares.sum())
     blocks = []
-    for (name, pop), size in zip(POPULATIONS.items(), sizes):
+    for pop, size in zip(POPULATIONS.values(), sizes):
         fsc, ssc, cd45, cd123, hladr, cd125, via = pop[1:]
         if cd125 is None:  # blasts: a CD125+ share in the stained tube, none in the control
             positive = rng.random(size) < (cd125_pos_share if role == "stained" else 0.0)

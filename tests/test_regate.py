@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from cd125gate import analyze, criterion, outputs, regate, stats
-from cd125gate.settings import load_settings
 from cd125gate.errors import InputError
 from cd125gate.fileio import sha256_file
+from cd125gate.settings import load_settings
 
 ROOT = Path(__file__).parents[1]
 TEST_DATA = ROOT / "test_data"

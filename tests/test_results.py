@@ -8,8 +8,8 @@ import pytest
 
 from cd125gate import results
 from cd125gate.analyze import analyze_sample
-from cd125gate.settings import load_settings
 from cd125gate.errors import InputError
+from cd125gate.settings import load_settings
 
 ROOT = Path(__file__).parents[1]
 GOLDEN = ROOT / "tests/golden/results.json"

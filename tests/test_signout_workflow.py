@@ -70,9 +70,8 @@ def test_the_sign_out_loop(tmp_path):
     import json
     import re
 
-    from conftest import write_subset_sheet
-
     from cd125gate import analyze, stats
+    from conftest import write_subset_sheet
 
     sheet = write_subset_sheet(tmp_path / "samples.tsv", set(LOOP))
     outdir = tmp_path / "results"

@@ -14,10 +14,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from cd125gate import results, samplesheet, screening
+from cd125gate import results, samplesheet
 from cd125gate.settings import default_settings_dict
 from conftest import write_subset_sheet
-from test_environment import tmpfs  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
