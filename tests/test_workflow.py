@@ -16,29 +16,15 @@ from jsonschema import Draft202012Validator
 
 from cd125gate import results, samplesheet
 from cd125gate.settings import default_settings_dict
-from conftest import write_subset_sheet
+from conftest import cd125gate_lines, run_snakemake, screening_rows, snakemake_command, write_subset_sheet
 
 ROOT = Path(__file__).parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 SAMPLE_FILES = ("result.json", "gates.xml", "gate_counts.tsv", "qc.png")
 BATCH_FILES = ("screening.tsv", "screening.json", "report.html")
 # Tubes that cannot be analysed must end as FAILED rows without stopping the batch.
 MUST_FAIL = ("corrupt", "no_cd125")
 # The batch fixture's jobs take 4 samples each: 14 samples are chunks of 4, 4, 4 and 2.
 BATCH_CHUNK = 4
-
-
-def snakemake_command(workdir, samples, outdir, *extra):
-    return [
-        str(SNAKEMAKE), "--snakefile", str(ROOT / "workflow/Snakefile"),
-        "--directory", str(workdir), "--configfile", str(ROOT / "config/config.yaml"),
-        "--config", f"samples={samples}", f"outdir={outdir}", *extra,
-    ]
-
-
-def run_snakemake(workdir, samples, outdir, *extra, timeout=600, env=None):
-    return subprocess.run(snakemake_command(workdir, samples, outdir, *extra),
-                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def sample_ids(sheet):
@@ -330,10 +316,6 @@ if os.environ.get("CD125GATE_TEST_CRASH") and os.path.basename(sys.argv[0]) == "
 '''
 
 
-def screening_rows(outdir):
-    return {row["sample_id"]: row for row in json.loads((outdir / "screening.json").read_text())["samples"]}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("chunk", [1, 2])  # a job of its own; a chunk's process beside another sample
 def test_a_crash_is_the_samples_failed_row_and_the_batch_finishes(tmp_path, chunk):
@@ -458,10 +440,6 @@ def write_lock(outdir, host, pid, workdir):
     lock = outdir / ".cd125gate.lock"
     lock.write_text(json.dumps({"host": host, "pid": pid, "start": None, "workdir": str(workdir)}))
     return lock
-
-
-def cd125gate_lines(stderr):
-    return [line for line in stderr.splitlines() if line.startswith("cd125gate:")]
 
 
 @pytest.mark.parametrize("host", ["this", "another"])
