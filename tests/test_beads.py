@@ -83,6 +83,7 @@ def test_bead_doublets_are_off_the_singlet_gate(tmp_path):
     assert keep[labels != "doublet"].mean() > 0.97
 
 
+@pytest.mark.slow
 def test_flowcal_mef_calibration_agrees_on_the_same_beads_and_lot(tmp_path):
     FlowCal = pytest.importorskip("FlowCal")
     files = write_beads(tmp_path, BeadSpec(), seed=3)

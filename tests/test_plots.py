@@ -160,6 +160,7 @@ def test_plot_sample_writes_one_png_per_tube(sample, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_the_control_page_drawn_beside_is_the_page_drawn_in_turn(sample, tmp_path, monkeypatch):
     beside = plots.plot_sample(*sample, tmp_path / "beside", formats=("png", "svg"))
     monkeypatch.setattr(plots, "_beside", lambda call: None)  # no fork: both pages here
@@ -181,6 +182,7 @@ def test_a_failed_child_is_reported_and_its_page_drawn_here(sample, tmp_path, mo
     assert [p.name for p in paths] == ["qc.png", "qc_control.png"] and paths[1].is_file()
 
 
+@pytest.mark.slow
 def test_plot_sample_is_deterministic_in_every_format(sample, tmp_path):
     first = plots.plot_sample(*sample, tmp_path / "a", formats=("png", "svg", "pdf"))
     second = plots.plot_sample(*sample, tmp_path / "b", formats=("svg", "pdf"))
@@ -421,6 +423,7 @@ def test_minor_ticks_mark_every_in_range_multiple_of_a_decade():
 MATH = "$x^^2$"
 
 
+@pytest.mark.slow
 def test_user_text_reaches_the_sample_figure_as_plain_text(tmp_path):
     stained, control, threshold, result = fake_sample(sample_id=f"P{MATH}1")
     for tube in (stained, control):

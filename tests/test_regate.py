@@ -138,6 +138,7 @@ def test_gates_without_a_cd125_gate_are_refused(near50, tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_regate_command_names_the_reviewer(near50, tmp_path, capsys):
     from cd125gate import cli
 

@@ -28,6 +28,7 @@ def bundled_results():
     return documents
 
 
+@pytest.mark.slow
 def test_bundled_results_are_byte_identical_to_the_recorded_ones(monkeypatch):
     # Recorded from the code before results/criterion were split out of analyze; a
     # deliberate change of the analysis re-records them (python tests/test_results.py).

@@ -17,6 +17,7 @@ DIGEST = "ab" * 32
     (f"low_fmo\t{DIGEST}\tACCEPT\tDr Ada\t30.11.2026\t", "line 2: date '30.11.2026'"),
     (f"low_fmo\t{DIGEST}\tACCEPT\tDr Ada\t2026-11-30\t", "line 2: sample 'low_fmo' has no result.json yet"),
 ])
+@pytest.mark.slow
 def test_a_bad_review_line_stops_the_run_before_any_job(tmp_path, line, problem):
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text("sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\n" + line + "\n")
@@ -26,6 +27,7 @@ def test_a_bad_review_line_stops_the_run_before_any_job(tmp_path, line, problem)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_signoff_must_be_known(tmp_path):
     proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", "signoff=some")
     assert proc.returncode != 0 and "signoff" in proc.stderr

@@ -65,6 +65,7 @@ def test_snakefmt_leaves_the_workflow_unchanged():
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", [1, 10])
 def test_lint_reports_nothing(tmp_path, chunk):
     proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", f"analyze_chunk={chunk}",
@@ -83,6 +84,7 @@ def test_lint_reports_nothing(tmp_path, chunk):
     ("sample_id\tfcs\nA\tmissing.fcs\n", "line 2: sample 'A': fcs file missing.fcs"),
     ("sample_id\tfcs\nA\tpipe.fcs\n", "line 2: sample 'A': fcs file pipe.fcs ({fifo}) is not a regular file"),
 ])
+@pytest.mark.slow
 def test_bad_sheet_stops_the_run_with_one_line(tmp_path, text, message):
     os.mkfifo(tmp_path / "pipe.fcs")  # reading it would block the run forever
     message = message.format(fifo=tmp_path / "pipe.fcs")
@@ -96,6 +98,7 @@ def test_bad_sheet_stops_the_run_with_one_line(tmp_path, text, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_sheet_with_an_unmappable_panel_stops_before_any_job(tmp_path):
     fc500 = ROOT / "test_data/realdata/clarient_FI05_000599_tube6.fcs"  # CD38 where CD125 should be
     sheet = tmp_path / "mixed.tsv"
@@ -112,6 +115,7 @@ def test_a_sheet_with_an_unmappable_panel_stops_before_any_job(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_chunk_of_no_samples_stops_the_run(tmp_path):
     proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", "analyze_chunk=0")
     assert proc.returncode != 0
@@ -119,6 +123,7 @@ def test_a_chunk_of_no_samples_stops_the_run(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_unknown_analysis_key_stops_the_run(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text("analysis:\n  gating:\n    min_event: 10\n")
@@ -344,6 +349,7 @@ def test_a_crash_is_the_samples_failed_row_and_the_batch_finishes(tmp_path, chun
 
 # --- an output folder that cannot be written ------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["under a file", "read-only", "disk full"])
 def test_an_unwritable_output_folder_stops_the_run_with_one_line(tmp_path, tmpfs, fault):
     sheet = write_subset_sheet(tmp_path / "one.tsv", {"low_fmo"})
@@ -442,6 +448,7 @@ def write_lock(outdir, host, pid, workdir):
     return lock
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("host", ["this", "another"])
 def test_a_run_into_a_locked_folder_is_refused_before_any_job(tmp_path, host):
     import socket
