@@ -13,9 +13,6 @@ from cd125gate import analyze, cli, outputs, regate_figure, screening, signout
 from cd125gate import reviews as reviews_module
 from cd125gate.fileio import sha256_file
 
-# Every test reads one sample analysed, re-gated, screened and reported (~7 s).
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).parents[1]
 SID = "high_fmo"
 NEW_CUT = 0.45  # transformed units: the automatic cut-off is ~0.29 (212 raw)

@@ -10,9 +10,6 @@ import pytest
 
 from cd125gate import analyze, cli, outputs, regate
 
-# Every test reads one batch of five samples analysed and re-gated (~8 s).
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).parents[1]
 SAMPLES = ("low_fmo", "high_isotype", "clog", "low_nocontrol", "corrupt")
 
