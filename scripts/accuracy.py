@@ -131,9 +131,8 @@ def cohort(args):
 
 def bundled(args):
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from test_analysis_accuracy import CASES, DIM
-
     from cd125gate.simulate import CaseSpec
+    from test_analysis_accuracy import CASES, DIM
 
     seeds = range(args.first, args.first + args.seeds)
     print(f"{'case':16s} {'worst error':>11s}  criteria off truth")

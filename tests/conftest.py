@@ -1,5 +1,12 @@
-"""Shared test fixtures: where the test FCS files are, and a tiny FCS writer for crafted files."""
+"""Shared test helpers: where the test FCS files are, a tiny FCS writer for crafted files, a tmpfs,
+one-line errors, and the workflow and Chromium as the end-to-end tests run them."""
 
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +113,102 @@ def write_subset_sheet(path, sample_ids):
             keep.append("\t".join(cells))
     path.write_text("\n".join(keep) + "\n")
     return path
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount a small tmpfs (options given to the returned function); unmounted at the end."""
+    mounted = []
+
+    def mount(options):
+        point = tmp_path / f"mnt{len(mounted)}"
+        point.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            # test_environment.py's stand-in tests cover the same faults where mounting is not allowed.
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command; test_environment.py's stand-in tests cover these faults")
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def input_error(function, *args, **kwargs):
+    """The message of the InputError that ``function(*args, **kwargs)`` raises: one line."""
+    from cd125gate.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        function(*args, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+# --- the workflow, run for real (tests marked slow) ----------------------------------------------
+
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def snakemake_command(workdir, samples, outdir, *extra):
+    """The workflow on the sheet ``samples`` into ``outdir``; ``extra``: more config values, then flags."""
+    return [
+        str(SNAKEMAKE), "--snakefile", str(ROOT / "workflow/Snakefile"),
+        "--directory", str(workdir), "--configfile", str(ROOT / "config/config.yaml"),
+        "--config", f"samples={samples}", f"outdir={outdir}", *extra,
+    ]
+
+
+def run_snakemake(workdir, samples, outdir, *extra, timeout=900, env=None):
+    return subprocess.run(snakemake_command(workdir, samples, outdir, *extra),
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def cd125gate_lines(stderr):
+    """cd125gate's own lines among Snakemake's output."""
+    return [line for line in stderr.splitlines() if line.startswith("cd125gate:")]
+
+
+def one_error_line(proc):
+    """The one cd125gate line of a run that stopped, with no traceback."""
+    errors = cd125gate_lines(proc.stderr)
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    return errors[0]
+
+
+def screening_rows(outdir):
+    """sample_id -> row of the batch's screening.json."""
+    return {row["sample_id"]: row for row in json.loads((outdir / "screening.json").read_text())["samples"]}
+
+
+# --- headless Chromium (tests marked slow) -------------------------------------------------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-logging=stderr", "--v=0"]
+
+
+def run_chromium(profile, *args, timeout=120):
+    """Run headless Chromium with the browser profile folder ``profile``; returns (stdout, console lines)."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.fail("Chromium is needed for the browser tests: run scripts/setup.sh --test (as root)")
+    done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def chromium(tmp_path, *args):
+    """Run headless Chromium in a fresh browser profile under ``tmp_path``; returns (stdout, console lines)."""
+    return run_chromium(tmp_path / f"profile{len(list(tmp_path.glob('profile*')))}", *args)
+
+
+def driver_out(dom):
+    """What a driver script appended to a page recorded (JSON in its <pre id="driver-out">)."""
+    return json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', dom, re.S).group(1)))

@@ -13,6 +13,9 @@ from cd125gate.analyze import analyze_sample
 from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, simulate_case, write_case
 
+# Simulated specimens analysed case after case: an accuracy suite, like the cohort.
+pytestmark = pytest.mark.slow
+
 N = 20000
 CASES = [
     CaseSpec("low", n_events=N, cd125_pos_fraction=0.20),

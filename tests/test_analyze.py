@@ -10,8 +10,8 @@ import pytest
 
 from cd125gate import gatingml
 from cd125gate.analyze import analyze_sample
-from cd125gate.outputs import write_outputs
 from cd125gate.cli import main
+from cd125gate.outputs import write_outputs
 from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, write_case
 
@@ -26,6 +26,7 @@ def clog_case(tmp_path_factory):
     return folder / truth["files"]["stained"], folder / truth["files"]["control"]
 
 
+@pytest.mark.slow
 def test_flowkit_reproduces_every_count_from_the_exported_gates(clog_case, tmp_path):
     stained, control = clog_case
     analysis = analyze_sample(stained, control, load_settings(), sample_id="clog")
@@ -37,6 +38,7 @@ def test_flowkit_reproduces_every_count_from_the_exported_gates(clog_case, tmp_p
     assert gatingml.reapply(tmp_path / "control_gates.xml", control) == ours_control
 
 
+@pytest.mark.slow
 def test_a_sample_job_imports_none_of_the_heavy_packages(tmp_path):
     """flowkit, scikit-learn, scipy.stats and pandas each cost ~1-2 s of start-up per job."""
     code = ("import sys; from cd125gate.cli import main\n"
@@ -49,6 +51,7 @@ def test_a_sample_job_imports_none_of_the_heavy_packages(tmp_path):
     assert (tmp_path / "result.json").is_file() and (tmp_path / "qc.png").is_file()
 
 
+@pytest.mark.slow
 def test_same_input_gives_byte_identical_outputs(clog_case, tmp_path):
     stained, control = clog_case
     runs = {"a": 1, "b": 1, "two_threads": 2}
@@ -60,6 +63,7 @@ def test_same_input_gives_byte_identical_outputs(clog_case, tmp_path):
             assert (tmp_path / "a" / name).read_bytes() == (tmp_path / run / name).read_bytes(), (run, name)
 
 
+@pytest.mark.slow
 def test_cli_writes_a_schema_valid_result(tmp_path, capsys):
     status = main(["analyze", str(TEST_DATA / "high_fmo_stained.fcs"),
                    "--control", str(TEST_DATA / "high_fmo_control.fcs"),
@@ -136,8 +140,8 @@ def test_matrix_csv_overrides_the_file_and_a_wrong_one_is_refused(tmp_path):
 def test_uncompensated_only_when_allowed_and_then_reviewed(tmp_path):
     import numpy as np
 
-    from cd125gate.fcs_write import write_fcs
     from cd125gate.fcs import read_fcs
+    from cd125gate.fcs_write import write_fcs
 
     source = read_fcs(TEST_DATA / "high_fmo_stained.fcs")
     plain = tmp_path / "nospill.fcs"
@@ -190,6 +194,7 @@ def test_a_control_that_is_the_stained_tube_is_refused(tmp_path, capsys, control
     assert json.loads((tmp_path / "out/result.json").read_text())["criterion"] == "FAILED"
 
 
+@pytest.mark.slow
 def test_a_sample_folder_holds_exactly_one_runs_files(tmp_path):
     out = tmp_path / "out"
     stained, control = TEST_DATA / "high_fmo_stained.fcs", TEST_DATA / "high_fmo_control.fcs"
@@ -205,6 +210,7 @@ def test_a_sample_folder_holds_exactly_one_runs_files(tmp_path):
     assert not (out / "qc_control.png").exists() and not (out / "control_gates.xml").exists()
 
 
+@pytest.mark.slow
 def test_exit_status_tells_the_outcomes_apart(tmp_path, capsys):
     few = tmp_path / "few"
     few.mkdir()

@@ -13,13 +13,14 @@ from cd125gate.fcs import read_fcs
 from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, default_cases, write_set
 from cd125gate.simulate_beads import LOT, UNITS_PER_MOLECULE, BeadSpec, lot_text, write_beads
+from conftest import input_error
 
 SETTINGS = load_settings()
 GOOD_LOT = bead_curve.make_lot(LOT["lot"], "PE", LOT["molecules"], "test")
 
 
-def curve_of(tmp_path, spec=BeadSpec(), lot=GOOD_LOT, seed=3):
-    files = write_beads(tmp_path, spec, seed=seed)
+def curve_of(tmp_path, spec=None, lot=GOOD_LOT, seed=3):
+    files = write_beads(tmp_path, spec or BeadSpec(), seed=seed)
     return bead_curve.standard_curve(read_fcs(tmp_path / files["beads"]), "PE-A", lot, SETTINGS)
 
 
@@ -43,10 +44,8 @@ def test_a_lot_file_gives_the_dye_and_molecules(tmp_path):
 def test_a_bad_lot_file_is_one_line_naming_it(tmp_path, text, problem):
     path = tmp_path / "lot.yaml"
     path.write_text(text)
-    with pytest.raises(InputError) as caught:
-        bead_curve.read_lot(path)
-    assert str(caught.value).startswith(str(path)) and problem in str(caught.value)
-    assert "\n" not in str(caught.value)
+    message = input_error(bead_curve.read_lot, path)
+    assert message.startswith(str(path)) and problem in message
 
 
 def test_the_settings_hold_no_lot_by_default_and_one_when_molecules_are_set():
@@ -84,6 +83,7 @@ def test_bead_doublets_are_off_the_singlet_gate(tmp_path):
     assert keep[labels != "doublet"].mean() > 0.97
 
 
+@pytest.mark.slow
 def test_flowcal_mef_calibration_agrees_on_the_same_beads_and_lot(tmp_path):
     FlowCal = pytest.importorskip("FlowCal")
     files = write_beads(tmp_path, BeadSpec(), seed=3)
@@ -340,7 +340,7 @@ def test_a_sample_without_beads_shows_no_density():
 
 @pytest.mark.slow
 def test_the_workflow_passes_the_bead_tube_and_lot_and_a_sample_without_beads_has_no_density(tmp_path):
-    from test_workflow import run_snakemake, screening_rows
+    from conftest import run_snakemake, screening_rows
 
     data = tmp_path / "data"
     write_set(data, [CaseSpec("with_beads", n_events=4000, cd125_pos_fraction=0.8, beads=True),

@@ -83,6 +83,7 @@ def test_a_dead_child_is_its_samples_failed_result_and_the_chunk_goes_on(tmp_pat
     assert logs["bad"].endswith(f"cd125gate analyze-chunk: {what}; writing the sample's FAILED result\n")
 
 
+@pytest.mark.slow
 def test_each_result_is_the_one_analyze_writes_alone(tmp_path):
     spec = write_spec(tmp_path, [entry(tmp_path, "a", "few_blasts"), entry(tmp_path, "b", "low_nocontrol",
                                                                            control=False)])

@@ -47,6 +47,7 @@ def test_cli_writes_a_cohort_with_its_truth(tmp_path, capsys):
     assert (tmp_path / "samples.tsv").read_text().count("\n") == 4
 
 
+@pytest.mark.slow
 def test_a_cohort_of_60_gets_no_confident_wrong_call():
     """Seeded and deterministic; small tubes (20k-30k events) keep it to a couple of minutes."""
     settings = load_settings()
@@ -60,6 +61,7 @@ def test_a_cohort_of_60_gets_no_confident_wrong_call():
     assert summary["worst_error"] <= 3.0, summary
 
 
+@pytest.mark.slow
 def test_a_cohort_of_60_with_real_marrow_confounders_gets_no_confident_wrong_call():
     """Nucleated red cells, hematogones, pDC, a second clone, a missing marker, 20-bit data...: seeded."""
     settings = load_settings()

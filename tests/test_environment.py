@@ -10,7 +10,6 @@ lets the test mount one, by a real small or read-only tmpfs.
 import errno
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -155,29 +154,6 @@ def test_batch_tables_into_an_unwritable_folder_are_one_line(results_dir, tmp_pa
 
 
 # --- the same, on a real file system that is full or read-only --------------------------------------
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """Mount a small tmpfs (options given to the returned function); unmounted at the end."""
-    mounted = []
-
-    def mount(options):
-        point = tmp_path / f"mnt{len(mounted)}"
-        point.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            # The stand-in tests above cover the same faults wherever mounting is not allowed.
-            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-        mounted.append(point)
-        return point
-
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command; the stand-in tests above cover these faults")
-    yield mount
-    for point in mounted:
-        subprocess.run(["umount", str(point)], check=True)
-
 
 def test_real_full_and_read_only_file_systems_are_one_line(results_dir, tmpfs, capsys):
     full = tmpfs("size=64k")

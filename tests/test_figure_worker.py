@@ -26,6 +26,7 @@ def written(analysis, folder, worker):
     return {name: (folder / name).read_bytes() for name in FIGURES}, result
 
 
+@pytest.mark.slow
 def test_the_worker_draws_the_figures_drawn_in_process(analysis, tmp_path):
     here, result_here = written(analysis, tmp_path / "here", None)
     worker = figure_worker.fork()
@@ -35,6 +36,7 @@ def test_the_worker_draws_the_figures_drawn_in_process(analysis, tmp_path):
     assert result_there.outputs == result_here.outputs
 
 
+@pytest.mark.slow
 def test_a_worker_that_died_leaves_the_drawing_to_the_process(analysis, tmp_path):
     here, _ = written(analysis, tmp_path / "here", None)
     worker = figure_worker.fork()
@@ -72,6 +74,7 @@ def test_no_worker_where_it_would_not_help(monkeypatch):
     assert figure_worker.start() is None
 
 
+@pytest.mark.slow
 def test_tubes_too_large_to_copy_are_drawn_in_process(analysis, tmp_path, monkeypatch):
     here, _ = written(analysis, tmp_path / "here", None)
     monkeypatch.setattr(figure_worker, "SHARED_BYTES", analysis.stained.data.nbytes)  # the pair is larger
@@ -82,6 +85,7 @@ def test_tubes_too_large_to_copy_are_drawn_in_process(analysis, tmp_path, monkey
     assert there == here
 
 
+@pytest.mark.slow
 def test_without_a_memory_file_everything_goes_by_the_pipe(analysis, tmp_path, monkeypatch):
     here, _ = written(analysis, tmp_path / "here", None)
     monkeypatch.delattr(figure_worker.os, "memfd_create")
@@ -101,6 +105,7 @@ def test_the_worker_sees_when_its_job_has_come():
         assert figure_worker._waiting(jobs)
 
 
+@pytest.mark.slow
 def test_events_made_in_the_memory_file_reach_the_worker_uncopied(analysis, tmp_path, monkeypatch):
     here, _ = written(analysis, tmp_path / "here", None)
     worker = figure_worker.fork()

@@ -45,6 +45,7 @@ def test_mutants_are_reproducible_and_varied(engine):
     assert {"keyword", "in-place", "truncate", "non-ASCII", "HEADER", "data", "bit", "long-number"} <= classes
 
 
+@pytest.mark.slow
 def test_seeded_mutants_end_cleanly(engine):
     tally = engine.fuzz(CI_MUTANTS, CI_SEED, analyze_count=CI_ANALYZED)
     inspected = [o for o in tally.outcomes if o.stage == "inspect"]
@@ -100,6 +101,7 @@ LONG_KEYS = sorted(REFUSED_LONG | {b"$NEXTDATA", b"$P1R", b"$P1G", b"$TIMESTEP",
                                    b"$BEGINSTEXT"})
 
 
+@pytest.mark.slow
 def test_absurdly_long_numbers_end_in_one_line_or_a_read(engine, tmp_path):
     """The issue's last traceback: int() of a 5,000-digit $PAR or $TOT. Every numeric keyword of a
     bundled tube, at lengths around Python's 4,300-digit limit, and its own value behind 5,000 zeros."""
@@ -173,6 +175,7 @@ def test_degenerate_tube_fails_with_its_reason(engine, degenerate, tmp_path, nam
     assert results.load(tmp_path / "out/result.json").criterion == "FAILED"
 
 
+@pytest.mark.slow
 def test_zero_timestep_is_ignored_with_a_warning(engine, degenerate, tmp_path):
     path = degenerate["timestep_zero"]
     result, detail = engine.check_analyze(path, path.stat().st_size, tmp_path / "out")

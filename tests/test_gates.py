@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -173,6 +172,7 @@ def analyses():
     return list(bundled_analyses())
 
 
+@pytest.mark.slow
 def test_flowkits_gates_reproduce_every_mask_of_the_bundled_samples(analyses):
     """Each light gate of a real analysis, converted to FlowKit's class, takes the same events."""
     assert len(analyses) >= 10
@@ -194,6 +194,7 @@ def test_flowkits_gates_reproduce_every_mask_of_the_bundled_samples(analyses):
                 assert np.array_equal(done[step.name], step.mask), (path.name, tube.role, step.name)
 
 
+@pytest.mark.slow
 def test_light_writer_gives_flowkits_bytes_on_the_bundled_samples(analyses):
     for path, analysis in analyses:
         for tube in (analysis.stained, analysis.control):

@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import TEST_CORPUS
+import pytest
 
 from cd125gate.cli import main
+from conftest import TEST_CORPUS
 
 GOOD = TEST_CORPUS / "flowkit/index_sorted/index_sorted_example.fcs"
 MULTI = TEST_CORPUS / "flowkit/multi_dataset_fcs/coulter.lmd"

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build_fcs
 
 from cd125gate import plausibility
 from cd125gate.errors import InputError
 from cd125gate.fcs import read_fcs
+from conftest import build_fcs
 
 ROOT = Path(__file__).parents[1]
 TEST_DATA = ROOT / "test_data"
@@ -48,9 +48,9 @@ def test_a_plausible_tube_has_no_problems(tmp_path):
 
 def test_bundled_tubes_have_no_problems():
     # The thresholds must not touch real-looking data (see the module docstring for the corpus).
-    from cd125gate import panel
     from dataclasses import replace
 
+    from cd125gate import panel
     from cd125gate.settings import load_settings
 
     panel_settings = load_settings().panel

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from flowkit import Dimension
 from flowkit import gates as fk_gates
+
 BooleanGate, PolygonGate, RectangleGate = fk_gates.BooleanGate, fk_gates.PolygonGate, fk_gates.RectangleGate
 
 from cd125gate import gate_outlines, plots, processes, qc_panels, raster, results, ticks, tube_view
@@ -51,7 +52,7 @@ def fake_tube(role="stained", n=20000, seed=0, cd125_pos_share=0.6, threshold=No
     shares = np.array([p[0] for p in POPULATIONS.values()])
     sizes = rng.multinomial(n, shares / shares.sum())
     blocks = []
-    for (name, pop), size in zip(POPULATIONS.items(), sizes):
+    for pop, size in zip(POPULATIONS.values(), sizes):
         fsc, ssc, cd45, cd123, hladr, cd125, via = pop[1:]
         if cd125 is None:  # blasts: a CD125+ share in the stained tube, none in the control
             positive = rng.random(size) < (cd125_pos_share if role == "stained" else 0.0)
@@ -161,6 +162,7 @@ def test_plot_sample_writes_one_png_per_tube(sample, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_the_control_page_drawn_beside_is_the_page_drawn_in_turn(sample, tmp_path, monkeypatch):
     beside = plots.plot_sample(*sample, tmp_path / "beside", formats=("png", "svg"))
     monkeypatch.setattr(processes, "beside", lambda call: None)  # no fork: both pages here
@@ -182,6 +184,7 @@ def test_a_failed_child_is_reported_and_its_page_drawn_here(sample, tmp_path, mo
     assert [p.name for p in paths] == ["qc.png", "qc_control.png"] and paths[1].is_file()
 
 
+@pytest.mark.slow
 def test_plot_sample_is_deterministic_in_every_format(sample, tmp_path):
     first = plots.plot_sample(*sample, tmp_path / "a", formats=("png", "svg", "pdf"))
     second = plots.plot_sample(*sample, tmp_path / "b", formats=("svg", "pdf"))
@@ -420,6 +423,7 @@ def test_minor_ticks_mark_every_in_range_multiple_of_a_decade():
 MATH = "$x^^2$"
 
 
+@pytest.mark.slow
 def test_user_text_reaches_the_sample_figure_as_plain_text(tmp_path):
     stained, control, threshold, result = fake_sample(sample_id=f"P{MATH}1")
     for tube in (stained, control):

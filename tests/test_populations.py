@@ -8,11 +8,11 @@ import pytest
 
 from cd125gate import blastgate, checks, exclusions, gatestep, geometry, populations, scatter
 from cd125gate.analyze import analyze_sample
-from cd125gate.settings import load_settings
 from cd125gate.errors import InputError
 from cd125gate.model import Threshold
-from cd125gate.transforms import Scale
+from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, simulate_case, tube_bytes
+from cd125gate.transforms import Scale
 
 SETTINGS = load_settings().gating
 FEATURES = ["FSC", "SSC", "CD45", "CD34", "CD117", "HLA-DR", "CD123", "CD33"]

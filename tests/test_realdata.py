@@ -27,6 +27,7 @@ def cd38_config(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pair", PAIRS)
 def test_an_fc500_tube_with_its_isotype_tube_ends_in_a_result_with_reasons(pair, cd38_config, tmp_path, capsys):
     status = main(["analyze", str(REALDATA / f"{pair}_tube6.fcs"), "--control", str(REALDATA / f"{pair}_tube1.fcs"),

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from cd125gate import analyze, criterion, gatesfile, outputs, regate, stats
-from cd125gate.settings import load_settings
 from cd125gate.errors import InputError
 from cd125gate.fileio import sha256_file
+from cd125gate.settings import load_settings
 
 ROOT = Path(__file__).parents[1]
 TEST_DATA = ROOT / "test_data"
@@ -138,6 +138,7 @@ def test_gates_without_a_cd125_gate_are_refused(near50, tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_regate_command_names_the_reviewer(near50, tmp_path, capsys):
     from cd125gate import cli
 

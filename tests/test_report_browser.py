@@ -6,20 +6,13 @@ errors included) go to stderr with `--enable-logging=stderr`, and a small
 script appended to a copy of the page clicks the table like a reviewer would.
 """
 
-import html
-import json
 import re
-import shutil
-import subprocess
 
 import pytest
 
 from cd125gate import cli
+from conftest import chromium, driver_out
 from test_report import make_batch
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--enable-logging=stderr", "--v=0"]
 
 # Clicks the "CD125+ %" header twice and unticks MET, recording what the reviewer would see.
 DRIVER = """<script>
@@ -43,19 +36,6 @@ DRIVER = """<script>
 })();
 </script>
 </body>"""
-
-
-def chromium(tmp_path, *args):
-    """Run headless Chromium; returns (stdout, console lines from stderr)."""
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        pytest.fail("Chromium is needed for the review-page test: run scripts/setup.sh --test (as root)")
-    profile = tmp_path / f"profile{len(list(tmp_path.glob('profile*')))}"
-    done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
-    return done.stdout, console
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +78,7 @@ def test_sorting_and_filtering_by_clicks(page, tmp_path):
     driven.write_text(page.read_text(encoding="utf-8").replace("</body>", DRIVER), encoding="utf-8")
     dom, console = chromium(tmp_path, "--dump-dom", driven.as_uri())
     assert console == []
-    out = json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', dom).group(1)))
+    out = driver_out(dom)
     evil = '<script>alert("x")</script>&\'"'
     # CD125+ fractions: P4 none (-1), P2 12%, P3 52%, evil 70%, P1 81%
     assert out["ascending"] == ["P4", "P2", "P3", evil, "P1"]

@@ -9,7 +9,7 @@ import pytest
 from cd125gate import results
 from cd125gate.analyze import analyze_sample
 from cd125gate.settings import load_settings
-from cd125gate.errors import InputError
+from conftest import input_error
 
 ROOT = Path(__file__).parents[1]
 GOLDEN = ROOT / "tests/golden/results.json"
@@ -28,6 +28,7 @@ def bundled_results():
     return documents
 
 
+@pytest.mark.slow
 def test_bundled_results_are_byte_identical_to_the_recorded_ones(monkeypatch):
     # Recorded from the code before results/criterion were split out of analyze; a
     # deliberate change of the analysis re-records them (python tests/test_results.py).
@@ -65,9 +66,8 @@ def test_a_result_round_trips_through_its_json(tmp_path):
 def test_one_loader_one_message(tmp_path, content, message):
     path = tmp_path / "result.json"
     path.write_text(content)
-    with pytest.raises(InputError) as caught:
-        results.load(path)
-    assert message in str(caught.value) and str(path) in str(caught.value)
+    error = input_error(results.load, path)
+    assert message in error and str(path) in error
 
 
 def test_a_result_breaking_its_schema_is_our_bug_not_bad_input():

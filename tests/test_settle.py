@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from cd125gate import boundaries, compensation, gates, gatingml, transforms
-from cd125gate.gatestep import dim, gate_step
 from cd125gate.analyze import analyze_sample
+from cd125gate.gatestep import dim, gate_step
 from cd125gate.settings import load_settings
 from cd125gate.simulate import CaseSpec, write_case
 from cd125gate.transforms import fast_logicle, logicle

@@ -27,8 +27,9 @@ def pdf_pages(data):
 
 
 def test_key_panels_are_the_blast_gate_and_cd125_panels(sample):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     panels = signout.key_panels((sample / "qc.png").read_bytes())
     assert len(panels) == 2

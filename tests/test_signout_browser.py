@@ -1,6 +1,5 @@
 """The review page as a sign-out tool, in headless Chromium: controls, printed pages, size at scale."""
 
-import html
 import json
 import os
 import re
@@ -14,8 +13,9 @@ import pytest
 
 from cd125gate import analyze, cli, outputs, report, reviews
 from cd125gate.fileio import sha256_file
+from conftest import chromium, driver_out
 from test_report import make_batch
-from test_report_browser import body_attributes, chromium
+from test_report_browser import body_attributes
 
 ROOT = Path(__file__).parents[1]
 
@@ -89,7 +89,7 @@ def test_controls_build_the_reviews_file_lines(tiny, tmp_path):
                             driven(page, tmp_path, DRIVER).as_uri())
     assert console == []
     assert "data-js-error" not in body_attributes(dom)
-    out = json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', dom).group(1)))
+    out = driver_out(dom)
     assert out["acceptReview"].startswith("a REVIEW result has no answer to accept")
     assert out["noReason"] == "OVERRIDE_NOT_MET needs a reason"
     assert out["noGates"] == "REGATE needs the edited Gating-ML file"

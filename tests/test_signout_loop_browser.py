@@ -12,21 +12,16 @@ screening.tsv, audit.tsv, the page, the sign-out records and batch.wsp must agre
 """
 
 import csv
-import html
 import io
 import json
 import re
-import shutil
-import subprocess
 import zlib
 
 import pytest
 
 from cd125gate import signout
 from cd125gate.fileio import sha256_file
-from conftest import write_subset_sheet
-from test_report_browser import CHROMIUM_FLAGS
-from test_signout_workflow import one_error_line, snakemake
+from conftest import driver_out, one_error_line, run_chromium, run_snakemake, write_subset_sheet
 
 LOOP = ("low_fmo", "near50_fmo", "few_blasts", "high_fmo")
 NEW_CUT = 0.45  # high_fmo's CD125 cut-off moved up (transformed units): 57% CD125+, still MET
@@ -77,18 +72,13 @@ window.addEventListener("load", function () {
 
 def sitting(page, profile, actions=()):
     """Open ``page`` in Chromium with the browser profile ``profile`` and carry out ``actions``."""
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        pytest.fail("Chromium is needed for the sign-out loop: run scripts/setup.sh --test (as root)")
     driven = page.with_name(f"driven_{len(list(page.parent.glob('driven_*')))}.html")
     driven.write_text(page.read_text(encoding="utf-8").replace("</body>", DRIVER % json.dumps(list(actions))),
                       encoding="utf-8")
-    done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
-                           "--dump-dom", driven.as_uri()], capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert [line for line in done.stderr.splitlines() if ":CONSOLE" in line] == []
-    assert "data-js-error" not in done.stdout[:done.stdout.index(">", done.stdout.index("<body"))]
-    return json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', done.stdout, re.S).group(1)))
+    dom, console = run_chromium(profile, "--virtual-time-budget=5000", "--dump-dom", driven.as_uri(), timeout=180)
+    assert console == []
+    assert "data-js-error" not in dom[:dom.index(">", dom.index("<body"))]
+    return driver_out(dom)
 
 
 # Lays the page out as it prints (print rules applied on screen, at the width of A4 landscape
@@ -108,15 +98,13 @@ window.addEventListener("load", function () { setTimeout(function () {
 
 
 def signatures_off_the_sheet(page, profile):
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
     text = page.read_text(encoding="utf-8").replace("@media print {", "@media all {")
     laid = page.with_name("print_layout.html")
     laid.write_text(text.replace("@media screen {", "@media not all {").replace("</body>", PRINT_LAYOUT),
                     encoding="utf-8")
-    done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
-                           "--window-size=1062,794", "--dump-dom", laid.as_uri()],
-                          capture_output=True, text=True, timeout=180)
-    return json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', done.stdout, re.S).group(1)))
+    dom, _ = run_chromium(profile, "--virtual-time-budget=5000", "--window-size=1062,794", "--dump-dom",
+                          laid.as_uri(), timeout=180)
+    return driver_out(dom)
 
 
 def pdf_text(path):
@@ -221,7 +209,7 @@ def signed_gates_edited_after_sign_out(tmp_path, sheet, outdir, reviews):
     signed, before = gates.read_text(), records(outdir)
     gates.write_text(signed.replace(f'gating:min="{NEW_CUT}"', 'gating:min="0.2"'))
     assert gates.read_text() != signed
-    refused = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
+    refused = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
     gates.write_text(signed)  # the reviewer puts back the file signed
     assert refused.returncode != 0
     assert one_error_line(refused).startswith(
@@ -247,7 +235,7 @@ def decision_withdrawn_on_the_page(tmp_path, sheet, outdir, reviews, profile):
         ("near50_fmo", digest, "WITHDRAW")
     reviews.write_text(page["text"])
 
-    run = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
+    run = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
     assert run.returncode == 0, run.stderr[-3000:]
     table = rows(outdir)
     assert {sid: r["final"] for sid, r in table.items()} == \
@@ -290,7 +278,7 @@ def broken_superseding_regate(tmp_path, sheet, outdir, reviews, profile, edited)
     assert built[-1]["gates_sha256"] == sha256_file(tmp_path / "broken_high_fmo.xml")
     reviews.write_text(page["text"])
 
-    refused = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
+    refused = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
     assert refused.returncode != 0
     message = one_error_line(refused)
     assert message.startswith(f"cd125gate: {reviews}: line {regate_line(reviews, 'high_fmo')}: REGATE of sample "
@@ -309,7 +297,7 @@ def test_two_sittings_build_one_reviews_file_and_every_record_agrees(tmp_path):
     sheet = write_subset_sheet(tmp_path / "samples.tsv", set(LOOP))
     outdir = tmp_path / "results"
     profile = tmp_path / "browser-profile"  # one reviewer's browser across both sittings
-    first = snakemake(tmp_path, sheet, outdir)
+    first = run_snakemake(tmp_path, sheet, outdir)
     assert first.returncode == 0, first.stderr[-3000:]
     assert {sid: r["final"] for sid, r in rows(outdir).items()} == \
         {"low_fmo": "NOT_MET", "near50_fmo": "PENDING_REVIEW", "few_blasts": "PENDING_REVIEW", "high_fmo": "MET"}
@@ -335,7 +323,7 @@ def test_two_sittings_build_one_reviews_file_and_every_record_agrees(tmp_path):
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text(one["text"])
 
-    second = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
+    second = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
     assert second.returncode == 0, second.stderr[-3000:]
     reviewed = json.loads((outdir / "samples/high_fmo/reviewed_result.json").read_text())
     assert reviewed["criterion"] == "MET" and reviewed["cd125_pos_events"] < reviewed["blast_events"] * 0.75
@@ -379,7 +367,7 @@ def test_two_sittings_build_one_reviews_file_and_every_record_agrees(tmp_path):
     assert reloaded["text"] == two["text"]
     reviews.write_text(two["text"])  # saved over the batch's reviews file, as the page says
 
-    third = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
+    third = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}")
     assert third.returncode == 0, third.stderr[-3000:]
     assert {sid: r["final"] for sid, r in rows(outdir).items()} == \
         {"low_fmo": "NOT_MET", "near50_fmo": "NOT_MET", "few_blasts": "REJECTED", "high_fmo": "MET"}

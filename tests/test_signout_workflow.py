@@ -1,28 +1,13 @@
 """The sign-out loop in the workflow: reviews checked before any job, final status, audit, re-gating."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import one_error_line, run_snakemake
+
 ROOT = Path(__file__).parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 DIGEST = "ab" * 32
-
-
-def snakemake(workdir, samples, outdir, *config, extra=(), timeout=900):
-    command = [str(SNAKEMAKE), "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(workdir),
-               "--configfile", str(ROOT / "config/config.yaml"),
-               "--config", f"samples={samples}", f"outdir={outdir}", *config, *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-
-def one_error_line(proc):
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("cd125gate:")]
-    assert len(errors) == 1, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    return errors[0]
 
 
 @pytest.mark.parametrize("line, problem", [
@@ -32,17 +17,19 @@ def one_error_line(proc):
     (f"low_fmo\t{DIGEST}\tACCEPT\tDr Ada\t30.11.2026\t", "line 2: date '30.11.2026'"),
     (f"low_fmo\t{DIGEST}\tACCEPT\tDr Ada\t2026-11-30\t", "line 2: sample 'low_fmo' has no result.json yet"),
 ])
+@pytest.mark.slow
 def test_a_bad_review_line_stops_the_run_before_any_job(tmp_path, line, problem):
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text("sample_id\tresult_sha256\tdecision\treviewer\tdate\treason\n" + line + "\n")
-    proc = snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", f"reviews={reviews}")
+    proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", f"reviews={reviews}")
     assert proc.returncode != 0
     assert one_error_line(proc).startswith(f"cd125gate: {reviews}: {problem}")
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_signoff_must_be_known(tmp_path):
-    proc = snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", "signoff=some")
+    proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", "signoff=some")
     assert proc.returncode != 0 and "signoff" in proc.stderr
     assert not (tmp_path / "out").exists()
 
@@ -70,13 +57,12 @@ def test_the_sign_out_loop(tmp_path):
     import json
     import re
 
-    from conftest import write_subset_sheet
-
     from cd125gate import analyze, stats
+    from conftest import write_subset_sheet
 
     sheet = write_subset_sheet(tmp_path / "samples.tsv", set(LOOP))
     outdir = tmp_path / "results"
-    first = snakemake(tmp_path, sheet, outdir)
+    first = run_snakemake(tmp_path, sheet, outdir)
     assert first.returncode == 0, first.stderr[-3000:]
     rows = screening_rows(outdir)
     assert {sid: rows[sid]["criterion"] for sid in LOOP} == \
@@ -101,7 +87,7 @@ def test_the_sign_out_loop(tmp_path):
         f"high_fmo\t{digest(results['high_fmo'])}\tREGATE\tDr Bo\t2026-12-01\tFMO cut-off too low\t"
         f"edited_high_fmo.xml\t{digest(tmp_path / 'edited_high_fmo.xml')}\n")
     automatic = results["high_fmo"].read_bytes()
-    second = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
+    second = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
     assert second.returncode == 0, second.stderr[-3000:]
     rows = screening_rows(outdir)
     assert {sid: rows[sid]["final"] for sid in LOOP} == \
@@ -134,7 +120,7 @@ def test_the_sign_out_loop(tmp_path):
     assert cells["high_fmo"]["gates_sha256"] == digest(tmp_path / "edited_high_fmo.xml")
     assert cells["low_fmo"]["result_sha256_before"] == cells["low_fmo"]["result_sha256_after"] == \
         digest(results["low_fmo"])
-    again = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
+    again = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
     assert again.returncode == 0
     assert (outdir / "audit.tsv").read_text().splitlines() == audit
 
@@ -145,16 +131,16 @@ def test_the_sign_out_loop(tmp_path):
     settings = tmp_path / "settings.yaml"
     settings.write_text("analysis:\n  criterion:\n    confidence: 0.99\n")
     changed = ("--configfile", str(ROOT / "config/config.yaml"), str(settings))
-    third = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all", extra=changed)
+    third = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all", *changed)
     assert third.returncode == 0, third.stderr[-3000:]
     rows = screening_rows(outdir)
     assert rows["low_fmo"]["final"] == "PENDING_REVIEW" and rows["low_fmo"]["reviewed_by"] == ""
     assert "stale" in rows["low_fmo"]["review_note"]
     # The old line is history now, not an error; a new line with an unknown digest still stops the run.
-    assert snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all", extra=changed).returncode == 0
+    assert run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all", *changed).returncode == 0
     with reviews.open("a") as handle:
         handle.write(f"high_fmo\t{'0' * 64}\tACCEPT\tDr Ada\t2026-12-02\t\t\t\n")
-    stopped = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", extra=changed)
+    stopped = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", *changed)
     assert stopped.returncode != 0
     assert one_error_line(stopped).startswith(
         f"cd125gate: {reviews}: line 8: result_sha256 of sample 'high_fmo' is not its current result.json")
@@ -171,7 +157,7 @@ def refused(tmp_path, sheet, outdir, reviews, line, start):
     """Run with ``line`` added to the reviews file: it must stop before any job, naming the line."""
     kept = reviews.read_text()
     reviews.write_text(kept + line + "\n")
-    proc = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
+    proc = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
     reviews.write_text(kept)  # never applied: taking it out changes no record
     assert proc.returncode != 0
     message = one_error_line(proc)
@@ -189,22 +175,22 @@ def tamper_evident_decisions(tmp_path, sheet, outdir, reviews, results):
 
     # The same decisions sorted, after a comment, in a file named by a relative path: no new audit row.
     (tmp_path / "sorted.tsv").write_text(header + "\n# a second copy, sorted\n" + "\n".join(sorted(lines)) + "\n")
-    proc = snakemake(tmp_path, sheet, outdir, "reviews=sorted.tsv", "signoff=all")
+    proc = run_snakemake(tmp_path, sheet, outdir, "reviews=sorted.tsv", "signoff=all")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (outdir / "audit.tsv").read_text() == audit
 
     # A second sitting saved over the first, or no reviews file at all: the signed samples are not lost.
     (tmp_path / "second.tsv").write_text(header + "\n" + lines[0] + "\n")
-    proc = snakemake(tmp_path, sheet, outdir, "reviews=second.tsv", "signoff=all")
+    proc = run_snakemake(tmp_path, sheet, outdir, "reviews=second.tsv", "signoff=all")
     assert proc.returncode != 0 and "is no longer in this file" in one_error_line(proc)
-    proc = snakemake(tmp_path, sheet, outdir, "signoff=all")
+    proc = run_snakemake(tmp_path, sheet, outdir, "signoff=all")
     assert proc.returncode != 0 and "this run names no reviews file" in one_error_line(proc)
 
     # Editing the gates file after sign-out is refused, naming the REGATE line.
     gates = tmp_path / "edited_high_fmo.xml"
     signed = gates.read_text()
     gates.write_text(signed.replace('gating:min="0.9"', 'gating:min="0.2"'))
-    proc = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
+    proc = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
     gates.write_text(signed)
     assert proc.returncode != 0
     assert one_error_line(proc).startswith(f"cd125gate: {reviews}: line 5: REGATE of sample 'high_fmo': "
@@ -239,7 +225,7 @@ def tamper_evident_decisions(tmp_path, sheet, outdir, reviews, results):
         handle.write(f"high_fmo\t{high}\tREGATE\tDr Bo\t2026-12-02\tcut-off higher still\tsecond_edit.xml\t"
                      f"{digest(tmp_path / 'second_edit.xml')}\n"
                      f"near50_fmo\t{near50}\tWITHDRAW\tDr Ada\t2026-12-02\toverride was on the wrong tube\t\t\n")
-    proc = snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
+    proc = run_snakemake(tmp_path, sheet, outdir, f"reviews={reviews}", "signoff=all")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all(path.read_bytes() == data for path, data in earlier_files.items())
     assert len(list(decisions.glob("*/reviewed_result.json"))) == 2

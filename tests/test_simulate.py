@@ -208,7 +208,7 @@ def test_simulated_file_round_trips_events_and_spillover(tmp_path):
 
 def test_corrupt_case_is_unreadable(tmp_path):
     truth = write_case(tmp_path, CaseSpec("bad", n_events=2000, corrupt=True), seed=1)
-    with pytest.raises(Exception):
+    with pytest.raises(flowio.exceptions.FCSParsingError):
         flowio.FlowData(str(tmp_path / truth["files"]["stained"]))
     flowio.FlowData(str(tmp_path / truth["files"]["control"]))  # the control tube is intact
     assert truth["expected_criterion"] == "FAILED"
@@ -233,7 +233,7 @@ def test_decided_cases_have_enough_blasts_and_margin(truth):
 
 
 def test_committed_files_match_truth(truth):
-    for name, t in truth.items():
+    for t in truth.values():
         for role, fname in t["files"].items():
             if fname is None or (role == "stained" and t["spec"]["corrupt"]):
                 continue

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import write_subset_sheet
 
 ROOT = Path(__file__).parents[1]

@@ -3,6 +3,7 @@ import pytest
 
 from cd125gate.stats import cumulative_subtraction, ks_margin, wilson_interval
 
+
 def test_wilson_interval_matches_published_values():
     # Newcombe (1998), Statistics in Medicine 17:857, table I: 81/263 -> 0.2553-0.3662
     low, high = wilson_interval(81, 263)

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from cd125gate import transforms
-from cd125gate.settings import load_settings
 from cd125gate.errors import InputError
-from cd125gate.transforms import Scale
-from cd125gate.transforms import fit_logicle, forward, inverse, logicle, logicle_inverse
+from cd125gate.settings import load_settings
+from cd125gate.transforms import Scale, fit_logicle, forward, inverse, logicle, logicle_inverse
 
 FCS = Path(__file__).parents[1] / "test_data" / "flowkit_comp" / "test_comp_example.fcs"
 

@@ -14,32 +14,17 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from cd125gate import results, samplesheet, screening
+from cd125gate import results, samplesheet
 from cd125gate.settings import default_settings_dict
-from conftest import write_subset_sheet
-from test_environment import tmpfs  # noqa: F401 - a fixture
+from conftest import cd125gate_lines, run_snakemake, screening_rows, snakemake_command, write_subset_sheet
 
 ROOT = Path(__file__).parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 SAMPLE_FILES = ("result.json", "gates.xml", "gate_counts.tsv", "qc.png")
 BATCH_FILES = ("screening.tsv", "screening.json", "report.html")
 # Tubes that cannot be analysed must end as FAILED rows without stopping the batch.
 MUST_FAIL = ("corrupt", "no_cd125")
 # The batch fixture's jobs take 4 samples each: 14 samples are chunks of 4, 4, 4 and 2.
 BATCH_CHUNK = 4
-
-
-def snakemake_command(workdir, samples, outdir, *extra):
-    return [
-        str(SNAKEMAKE), "--snakefile", str(ROOT / "workflow/Snakefile"),
-        "--directory", str(workdir), "--configfile", str(ROOT / "config/config.yaml"),
-        "--config", f"samples={samples}", f"outdir={outdir}", *extra,
-    ]
-
-
-def run_snakemake(workdir, samples, outdir, *extra, timeout=600, env=None):
-    return subprocess.run(snakemake_command(workdir, samples, outdir, *extra),
-                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def sample_ids(sheet):
@@ -80,6 +65,7 @@ def test_snakefmt_leaves_the_workflow_unchanged():
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", [1, 10])
 def test_lint_reports_nothing(tmp_path, chunk):
     proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", f"analyze_chunk={chunk}",
@@ -98,6 +84,7 @@ def test_lint_reports_nothing(tmp_path, chunk):
     ("sample_id\tfcs\nA\tmissing.fcs\n", "line 2: sample 'A': fcs file missing.fcs"),
     ("sample_id\tfcs\nA\tpipe.fcs\n", "line 2: sample 'A': fcs file pipe.fcs ({fifo}) is not a regular file"),
 ])
+@pytest.mark.slow
 def test_bad_sheet_stops_the_run_with_one_line(tmp_path, text, message):
     os.mkfifo(tmp_path / "pipe.fcs")  # reading it would block the run forever
     message = message.format(fifo=tmp_path / "pipe.fcs")
@@ -111,6 +98,7 @@ def test_bad_sheet_stops_the_run_with_one_line(tmp_path, text, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_sheet_with_an_unmappable_panel_stops_before_any_job(tmp_path):
     fc500 = ROOT / "test_data/realdata/clarient_FI05_000599_tube6.fcs"  # CD38 where CD125 should be
     sheet = tmp_path / "mixed.tsv"
@@ -127,6 +115,7 @@ def test_a_sheet_with_an_unmappable_panel_stops_before_any_job(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_chunk_of_no_samples_stops_the_run(tmp_path):
     proc = run_snakemake(tmp_path, ROOT / "config/samples.tsv", tmp_path / "out", "analyze_chunk=0")
     assert proc.returncode != 0
@@ -134,6 +123,7 @@ def test_a_chunk_of_no_samples_stops_the_run(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_unknown_analysis_key_stops_the_run(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text("analysis:\n  gating:\n    min_event: 10\n")
@@ -331,10 +321,6 @@ if os.environ.get("CD125GATE_TEST_CRASH") and os.path.basename(sys.argv[0]) == "
 '''
 
 
-def screening_rows(outdir):
-    return {row["sample_id"]: row for row in json.loads((outdir / "screening.json").read_text())["samples"]}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("chunk", [1, 2])  # a job of its own; a chunk's process beside another sample
 def test_a_crash_is_the_samples_failed_row_and_the_batch_finishes(tmp_path, chunk):
@@ -363,6 +349,7 @@ def test_a_crash_is_the_samples_failed_row_and_the_batch_finishes(tmp_path, chun
 
 # --- an output folder that cannot be written ------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["under a file", "read-only", "disk full"])
 def test_an_unwritable_output_folder_stops_the_run_with_one_line(tmp_path, tmpfs, fault):
     sheet = write_subset_sheet(tmp_path / "one.tsv", {"low_fmo"})
@@ -461,10 +448,7 @@ def write_lock(outdir, host, pid, workdir):
     return lock
 
 
-def cd125gate_lines(stderr):
-    return [line for line in stderr.splitlines() if line.startswith("cd125gate:")]
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("host", ["this", "another"])
 def test_a_run_into_a_locked_folder_is_refused_before_any_job(tmp_path, host):
     import socket

@@ -133,8 +133,22 @@ def _warm_up() -> None:
     import matplotlib.patches  # noqa: F401
     import matplotlib.ticker  # noqa: F401
 
-    from . import (analyze, ceiling, checks, compensation, fcs, gatingml, hierarchy,  # noqa: F401
-                   outputs, panel, plausibility, plots, results, sample_run, threshold)
+    from . import (  # noqa: F401
+        analyze,
+        ceiling,
+        checks,
+        compensation,
+        fcs,
+        gatingml,
+        hierarchy,
+        outputs,
+        panel,
+        plausibility,
+        plots,
+        results,
+        sample_run,
+        threshold,
+    )
 
     results._validator()  # the compiled result schema, inherited by every child
 

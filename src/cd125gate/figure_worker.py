@@ -84,9 +84,10 @@ def _serve(jobs, answers, shared):
     """The worker: import, take one job, answer it; its exit status."""
     with os.fdopen(jobs, "rb") as job_pipe, os.fdopen(answers, "wb") as answer_pipe:
         try:
-            from . import plots  # imported now, while the parent analyses: matplotlib comes with it
-            import matplotlib.figure  # noqa: F401
             import matplotlib.backends.backend_agg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+
+            from . import plots  # imported now, while the parent analyses: matplotlib comes with it
 
             # Then the pages' Axes, until the job comes (the control's page, drawn by a
             # process forked from this one, has its own copy of them).

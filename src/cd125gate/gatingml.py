@@ -49,7 +49,7 @@ def build_strategy(tube: TubeAnalysis, comp: Compensation | None) -> Any:
     strategy = fk.GatingStrategy()
     if comp is not None and comp.applied:
         strategy.add_comp_matrix(COMP_ID, compensation.to_flowkit(comp))
-    for channel, scale in sorted(tube.scales.items()):
+    for _channel, scale in sorted(tube.scales.items()):
         xform = transforms.to_flowkit(scale)
         if xform is not None:
             strategy.add_transform(transforms.transform_id(scale), xform)

@@ -16,8 +16,8 @@ reviewed result. Otherwise a card says why there is no figure.
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 

@@ -181,7 +181,7 @@ def _card(i: int, s: Sample, assets: str = "report_files") -> str:
         image.load()  # decoded once, for the thumbnail and the printed key plots
     _key_plots(s, decoded)
     thumbs = []
-    for n, (name, png) in enumerate(s.figures):
+    for n, (name, _png) in enumerate(s.figures):
         href = f"{escape(assets)}/s{i}/{escape(name)}"
         if n:  # only the stained tube's figure is inlined; the others are a click away
             title = f"{name} (automatic)" if s.reviewed and not name.startswith("reviewed_") else name

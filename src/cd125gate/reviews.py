@@ -35,7 +35,6 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .audit import check_audit, known_digests, read_audit  # noqa: F401  moved: audit.* (workflow callers)
 from .errors import InputError
 
 if TYPE_CHECKING:

@@ -268,7 +268,7 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
         layers.append(("settings overrides", overrides))
     source = "default settings"
     try:
-        for source, layer in layers:
+        for source, layer in layers:  # noqa: B007 - the except below names the layer that failed
             data = merge_layer(data, layer)
         return _check_cross_fields(build_section(Settings, data, ""))
     except BadSetting as exc:
@@ -297,7 +297,8 @@ def _check_cross_fields(settings):
 
         check_logicle(262144.0, logicle.max_width, logicle.M, logicle.A)
     except ValueError as exc:
-        raise BadSetting(f"transform.logicle (M={logicle.M}, A={logicle.A}, max_width={logicle.max_width}): {exc}")
+        raise BadSetting(f"transform.logicle (M={logicle.M}, A={logicle.A}, max_width={logicle.max_width}): "
+                         f"{exc}") from None
     if settings.compensation.precompensated and settings.compensation.matrix is not None:
         raise BadSetting("compensation.precompensated: cannot be true while compensation.matrix is set "
                    "(a matrix would compensate the data again)")

@@ -18,7 +18,6 @@ import numpy as np
 
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .simulate_beads import abc_truth, write_beads
-
 from .simulate_instrument import (
     POSITIVE_BLASTS,
     SimulatedTube,

@@ -9,7 +9,9 @@ import yaml
 from snakemake.utils import validate
 
 from cd125gate import (
-    panel_command as panel_check,
+    audit,
+    outputlock,
+    panel,
     reviews as review_lines,
     samplesheet,
     screening,
@@ -50,7 +52,7 @@ def load_samples():
 
 def check_panels(samples):
     """Stop before any job, one line per file, when a file's panel cannot be mapped."""
-    lines = panel_check.sheet_problems(samples, ANALYSIS_SETTINGS.panel)
+    lines = panel.sheet_problems(samples, ANALYSIS_SETTINGS.panel)
     if lines:
         sys.exit(
             "\n".join(f"cd125gate: {line}" for line in lines)
@@ -80,9 +82,9 @@ def load_reviews(current, criteria):
     audit_path = os.path.join(OUTDIR, "audit.tsv")
     try:
         lines = review_lines.read_reviews(source) if source else []
-        audit = review_lines.read_audit(audit_path)
-        review_lines.check_audit(lines, audit, source, audit_path)
-        review_lines.check(lines, current, review_lines.known_digests(audit), criteria)
+        recorded = audit.read_audit(audit_path)
+        audit.check_audit(lines, recorded, source, audit_path)
+        review_lines.check(lines, current, audit.known_digests(recorded), criteria)
         regates = applying_regates(lines, current)
         check_regates(regates)
     except InputError as exc:
@@ -430,137 +432,18 @@ def crashed_samples():
 
 
 # --- one run at a time per output folder ---------------------------------------------------------
-# Snakemake's own lock lives in its working directory, so two checkouts (two working
-# directories) writing into one outdir would both run and mix their results. This lock
-# lives in the outdir. Taken in `onstart` (not for -n, --unlock or a run with nothing to
-# do), dropped in `onsuccess`/`onerror`; a killed run's lock is taken over once its
-# process is gone.
-
-OUTDIR_LOCK = os.path.join(OUTDIR, ".cd125gate.lock")
-
-
-def this_process():
-    """Who holds the lock: host, pid (with its start time, against pid reuse), working dir."""
-    import socket
-
-    return {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "start": process_start(os.getpid()),
-        "workdir": os.getcwd(),
-    }
-
-
-def process_start(pid):
-    """Start time of ``pid`` in clock ticks since boot (None where /proc cannot tell)."""
-    try:
-        with open(os.path.join(os.sep, "proc", str(pid), "stat")) as handle:
-            # Field 22; the command name (field 2) may hold spaces, so split after it.
-            return int(handle.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def lock_holder(path):
-    """The lock's holder as written, or {} when it cannot be read."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            holder = json.load(handle)
-        return holder if isinstance(holder, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def holder_is_gone(holder):
-    """True only when the holder ran on this host and its process no longer exists."""
-    import socket
-
-    if holder.get("host") != socket.gethostname() or not isinstance(
-        holder.get("pid"), int
-    ):
-        return False  # another host's process cannot be checked from here
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, under another user
-    start = process_start(holder["pid"])
-    return None not in (start, holder.get("start")) and start != holder["start"]
-
-
-def describe(holder):
-    return (
-        f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, "
-        f"working directory {holder.get('workdir', '?')}"
-    )
+# The lock lives in the outdir (cd125gate.outputlock says why). Taken in `onstart` (not
+# for -n, --unlock or a run with nothing to do), dropped in `onsuccess`/`onerror`.
 
 
 def take_outdir_lock():
     """Hold OUTDIR for this run, or stop with one line naming the run that holds it."""
     try:
-        claim_outdir()
-    except OSError as exc:  # a read-only or full file system: one line, no traceback
-        sys.exit(
-            f"cd125gate: {OUTDIR}: cannot write the output folder: {exc.strerror or exc}"
-        )
-
-
-def claim_outdir():
-    os.makedirs(OUTDIR, exist_ok=True)
-    mine = this_process()
-    for _ in range(3):
-        try:
-            # O_EXCL: of two runs starting together exactly one creates the file.
-            fd = os.open(OUTDIR_LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            holder = lock_holder(OUTDIR_LOCK)
-            if not holder_is_gone(holder):
-                sys.exit(
-                    f"cd125gate: {OUTDIR}: in use by another run ({describe(holder)}); "
-                    f"wait for it to end, or if no such run is going, remove {OUTDIR_LOCK}"
-                )
-            if set_aside(holder):
-                print(
-                    f"cd125gate: {OUTDIR}: taking over the lock of a run that is gone ({describe(holder)})",
-                    file=sys.stderr,
-                )
-            continue
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(mine, handle)
-        except OSError:
-            os.unlink(OUTDIR_LOCK)  # an empty lock would hold the folder for no one
-            raise
-        return
-    sys.exit(
-        f"cd125gate: {OUTDIR}: could not take {OUTDIR_LOCK}; another run is starting"
-    )
-
-
-def set_aside(stale):
-    """Remove the stale lock ``stale``, unless another run replaced it meanwhile.
-
-    A rename is atomic: of two runs taking over together, one moves the stale lock
-    away; should it have moved a fresh lock instead, that is put back.
-    """
-    aside = f"{OUTDIR_LOCK}.{os.getpid()}"
-    try:
-        os.rename(OUTDIR_LOCK, aside)
-    except FileNotFoundError:
-        return False  # the other run took it over first; try to create ours again
-    if lock_holder(aside) != stale:
-        try:
-            os.link(aside, OUTDIR_LOCK)  # put it back, unless yet another lock is there
-        except OSError:
-            pass
-        os.unlink(aside)
-        return False
-    os.unlink(aside)
-    return True
+        outputlock.take(OUTDIR)
+    except outputlock.OutdirLocked as exc:
+        sys.exit(f"cd125gate: {exc}")
 
 
 def release_outdir_lock():
     """Drop this run's lock (never another run's)."""
-    if lock_holder(OUTDIR_LOCK) == this_process():
-        os.unlink(OUTDIR_LOCK)
+    outputlock.release(OUTDIR)
