@@ -11,7 +11,7 @@ per case, the worst |CD125+ fraction - truth| over tubes with >= 1,000 blasts an
 differ from the truth's (for truths >= 5 points from 50 %). Then the dim-CD125 cases (positive
 blasts overlapping the FMO): what the count alone says and what the criterion became.
 
-With --cohort N: the robustness benchmark over N specimens of `cd125gate.cohort` drawn from --seed
+With --cohort N: the robustness benchmark over N specimens of `cd125gate.simulation.cohort` drawn from --seed
 (whose make-up varies as screening marrows and bloods do). Prints one summary line: cases,
 confident-wrong calls (MET/NOT_MET on the wrong side of 50 %, or on a case with < 200 true blasts),
 REVIEW rate on clear cases (>= 10 points from 50 %, >= 500 blasts, CD125 not dim), FAILED on valid
@@ -37,9 +37,9 @@ def analyse(spec, seed):
 
 def run_cohort_case(spec, seed, settings):
     """(result, truth) of one cohort case, through files in a temporary folder."""
-    from cd125gate.analyze import analyze_sample
-    from cd125gate.cohort import annotate
-    from cd125gate.simulate import write_case
+    from cd125gate.analysis.pipeline import analyze_sample
+    from cd125gate.simulation.cohort import annotate
+    from cd125gate.simulation.simulate import write_case
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -98,7 +98,7 @@ def case_line(result, truth):
 
 def confounder_table(rows):
     """Markdown table: per confounder, cases, confident-wrong, REVIEW on clear, FAILED, errors."""
-    from cd125gate.cohort import CONFOUNDERS
+    from cd125gate.simulation.cohort import CONFOUNDERS
 
     lines = ["| confounder | cases | confident-wrong | REVIEW on clear | FAILED | mean / worst error (pt) |",
              "|---|---|---|---|---|---|"]
@@ -113,8 +113,8 @@ def confounder_table(rows):
 
 
 def cohort(args):
-    from cd125gate.cohort import cohort_specs
     from cd125gate.settings import load_settings
+    from cd125gate.simulation.cohort import cohort_specs
 
     settings = load_settings()
     start = time.perf_counter()
@@ -131,7 +131,7 @@ def cohort(args):
 
 def bundled(args):
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from cd125gate.simulate import CaseSpec
+    from cd125gate.simulation.simulate import CaseSpec
     from test_analysis_accuracy import CASES, DIM
 
     seeds = range(args.first, args.first + args.seeds)

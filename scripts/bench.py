@@ -34,11 +34,12 @@ def main():
 
     import matplotlib  # noqa: F401  (imports outside the timing)
 
-    from cd125gate import cli, gatingml
-    from cd125gate.analyze import analyze_sample
-    from cd125gate.outputs import write_outputs
+    from cd125gate import cli
+    from cd125gate.analysis.pipeline import analyze_sample
+    from cd125gate.io import gatingml
+    from cd125gate.results.outputs import write_outputs
     from cd125gate.settings import load_settings
-    from cd125gate.simulate import CaseSpec, write_case
+    from cd125gate.simulation.simulate import CaseSpec, write_case
 
     # As every analysing command does (an older tree, run for comparison, may not have it).
     getattr(cli, "keep_freed_memory", lambda: None)()
@@ -79,7 +80,7 @@ def panel_timings(analysis):
     """Seconds to build and render (Agg) each panel of the stained tube's figure alone."""
     from matplotlib.figure import Figure
 
-    from cd125gate import plots, qc_panels, raster, tube_view
+    from cd125gate.figures import plots, qc_panels, raster, tube_view
 
     stained, control, result = analysis.stained, analysis.control, analysis.result
     contexts = [tube_view.TubeView(t) for t in (stained, control) if t is not None]

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from flowutils.transforms import logicle as flowutils_logicle
 
-from cd125gate.fcs import read_fcs
-from cd125gate.transforms import fast_logicle, fit_logicle
+from cd125gate.analysis.transforms import fast_logicle, fit_logicle
+from cd125gate.io.fcs import read_fcs
 
 FCS = Path(__file__).parents[1] / "test_data" / "flowkit_comp" / "test_comp_example.fcs"
 

@@ -80,7 +80,7 @@ def main():
 
 def simulated_pair(folder, n, seed):
     """Paths of a simulated stained/control pair of ``n`` events each (written once, then reused)."""
-    from cd125gate.simulate import CaseSpec, write_case
+    from cd125gate.simulation.simulate import CaseSpec, write_case
 
     name = f"pair{n}_s{seed}"
     stained, control = folder / f"{name}_stained.fcs", folder / f"{name}_control.fcs"
@@ -140,8 +140,8 @@ def figure_times(stained, control, n, repeat):
     """Median seconds to build and write (PNG) the stained and the control tube's figure."""
     import io
 
-    from cd125gate import plots, raster
-    from cd125gate.analyze import analyze_sample
+    from cd125gate.analysis.pipeline import analyze_sample
+    from cd125gate.figures import plots, raster
 
     analysis = analyze_sample(stained, control, sample_id=f"pair{n}")
     args = (analysis.stained, analysis.control, analysis.threshold, analysis.result)

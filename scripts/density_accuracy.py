@@ -11,9 +11,9 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from cd125gate.analyze import analyze_sample
+from cd125gate.analysis.pipeline import analyze_sample
 from cd125gate.settings import load_settings
-from cd125gate.simulate import default_cases, write_set
+from cd125gate.simulation.simulate import default_cases, write_set
 
 
 def main():
@@ -41,7 +41,7 @@ def main():
 
 def _simulate(args):
     if args.cohort:
-        from cd125gate.cohort import write_cohort
+        from cd125gate.simulation.cohort import write_cohort
 
         lo, hi = (int(v) for v in args.events.split(","))
         return write_cohort(args.outdir, args.cohort, args.seed, (lo, hi), beads=True)

@@ -399,7 +399,7 @@ def degenerate_tubes(folder, source=TEST_DATA / "low_fmo_stained.fcs"):
     """
     import numpy as np
 
-    from cd125gate.fcs import read_fcs
+    from cd125gate.io.fcs import read_fcs
 
     fcs = read_fcs(source, read_events=False)
     seed = load_seed(Path(source))
@@ -564,9 +564,10 @@ def check_inspect(path, size):
 def check_read_stage(path, size):
     """What analyze does first: decode events, read the assay keywords ($DATE...), resolve the
     panel, run the plausibility checks."""
-    from cd125gate import assay, panel, plausibility
+    from cd125gate.analysis import panel, plausibility
+    from cd125gate.analysis.antigen import assay
     from cd125gate.errors import InputError
-    from cd125gate.fcs import read_fcs
+    from cd125gate.io.fcs import read_fcs
     from cd125gate.settings import load_settings
 
     settings = load_settings()

@@ -4,7 +4,7 @@ Usage:
     python scripts/make_test_data.py [OUTDIR]        # default: test_data/ beside this script
     python scripts/make_test_data.py --figure PNG    # docs/img/simulated_tube.png
 
-Writes every case of `cd125gate.simulate.default_cases()`, `truth.json` and the
+Writes every case of `cd125gate.simulation.simulate.default_cases()`, `truth.json` and the
 sample sheet `samples.tsv`. tests/test_simulate.py regenerates into a temporary
 folder and checks that the committed files are byte-identical.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cd125gate.simulate import CaseSpec, default_cases, simulate_case, write_set
+from cd125gate.simulation.simulate import CaseSpec, default_cases, simulate_case, write_set
 
 SEED = 20250101
 ROOT = Path(__file__).resolve().parents[1]

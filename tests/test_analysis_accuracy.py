@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from cd125gate.analyze import analyze_sample
+from cd125gate.analysis.pipeline import analyze_sample
 from cd125gate.settings import load_settings
-from cd125gate.simulate import CaseSpec, simulate_case, write_case
+from cd125gate.simulation.simulate import CaseSpec, simulate_case, write_case
 
 # Simulated specimens analysed case after case: an accuracy suite, like the cohort.
 pytestmark = pytest.mark.slow

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cd125gate import gatingml
-from cd125gate.analyze import analyze_sample
+from cd125gate.analysis.pipeline import analyze_sample
 from cd125gate.cli import main
-from cd125gate.outputs import write_outputs
+from cd125gate.io import gatingml
+from cd125gate.results.outputs import write_outputs
 from cd125gate.settings import load_settings
-from cd125gate.simulate import CaseSpec, write_case
+from cd125gate.simulation.simulate import CaseSpec, write_case
 
 TEST_DATA = Path(__file__).parents[1] / "test_data"
 
@@ -117,7 +117,7 @@ def _matrix_csv(path, channels, matrix):
 
 
 def test_matrix_csv_overrides_the_file_and_a_wrong_one_is_refused(tmp_path):
-    from cd125gate.fcs import read_fcs
+    from cd125gate.io.fcs import read_fcs
 
     fcs = TEST_DATA / "high_fmo_stained.fcs"
     spill = read_fcs(fcs).spillover
@@ -140,8 +140,8 @@ def test_matrix_csv_overrides_the_file_and_a_wrong_one_is_refused(tmp_path):
 def test_uncompensated_only_when_allowed_and_then_reviewed(tmp_path):
     import numpy as np
 
-    from cd125gate.fcs import read_fcs
-    from cd125gate.fcs_write import write_fcs
+    from cd125gate.io.fcs import read_fcs
+    from cd125gate.io.fcs_write import write_fcs
 
     source = read_fcs(TEST_DATA / "high_fmo_stained.fcs")
     plain = tmp_path / "nospill.fcs"
@@ -180,8 +180,8 @@ def test_a_control_that_is_the_stained_tube_is_refused(tmp_path, capsys, control
     stained = TEST_DATA / "high_fmo_stained.fcs"
     copy = stained if control == "same_file" else tmp_path / "copy.fcs"
     if control == "same_events":  # the same events written again: another file, another SHA-256
-        from cd125gate.fcs import read_fcs
-        from cd125gate.fcs_write import write_fcs
+        from cd125gate.io.fcs import read_fcs
+        from cd125gate.io.fcs_write import write_fcs
 
         source = read_fcs(stained)
         write_fcs(copy, source.events, source.channel_names(), stains=[c.stain for c in source.channels],
@@ -269,9 +269,9 @@ def test_assay_metadata_and_the_cd125_reagent_are_recorded(tmp_path):
 def _precompensated_copy(source_path, path, comp_names, keywords=None):
     """``source_path``'s events compensated with its own $SPILLOVER and written without a matrix,
     its fluorescence channels renamed ``Comp-...`` (as FlowJo exports them) when ``comp_names``."""
-    from cd125gate.compensation import choose_matrix, compensate
-    from cd125gate.fcs import read_fcs
-    from cd125gate.fcs_write import write_fcs
+    from cd125gate.analysis.compensation import choose_matrix, compensate
+    from cd125gate.io.fcs import read_fcs
+    from cd125gate.io.fcs_write import write_fcs
 
     source = read_fcs(source_path)
     comp = choose_matrix(source)
@@ -341,7 +341,7 @@ def test_declared_precompensated_is_not_compensated_again(tmp_path):
     cd125 = stained.markers["CD125"]
     raw = stained.fcs.column(cd125)
     # settle recomputed a few events' values from the raw events: all are the raw values, transformed.
-    from cd125gate.transforms import forward
+    from cd125gate.analysis.transforms import forward
 
     np.testing.assert_allclose(stained.column(cd125), forward(stained.scales[cd125], raw), atol=1e-9)
 

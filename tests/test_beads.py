@@ -6,13 +6,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cd125gate import bead_curve, beads
-from cd125gate.analyze import analyze_sample
+from cd125gate.analysis.antigen import bead_curve, beads
+from cd125gate.analysis.pipeline import analyze_sample
 from cd125gate.errors import InputError
-from cd125gate.fcs import read_fcs
+from cd125gate.io.fcs import read_fcs
 from cd125gate.settings import load_settings
-from cd125gate.simulate import CaseSpec, default_cases, write_set
-from cd125gate.simulate_beads import LOT, UNITS_PER_MOLECULE, BeadSpec, lot_text, write_beads
+from cd125gate.simulation.beads import LOT, UNITS_PER_MOLECULE, BeadSpec, lot_text, write_beads
+from cd125gate.simulation.simulate import CaseSpec, default_cases, write_set
 from conftest import input_error
 
 SETTINGS = load_settings()
@@ -72,8 +72,8 @@ def test_the_curve_reads_the_simulated_instrument_back(tmp_path):
 
 
 def test_bead_doublets_are_off_the_singlet_gate(tmp_path):
-    from cd125gate.panel import map_panel
-    from cd125gate.simulate_beads import simulate_beads
+    from cd125gate.analysis.panel import map_panel
+    from cd125gate.simulation.beads import simulate_beads
 
     files = write_beads(tmp_path, BeadSpec(doublet_fraction=0.2), seed=3)
     fcs = read_fcs(tmp_path / files["beads"])
@@ -184,7 +184,7 @@ def test_abc_of_cd125_positive_blasts_is_within_10_percent_of_the_truth(batch):
 
 @pytest.mark.slow
 def test_on_a_varied_cohort_the_abc_is_within_10_percent_wherever_200_blasts_are_positive(tmp_path):
-    from cd125gate.cohort import write_cohort
+    from cd125gate.simulation.cohort import write_cohort
 
     truths = write_cohort(tmp_path, 16, 3, (20_000, 60_000), beads=True)
     errors = {}
@@ -269,7 +269,7 @@ def test_beads_of_another_dye_measure_nothing(tmp_path):
 
 
 def test_the_cd125_dye_is_read_from_the_channel_when_not_recorded():
-    from cd125gate.fcs import Channel
+    from cd125gate.io.fcs import Channel
 
     def channel(name, stain):
         return Channel(1, name, stain, 262144.0, 32, (0.0, 0.0), None)
@@ -282,7 +282,8 @@ def test_the_cd125_dye_is_read_from_the_channel_when_not_recorded():
 
 
 def test_the_screening_table_carries_the_density_lot_and_fit(batch):
-    from cd125gate import results, screening
+    from cd125gate import results
+    from cd125gate.review import screening
 
     _, cases = batch
     rows = [screening.screening_row(result) for _, result in cases.values()]
@@ -298,7 +299,7 @@ def test_the_screening_table_carries_the_density_lot_and_fit(batch):
 
 
 def test_a_result_without_beads_has_no_density_and_empty_columns(batch):
-    from cd125gate import screening
+    from cd125gate.review import screening
 
     result = batch[1]["high_fmo"][1].replace(density=None)
     assert "density" not in result.to_json()
@@ -307,8 +308,8 @@ def test_a_result_without_beads_has_no_density_and_empty_columns(batch):
 
 
 def test_the_page_and_the_signout_show_the_density_with_lot_and_fit_and_link_the_bead_figure(tmp_path):
-    from cd125gate import report, report_samples, signout
-    from cd125gate.outputs import write_outputs
+    from cd125gate.results.outputs import write_outputs
+    from cd125gate.review import report, report_samples, signout
 
     data = tmp_path / "data"
     write_set(data, [CaseSpec("s1", n_events=4000, cd125_pos_fraction=0.8, beads=True)], seed=2)
@@ -333,7 +334,7 @@ def test_the_page_and_the_signout_show_the_density_with_lot_and_fit_and_link_the
 
 
 def test_a_sample_without_beads_shows_no_density():
-    from cd125gate import beads as module
+    from cd125gate.analysis.antigen import beads as module
 
     assert module.density_lines(None) == []
 

@@ -10,11 +10,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cd125gate import ceiling
-from cd125gate.analyze import analyze_sample
+from cd125gate.analysis.gating import ceiling
+from cd125gate.analysis.pipeline import analyze_sample
 from cd125gate.settings import load_settings
-from cd125gate.simulate import CaseSpec, simulate_case, tube_bytes
-from cd125gate.simulate_instrument import BLAST_LABELS, CEILING
+from cd125gate.simulation.instrument import BLAST_LABELS, CEILING
+from cd125gate.simulation.simulate import CaseSpec, simulate_case, tube_bytes
 
 # A granulocyte-rich marrow: neutrophils (SSC-A ~115,000) and eosinophils (~150,000) are most
 # of it, the blasts (~18,000) an SSC-low 15 %.

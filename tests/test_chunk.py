@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cd125gate import chunk, cli_analyze
+from cd125gate.cli import analyze as cli_analyze
 from cd125gate.cli import main
+from cd125gate.results import chunk
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT / "test_data"

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cd125gate.analyze import analyze_sample
+from cd125gate.analysis.pipeline import analyze_sample
 from cd125gate.cli import main
-from cd125gate.cohort import CONFOUNDERS, acceptable, cohort_specs
 from cd125gate.settings import load_settings
-from cd125gate.simulate import CaseSpec, write_case
+from cd125gate.simulation.cohort import CONFOUNDERS, acceptable, cohort_specs
+from cd125gate.simulation.simulate import CaseSpec, write_case
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 from accuracy import run_cohort_case, summarise, verdict  # noqa: E402

@@ -8,10 +8,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cd125gate import compensation
-from cd125gate.compensation import Compensation, choose_matrix, compensate, read_matrix_csv, validate_matrix
+from cd125gate.analysis import compensation
+from cd125gate.analysis.compensation import (
+    Compensation,
+    choose_matrix,
+    compensate,
+    read_matrix_csv,
+    validate_matrix,
+)
 from cd125gate.errors import InputError
-from cd125gate.fcs import Spillover, read_fcs
+from cd125gate.io.fcs import Spillover, read_fcs
 
 DATA = Path(__file__).parents[1] / "test_data" / "flowkit_comp"
 FCS = DATA / "test_comp_example.fcs"
@@ -344,7 +350,7 @@ def test_comp_channels_mean_exported_compensated(names, recognised):
 
 
 def test_a_comp_named_file_is_recognised_from_the_file(tmp_path):
-    from cd125gate.fcs_write import write_fcs
+    from cd125gate.io.fcs_write import write_fcs
 
     names = ["FSC-A", "SSC-A", "Comp-FITC-A", "Comp-PE-A", "Time"]
     path = tmp_path / "exported.fcs"

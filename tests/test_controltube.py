@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from cd125gate import controltube, panel
+from cd125gate.analysis import controltube, panel
 from cd125gate.errors import InputError
-from cd125gate.fcs import read_fcs
+from cd125gate.io.fcs import read_fcs
 from cd125gate.settings import load_settings
 
 TEST_DATA = Path(__file__).parents[1] / "test_data"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from cd125gate import criterion
-from cd125gate.criterion import Evidence, decide
+from cd125gate.analysis import criterion
+from cd125gate.analysis.criterion import Evidence, decide
 from cd125gate.settings import load_settings
 
 SETTINGS = load_settings(overrides={"criterion": {"positive_fraction": 0.5, "min_blasts": 200, "confidence": 0.95},
@@ -61,7 +61,7 @@ def test_no_gated_blasts_is_a_review_with_one_plain_reason():
 def test_every_rule_is_in_the_list_once():
     rules = [getattr(criterion, name) for name in dir(criterion)
              if callable(getattr(criterion, name)) and getattr(getattr(criterion, name), "__module__", "")
-             == "cd125gate.criterion" and name not in ("decide", "decide_counts", "Evidence", "Criterion", "wilson_interval")]
+             == "cd125gate.analysis.criterion" and name not in ("decide", "decide_counts", "Evidence", "Criterion", "wilson_interval")]
     assert sorted(r.__name__ for r in rules) == sorted(r.__name__ for r in criterion.RULES)
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from cd125gate import cli, hierarchy, plots
+from cd125gate import cli
+from cd125gate.analysis.gating import hierarchy
 from cd125gate.cli import main
+from cd125gate.figures import plots
 
 TEST_DATA = Path(__file__).parents[1] / "test_data"
 LOW_FMO = [str(TEST_DATA / "low_fmo_stained.fcs"), "--control", str(TEST_DATA / "low_fmo_control.fcs"),

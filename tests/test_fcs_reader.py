@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
-from cd125gate import fcs_events
 from cd125gate.errors import InputError
-from cd125gate.fcs import read_fcs
+from cd125gate.io import fcs_events
+from cd125gate.io.fcs import read_fcs
 from conftest import SHARED_CORPUS, TEST_CORPUS, build_fcs
 
 # Corrupt by design (see ../shared/corpus/MANIFEST.md): every reader must refuse them.

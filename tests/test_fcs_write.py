@@ -5,7 +5,7 @@ import flowkit
 import numpy as np
 import pytest
 
-from cd125gate.fcs_write import _header, fcs_bytes, format_spillover, write_fcs
+from cd125gate.io.fcs_write import _header, fcs_bytes, format_spillover, write_fcs
 
 CHANNELS = ["FSC-A", "FITC-A", "PE-A", "Time"]
 SPILL = np.array([[1.0, 0.2], [0.013, 1.0]])

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cd125gate import figure_worker, plots
-from cd125gate.analyze import analyze_sample
-from cd125gate.outputs import write_outputs
+from cd125gate.analysis.pipeline import analyze_sample
+from cd125gate.figures import figure_worker, plots
+from cd125gate.results.outputs import write_outputs
 from cd125gate.settings import load_settings
 
 TEST_DATA = Path(__file__).parents[1] / "test_data"

@@ -61,7 +61,8 @@ def test_seeded_mutants_end_cleanly(engine):
 
 def test_a_traceback_a_hang_and_bad_json_are_each_caught(engine, tmp_path, monkeypatch):
     """The harness itself: each kind of failure it must report is reported."""
-    from cd125gate import cli_inspect, fcsinfo
+    from cd125gate.cli import inspect as cli_inspect
+    from cd125gate.io import fcsinfo
 
     path = tmp_path / "good.fcs"
     path.write_bytes((ROOT / "test_data" / "low_fmo_stained.fcs").read_bytes())

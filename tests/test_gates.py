@@ -1,4 +1,4 @@
-"""Light gates (cd125gate.gates) and the FlowKit-free Gating-ML writer mean what FlowKit means."""
+"""Light gates (cd125gate.analysis.gating.gates) and the FlowKit-free Gating-ML writer mean what FlowKit means."""
 
 import os
 import subprocess
@@ -11,11 +11,12 @@ import pytest
 from flowkit import Dimension as FkDimension
 from flowkit import gates as fk
 
-from cd125gate import gates, gatestep, gatingml
-from cd125gate.analyze import analyze_sample
-from cd125gate.compensation import Compensation
+from cd125gate.analysis.compensation import Compensation
+from cd125gate.analysis.gating import gates, gatestep
+from cd125gate.analysis.pipeline import analyze_sample
+from cd125gate.analysis.transforms import Scale
+from cd125gate.io import gatingml
 from cd125gate.settings import load_settings
-from cd125gate.transforms import Scale
 
 TEST_DATA = Path(__file__).parents[1] / "test_data"
 
@@ -265,10 +266,11 @@ def test_gates_and_the_light_writer_do_not_import_flowkit():
     code = (
         "import sys, numpy as np\n"
         "from types import SimpleNamespace\n"
-        "from cd125gate import gates, gatingml\n"
-        "from cd125gate.compensation import Compensation\n"
-        "from cd125gate.model import GateStep\n"
-        "from cd125gate.transforms import Scale\n"
+        "from cd125gate.analysis.gating import gates\n"
+        "from cd125gate.io import gatingml\n"
+        "from cd125gate.analysis.compensation import Compensation\n"
+        "from cd125gate.analysis.model import GateStep\n"
+        "from cd125gate.analysis.transforms import Scale\n"
         "g = gates.PolygonGate('p', [gates.Dimension('FSC-A'), gates.Dimension('SSC-A')], [(0, 0), (2, 0), (0, 2)])\n"
         "assert g.apply({'FSC-A': np.array([0.5, 3.0]), 'SSC-A': np.array([0.5, 0.1])}).tolist() == [True, False]\n"
         "tube = SimpleNamespace(scales={'FSC-A': Scale('FSC-A', 'linear', {})},\n"

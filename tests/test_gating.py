@@ -12,15 +12,23 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cd125gate import blastgate, boundaries, exclusions, gates, hierarchy, populations, scatter
-from cd125gate.analyze import analyze_sample
+from cd125gate.analysis.gating import (
+    blastgate,
+    boundaries,
+    exclusions,
+    gates,
+    hierarchy,
+    populations,
+    scatter,
+)
+from cd125gate.analysis.gating.gatestep import Proposal, dim, gate_step
+from cd125gate.analysis.gating.timeqc import time_qc
+from cd125gate.analysis.model import GATE_ORDER, GateStep, TubeAnalysis
+from cd125gate.analysis.pipeline import analyze_sample
+from cd125gate.analysis.transforms import Scale
 from cd125gate.errors import InputError
-from cd125gate.gatestep import Proposal, dim, gate_step
-from cd125gate.model import GATE_ORDER, GateStep, TubeAnalysis
 from cd125gate.settings import load_settings
-from cd125gate.simulate import CaseSpec, write_case
-from cd125gate.timeqc import time_qc
-from cd125gate.transforms import Scale
+from cd125gate.simulation.simulate import CaseSpec, write_case
 
 SETTINGS = load_settings()
 LINEAR = ("FSC-A", "FSC-H", "SSC-A", "Time")

@@ -86,7 +86,7 @@ def test_json_is_strict_for_non_finite_keywords(capsys, make_fcs):
 
 
 def test_strict_json_nulls_non_finite_numbers_with_a_reason():
-    from cd125gate.fcsinfo import strict_json
+    from cd125gate.io.fcsinfo import strict_json
 
     item = strict_json({"timestep": float("nan"), "channels": [{"range": float("inf")}], "warnings": ["w"]})
     assert item["timestep"] is None and item["channels"][0]["range"] is None

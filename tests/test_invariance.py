@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from cd125gate.analyze import analyze_sample
+from cd125gate.analysis.pipeline import analyze_sample
 from cd125gate.settings import load_settings
-from cd125gate.simulate import CaseSpec, write_case
+from cd125gate.simulation.simulate import CaseSpec, write_case
 
 CASE = CaseSpec("invariant", n_events=30_000, blast_fraction=0.15, cd125_pos_fraction=0.62,
                 cd125_median=1500.0, basophil_fraction=0.02, eosinophil_fraction=0.06)
@@ -46,7 +46,7 @@ def test_same_call_and_fraction_across_instruments(tmp_path, reference, name):
 
 
 def test_bits_scale_the_data_and_range(tmp_path):
-    from cd125gate.fcs import read_fcs
+    from cd125gate.io.fcs import read_fcs
 
     truth = write_case(tmp_path, replace(CASE, n_events=2000, bits=20, name="bits"), seed=5)
     fcs = read_fcs(tmp_path / truth["files"]["stained"])

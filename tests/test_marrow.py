@@ -1,5 +1,5 @@
 """Blasts gated as a cytometrist gates them in a real marrow: by their markers, neighbours named and
-excluded, every clone counted (cd125gate.blastgate's blast_markers / myeloid gates, cd125gate.clones)."""
+excluded, every clone counted (cd125gate.analysis.gating.blastgate's blast_markers / myeloid gates, cd125gate.analysis.gating.clones)."""
 
 from collections import Counter
 from pathlib import Path
@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cd125gate import clones
-from cd125gate.analyze import analyze_sample
+from cd125gate.analysis.gating import clones
+from cd125gate.analysis.pipeline import analyze_sample
 from cd125gate.settings import load_settings
-from cd125gate.simulate import CaseSpec, simulate_case, write_case
+from cd125gate.simulation.simulate import CaseSpec, simulate_case, write_case
 
 MARROW = CaseSpec("marrow", n_events=60_000, blast_fraction=0.08, cd125_pos_fraction=0.7,
                   extra={"nrbc": 0.12, "hematogone": 0.04, "pdc": 0.015, "immature_eosinophil": 0.08})
@@ -101,8 +101,8 @@ def test_components_group_into_clones_by_phenotype():
 
 def test_flowkit_reproduces_the_marker_gates_of_a_marrow_without_viability_dye(tmp_path):
     """Every gate (blast_markers, myeloid, intact) exported as Gating-ML gives FlowKit our counts."""
-    from cd125gate import gatingml
-    from cd125gate.outputs import write_outputs
+    from cd125gate.io import gatingml
+    from cd125gate.results.outputs import write_outputs
 
     spec = CaseSpec("noviab", n_events=30_000, blast_fraction=0.12, dead_fraction=0.15,
                     drop_markers=("Viability",), extra={"nrbc": 0.08, "hematogone": 0.03})

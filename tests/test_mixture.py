@@ -8,7 +8,7 @@ import pytest
 from sklearn.covariance import MinCovDet
 from sklearn.mixture import GaussianMixture
 
-from cd125gate.mixture import _sum_rows, gaussian_mixture, min_cov_det
+from cd125gate.analysis.numeric.mixture import _sum_rows, gaussian_mixture, min_cov_det
 
 
 def three_populations(rng, n=6000):
@@ -96,7 +96,7 @@ def test_mcd_of_collinear_points_falls_back_to_the_classical_estimate():
 
 
 def test_the_estimators_do_not_import_scikit_learn():
-    code = ("import sys\nimport cd125gate.mixture, cd125gate.populations, cd125gate.hierarchy, cd125gate.threshold\n"
+    code = ("import sys\nimport cd125gate.analysis.numeric.mixture, cd125gate.analysis.gating.populations, cd125gate.analysis.gating.hierarchy, cd125gate.analysis.threshold\n"
             "assert not {'sklearn', 'scipy.stats', 'pandas', 'flowkit'} & set(sys.modules), sorted(sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from cd125gate import outputlock
-from cd125gate.outputlock import OutdirLocked
+from cd125gate.io import outputlock
+from cd125gate.io.outputlock import OutdirLocked
 
 
 def write_lock(outdir, host, pid, workdir="/other/checkout", start=None):
@@ -129,7 +129,7 @@ def test_a_lock_that_cannot_be_written_is_not_left_empty(tmp_path, monkeypatch):
 
 HOLD = """
 import sys
-from cd125gate import outputlock
+from cd125gate.io import outputlock
 try:
     outputlock.take(sys.argv[1])
     print("held", flush=True)

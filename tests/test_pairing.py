@@ -4,10 +4,10 @@ import shutil
 
 import pytest
 
-from cd125gate import samplesheet
 from cd125gate.cli import main
 from cd125gate.errors import InputError
-from cd125gate.pairing import pair_folder, parse_pattern
+from cd125gate.io import samplesheet
+from cd125gate.io.pairing import pair_folder, parse_pattern
 from conftest import ROOT
 
 

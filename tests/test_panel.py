@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from cd125gate import panel
+from cd125gate.analysis import panel
+from cd125gate.analysis.panel import sheet_problems
 from cd125gate.cli import main
 from cd125gate.errors import InputError
-from cd125gate.panel import sheet_problems
-from cd125gate.samplesheet import read_sheet
+from cd125gate.io.samplesheet import read_sheet
 from cd125gate.settings import load_settings
 
 ROOT = Path(__file__).parents[1]
@@ -109,7 +109,7 @@ def test_real_fc500_tubes_map_their_backbone(name):
 
 
 def panel_channels(path):
-    from cd125gate.fcs import read_channels
+    from cd125gate.io.fcs import read_channels
     return read_channels(path)
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cd125gate import plausibility
+from cd125gate.analysis import plausibility
 from cd125gate.errors import InputError
-from cd125gate.fcs import read_fcs
+from cd125gate.io.fcs import read_fcs
 from conftest import build_fcs
 
 ROOT = Path(__file__).parents[1]
@@ -50,7 +50,7 @@ def test_bundled_tubes_have_no_problems():
     # The thresholds must not touch real-looking data (see the module docstring for the corpus).
     from dataclasses import replace
 
-    from cd125gate import panel
+    from cd125gate.analysis import panel
     from cd125gate.settings import load_settings
 
     panel_settings = load_settings().panel
@@ -101,7 +101,7 @@ def test_constant_required_channel_is_fatal(tmp_path, column, value, text):
 
 def test_many_events_at_the_ceiling_are_judged_after_gating_not_here(tmp_path):
     # Issue 17: 61 % of a granulocyte-rich marrow at the SSC ceiling FAILED the tube though its
-    # blasts lay far below. Whether the ceiling matters is asked of the blasts (cd125gate.ceiling).
+    # blasts lay far below. Whether the ceiling matters is asked of the blasts (cd125gate.analysis.gating.ceiling).
     columns = tube_columns()
     columns[:1200, 1] = 262143.0   # at the ceiling: >= 99.9 % of $PnR=262144
     assert found(read(tmp_path, columns)) == {}
@@ -155,7 +155,7 @@ def test_check_refuses_fatal_stained_problems_and_returns_doubts(tmp_path):
 # --- End to end: the issue's silently wrong answers, rebuilt from a bundled tube. ---
 
 def _analyse(stained, control):
-    from cd125gate.analyze import analyze_sample
+    from cd125gate.analysis.pipeline import analyze_sample
 
     return analyze_sample(stained, control).result
 

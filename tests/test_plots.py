@@ -12,9 +12,10 @@ from flowkit import gates as fk_gates
 
 BooleanGate, PolygonGate, RectangleGate = fk_gates.BooleanGate, fk_gates.PolygonGate, fk_gates.RectangleGate
 
-from cd125gate import gate_outlines, plots, processes, qc_panels, raster, results, ticks, tube_view
-from cd125gate.model import GateStep, Threshold, TimeQC, TubeAnalysis
-from cd125gate.transforms import Scale
+from cd125gate import processes, results
+from cd125gate.analysis.model import GateStep, Threshold, TimeQC, TubeAnalysis
+from cd125gate.analysis.transforms import Scale
+from cd125gate.figures import gate_outlines, plots, qc_panels, raster, ticks, tube_view
 
 CHANNELS = ["FSC-A", "FSC-H", "SSC-A", "V500-A", "APC-A", "BV421-A", "PE-A", "APC-Cy7-A", "Time"]
 MARKERS = {"FSC-A": "FSC-A", "FSC-H": "FSC-H", "SSC-A": "SSC-A", "CD45": "V500-A", "CD123": "APC-A",
@@ -23,7 +24,7 @@ COFACTOR = 150.0
 
 
 class FakeScale(Scale):
-    """A Scale with the transform inline, so these tests do not depend on cd125gate.transforms."""
+    """A Scale with the transform inline, so these tests do not depend on cd125gate.analysis.transforms."""
 
     def forward(self, raw):
         raw = np.asarray(raw, dtype=float)
@@ -302,7 +303,7 @@ def fake_fcs(amplification, datatype="I"):
     """The part of an FCSData the plots read: SSC-A with the given $PnE, every other channel linear."""
     from types import SimpleNamespace
 
-    from cd125gate.fcs import Channel
+    from cd125gate.io.fcs import Channel
 
     channels = [Channel(i, name, None, 262144.0, 32, amplification if name == "SSC-A" else (0.0, 0.0), None)
                 for i, name in enumerate(CHANNELS, start=1)]
@@ -449,10 +450,10 @@ def test_user_text_reaches_the_failure_figure_as_plain_text(tmp_path):
 
 
 def test_light_gates_are_drawn_as_their_flowkit_originals(sample):
-    """The plots read gates by attribute, so cd125gate.gates values draw the same outlines."""
+    """The plots read gates by attribute, so cd125gate.analysis.gating.gates values draw the same outlines."""
     from matplotlib.figure import Figure
 
-    from cd125gate.gates import from_flowkit
+    from cd125gate.analysis.gating.gates import from_flowkit
 
     stained = sample[0]
     for name in ("blast_region", "viable", "cells"):

@@ -6,13 +6,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cd125gate import blastgate, checks, exclusions, gatestep, geometry, populations, scatter
-from cd125gate.analyze import analyze_sample
+from cd125gate.analysis import checks
+from cd125gate.analysis.gating import blastgate, exclusions, gatestep, geometry, populations, scatter
+from cd125gate.analysis.model import Threshold
+from cd125gate.analysis.pipeline import analyze_sample
+from cd125gate.analysis.transforms import Scale
 from cd125gate.errors import InputError
-from cd125gate.model import Threshold
 from cd125gate.settings import load_settings
-from cd125gate.simulate import CaseSpec, simulate_case, tube_bytes
-from cd125gate.transforms import Scale
+from cd125gate.simulation.simulate import CaseSpec, simulate_case, tube_bytes
 
 SETTINGS = load_settings().gating
 FEATURES = ["FSC", "SSC", "CD45", "CD34", "CD117", "HLA-DR", "CD123", "CD33"]
@@ -397,7 +398,7 @@ LYMPH_CUT = Threshold("internal_negative", 0.241, 133.0, 99.5, 19000, "lymphocyt
     (None, False),                                   # too few blasts to fit
 ])
 def test_the_blast_valley_replaces_a_lymphocyte_cut_off_inside_the_negative_blasts(fit, taken):
-    from cd125gate import threshold
+    from cd125gate.analysis import threshold
 
     scale = Scale("CD125", "arcsinh", {"cofactor": 150.0, "T": 262144.0})
     cut = threshold._blast_valley(fit, LYMPH_CUT, scale, 2000)

@@ -7,9 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cd125gate import analyze, criterion, gatesfile, outputs, regate, stats
+from cd125gate.analysis import criterion
+from cd125gate.analysis import pipeline as analyze
+from cd125gate.analysis.numeric import stats
 from cd125gate.errors import InputError
-from cd125gate.fileio import sha256_file
+from cd125gate.io import gatesfile
+from cd125gate.io.fileio import sha256_file
+from cd125gate.results import outputs
+from cd125gate.review import regate
 from cd125gate.settings import load_settings
 
 ROOT = Path(__file__).parents[1]
@@ -203,7 +208,7 @@ def test_an_unknown_channel_at_regate_time_blames_the_gates_not_the_tube(near50,
 
 
 def test_gates_that_are_not_the_ones_signed_are_refused(near50, tmp_path):
-    from cd125gate.reviews import Review
+    from cd125gate.review.reviews import Review
 
     _, out = near50
     review = Review("near50_fmo", sha256_file(out / "result.json"), "REGATE", "Dr Ada", "2026-11-30", "x",

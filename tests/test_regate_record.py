@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cd125gate import analyze, cli, outputs, regate_figure, screening, signout
-from cd125gate import reviews as reviews_module
-from cd125gate.fileio import sha256_file
+from cd125gate import cli
+from cd125gate.analysis import pipeline as analyze
+from cd125gate.figures import regate_figure
+from cd125gate.io.fileio import sha256_file
+from cd125gate.results import outputs
+from cd125gate.review import reviews as reviews_module
+from cd125gate.review import screening, signout
 
 ROOT = Path(__file__).parents[1]
 SID = "high_fmo"
@@ -59,7 +63,7 @@ def test_the_regated_figure_is_drawn_from_the_edited_gates(batch):
     decision = next((folder / "reviewed").iterdir())
     for name in ("reviewed_qc.png", "reviewed_qc_control.png"):
         assert (folder / name).read_bytes() == (decision / name).read_bytes()
-    from cd125gate.gatesfile import load_gates
+    from cd125gate.io.gatesfile import load_gates
     from cd125gate.results import SampleResult
 
     stained, control, threshold = regate_figure.reviewed_tubes(SampleResult.from_json(automatic),
@@ -127,7 +131,7 @@ def test_signout_pdf_is_the_regated_record(batch, monkeypatch):
 
 def test_a_figure_that_would_not_be_the_evidence_is_a_card_saying_why(batch, tmp_path):
     """Other settings than the automatic result's: the repeated analysis differs, so no figure is drawn."""
-    from cd125gate import regate
+    from cd125gate.review import regate
     from cd125gate.settings import load_settings
 
     root, folder, _ = batch

@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from cd125gate import cli, report, report_samples, reviews
+from cd125gate import cli
+from cd125gate.review import report, report_samples, reviews
 
 EVIL = '<script>alert("x")</script>&\'"'
 
@@ -204,7 +205,8 @@ def test_bad_screening_file_is_named(batch, tmp_path, capsys):
 
 def test_real_qc_figures_embed(tmp_path):
     """plot_failure's qc.png (what the workflow writes for a FAILED tube) reaches the page unchanged."""
-    from cd125gate import plots, results
+    from cd125gate import results
+    from cd125gate.figures import plots
 
     result = make_result("P7", "FAILED", reasons=["unreadable FCS"])
     sample_dir = write_sample(tmp_path / "samples", "P7", result, png=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cd125gate import results
-from cd125gate.analyze import analyze_sample
+from cd125gate.analysis.pipeline import analyze_sample
 from cd125gate.settings import load_settings
 from conftest import input_error
 
@@ -81,7 +81,7 @@ def test_counts_table_and_screening_row_come_from_the_value():
     result = _minimal(gates=(gate,), control_gates=(dict(gate, count=2),))
     assert results.counts_tsv(result).splitlines()[1:] == [
         "stained\tblasts\tblast_region\t3\t9\t33.3333", "control\tblasts\tblast_region\t2\t9\t33.3333"]
-    from cd125gate.screening import ScreeningRow
+    from cd125gate.review.screening import ScreeningRow
 
     row = ScreeningRow.of_result(result)
     assert row.sample_id == "s1" and row.fcs_sha256 == "0" * 64 and row.control_sha256 is None

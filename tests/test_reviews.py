@@ -2,9 +2,9 @@
 
 import pytest
 
-from cd125gate import audit as audit_trail
-from cd125gate import reviews
 from cd125gate.errors import InputError
+from cd125gate.review import audit as audit_trail
+from cd125gate.review import reviews
 
 A = "a" * 64
 B = "b" * 64
@@ -190,7 +190,7 @@ def test_a_regate_line_must_bind_its_gates_file(tmp_path):
 
 
 def test_gates_edited_after_sign_out_are_refused_naming_the_line(tmp_path):
-    from cd125gate.fileio import sha256_file
+    from cd125gate.io.fileio import sha256_file
 
     gates = tmp_path / "edit.xml"
     gates.write_text("<signed/>")

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cd125gate import cli, samplesheet
+from cd125gate import cli
 from cd125gate.errors import InputError
+from cd125gate.io import samplesheet
 
 ROOT = Path(__file__).parents[1]
 TEST_DATA = ROOT / "test_data"

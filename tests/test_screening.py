@@ -6,8 +6,10 @@ import json
 import pytest
 from jsonschema import Draft202012Validator
 
-from cd125gate import assay, cli, results, screening
+from cd125gate import cli, results
+from cd125gate.analysis.antigen import assay
 from cd125gate.errors import InputError
+from cd125gate.review import screening
 
 DIGEST = "ab" * 32
 REQUIRED_TSV_COLUMNS = (
@@ -160,7 +162,7 @@ def reviews_file(tmp_path, lines):
 
 
 def digest(path):
-    from cd125gate.fileio import sha256_file
+    from cd125gate.io.fileio import sha256_file
 
     return sha256_file(path)
 
@@ -175,7 +177,7 @@ def test_unreviewed_final_status_follows_the_signoff_rule(batch):
 
 
 def test_reviews_set_final_and_who_when_why(batch, tmp_path):
-    from cd125gate import reviews
+    from cd125gate.review import reviews
 
     path = reviews_file(tmp_path, [
         ("s2", digest(batch[0]), "ACCEPT", "Dr Ada", "2026-11-30", ""),
@@ -197,7 +199,7 @@ def test_reviews_set_final_and_who_when_why(batch, tmp_path):
 
 
 def test_a_changed_result_makes_its_review_stale(batch, tmp_path):
-    from cd125gate import reviews
+    from cd125gate.review import reviews
 
     path = reviews_file(tmp_path, [("s3", digest(batch[2]), "OVERRIDE_MET", "Dr Bo", "2026-11-30", "ok")])
     lines = reviews.read_reviews(path)
@@ -251,7 +253,7 @@ def test_assay_metadata_is_read_from_the_stained_fcs_file(tmp_path):
 
 
 def test_a_regate_that_could_not_be_done_is_pending_with_its_problem_and_not_audited(batch, tmp_path):
-    from cd125gate import reviews
+    from cd125gate.review import reviews
 
     (tmp_path / "edit.xml").write_text("<edited/>")
     path = tmp_path / "reviews.tsv"

@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 
-from cd125gate import boundaries, compensation, gates, gatingml, transforms
-from cd125gate.analyze import analyze_sample
-from cd125gate.gatestep import dim, gate_step
+from cd125gate.analysis import compensation, transforms
+from cd125gate.analysis.gating import boundaries, gates
+from cd125gate.analysis.gating.gatestep import dim, gate_step
+from cd125gate.analysis.pipeline import analyze_sample
+from cd125gate.analysis.transforms import fast_logicle, logicle
+from cd125gate.io import gatingml
 from cd125gate.settings import load_settings
-from cd125gate.simulate import CaseSpec, write_case
-from cd125gate.transforms import fast_logicle, logicle
+from cd125gate.simulation.simulate import CaseSpec, write_case
 
 
 @pytest.mark.parametrize("W", [0.05, 0.5, 1.0, 1.5, 2.0])

@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from cd125gate import analyze, cli, outputs, signout
+from cd125gate import cli
+from cd125gate.analysis import pipeline as analyze
+from cd125gate.results import outputs
+from cd125gate.review import signout
 
 ROOT = Path(__file__).parents[1]
 
@@ -53,7 +56,7 @@ def test_gate_tree_nests_children_under_parents():
 
 def test_signout_is_one_a4_page_and_user_text_is_not_mathtext(sample, tmp_path):
     from cd125gate import results
-    from cd125gate.screening import ScreeningRow
+    from cd125gate.review.screening import ScreeningRow
 
     result = results.load(sample / "result.json").replace(notes=r"$\alpha")
     row = ScreeningRow(result.sample_id, result.criterion, final="NOT_MET", review_decision="OVERRIDE_NOT_MET",
@@ -91,7 +94,7 @@ def _has_colour(png, hex_colour, tolerance=12):
 
 
 def test_the_printed_page_leads_with_the_cd45_ssc_blast_gate(sample):
-    from cd125gate import qc_panels
+    from cd125gate.figures import qc_panels
 
     blast_gate, cd125 = signout.key_panels((sample / "qc.png").read_bytes())
     # The CD45 / SSC-A panel: the blast region in red and the reference lymphocytes in purple;

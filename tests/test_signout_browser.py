@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from cd125gate import analyze, cli, outputs, report, reviews
-from cd125gate.fileio import sha256_file
+from cd125gate import cli
+from cd125gate.analysis import pipeline as analyze
+from cd125gate.io.fileio import sha256_file
+from cd125gate.results import outputs
+from cd125gate.review import report, reviews
 from conftest import chromium, driver_out
 from test_report import make_batch
 from test_report_browser import body_attributes
@@ -193,7 +196,7 @@ def test_key_panel_min_font_matches_the_plots():
     """KEY_PANEL_MIN_FONT_PT is the smallest text the printed panels draw: CD45 / SSC-A blast gate, CD125."""
     import inspect
 
-    from cd125gate import gate_outlines, qc_panels, ticks, tube_view
+    from cd125gate.figures import gate_outlines, qc_panels, ticks, tube_view
 
     sources = [inspect.getsource(f) for f in (qc_panels.gate_panel, qc_panels.cd125_panel, gate_outlines.draw_gate,
                                               tube_view.draw_density, ticks.raw_ticks)]

@@ -19,8 +19,8 @@ import zlib
 
 import pytest
 
-from cd125gate import signout
-from cd125gate.fileio import sha256_file
+from cd125gate.io.fileio import sha256_file
+from cd125gate.review import signout
 from conftest import driver_out, one_error_line, run_chromium, run_snakemake, write_subset_sheet
 
 LOOP = ("low_fmo", "near50_fmo", "few_blasts", "high_fmo")

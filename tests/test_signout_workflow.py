@@ -40,7 +40,7 @@ LOOP = ("low_fmo", "near50_fmo", "few_blasts", "high_fmo")
 
 
 def digest(path):
-    from cd125gate.fileio import sha256_file
+    from cd125gate.io.fileio import sha256_file
 
     return sha256_file(path)
 
@@ -57,7 +57,8 @@ def test_the_sign_out_loop(tmp_path):
     import json
     import re
 
-    from cd125gate import analyze, stats
+    from cd125gate.analysis import pipeline as analyze
+    from cd125gate.analysis.numeric import stats
     from conftest import write_subset_sheet
 
     sheet = write_subset_sheet(tmp_path / "samples.tsv", set(LOOP))

@@ -12,9 +12,15 @@ import numpy as np
 import pytest
 
 from cd125gate.cli import main
-from cd125gate.simulate import CaseSpec, default_cases, expected_criterion, simulate_case, write_case
-from cd125gate.simulate_instrument import SimulatedTube, spillover_matrix
-from cd125gate.simulate_specimen import CLOG_RATE
+from cd125gate.simulation.instrument import SimulatedTube, spillover_matrix
+from cd125gate.simulation.simulate import (
+    CaseSpec,
+    default_cases,
+    expected_criterion,
+    simulate_case,
+    write_case,
+)
+from cd125gate.simulation.specimen import CLOG_RATE
 
 ROOT = Path(__file__).parents[1]
 TEST_DATA = ROOT / "test_data"

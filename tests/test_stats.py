@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cd125gate.stats import cumulative_subtraction, ks_margin, wilson_interval
+from cd125gate.analysis.numeric.stats import cumulative_subtraction, ks_margin, wilson_interval
 
 
 def test_wilson_interval_matches_published_values():

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cd125gate import threshold
-from cd125gate.model import GateStep, Threshold, TubeAnalysis
+from cd125gate.analysis import threshold
+from cd125gate.analysis.model import GateStep, Threshold, TubeAnalysis
+from cd125gate.analysis.transforms import Scale
 from cd125gate.settings import load_settings
-from cd125gate.transforms import Scale
 
 CH = "CD125-A"
 LINEAR = Scale(CH, "linear", {})

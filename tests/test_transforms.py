@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cd125gate import transforms
+from cd125gate.analysis import transforms
+from cd125gate.analysis.transforms import Scale, fit_logicle, forward, inverse, logicle, logicle_inverse
 from cd125gate.errors import InputError
 from cd125gate.settings import load_settings
-from cd125gate.transforms import Scale, fit_logicle, forward, inverse, logicle, logicle_inverse
 
 FCS = Path(__file__).parents[1] / "test_data" / "flowkit_comp" / "test_comp_example.fcs"
 
@@ -244,7 +244,7 @@ def test_exported_logicle_gate_reapplies_to_the_same_count():
     """A gate drawn on our logicle units counts the same events when FlowKit re-applies it."""
     import flowkit as fk
 
-    from cd125gate.fcs import read_fcs
+    from cd125gate.io.fcs import read_fcs
 
     fcs = read_fcs(FCS)
     names = fcs.channel_names()

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from cd125gate import results, samplesheet
+from cd125gate import results
+from cd125gate.io import samplesheet
 from cd125gate.settings import default_settings_dict
 from conftest import cd125gate_lines, run_snakemake, screening_rows, snakemake_command, write_subset_sheet
 
@@ -304,20 +305,20 @@ import os, sys
 # Test hook: make the gating of one sample crash, as a bug in our code would, whether
 # the sample runs as a job of its own or in a chunk's forked process.
 if os.environ.get("CD125GATE_TEST_CRASH") and os.path.basename(sys.argv[0]) == "cd125gate":
-    import cd125gate.cli_analyze
-    import cd125gate.hierarchy
+    import cd125gate.cli.analyze
+    import cd125gate.analysis.gating.hierarchy
 
-    real_run = cd125gate.cli_analyze.run
+    real_run = cd125gate.cli.analyze.run
 
     def find_gates(*args, **kwargs):
         raise RuntimeError("injected crash")
 
     def run(args):
         if args.sample_id == os.environ["CD125GATE_TEST_CRASH"]:
-            cd125gate.hierarchy.find_gates = find_gates
+            cd125gate.analysis.gating.hierarchy.find_gates = find_gates
         return real_run(args)
 
-    cd125gate.cli_analyze.run = run
+    cd125gate.cli.analyze.run = run
 '''
 
 

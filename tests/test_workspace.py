@@ -8,7 +8,10 @@ from pathlib import Path
 import flowkit as fk
 import pytest
 
-from cd125gate import analyze, cli, outputs, regate
+from cd125gate import cli
+from cd125gate.analysis import pipeline as analyze
+from cd125gate.results import outputs
+from cd125gate.review import regate
 
 ROOT = Path(__file__).parents[1]
 SAMPLES = ("low_fmo", "high_isotype", "clog", "low_nocontrol", "corrupt")

@@ -23,12 +23,8 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
-from .settings_values import (
-    BadSetting,
-    build_section,
-    merge_layer,
-)
+from cd125gate.errors import InputError
+from cd125gate.settings_values import BadSetting, build_section, merge_layer
 
 
 @dataclass(frozen=True)
@@ -285,7 +281,7 @@ def _check_cross_fields(settings):
             raise BadSetting(f"panel.required: must include {needed} (the gating and the criterion need it)")
     # Checked here, once, rather than by every file's panel mapping: a batch's early panel
     # check reads files and would put this down to each of them.
-    from .panel import alias_keys
+    from cd125gate.analysis.panel import alias_keys
 
     try:
         alias_keys(settings.panel.markers)
@@ -293,7 +289,7 @@ def _check_cross_fields(settings):
         raise BadSetting(f"panel.markers: {exc.problem}") from None
     logicle = settings.transform.logicle
     try:  # the widest W the fit can return must still make a valid logicle
-        from .transforms import check_logicle
+        from cd125gate.analysis.transforms import check_logicle
 
         check_logicle(262144.0, logicle.max_width, logicle.M, logicle.A)
     except ValueError as exc:

@@ -8,16 +8,14 @@ import sys
 import yaml
 from snakemake.utils import validate
 
-from cd125gate import (
-    audit,
-    outputlock,
-    panel,
-    reviews as review_lines,
-    samplesheet,
-    screening,
-)
+from cd125gate.review import audit
+from cd125gate.io import outputlock
+from cd125gate.analysis import panel
+from cd125gate.review import reviews as review_lines
+from cd125gate.io import samplesheet
+from cd125gate.review import screening
 from cd125gate.errors import InputError
-from cd125gate.fileio import sha256_file
+from cd125gate.io.fileio import sha256_file
 from cd125gate.settings import load_settings
 
 
@@ -103,7 +101,7 @@ def applying_regates(lines, current):
 
 def check_regates(regates):
     """Parse the edited gates of each REGATE and check them on its tubes, naming the line."""
-    from cd125gate import regate
+    from cd125gate.review import regate
 
     for sid, line in regates.items():
         sample = SAMPLES[sid]
@@ -432,7 +430,7 @@ def crashed_samples():
 
 
 # --- one run at a time per output folder ---------------------------------------------------------
-# The lock lives in the outdir (cd125gate.outputlock says why). Taken in `onstart` (not
+# The lock lives in the outdir (cd125gate.io.outputlock says why). Taken in `onstart` (not
 # for -n, --unlock or a run with nothing to do), dropped in `onsuccess`/`onerror`.
 
 

@@ -1,0 +1,1 @@
+"""From events to a decision: panel, compensation, transforms, QC, gating, threshold, criterion."""

@@ -1,0 +1,1 @@
+"""The blast gate hierarchy: gate classes, proposers, populations and their helpers."""

@@ -1,0 +1,1 @@
+"""QC figures: the per-tube page, key panels, bead and reviewed figures."""

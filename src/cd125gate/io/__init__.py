@@ -1,0 +1,1 @@
+"""Reading and writing files: FCS, sample sheets, Gating-ML, FlowJo workspaces, output folders."""

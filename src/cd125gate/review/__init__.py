@@ -1,0 +1,1 @@
+"""Batch review: screening table, reviewer decisions, re-gating, report page, sign-out record."""

@@ -1,0 +1,1 @@
+"""Simulated tubes and cohorts with known truth."""
