@@ -7,7 +7,7 @@ polishes with one Newton step on the closed-form biexponential. It is several
 times faster and within ~1e-11 of flowutils, but not bit-identical; the last
 line shows what that alone would cost: a percentile boundary sits on tied
 events' values, and a gate re-applied by FlowKit then counts some of them
-differently. That is why `gating.settle` recomputes, with flowutils, every
+differently. That is why `boundaries.settle_in_place` recomputes, with flowutils, every
 event close to a boundary.
 """
 

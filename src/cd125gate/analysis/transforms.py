@@ -8,7 +8,7 @@ re-applies, so every transform here is FlowKit's own, to the last bit:
   logicle ~4x faster and within 1e-11 of it, for the bulk of the events; not
   being bit-identical, it could count an event lying on a gate boundary (a
   percentile lands on an event's own value whenever events tie) differently
-  from FlowKit, so ``gating.settle`` recomputes with ``logicle`` every event
+  from FlowKit, so ``boundaries.settle_in_place`` recomputes with ``logicle`` every event
   close enough to a boundary for that to matter (``scripts/bench_transforms.py``
   shows the case).
 - arcsinh: ``flowkit.transforms.AsinhTransform(T, M, A)`` with ``A = 0`` and

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from cd125gate.analysis.model import GateStep, TubeAnalysis
     from cd125gate.analysis.transforms import Scale
 
-# The spillover matrix's Gating-ML id (gating.COMP_ID; repeated here so that
+# The spillover matrix's Gating-ML id (gatestep.COMP_ID; repeated here so that
 # writing Gating-ML does not import the gating module and, through it, FlowKit).
 COMP_ID = "spill"
 
