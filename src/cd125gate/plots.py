@@ -92,24 +92,35 @@ def plot_sample(stained: TubeAnalysis, control: TubeAnalysis | None, threshold: 
     formats = check_formats(formats)
     contexts = {id(t): TubeView(t, stained) for t in (stained, control) if t is not None}
 
-    def draw(tube: TubeAnalysis, stem: str) -> list[Path]:
-        return save(_tube_figure(tube, stained, control, threshold, result, contexts), out_dir, stem, formats)
+    def draw(tube: TubeAnalysis, stem: str, keys: list[str]) -> tuple[list[Path], list[Path]]:
+        page = save(_tube_figure(tube, stained, control, threshold, result, contexts), out_dir, stem, formats)
+        return page, _draw_key_panels(stained, control, threshold, result, contexts, out_dir, keys)
 
     with plain_text():
         # The control's page is drawn in a forked child beside the stained tube's (a page
-        # costs ~0.3 s of CPU); should the child fail, it is drawn here after all.
-        child = processes.beside(lambda: draw(control, "qc_control")) if control is not None else None
-        paths = draw(stained, "qc")
-        paths += _draw_key_panels(stained, control, threshold, result, contexts, out_dir, "qc")
+        # costs ~0.3 s of CPU), and each draws one key panel (~0.03 s); should the child
+        # fail, its page and panel are drawn here after all.
+        beside = [CD125_PANEL] if control is not None else []
+        child = processes.beside(lambda: draw(control, "qc_control", beside)) if beside else None
+        page, keys = draw(stained, "qc", [name for name in KEY_PANELS if name not in beside])
+        control_page = []
         if control is not None:
-            done = child is not None and child()
-            paths += [Path(out_dir) / f"qc_control.{fmt}" for fmt in formats] if done else draw(control, "qc_control")
-    return paths
+            if child is not None and child():
+                control_page = [Path(out_dir) / f"qc_control.{fmt}" for fmt in formats]
+                keys += [Path(out_dir) / _key_file(name) for name in beside]
+            else:
+                control_page, control_keys = draw(control, "qc_control", beside)
+                keys += control_keys
+    return page + keys + control_page
 
 
 def key_panel_files(stem: str) -> list[str]:
     """The files of the key panels drawn beside ``<stem>.png``, in `KEY_PANELS` order: ``<stem>_key_<panel>.png``."""
-    return [f"{stem}_key_{name}.png" for name in KEY_PANELS]
+    return [_key_file(name, stem) for name in KEY_PANELS]
+
+
+def _key_file(name: str, stem: str = "qc") -> str:
+    return f"{stem}_key_{name}.png"
 
 
 def plot_failure(result: SampleResult, out_dir: Path | str, formats: Iterable[str] = ("png",)) -> list[Path]:
@@ -219,8 +230,8 @@ def _panel_inches(count: int) -> tuple[float, float]:
 
 def _draw_key_panels(stained: TubeAnalysis, control: TubeAnalysis | None, threshold: Threshold | None,
                      result: SampleResult, contexts: dict[int, TubeView], out_dir: Path | str,
-                     stem: str) -> list[Path]:
-    """Write the stained tube's key panels (those its page has) beside ``<stem>.png``, each a PNG of its own.
+                     keys: Iterable[str]) -> list[Path]:
+    """Write the stained tube's key panels named in ``keys`` (those its page has) beside qc.png, each a PNG.
 
     Each is the page's panel drawn again with the page's drawer and TubeView
     (limits, ticks and bin indices already made), its Axes the page's size.
@@ -229,10 +240,10 @@ def _draw_key_panels(stained: TubeAnalysis, control: TubeAnalysis | None, thresh
     axes_inches = _panel_inches(len(named))
     drawers = dict(named)
     paths = []
-    for name, file in zip(KEY_PANELS, key_panel_files(stem)):
+    for name in keys:
         if name in drawers:
             fig = _key_figure(drawers[name], contexts[id(stained)], axes_inches)
-            paths += save(fig, out_dir, Path(file).stem, ["png"])
+            paths += save(fig, out_dir, Path(_key_file(name)).stem, ["png"])
     return paths
 
 
