@@ -203,11 +203,16 @@ def test_a_sample_folder_holds_exactly_one_runs_files(tmp_path):
     with_control = json.loads((out / "result.json").read_text())["outputs"]
     assert with_control["qc_png"] == "qc.png" and with_control["qc_control_png"] == "qc_control.png"
     assert with_control["qc_svg"] == "qc.svg" and with_control["control_gates"] == "control_gates.xml"
+    assert with_control["qc_key_blast_gate_png"] == "qc_key_blast_gate.png"  # the printed key panels, PNG only
+    assert with_control["qc_key_cd125_png"] == "qc_key_cd125.png" and "qc_key_cd125_svg" not in with_control
     (out / "notes.txt").write_text("the user's own file")
     assert main(["analyze", str(stained), "--out", str(out), "--quiet"]) == 0  # control taken off
     outputs = json.loads((out / "result.json").read_text())["outputs"]
     assert sorted(p.name for p in out.iterdir()) == sorted(list(outputs.values()) + ["notes.txt"])
     assert not (out / "qc_control.png").exists() and not (out / "control_gates.xml").exists()
+    main(["analyze", str(TEST_DATA / "corrupt_stained.fcs"), "--out", str(out), "--quiet"])
+    assert json.loads((out / "result.json").read_text())["criterion"] == "FAILED"
+    assert not list(out.glob("qc_key_*"))  # a FAILED card has no key panels: the earlier run's are gone
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """QC figures: built from a fake but realistic gated tube (numpy blobs + FlowKit gates)."""
 
-
+import itertools
 from dataclasses import replace
 
 import flowkit
@@ -158,7 +158,7 @@ def sample():
 
 def test_plot_sample_writes_one_png_per_tube(sample, tmp_path):
     paths = plots.plot_sample(*sample, tmp_path)
-    assert [p.name for p in paths] == ["qc.png", "qc_control.png"]
+    assert [p.name for p in paths] == ["qc.png", "qc_key_blast_gate.png", "qc_key_cd125.png", "qc_control.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -168,8 +168,8 @@ def test_the_control_page_drawn_beside_is_the_page_drawn_in_turn(sample, tmp_pat
     beside = plots.plot_sample(*sample, tmp_path / "beside", formats=("png", "svg"))
     monkeypatch.setattr(processes, "beside", lambda call: None)  # no fork: both pages here
     in_turn = plots.plot_sample(*sample, tmp_path / "turn", formats=("png", "svg"))
-    assert [p.name for p in beside] == [p.name for p in in_turn] == ["qc.png", "qc.svg", "qc_control.png",
-                                                                     "qc_control.svg"]
+    assert [p.name for p in beside] == [p.name for p in in_turn] == ["qc.png", "qc.svg", "qc_key_blast_gate.png", "qc_key_cd125.png",
+                                                                     "qc_control.png", "qc_control.svg"]
     for a, b in zip(beside, in_turn):
         assert a.read_bytes() == b.read_bytes(), a.name
 
@@ -182,7 +182,7 @@ def test_a_failed_child_is_reported_and_its_page_drawn_here(sample, tmp_path, mo
     real = processes.beside
     monkeypatch.setattr(processes, "beside", lambda call: real(lambda: 1 / 0))  # the control's child fails
     paths = plots.plot_sample(*sample, tmp_path / "out")
-    assert [p.name for p in paths] == ["qc.png", "qc_control.png"] and paths[1].is_file()
+    assert [p.name for p in paths] == ["qc.png", "qc_key_blast_gate.png", "qc_key_cd125.png", "qc_control.png"] and paths[-1].is_file()
 
 
 @pytest.mark.slow
@@ -190,7 +190,7 @@ def test_plot_sample_is_deterministic_in_every_format(sample, tmp_path):
     first = plots.plot_sample(*sample, tmp_path / "a", formats=("png", "svg", "pdf"))
     second = plots.plot_sample(*sample, tmp_path / "b", formats=("svg", "pdf"))
     assert sorted(p.name for p in first) == sorted(p.name for p in second)
-    assert len(first) == 6
+    assert len(first) == 8  # each tube's page in three formats, the two key panels as PNG
     for a in first:
         assert a.read_bytes() == (tmp_path / "b" / a.name).read_bytes(), a.name
     assert b"Date" not in (tmp_path / "a" / "qc.svg").read_bytes()
@@ -382,7 +382,7 @@ def test_tube_without_viability_or_control_still_plots(tmp_path):
     stained.steps = [replace(s, parent="singlets") if s.parent == "viable" else s
                      for s in stained.steps if s.name != "viable"]
     paths = plots.plot_sample(stained, None, threshold, result, tmp_path, formats=("svg",))
-    assert [p.name for p in paths] == ["qc.png", "qc.svg"]
+    assert [p.name for p in paths] == ["qc.png", "qc.svg", "qc_key_blast_gate.png", "qc_key_cd125.png"]
     svg = paths[1].read_text()
     assert "viable:" not in svg and "leukocytes: singlets" in svg
     assert "control blasts" not in svg
@@ -433,7 +433,7 @@ def test_user_text_reaches_the_sample_figure_as_plain_text(tmp_path):
         tube.steps = [replace(s, note=f"note {MATH}") if s.name == "cells" else s for s in tube.steps]
     result = result.replace(reasons=(f"reason {MATH}",))
     paths = plots.plot_sample(stained, control, threshold, result, tmp_path / f"out{MATH}", formats=("svg",))
-    assert [p.name for p in paths] == ["qc.png", "qc.svg", "qc_control.png", "qc_control.svg"]
+    assert [p.name for p in paths] == ["qc.png", "qc.svg", "qc_key_blast_gate.png", "qc_key_cd125.png", "qc_control.png", "qc_control.svg"]
     svg = paths[1].read_text()
     # printed verbatim (svg.fonttype "path" keeps each text in a comment)
     for text in (f"P{MATH}1", f"via{MATH} (APC-Cy7-A)", f"reason {MATH}", f"flag {MATH}", f"note {MATH}"):
@@ -715,11 +715,51 @@ def test_a_page_on_axes_made_ahead_is_the_page_made_from_nothing(sample):
     assert png() == (fresh, panels)
     plots.make_spare_axes(2)  # fewer: the page makes the others
     assert png() == (fresh, panels)
-    assert not raster._SPARE_PAGES
+    assert not raster._SPARE_FIGURES["page"]
+    raster._SPARE_FIGURES.clear()  # the key panels' Axes, not used here
 
 
 def test_making_axes_ahead_stops_when_the_page_is_wanted():
-    wanted_after = iter([False, False, True])
+    wanted_after = itertools.chain([False, False], itertools.repeat(True))
     plots.make_spare_axes(10, enough=lambda: next(wanted_after))
-    fig, axes = raster._SPARE_PAGES.pop()
+    fig, axes = raster._SPARE_FIGURES["page"].pop()
     assert len(axes) == 2 and fig.axes == axes
+    assert not raster._SPARE_FIGURES.get(plots.KEY)  # none for the key panels either: the page is wanted now
+
+
+def test_key_panels_are_the_pages_panels_on_figures_of_their_own(sample, tmp_path):
+    """The blast gate and CD125 panels, drawn again beside the page: same Axes size, same titles, tight margins."""
+    from PIL import Image
+
+    stained, control, threshold, result = sample
+    paths = plots.plot_sample(*sample, tmp_path)
+    page = plots._tube_figure(stained, stained, control, threshold, result)
+    page_axes = {ax.get_title(): ax.get_position().size * page.get_size_inches() for ax in page.axes}
+    contexts = {id(t): tube_view.TubeView(t, stained) for t in (stained, control)}
+    drawers = dict(plots._named_panels(stained, stained, control, threshold, result, contexts))
+    titles = []
+    for path, name in zip(paths[1:3], plots.KEY_PANELS):
+        assert path.name == f"qc_key_{name}.png"
+        key = plots._key_figure(drawers[name], contexts[id(stained)], plots._panel_inches(len(drawers)))
+        (ax,) = key.axes
+        titles.append(ax.get_title())
+        np.testing.assert_allclose(ax.get_position().size * key.get_size_inches(), page_axes[ax.get_title()])
+        lines = ax.get_title().count("\n") + 1
+        width, height = ax.get_position().size * key.get_size_inches()
+        expected = (int((plots.KEY_LEFT + width + plots.KEY_RIGHT) * raster.DPI),
+                    int((plots.KEY_BOTTOM + height + plots.KEY_TOP + lines * plots.TITLE_LINE_INCHES) * raster.DPI))
+        assert Image.open(path).size == expected
+    assert titles[0].startswith("leukocytes: ") and "\nblast_region: " in titles[0]
+    assert titles[1].startswith("cd125_pos: blasts")
+
+
+def test_key_panels_on_axes_made_ahead_are_the_ones_made_from_nothing(sample, tmp_path, monkeypatch):
+    fresh = plots.plot_sample(*sample, tmp_path / "fresh")
+    plots.make_spare_axes(20)
+    monkeypatch.setattr(processes, "beside", lambda call: None)  # no fork: both key panels drawn here
+    ahead = plots.plot_sample(*sample, tmp_path / "ahead")
+    assert not raster._SPARE_FIGURES[plots.KEY]  # both used
+    assert [p.name for p in fresh] == [p.name for p in ahead]
+    for a, b in zip(fresh, ahead):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    raster._SPARE_FIGURES.clear()

@@ -1,6 +1,5 @@
 """A re-gated sample's record is the decision: card, printed page and signout.pdf drawn from the re-gated result."""
 
-import io
 import json
 import re
 from pathlib import Path
@@ -75,9 +74,12 @@ def test_the_regated_figure_is_drawn_from_the_edited_gates(batch):
     assert stained.step("cd125_pos").count == reviewed["cd125_pos_events"] == expected
     assert control.step("cd125_pos").count == {g["name"]: g["count"] for g in reviewed["control_gates"]}["cd125_pos"]
     assert threshold.value == NEW_CUT and threshold.value != automatic["threshold"]["value"]
-    # The drawn histogram panel is not the automatic one.
-    assert signout.key_panels((folder / "reviewed_qc.png").read_bytes())[1] != \
-        signout.key_panels((folder / "qc.png").read_bytes())[1]
+    # The drawn histogram panel is not the automatic one; the key panels are the result's outputs, and copied.
+    assert (folder / "reviewed_qc_key_cd125.png").read_bytes() != (folder / "qc_key_cd125.png").read_bytes()
+    assert reviewed["outputs"]["qc_key_cd125_png"] == "reviewed_qc_key_cd125.png"
+    assert reviewed["outputs"]["qc_key_blast_gate_png"] == "reviewed_qc_key_blast_gate.png"
+    for name in ("reviewed_qc_key_blast_gate.png", "reviewed_qc_key_cd125.png"):
+        assert (folder / name).read_bytes() == (decision / name).read_bytes()
 
 
 def test_the_card_and_its_printed_page_are_the_regated_record(batch):
@@ -96,10 +98,10 @@ def test_the_card_and_its_printed_page_are_the_regated_record(batch):
     for digest in (sha256_file(folder / "result.json"), sha256_file(folder / "reviewed_result.json"),
                    sha256_file(root / "edited.xml")):
         assert digest in card
-    # The printed key plots are cut from the re-gated figure.
+    # The printed key plots are the re-gated figure's.
     index = re.search(r'id="s(\d+)"', page[page.rindex("<section", 0, page.index(f'data-sample-id="{SID}"')):]).group(1)
     printed = (root / "report_files" / f"s{index}" / "key_cd125.png").read_bytes()
-    assert printed == signout.key_panels((folder / "reviewed_qc.png").read_bytes())[1]
+    assert printed == (folder / "reviewed_qc_key_cd125.png").read_bytes()
     tree = card[card.index("tree-print"):]
     assert f"cd125_pos  {reviewed['cd125_pos_events']:,}" in tree and "re-gated" in tree
 
@@ -124,8 +126,7 @@ def test_signout_pdf_is_the_regated_record(batch, monkeypatch):
     assert f"{reviewed['cd125_pos_events']:,} of {reviewed['blast_events']:,} blasts" in text
     assert "Automatic result, for comparison" in text and "Automatic criterion: MET" in text
     assert sha256_file(folder / "reviewed_result.json") in text and sha256_file(root / "edited.xml") in text
-    panel = np.asarray(Image.open(io.BytesIO(signout.key_panels((folder / "reviewed_qc.png").read_bytes())[1]))
-                       .convert("RGB"))
+    panel = np.asarray(Image.open(folder / "reviewed_qc_key_cd125.png").convert("RGB"))
     assert any(image.shape == panel.shape and (np.asarray(image) == panel).all() for image in seen["images"])
 
 
@@ -141,6 +142,7 @@ def test_a_figure_that_would_not_be_the_evidence_is_a_card_saying_why(batch, tmp
     assert reviewed.regate.figure_note.startswith("repeating the analysis does not reproduce result.json")
     assert "cd125_pos" in reviewed.regate.figure_note
     assert (tmp_path / "reviewed_qc.png").is_file() and not (tmp_path / "reviewed_qc_control.png").exists()
-    assert signout.key_panels((tmp_path / "reviewed_qc.png").read_bytes()) == []  # a card, not panels
+    assert not list(tmp_path.glob("*key*"))  # a card, not panels
+    assert signout.record_key_panels(tmp_path, reviewed) == signout.KeyPanels()
     # The reviewed counts are FlowKit's all the same.
     assert reviewed.cd125_pos_events == load(folder / "reviewed_result.json")["cd125_pos_events"]

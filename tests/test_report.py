@@ -52,12 +52,16 @@ def make_result(sample_id, criterion, fraction=0.6, reasons=(), flags=(), notes=
     }
 
 
-def write_sample(results_dir, folder, result, png=True, seed=0):
+def write_sample(results_dir, folder, result, png=True, seed=0, keys=True):
+    """A sample's folder: result.json, qc.png and (for a gated result) its key panels, as `plot_sample` writes them."""
     sample_dir = results_dir / folder
     sample_dir.mkdir(parents=True)
     (sample_dir / "result.json").write_text(json.dumps(result))
     if png:
         (sample_dir / "qc.png").write_bytes(tiny_png(seed))
+    if png and keys and result["gates"]:
+        for n, name in enumerate(("qc_key_blast_gate.png", "qc_key_cd125.png")):
+            (sample_dir / name).write_bytes(tiny_png(100 + 2 * seed + n))
     return sample_dir
 
 
@@ -106,6 +110,30 @@ def test_page_has_a_row_a_card_and_the_figures_of_every_sample(batch, tmp_path):
     assert f'href="report_files/{control.parent.name}/qc_control.png"' in page
     # provenance and gate counts reach the card
     assert "ab" * 32 in page and "c0" * 32 in page and "blast region minus exclusions" in page
+
+
+def test_the_printed_key_plots_are_the_key_panel_files(batch, tmp_path):
+    page = build(tmp_path)
+    index = re.search(r'id="s(\d+)" data-criterion="MET" data-sample-id="P1"', page).group(1)
+    for name in ("blast_gate", "cd125"):
+        printed = tmp_path / "report_files" / f"s{index}" / f"key_{name}.png"
+        assert printed.read_bytes() == (batch / "P1" / f"qc_key_{name}.png").read_bytes()
+        assert f'<img src="report_files/s{index}/key_{name}.png" loading="lazy" class="key"' in page
+    # Not figures of their own: no thumbnail, no link, no copy under their own name.
+    assert "qc_key_" not in page and not list((tmp_path / "report_files").glob("*/qc_key_*"))
+    samples = report_samples.load_samples(batch)
+    assert all(not name.startswith("qc_key") for s in samples for name, _ in s.figures)
+
+
+def test_a_folder_without_key_panels_is_an_incomplete_output(tmp_path):
+    """Written by an earlier version: the page says so, on screen and in print, and cuts nothing from qc.png."""
+    write_sample(tmp_path / "samples", "P1", make_result("P1", "MET", 0.81), seed=1, keys=False)
+    page = build(tmp_path)
+    assert "Incomplete outputs (1)" in page
+    # In the summary of incomplete outputs, the table row, the card and its printed page.
+    assert page.count("No key panels (qc_key_blast_gate.png, qc_key_cd125.png) beside qc.png") == 4
+    assert '<p class="missing print-only">No key panels' in page
+    assert 'class="key"' not in page and not list((tmp_path / "report_files").glob("*/key_*"))
 
 
 def test_page_is_self_contained(batch, tmp_path):

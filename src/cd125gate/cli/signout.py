@@ -11,15 +11,15 @@ from cd125gate.errors import InputError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--screening", required=True, type=Path, help="screening.json of the batch")
     parser.add_argument("--results-dir", required=True, type=Path,
-                        help="folder with one sub-folder per sample (result.json, qc.png)")
+                        help="folder with one sub-folder per sample (result.json, qc.png and its key panels)")
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from cd125gate import results
-    from cd125gate.review.screening import ScreeningRow
-    from cd125gate.review.signout import record_figure, reviewed_record, write_signout
+    from . import results
+    from .screening import ScreeningRow
+    from .signout import record_key_panels, reviewed_record, write_signout
 
     try:
         rows = [ScreeningRow.from_json(row) for row in json.loads(args.screening.read_text(encoding="utf-8"))["samples"]]
@@ -31,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
         # A re-gated sample's record is its reviewed result, the automatic one beside it.
         reviewed = reviewed_record(folder, row)
         record, automatic = (reviewed, result) if reviewed is not None else (result, None)
-        write_signout(folder / "signout.pdf", record, row, record_figure(folder, reviewed), automatic)
+        write_signout(folder / "signout.pdf", record, row, record_key_panels(folder, record), automatic)
     print(f"{len(rows)} sign-out records written")
     return 0

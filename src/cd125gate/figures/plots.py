@@ -2,7 +2,10 @@
 
 The reviewer reads a tube's figure left to right, top to bottom, in gating
 order: a header (sample, criterion, CD125+ fraction, reasons, flags), the
-panels (``qc_panels``) and a footer saying how each gate was found. A FAILED
+panels (``qc_panels``) and a footer saying how each gate was found. The
+stained tube's two key panels (the blast gate and CD125, which the printed
+page and the sign-out record show) are also drawn as figures of their own
+beside its page (``qc_key_blast_gate.png``, ``qc_key_cd125.png``). A FAILED
 sample gets a card stating why instead (``plot_failure``). Axes, ticks and
 densities come from ``tube_view`` and ``ticks``; creating, encoding and
 writing the files from ``raster``.
@@ -17,12 +20,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cd125gate import processes
-from cd125gate.analysis.model import GATE_ORDER
-from cd125gate.figures.qc_panels import blasts_panel, cd125_panel, gate_panel, time_panel
-from cd125gate.figures.raster import check_formats, new_figure, page_figure, plain_text, save
-from cd125gate.figures.raster import make_spare_axes as _make_spare_axes
-from cd125gate.figures.tube_view import TubeView
+from . import processes
+from .model import GATE_ORDER
+from .qc_panels import blasts_panel, cd125_panel, gate_panel, time_panel
+from .raster import check_formats, drop_spare_axes, new_figure, page_figure, plain_text, save
+from .raster import make_spare_axes as _make_spare_axes
+from .tube_view import TubeView
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -34,19 +37,31 @@ if TYPE_CHECKING:
 
     Drawer = Callable[[Figure, SubplotSpec, TubeView], None]
 
-# Panel names written into each tube figure's PNG (tEXt PANELS_KEY), in drawing order.
-BLAST_GATE_PANEL, CD125_PANEL = "blast_gate", "cd125"   # CD45 / SSC-A with the blast region; CD125 on blasts
-PANELS_KEY = "cd125gate panels"
+# The key panels, in printed order: CD45 / SSC-A with the blast region, then CD125 on blasts.
+BLAST_GATE_PANEL, CD125_PANEL = "blast_gate", "cd125"
+KEY_PANELS = (BLAST_GATE_PANEL, CD125_PANEL)
+KEY = "key"             # the kind of figure (`raster.page_figure`) of a key panel drawn on its own
 CRITERION_COLOURS = {"MET": "#1a7f37", "NOT_MET": "#1f4e9c", "REVIEW": "#d97706", "FAILED": "#c62828"}
 NCOLS = 4               # panels per row
 PANEL_INCHES = (4.3, 3.9)
 HEADER_INCHES = 1.25
 FOOTER_INCHES = 0.6     # how each gate was found, below the panels so no note covers events
+# The panel grid in the page (fractions of its width; inches above and below the grid; gaps
+# between panels as a share of a panel's Axes).
+GRID_LEFT, GRID_RIGHT, GRID_TOP_INCHES, GRID_BOTTOM_INCHES, WSPACE, HSPACE = 0.045, 0.99, 0.35, 0.45, 0.3, 0.5
+# Room around a key panel's Axes (inches): tick labels and axis title left and below, a
+# little right for the last tick label; above, the title's lines (TITLE_LINE_INCHES each).
+KEY_LEFT, KEY_RIGHT, KEY_BOTTOM, KEY_TOP = 0.62, 0.2, 0.45, 0.12
+TITLE_LINE_INCHES = 0.15
 
 
 def make_spare_axes(count: int, enough: Callable[[], bool] = lambda: False) -> None:
-    """Make up to ``count`` Axes for the next QC page ahead of time (`raster.make_spare_axes`), one row wide."""
+    """Make up to ``count`` Axes for the next QC page ahead of time (`raster.make_spare_axes`), one row wide,
+    then one for each key panel's figure."""
     _make_spare_axes(count, (PANEL_INCHES[0] * NCOLS, PANEL_INCHES[1]), enough)
+    for _ in KEY_PANELS:
+        if not enough():
+            _make_spare_axes(1, PANEL_INCHES, enough, kind=KEY)
 
 
 def plot_sample(stained: TubeAnalysis, control: TubeAnalysis | None, threshold: Threshold | None,
@@ -71,23 +86,41 @@ def plot_sample(stained: TubeAnalysis, control: TubeAnalysis | None, threshold: 
     Returns
     -------
     list of Path
-        ``qc.<fmt>`` for the stained tube, then ``qc_control.<fmt>`` for the control.
+        ``qc.<fmt>`` for the stained tube, its key panels (``qc_key_<panel>.png``,
+        `key_panel_files`), then ``qc_control.<fmt>`` for the control.
     """
     formats = check_formats(formats)
     contexts = {id(t): TubeView(t, stained) for t in (stained, control) if t is not None}
 
-    def draw(tube: TubeAnalysis, stem: str) -> list[Path]:
-        return save(_tube_figure(tube, stained, control, threshold, result, contexts), out_dir, stem, formats)
+    def draw(tube: TubeAnalysis, stem: str, keys: list[str]) -> tuple[list[Path], list[Path]]:
+        page = save(_tube_figure(tube, stained, control, threshold, result, contexts), out_dir, stem, formats)
+        return page, _draw_key_panels(stained, control, threshold, result, contexts, out_dir, keys)
 
     with plain_text():
         # The control's page is drawn in a forked child beside the stained tube's (a page
-        # costs ~0.3 s of CPU); should the child fail, it is drawn here after all.
-        child = processes.beside(lambda: draw(control, "qc_control")) if control is not None else None
-        paths = draw(stained, "qc")
+        # costs ~0.3 s of CPU), and each draws one key panel (~0.03 s); should the child
+        # fail, its page and panel are drawn here after all.
+        beside = [CD125_PANEL] if control is not None else []
+        child = processes.beside(lambda: draw(control, "qc_control", beside)) if beside else None
+        page, keys = draw(stained, "qc", [name for name in KEY_PANELS if name not in beside])
+        control_page = []
         if control is not None:
-            done = child is not None and child()
-            paths += [Path(out_dir) / f"qc_control.{fmt}" for fmt in formats] if done else draw(control, "qc_control")
-    return paths
+            if child is not None and child():
+                control_page = [Path(out_dir) / f"qc_control.{fmt}" for fmt in formats]
+                keys += [Path(out_dir) / _key_file(name) for name in beside]
+            else:
+                control_page, control_keys = draw(control, "qc_control", beside)
+                keys += control_keys
+    return page + keys + control_page
+
+
+def key_panel_files(stem: str) -> list[str]:
+    """The files of the key panels drawn beside ``<stem>.png``, in `KEY_PANELS` order: ``<stem>_key_<panel>.png``."""
+    return [_key_file(name, stem) for name in KEY_PANELS]
+
+
+def _key_file(name: str, stem: str = "qc") -> str:
+    return f"{stem}_key_{name}.png"
 
 
 def plot_failure(result: SampleResult, out_dir: Path | str, formats: Iterable[str] = ("png",)) -> list[Path]:
@@ -148,31 +181,86 @@ def _tube_figure(tube: TubeAnalysis, stained: TubeAnalysis, control: TubeAnalysi
     ``contexts`` (id(tube) -> TubeView) lets the two figures of a sample share
     each tube's limits, ticks and bin indices; missing ones are made here.
     """
-    contexts = dict(contexts or {})
-    for t in (tube, stained, control):
-        if t is not None and id(t) not in contexts:
-            contexts[id(t)] = TubeView(t, stained)
-    named = _panels(tube)
-    others = [contexts[id(t)] for t in (stained, control) if t is not None]
-    named.append((CD125_PANEL, lambda fig, spec, ctx: cd125_panel(fig, spec, ctx, others, threshold, result)))
-    panels = [draw for _, draw in named]
+    contexts = _with_contexts(contexts, tube, stained, control)
+    panels = [draw for _, draw in _named_panels(tube, stained, control, threshold, result, contexts)]
     nrows = -(-len(panels) // NCOLS)
     width = PANEL_INCHES[0] * NCOLS
     height = PANEL_INCHES[1] * nrows + HEADER_INCHES + FOOTER_INCHES
     fig = page_figure((width, height))
-    grid = fig.add_gridspec(nrows, NCOLS, left=0.045, right=0.99, bottom=(FOOTER_INCHES + 0.45) / height,
-                            top=1 - (HEADER_INCHES + 0.35) / height, wspace=0.3, hspace=0.5)
+    grid = fig.add_gridspec(nrows, NCOLS, left=GRID_LEFT, right=GRID_RIGHT,
+                            bottom=(FOOTER_INCHES + GRID_BOTTOM_INCHES) / height,
+                            top=1 - (HEADER_INCHES + GRID_TOP_INCHES) / height, wspace=WSPACE, hspace=HSPACE)
     ctx = contexts[id(tube)]
     with plain_text():
         for i, draw in enumerate(panels):
             draw(fig, grid[i // NCOLS, i % NCOLS], ctx)
         _header(fig, tube, result, threshold, height)
         _footer(fig, tube, height)
-    for ax in fig.cd125gate_spare_axes:  # made ahead, not needed by this page
-        fig.delaxes(ax)
-    fig.cd125gate_spare_axes = []
-    # Which panel is where, for the printed pages that cut the key panels out of the PNG.
-    fig.cd125gate_png_text = {PANELS_KEY: ",".join(name for name, _ in named)}
+    drop_spare_axes(fig)
+    return fig
+
+
+def _with_contexts(contexts: dict[int, TubeView] | None, tube: TubeAnalysis, stained: TubeAnalysis,
+                   control: TubeAnalysis | None) -> dict[int, TubeView]:
+    """``contexts`` with a TubeView for each tube that has none yet."""
+    contexts = dict(contexts or {})
+    for t in (tube, stained, control):
+        if t is not None and id(t) not in contexts:
+            contexts[id(t)] = TubeView(t, stained)
+    return contexts
+
+
+def _named_panels(tube: TubeAnalysis, stained: TubeAnalysis, control: TubeAnalysis | None,
+                  threshold: Threshold | None, result: SampleResult,
+                  contexts: dict[int, TubeView]) -> list[tuple[str, Drawer]]:
+    """(name, drawer) of every panel of ``tube``'s page, in drawing order: its gates', then CD125."""
+    others = [contexts[id(t)] for t in (stained, control) if t is not None]
+    cd125 = (CD125_PANEL, lambda fig, spec, ctx: cd125_panel(fig, spec, ctx, others, threshold, result))
+    return _panels(tube) + [cd125]
+
+
+def _panel_inches(count: int) -> tuple[float, float]:
+    """(width, height) in inches of a panel's Axes on a page of ``count`` panels."""
+    nrows = -(-count // NCOLS)
+    height = PANEL_INCHES[1] * nrows + HEADER_INCHES + FOOTER_INCHES
+    grid_width = PANEL_INCHES[0] * NCOLS * (GRID_RIGHT - GRID_LEFT)
+    grid_height = height - HEADER_INCHES - GRID_TOP_INCHES - FOOTER_INCHES - GRID_BOTTOM_INCHES
+    return grid_width / (NCOLS + (NCOLS - 1) * WSPACE), grid_height / (nrows + (nrows - 1) * HSPACE)
+
+
+def _draw_key_panels(stained: TubeAnalysis, control: TubeAnalysis | None, threshold: Threshold | None,
+                     result: SampleResult, contexts: dict[int, TubeView], out_dir: Path | str,
+                     keys: Iterable[str]) -> list[Path]:
+    """Write the stained tube's key panels named in ``keys`` (those its page has) beside qc.png, each a PNG.
+
+    Each is the page's panel drawn again with the page's drawer and TubeView
+    (limits, ticks and bin indices already made), its Axes the page's size.
+    """
+    named = _named_panels(stained, stained, control, threshold, result, contexts)
+    axes_inches = _panel_inches(len(named))
+    drawers = dict(named)
+    paths = []
+    for name in keys:
+        if name in drawers:
+            fig = _key_figure(drawers[name], contexts[id(stained)], axes_inches)
+            paths += save(fig, out_dir, Path(_key_file(name)).stem, ["png"])
+    return paths
+
+
+def _key_figure(draw: Drawer, ctx: TubeView, axes_inches: tuple[float, float]) -> Figure:
+    """One panel on a figure of its own, its Axes ``axes_inches`` in size, the margins just holding its text."""
+    width, height = axes_inches
+    fig = page_figure((KEY_LEFT + width + KEY_RIGHT, KEY_BOTTOM + height + KEY_TOP), kind=KEY)
+    draw(fig, fig.add_gridspec(1, 1)[0, 0], ctx)
+    drop_spare_axes(fig)
+    # The title's height is known once drawn: the CD45 panel's names a line per gate.
+    lines = max(ax.get_title().count("\n") + 1 for ax in fig.axes)
+    top = KEY_TOP + TITLE_LINE_INCHES * lines
+    fig_width, fig_height = KEY_LEFT + width + KEY_RIGHT, KEY_BOTTOM + height + top
+    fig.set_size_inches(fig_width, fig_height)
+    box = [KEY_LEFT / fig_width, KEY_BOTTOM / fig_height, width / fig_width, height / fig_height]
+    for ax in fig.axes:
+        ax.set_position(box)
     return fig
 
 

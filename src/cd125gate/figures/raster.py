@@ -1,7 +1,7 @@
 """Figures as files: a Figure at the pages' DPI, plain text, and PNG/SVG/PDF written the same every run.
 
-PNGs are encoded here (``png_bytes``), not by Pillow: no row filter, a fast
-zlib level, and the figure's own tEXt chunks (``Figure.cd125gate_png_text``).
+PNGs are encoded here (``png_bytes``), not by Pillow: no row filter and a fast
+zlib level.
 Axes can be made ahead for the next page (``make_spare_axes``) while the
 process waits for its sample. All text is plain text: a ``$`` in a channel
 name, sample id, reason or path is printed as is, never parsed as mathtext.
@@ -84,12 +84,14 @@ def save(fig: Figure, out_dir: Path | str, stem: str, formats: Iterable[str]) ->
     return paths
 
 
-# Figures and Axes made ahead for the next page (see `make_spare_axes`); each process has its own.
-_SPARE_PAGES: list[tuple[Figure, list[Axes]]] = []
+# Figures and Axes made ahead (see `make_spare_axes`), by kind of figure ("page", "key");
+# each process has its own.
+_SPARE_FIGURES: dict[str, list[tuple[Figure, list[Axes]]]] = {}
 
 
-def make_spare_axes(count: int, figsize: tuple[float, float], enough: Callable[[], bool] = lambda: False) -> None:
-    """Make a Figure and up to ``count`` Axes for the next page, before its sample is known.
+def make_spare_axes(count: int, figsize: tuple[float, float], enough: Callable[[], bool] = lambda: False,
+                    kind: str = "page") -> None:
+    """Make a Figure and up to ``count`` Axes for the next figure of ``kind``, before its sample is known.
 
     Making an Axes (its spines, ticks and texts) costs ~14 ms: ~0.15 s of a
     page's ~0.4 s. `figure_worker` makes them while the sample is analysed,
@@ -104,18 +106,26 @@ def make_spare_axes(count: int, figsize: tuple[float, float], enough: Callable[[
         axes = []
         while len(axes) < count and not enough():
             axes.append(fig.add_subplot(spec))
-    _SPARE_PAGES.append((fig, axes))
+    _SPARE_FIGURES.setdefault(kind, []).append((fig, axes))
 
 
-def page_figure(figsize: tuple[float, float]) -> Figure:
-    """A Figure for a page: the one made ahead if any (its spare Axes in ``cd125gate_spare_axes``)."""
-    if _SPARE_PAGES:
-        fig, axes = _SPARE_PAGES.pop()
+def page_figure(figsize: tuple[float, float], kind: str = "page") -> Figure:
+    """A Figure of ``kind``: the one made ahead if any (its spare Axes in ``cd125gate_spare_axes``)."""
+    spares = _SPARE_FIGURES.get(kind)
+    if spares:
+        fig, axes = spares.pop()
         fig.set_size_inches(figsize)
     else:
         fig, axes = new_figure(figsize), []
     fig.cd125gate_spare_axes = axes
     return fig
+
+
+def drop_spare_axes(fig: Figure) -> None:
+    """Remove the Axes made ahead for ``fig`` that it did not use."""
+    for ax in getattr(fig, "cd125gate_spare_axes", []):
+        fig.delaxes(ax)
+    fig.cd125gate_spare_axes = []
 
 
 def add_axes(fig: Figure, spec: SubplotSpec) -> Axes:
@@ -164,9 +174,6 @@ def _png_canvas() -> type:
         def print_png(self, filename_or_obj: IO[bytes] | Path | str, *, metadata: dict | None = None,
                       pil_kwargs: dict | None = None, **_applied_by_savefig: object) -> None:
             self.draw()
-            text = getattr(self.figure, "cd125gate_png_text", None)
-            if text:  # the figure's own tEXt chunks (a QC page names its panels)
-                metadata = dict(metadata or {}, **text)
             data = png_bytes(np.asarray(self.buffer_rgba()), self.figure.dpi, metadata)
             if hasattr(filename_or_obj, "write"):
                 filename_or_obj.write(data)

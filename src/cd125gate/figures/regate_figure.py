@@ -39,6 +39,13 @@ class NoFigure(Exception):
     """The re-gated figure would not be the evidence of the reviewed numbers (the message says why)."""
 
 
+def figure_files(stem: str) -> list[str]:
+    """The figure files drawn for ``stem``: the stained tube's page, the control's, then the key panels."""
+    from .plots import key_panel_files
+
+    return [f"{stem}.png", f"{stem}_control.png", *key_panel_files(stem)]
+
+
 def figure_stem(reviewed_path: Path | str) -> str:
     """The stem of the figures written beside a reviewed result: ``reviewed_qc`` beside reviewed_result.json."""
     path = Path(reviewed_path)
@@ -47,7 +54,7 @@ def figure_stem(reviewed_path: Path | str) -> str:
 
 def draw_reviewed(result: SampleResult, reviewed: SampleResult, strategy: fk.GatingStrategy, folder: Path | str,
                   settings: Settings | None = None, stem: str = REVIEWED_QC) -> str | None:
-    """Write ``<stem>.png`` (and ``<stem>_control.png``) of a reviewed result into ``folder``.
+    """Write ``<stem>.png`` (and ``<stem>_control.png``, the key panels) of a reviewed result into ``folder``.
 
     ``result`` is the automatic result, ``reviewed`` the re-gated one; ``strategy`` is the
     edited GatingStrategy. Returns None, or the reason a card was drawn instead.
@@ -55,6 +62,8 @@ def draw_reviewed(result: SampleResult, reviewed: SampleResult, strategy: fk.Gat
     from cd125gate.figures import plots
 
     Path(folder).mkdir(parents=True, exist_ok=True)
+    for name in plots.key_panel_files(stem):
+        (Path(folder) / name).unlink(missing_ok=True)  # an earlier REGATE's key panels are not this one's
     try:
         stained, control, threshold = reviewed_tubes(result, reviewed, strategy, settings)
     except (NoFigure, InputError) as exc:
@@ -65,9 +74,9 @@ def draw_reviewed(result: SampleResult, reviewed: SampleResult, strategy: fk.Gat
     shown = reviewed.replace(internal_controls=None)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         plots.plot_sample(stained, control, threshold, shown, tmp)
-        for name in ("qc", "qc_control"):
-            if (Path(tmp) / f"{name}.png").is_file():
-                shutil.move(Path(tmp) / f"{name}.png", Path(folder) / f"{stem}{name[2:]}.png")
+        for drawn, name in zip(figure_files("qc"), figure_files(stem)):
+            if (Path(tmp) / drawn).is_file():
+                shutil.move(Path(tmp) / drawn, Path(folder) / name)
     return None
 
 

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 RESULT = "result.json"
 # Every file name a run may write; only these are ever removed from a sample's folder.
-OURS = re.compile(r"^(result\.json|(control_)?gates\.xml|gate_counts\.tsv|(qc(_control)?|beads)\.(png|svg|pdf))$")
+OURS = re.compile(r"^(result\.json|(control_)?gates\.xml|gate_counts\.tsv|(qc(_control)?|beads)\.(png|svg|pdf)"
+                  r"|qc_key_(blast_gate|cd125)\.png)$")
 
 
 def plot_formats(text: str) -> tuple[str, ...]:
@@ -107,7 +108,7 @@ def _write_all(analysis: SampleAnalysis, folder: Path, formats: Iterable[str],
         atomic_write_bytes(folder / outputs["gates"], gatingml.export_empty("; ".join(result.reasons)))
         results.prepare_validation()
         figures = drawn()
-    # One key per file: "qc_png", "qc_control_png", "qc_svg", ...
+    # One key per file: "qc_png", "qc_key_cd125_png", "qc_control_png", "qc_svg", ...
     outputs.update({f"{Path(f).stem}_{Path(f).suffix[1:]}": Path(f).name for f in figures})
     atomic_write_text(folder / outputs["counts"], results.counts_tsv(result))
     result = result.replace(outputs=outputs)

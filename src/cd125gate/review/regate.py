@@ -249,15 +249,15 @@ def regate_result(result_path: Path | str, gates_path: Path | str, out_path: Pat
     out_path = Path(out_path or result_path.with_name(REVIEWED_RESULT))
     figures_at = out_path.parent
     if figures:
-        from cd125gate.figures.regate_figure import draw_reviewed, figure_stem
+        from .regate_figure import draw_reviewed, figure_files, figure_stem
 
         stem = figure_stem(out_path)
         note = draw_reviewed(result, reviewed, load_gates(gates_path), figures_at, settings, stem)
         # The figures of this result are the re-gated ones (or the card saying why there are none).
         outputs = {k: v for k, v in reviewed.outputs.items() if not k.startswith("qc_")}
-        for key, name in (("qc_png", f"{stem}.png"), ("qc_control_png", f"{stem}_control.png")):
+        for drawn, name in zip(figure_files("qc"), figure_files(stem)):
             if (figures_at / name).is_file():
-                outputs[key] = name
+                outputs[drawn.replace(".", "_")] = name  # the key the automatic result has for it
         reviewed = reviewed.replace(review={**reviewed.review, "figure_note": note}, outputs=outputs)
     # Written whole or not at all: a failing later REGATE never leaves a torn file behind.
     # Each copy gets the figures before the result that names them.
@@ -271,10 +271,10 @@ def regate_result(result_path: Path | str, gates_path: Path | str, out_path: Pat
 
 def _copy_figures(folder: Path, stem: str, copy: Path) -> None:
     """The re-gated figures of ``folder`` beside ``copy`` (a copy of the reviewed result), under its names."""
-    from cd125gate.figures.regate_figure import figure_stem
-    from cd125gate.io.fileio import atomic_write_bytes
+    from .fileio import atomic_write_bytes
+    from .regate_figure import figure_files, figure_stem
 
-    for suffix in ("", "_control"):
-        source = folder / f"{stem}{suffix}.png"
+    for name, copied in zip(figure_files(stem), figure_files(figure_stem(copy))):
+        source = folder / name
         if source.is_file():
-            atomic_write_bytes(copy.parent / f"{figure_stem(copy)}{suffix}.png", source.read_bytes())
+            atomic_write_bytes(copy.parent / copied, source.read_bytes())

@@ -108,7 +108,7 @@ def _thumbnail(png):
     """A small JPEG of a figure for the card (the full figure is a file beside the page)."""
     from PIL import Image
 
-    image = png if hasattr(png, "reduce") else Image.open(io.BytesIO(png))
+    image = Image.open(io.BytesIO(png))
     factor = image.size[0] // THUMBNAIL_PX
     if factor >= 2:
         image = image.reduce(factor)  # box average by a whole factor: fast, and sharp enough for a preview
@@ -119,20 +119,8 @@ def _thumbnail(png):
     return buffer.getvalue()
 
 
-def _key_plots(sample, decoded=None):
-    """(file name, PNG) of the blast-gate and CD125 panels printed on the sample's page (cut once)."""
-    from cd125gate.review.signout import key_panels
-
-    if sample.key_plots is None:
-        first = sample.figures[0][0] if sample.figures else "qc.png"  # the record's stained tube
-        qc = (decoded or {}).get(first) or dict(sample.figures).get(first)
-        panels = key_panels(qc) if qc is not None else []
-        sample.key_plots = [(f"key_{name}.png", png) for name, png in zip(("blast_gate", "cd125"), panels)]
-    return sample.key_plots
-
-
 def _asset_files(sample):
-    return list(sample.figures) + _key_plots(sample)
+    return list(sample.figures) + list(sample.key_plots)
 
 
 def _png_size(png):
@@ -143,11 +131,10 @@ def _png_size(png):
 
 def _print_key_plots(i, s, assets):
     """The blast-gate and CD125 panels for print, at a scale where their smallest text is >= 8 pt."""
-    plots = _key_plots(s)
-    if not plots:
-        return ""
+    if not s.key_plots:
+        return f'<p class="missing print-only">{escape(s.key_note)}</p>' if s.key_note else ""
     images = []
-    for name, png in plots:
+    for name, png in s.key_plots:
         width, height = _png_size(png)
         # Physical size: pixels / dpi inches, times the print scale.
         images.append(f'<img src="{escape(assets)}/s{i}/{name}" loading="lazy" class="key" '
@@ -174,12 +161,6 @@ def _card(i: int, s: Sample, assets: str = "report_files") -> str:
              sections.density(i, s, assets)]
     if not s.figures:
         parts.append('<p class="missing">No QC figure: the gating of this sample cannot be reviewed here.</p>')
-    from PIL import Image
-
-    decoded = {name: Image.open(io.BytesIO(png)) for name, png in s.figures}
-    for image in decoded.values():
-        image.load()  # decoded once, for the thumbnail and the printed key plots
-    _key_plots(s, decoded)
     thumbs = []
     for n, (name, _png) in enumerate(s.figures):
         href = f"{escape(assets)}/s{i}/{escape(name)}"
@@ -187,7 +168,7 @@ def _card(i: int, s: Sample, assets: str = "report_files") -> str:
             title = f"{name} (automatic)" if s.reviewed and not name.startswith("reviewed_") else name
             thumbs.append(f'<a href="{href}" target="_blank" class="figure-link">{escape(title)}</a>')
             continue
-        data = base64.b64encode(_thumbnail(decoded[name])).decode("ascii")
+        data = base64.b64encode(_thumbnail(png)).decode("ascii")
         thumbs.append(f'<a href="{href}" target="_blank" class="thumb"><img src="data:image/jpeg;base64,{data}" '
                       f'alt="{escape(name)} of {escape(s.sample_id)}" title="{escape(name)}: open the full figure" '
                       # lazy: a 500-sample page decodes only the thumbnails scrolled into view

@@ -27,7 +27,8 @@ class Sample:
     problems: list = field(default_factory=list)    # what is wrong with the sample's outputs
     result_sha256: str | None = None                # the digest a review line must name
     row: ScreeningRow | None = None                 # its screening row (final status, review, assay)
-    key_plots: list | None = field(default=None, repr=False)  # printed key panels, cut on first use
+    key_plots: list = field(default_factory=list, repr=False)  # (file name, PNG) of the printed key panels
+    key_note: str | None = None                     # why the record has no key panels to print
     reviewed: SampleResult | None = None            # reviewed_result.json when the record is a REGATE's
 
     @property
@@ -103,12 +104,16 @@ def load_samples(results_dir: Path | str, screening: Path | str | None = None) -
     if not found and screening is None:
         raise InputError(results_dir, "no */result.json found")
     if screening is None:
-        return [found[k] for k in sorted(found)]
-    samples = _in_screening_order(found, _screening_ids(screening))
-    rows = _screening_rows(screening)
+        samples = [found[k] for k in sorted(found)]
+    else:
+        samples = _in_screening_order(found, _screening_ids(screening))
+        rows = _screening_rows(screening)
+        for sample in samples:
+            sample.row = rows.get(sample.sample_id)
+            _attach_reviewed(sample, results_dir / sample.sample_id)
     for sample in samples:
-        sample.row = rows.get(sample.sample_id)
-        _attach_reviewed(sample, results_dir / sample.sample_id)
+        if sample.figures:
+            _attach_key_panels(sample, paths[sample.sample_id].parent)
     return samples
 
 
@@ -125,6 +130,17 @@ def _attach_reviewed(sample: Sample, folder: Path) -> None:
         sample.figures = reviewed + automatic
 
 
+def _attach_key_panels(sample: Sample, folder: Path) -> None:
+    """The record's key panels, printed on its page; a figure without them is an incomplete output."""
+    from .signout import record_key_panels
+
+    panels = record_key_panels(folder, sample.record)
+    sample.key_plots = [(f"key_{name}.png", png) for name, png in panels.panels]
+    sample.key_note = panels.missing
+    if panels.missing:
+        sample.problems.append(panels.missing)
+
+
 def _screening_rows(path: Path | str) -> dict[str, ScreeningRow]:
     """sample_id -> screening row (final status, review, assay metadata), from a valid screening file."""
     rows = json.loads(Path(path).read_text(encoding="utf-8"))["samples"]
@@ -138,8 +154,11 @@ def _figures(sample_dir: Path, result: SampleResult) -> list[tuple[str, bytes]]:
     the sample's folder, because the recorded paths are relative to wherever
     the workflow ran.
     """
+    from .plots import key_panel_files
+
     names = {p.name for p in sample_dir.glob("qc*.png")}  # reviewed_qc*.png: see _attach_reviewed
     names |= {Path(v).name for v in (result.outputs or {}).values() if str(v).endswith(".png")}
+    names -= set(key_panel_files("qc"))  # printed on the sample's page, not figures of their own
     ordered = sorted(names, key=lambda n: (n != "qc.png", n))
     return [(n, (sample_dir / n).read_bytes()) for n in ordered if (sample_dir / n).is_file()]
 

@@ -3,8 +3,8 @@
 The page holds what the printed review card holds: who the sample is
 (patient, specimen, acquisition date, instrument), the decision with its
 confidence interval, the threshold against the control, the key plots (the
-blast gate and CD125 panels cut from the sample's QC figure), the gate counts
-as a tree, the provenance and a signature block.
+blast gate and CD125 panels, drawn beside the sample's QC figure as figures of
+their own), the gate counts as a tree, the provenance and a signature block.
 
 User text (sample ids, reasons, notes) is drawn with ``parse_math=False``:
 a ``$`` in a reviewer's reason is a dollar sign, never mathtext.
@@ -13,6 +13,7 @@ a ``$`` in a reviewer's reason is a dollar sign, never mathtext.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,75 +29,46 @@ if TYPE_CHECKING:
     from cd125gate.review.screening import ScreeningRow
 
 A4_INCHES = (8.27, 11.69)
-# The QC figure's layout (cd125gate.figures.plots): panels of PANEL_INCHES in NCOLS columns under a header.
-# Cropping needs the grid margins plots.py gives its gridspec.
-GRID_LEFT, GRID_RIGHT, GRID_BOTTOM_EXTRA, GRID_TOP_EXTRA, HSPACE = 0.045, 0.99, 0.45, 0.35, 0.5
+NO_FIGURE = "No QC figure found for this sample."
 
 
-def key_panels(png_bytes):
-    """The key panels of a QC figure (PNG bytes or a PIL image), as PNG bytes: the CD45 / SSC-A
-    blast gate a cytometrist looks at first, then CD125 on blasts.
+@dataclass(frozen=True)
+class KeyPanels:
+    """A record's key panels as PNGs (the CD45 / SSC-A blast gate, then CD125 on blasts), or why there are none.
 
-    The figure names its panels in a tEXt chunk (`plots.PANELS_KEY`); a figure
-    without one (drawn by an earlier version) gives its last two panels, the
-    basophil exclusion and CD125. Returns [] for a figure that is not a panel
-    grid (a FAILED sample's figure).
+    ``missing`` is what to print in their place; None with no panels: nothing
+    (a FAILED sample's figure, or the card of a re-gated sample, has none).
     """
-    import numpy as np
-    from PIL import Image
 
-    from cd125gate.figures import plots
-    from cd125gate.figures.raster import DPI
+    panels: tuple[tuple[str, bytes], ...] = ()  # (panel name, PNG), `plots.KEY_PANELS` order
+    missing: str | None = None
 
-    # A decoded image is accepted too: the review page decodes each figure once for all its uses.
-    image = (png_bytes if hasattr(png_bytes, "crop") else Image.open(io.BytesIO(png_bytes))).convert("RGB")
-    dpi = DPI
-    width, height = image.size[0] / dpi, image.size[1] / dpi
-    nrows = round((height - plots.HEADER_INCHES - plots.FOOTER_INCHES) / plots.PANEL_INCHES[1])
-    if nrows < 1 or abs(width - plots.PANEL_INCHES[0] * plots.NCOLS) > 0.05:
-        return []
-    grid_top = plots.HEADER_INCHES + GRID_TOP_EXTRA
-    grid_height = height - grid_top - (plots.FOOTER_INCHES + GRID_BOTTOM_EXTRA)
-    axes_height = grid_height / (nrows + (nrows - 1) * HSPACE)
-    column = width / plots.NCOLS
-    pixels = np.asarray(image)
-
-    def cell(row, col):
-        # 0.55 in above the axes: room for a three-line title (the CD45 panel's), short of the row above.
-        top = grid_top + row * axes_height * (1 + HSPACE) - 0.55
-        bottom = top + axes_height + 0.55 + 0.5
-        return tuple(int(round(v * dpi)) for v in (col * column, top, (col + 1) * column, min(bottom, height)))
-
-    def drawn(box):
-        left, top, right, bottom = box
-        return (pixels[top:bottom, left:right] < 200).any()
-
-    cells = [(r, c) for r in range(nrows) for c in range(plots.NCOLS) if drawn(cell(r, c))]
-    if len(cells) < 2:
-        return []
-    names = (image.info.get(plots.PANELS_KEY) or "").split(",")
-    wanted = [names.index(n) for n in (plots.BLAST_GATE_PANEL, plots.CD125_PANEL) if n in names]
-    chosen = [cells[i] for i in wanted] if len(wanted) == 2 and len(names) == len(cells) else cells[-2:]
-    crops = []
-    for r, c in chosen:
-        box = _trimmed(pixels, cell(r, c), pad=int(0.05 * dpi))
-        buffer = io.BytesIO()
-        image.crop(box).save(buffer, format="png", dpi=(dpi, dpi))
-        crops.append(buffer.getvalue())
-    return crops
+    @property
+    def pngs(self) -> list[bytes]:
+        """The PNGs alone, in printed order."""
+        return [png for _, png in self.panels]
 
 
-def _trimmed(pixels, box, pad):
-    """``box`` shrunk to its drawn (non-white) pixels plus ``pad``: no blank margin to print."""
-    import numpy as np
+def record_key_panels(folder: Path | str, record: SampleResult) -> KeyPanels:
+    """The key panels drawn beside the record's QC figure (``reviewed_qc.png`` for a re-gated record).
 
-    left, top, right, bottom = box
-    drawn = (pixels[top:bottom, left:right] < 245).any(axis=2)
-    rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
-    if rows.size == 0:
-        return box
-    return (max(left, left + cols[0] - pad), max(top, top + rows[0] - pad),
-            min(right, left + cols[-1] + 1 + pad), min(bottom, top + rows[-1] + 1 + pad))
+    A folder written before the key panels were drawn as files of their own
+    has the figure without them: that is said, not made up from the figure.
+    """
+    from .plots import KEY_PANELS, key_panel_files
+
+    folder = Path(folder)
+    stem = REVIEWED_QC if record.review else "qc"
+    if not (folder / f"{stem}.png").is_file():
+        return KeyPanels(missing=NO_FIGURE)
+    names = key_panel_files(stem)
+    panels = tuple((panel, (folder / name).read_bytes()) for panel, name in zip(KEY_PANELS, names)
+                   if (folder / name).is_file())
+    card = not record.gates or (record.regate is not None and record.regate.figure_note is not None)
+    if panels or card:
+        return KeyPanels(panels)
+    return KeyPanels(missing=f"No key panels ({', '.join(names)}) beside {stem}.png: its folder was written "
+                             "by an earlier cd125gate; analyse the sample again to print them.")
 
 
 def gate_tree(gates: Iterable[GateCount]) -> list[str]:
@@ -131,13 +103,6 @@ def reviewed_record(folder: Path | str, row: ScreeningRow | None) -> SampleResul
     if not digest or not path.is_file() or sha256_file(path) != digest:
         return None
     return results.load(path)
-
-
-def record_figure(folder: Path | str, reviewed: SampleResult | None) -> bytes | None:
-    """The stained tube's QC figure of the record: the re-gated one for a re-gated sample."""
-    name = f"{REVIEWED_QC}.png" if reviewed is not None else "qc.png"
-    path = Path(folder) / name
-    return path.read_bytes() if path.is_file() else None
 
 
 def _fraction_line(result: SampleResult) -> str:
@@ -234,12 +199,13 @@ def header_fields(result: SampleResult, row: ScreeningRow | None) -> list[tuple[
                      ("Operator", row.operator), ("Tube", row.tube_name)]
 
 
-def signout_figure(result: SampleResult, row: ScreeningRow | None = None, qc_png: bytes | None = None,
+def signout_figure(result: SampleResult, row: ScreeningRow | None = None, key_panels: KeyPanels | None = None,
                    automatic: SampleResult | None = None) -> Figure:
     """The sign-out page as a matplotlib Figure (A4 portrait).
 
-    For a re-gated sample ``result`` is the reviewed result (and ``qc_png`` its
-    figure) and ``automatic`` the automatic result, printed beside it for comparison.
+    For a re-gated sample ``result`` is the reviewed result (and ``key_panels``
+    its figure's, `record_key_panels`) and ``automatic`` the automatic result,
+    printed beside it for comparison. No ``key_panels``: no QC figure was found.
     """
     import textwrap
 
@@ -280,10 +246,10 @@ def signout_figure(result: SampleResult, row: ScreeningRow | None = None, qc_png
 
         y_left = block(margin, y_left, "CD125 antigen density (calibration beads)",
                        density_lines(result.density), width=75, size=7.5)
-    panels = key_panels(qc_png) if qc_png else []
-    if panels:
+    key_panels = key_panels or KeyPanels(missing=NO_FIGURE)
+    if key_panels.pngs:
         top = y_left - 0.005
-        images = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in panels]
+        images = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in key_panels.pngs]
         # Side by side would halve them; stacked, they shrink only as far as the signature block needs.
         natural = sum(left_width * A4_INCHES[0] * im.shape[0] / im.shape[1] / A4_INCHES[1] for im in images)
         scale = min(1.0, (top - 0.13 - 0.005 * len(images)) / natural)
@@ -295,8 +261,8 @@ def signout_figure(result: SampleResult, row: ScreeningRow | None = None, qc_png
             ax.set_axis_off()
             top -= h_frac + 0.005
         y_left = top
-    elif qc_png is None:
-        y_left = block(margin, y_left, "Key plots", ["No QC figure found for this sample."])
+    elif key_panels.missing:
+        y_left = block(margin, y_left, "Key plots", [key_panels.missing])
     x_right = margin + left_width + 0.03
     title = "Gate counts (stained tube, re-gated)" if automatic is not None else "Gate counts (stained tube)"
     y_right = block(x_right, y, title, gate_tree(result.gate_counts), width=90, size=7)
@@ -322,11 +288,11 @@ def _line(fig, x0, x1, y):
 
 
 def write_signout(path: Path | str, result: SampleResult, row: ScreeningRow | None = None,
-                  qc_png: bytes | None = None, automatic: SampleResult | None = None) -> None:
-    """Write the sign-out PDF (one A4 page) of one sample (``automatic``: see `signout_figure`)."""
-    from cd125gate.io.fileio import atomic_write_bytes
+                  key_panels: KeyPanels | None = None, automatic: SampleResult | None = None) -> None:
+    """Write the sign-out PDF (one A4 page) of one sample (``key_panels``, ``automatic``: see `signout_figure`)."""
+    from .fileio import atomic_write_bytes
 
-    fig = signout_figure(result, row, qc_png, automatic)
+    fig = signout_figure(result, row, key_panels, automatic)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None})
     atomic_write_bytes(path, buffer.getvalue())
