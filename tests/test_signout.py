@@ -35,7 +35,7 @@ def test_key_panels_are_drawn_beside_the_qc_figure_at_the_pages_panel_size(sampl
 
     from PIL import Image
 
-    from cd125gate import plots, raster
+    from cd125gate.figures import plots, raster
 
     result = json.loads((sample / "result.json").read_text())
     assert result["outputs"]["qc_key_blast_gate_png"] == "qc_key_blast_gate.png"

@@ -19,10 +19,8 @@ import zlib
 
 import pytest
 
-from cd125gate.fileio import sha256_file
-from conftest import write_subset_sheet
-from test_report_browser import CHROMIUM_FLAGS
-from test_signout_workflow import one_error_line, snakemake
+from cd125gate.io.fileio import sha256_file
+from conftest import driver_out, one_error_line, run_chromium, run_snakemake, write_subset_sheet
 
 LOOP = ("low_fmo", "near50_fmo", "few_blasts", "high_fmo")
 NEW_CUT = 0.45  # high_fmo's CD125 cut-off moved up (transformed units): 57% CD125+, still MET

@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from . import results
-    from .screening import ScreeningRow
-    from .signout import record_key_panels, reviewed_record, write_signout
+    from cd125gate import results
+    from cd125gate.review.screening import ScreeningRow
+    from cd125gate.review.signout import record_key_panels, reviewed_record, write_signout
 
     try:
         rows = [ScreeningRow.from_json(row) for row in json.loads(args.screening.read_text(encoding="utf-8"))["samples"]]

@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import processes
-from .model import GATE_ORDER
-from .qc_panels import blasts_panel, cd125_panel, gate_panel, time_panel
-from .raster import check_formats, drop_spare_axes, new_figure, page_figure, plain_text, save
-from .raster import make_spare_axes as _make_spare_axes
-from .tube_view import TubeView
+from cd125gate import processes
+from cd125gate.analysis.model import GATE_ORDER
+from cd125gate.figures.qc_panels import blasts_panel, cd125_panel, gate_panel, time_panel
+from cd125gate.figures.raster import check_formats, drop_spare_axes, new_figure, page_figure, plain_text, save
+from cd125gate.figures.raster import make_spare_axes as _make_spare_axes
+from cd125gate.figures.tube_view import TubeView
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -41,7 +41,7 @@ class NoFigure(Exception):
 
 def figure_files(stem: str) -> list[str]:
     """The figure files drawn for ``stem``: the stained tube's page, the control's, then the key panels."""
-    from .plots import key_panel_files
+    from cd125gate.figures.plots import key_panel_files
 
     return [f"{stem}.png", f"{stem}_control.png", *key_panel_files(stem)]
 

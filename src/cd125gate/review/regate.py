@@ -249,7 +249,7 @@ def regate_result(result_path: Path | str, gates_path: Path | str, out_path: Pat
     out_path = Path(out_path or result_path.with_name(REVIEWED_RESULT))
     figures_at = out_path.parent
     if figures:
-        from .regate_figure import draw_reviewed, figure_files, figure_stem
+        from cd125gate.figures.regate_figure import draw_reviewed, figure_files, figure_stem
 
         stem = figure_stem(out_path)
         note = draw_reviewed(result, reviewed, load_gates(gates_path), figures_at, settings, stem)
@@ -271,8 +271,8 @@ def regate_result(result_path: Path | str, gates_path: Path | str, out_path: Pat
 
 def _copy_figures(folder: Path, stem: str, copy: Path) -> None:
     """The re-gated figures of ``folder`` beside ``copy`` (a copy of the reviewed result), under its names."""
-    from .fileio import atomic_write_bytes
-    from .regate_figure import figure_files, figure_stem
+    from cd125gate.figures.regate_figure import figure_files, figure_stem
+    from cd125gate.io.fileio import atomic_write_bytes
 
     for name, copied in zip(figure_files(stem), figure_files(figure_stem(copy))):
         source = folder / name

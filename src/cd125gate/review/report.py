@@ -162,7 +162,7 @@ def _card(i: int, s: Sample, assets: str = "report_files") -> str:
     if not s.figures:
         parts.append('<p class="missing">No QC figure: the gating of this sample cannot be reviewed here.</p>')
     thumbs = []
-    for n, (name, _png) in enumerate(s.figures):
+    for n, (name, png) in enumerate(s.figures):
         href = f"{escape(assets)}/s{i}/{escape(name)}"
         if n:  # only the stained tube's figure is inlined; the others are a click away
             title = f"{name} (automatic)" if s.reviewed and not name.startswith("reviewed_") else name

@@ -132,7 +132,7 @@ def _attach_reviewed(sample: Sample, folder: Path) -> None:
 
 def _attach_key_panels(sample: Sample, folder: Path) -> None:
     """The record's key panels, printed on its page; a figure without them is an incomplete output."""
-    from .signout import record_key_panels
+    from cd125gate.review.signout import record_key_panels
 
     panels = record_key_panels(folder, sample.record)
     sample.key_plots = [(f"key_{name}.png", png) for name, png in panels.panels]
@@ -154,7 +154,7 @@ def _figures(sample_dir: Path, result: SampleResult) -> list[tuple[str, bytes]]:
     the sample's folder, because the recorded paths are relative to wherever
     the workflow ran.
     """
-    from .plots import key_panel_files
+    from cd125gate.figures.plots import key_panel_files
 
     names = {p.name for p in sample_dir.glob("qc*.png")}  # reviewed_qc*.png: see _attach_reviewed
     names |= {Path(v).name for v in (result.outputs or {}).values() if str(v).endswith(".png")}

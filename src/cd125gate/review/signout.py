@@ -55,7 +55,7 @@ def record_key_panels(folder: Path | str, record: SampleResult) -> KeyPanels:
     A folder written before the key panels were drawn as files of their own
     has the figure without them: that is said, not made up from the figure.
     """
-    from .plots import KEY_PANELS, key_panel_files
+    from cd125gate.figures.plots import KEY_PANELS, key_panel_files
 
     folder = Path(folder)
     stem = REVIEWED_QC if record.review else "qc"
@@ -290,7 +290,7 @@ def _line(fig, x0, x1, y):
 def write_signout(path: Path | str, result: SampleResult, row: ScreeningRow | None = None,
                   key_panels: KeyPanels | None = None, automatic: SampleResult | None = None) -> None:
     """Write the sign-out PDF (one A4 page) of one sample (``key_panels``, ``automatic``: see `signout_figure`)."""
-    from .fileio import atomic_write_bytes
+    from cd125gate.io.fileio import atomic_write_bytes
 
     fig = signout_figure(result, row, key_panels, automatic)
     buffer = io.BytesIO()
