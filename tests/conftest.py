@@ -212,3 +212,18 @@ def chromium(tmp_path, *args):
 def driver_out(dom):
     """What a driver script appended to a page recorded (JSON in its <pre id="driver-out">)."""
     return json.loads(html.unescape(re.search(r'<pre id="driver-out">(.*?)</pre>', dom, re.S).group(1)))
+
+
+# Component means (decades) of a typical marrow, in MARROW_FEATURES order: the populations'
+# and the gating's unit tests name the same cells.
+MARROW_FEATURES = ["FSC", "SSC", "CD45", "CD34", "CD117", "HLA-DR", "CD123", "CD33"]
+MARROW = {
+    "T cells": [4.65, 4.04, 3.48, 0.8, 0.5, 0.45, 0.9, 0.4],
+    "B cells": [4.65, 4.04, 3.49, 0.8, 0.5, 2.98, 0.9, 0.4],
+    "blasts": [4.78, 4.26, 2.6, 2.8, 2.6, 2.7, 2.2, 2.6],
+    "basophils": [4.74, 4.17, 2.69, 0.87, 0.55, 0.48, 3.25, 2.24],
+    "neutrophils": [4.95, 5.06, 2.88, 1.3, 0.8, 0.5, 1.25, 2.37],
+    "eosinophils": [4.93, 5.18, 3.42, 2.2, 1.6, 0.8, 1.7, 2.3],
+    "monocytes": [4.90, 4.65, 3.26, 1.1, 0.6, 2.86, 1.85, 3.39],
+    "debris": [3.9, 3.65, 1.2, 1.1, 1.1, 1.0, 1.0, 1.0],
+}

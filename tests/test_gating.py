@@ -29,6 +29,7 @@ from cd125gate.analysis.transforms import Scale
 from cd125gate.errors import InputError
 from cd125gate.settings import load_settings
 from cd125gate.simulation.simulate import CaseSpec, write_case
+from conftest import MARROW, MARROW_FEATURES
 
 SETTINGS = load_settings()
 LINEAR = ("FSC-A", "FSC-H", "SSC-A", "Time")
@@ -199,18 +200,7 @@ def test_a_proposer_on_an_empty_parent_names_the_step_instead_of_crashing():
 
 # -- the backbone gates, drawn around named populations ------------------------------------------
 
-FEATURES = ["FSC", "SSC", "CD45", "CD34", "CD117", "HLA-DR", "CD123", "CD33"]
-# Component means (decades) of a typical marrow, in FEATURES order.
-MARROW = {
-    "T cells": [4.65, 4.04, 3.48, 0.8, 0.5, 0.45, 0.9, 0.4],
-    "B cells": [4.65, 4.04, 3.49, 0.8, 0.5, 2.98, 0.9, 0.4],
-    "blasts": [4.78, 4.26, 2.6, 2.8, 2.6, 2.7, 2.2, 2.6],
-    "basophils": [4.74, 4.17, 2.69, 0.87, 0.55, 0.48, 3.25, 2.24],
-    "neutrophils": [4.95, 5.06, 2.88, 1.3, 0.8, 0.5, 1.25, 2.37],
-    "eosinophils": [4.93, 5.18, 3.42, 2.2, 1.6, 0.8, 1.7, 2.3],
-    "monocytes": [4.90, 4.65, 3.26, 1.1, 0.6, 2.86, 1.85, 3.39],
-    "debris": [3.9, 3.65, 1.2, 1.1, 1.1, 1.0, 1.0, 1.0],
-}
+FEATURES = MARROW_FEATURES
 WEIGHTS = [0.3, 0.05, 0.2, 0.03, 0.25, 0.1, 0.05, 0.02]
 
 
