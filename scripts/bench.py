@@ -84,7 +84,7 @@ def panel_timings(analysis):
 
     stained, control, result = analysis.stained, analysis.control, analysis.result
     contexts = [tube_view.TubeView(t) for t in (stained, control) if t is not None]
-    drawers = plots._panels(stained)
+    drawers = [draw for _, draw in plots._panels(stained)]
     drawers.append(lambda fig, spec, ctx: qc_panels.cd125_panel(
         fig, spec, ctx, contexts, analysis.threshold, result))
     timings = {}
