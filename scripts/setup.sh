@@ -21,6 +21,6 @@ fi
 .venv/bin/python -m pip install --quiet -e ".${extra}"
 # An editable install leaves the package's bytecode to be written on first import, which
 # PYTHONDONTWRITEBYTECODE (set in some containers) forbids: every command would compile
-# the ~45 modules again (~0.1 s per process, per Snakemake job). Written once here instead,
+# the ~95 modules again (~0.1 s per process, per Snakemake job). Written once here instead,
 # as pip does for a regular install; Python recompiles any module edited since.
 .venv/bin/python -m compileall -q src/cd125gate
