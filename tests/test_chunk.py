@@ -3,6 +3,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,22 @@ def test_the_spec_entries_are_parsed_by_analyzes_own_parser(tmp_path):
     [(_, args)] = chunk.read_spec(spec, cli_analyze.add_arguments, threads=3)
     assert (args.sample_id, args.patient_id, args.threads, args.exit_zero) == ("a", "P-a", 3, True)
     assert args.control == str(DATA / "low_fmo_control.fcs") and args.plot_formats == "png"
+
+
+def test_the_chunk_pays_the_analysis_imports_once_not_in_every_child(tmp_path):
+    # What a sample imports after the warm-up, each child imports again: only the command's
+    # modules (imported by the chunk's caller) and the figure worker's (unused in a chunk) may be new.
+    code = (
+        "import sys\n"
+        "from cd125gate.results import chunk\n"
+        "chunk._warm_up()\n"
+        "before = set(sys.modules)\n"
+        "from cd125gate.cli import main\n"
+        f"main(['analyze', {str(DATA / 'low_fmo_stained.fcs')!r}, '--control', "
+        f"{str(DATA / 'low_fmo_control.fcs')!r}, '--out', {str(tmp_path / 'a')!r}])\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith('cd125gate')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == \
+        "['cd125gate.cli', 'cd125gate.cli.analyze', 'cd125gate.figures.figure_worker']"
