@@ -9,6 +9,7 @@ so the folder never shows another run's control as this run's.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -28,9 +29,22 @@ if TYPE_CHECKING:
     from cd125gate.results import SampleResult
 
 RESULT = "result.json"
-# Every file name a run may write; only these are ever removed from a sample's folder.
-OURS = re.compile(r"^(result\.json|(control_)?gates\.xml|gate_counts\.tsv|(qc(_control)?|beads)\.(png|svg|pdf)"
-                  r"|qc_key_(blast_gate|cd125)\.png)$")
+# Every file name a run may write (the key panels' come from `plots.key_panel_files`, see
+# `_ours`); only these are ever removed from a sample's folder.
+OURS = r"^(result\.json|(control_)?gates\.xml|gate_counts\.tsv|(qc(_control)?|beads)\.(png|svg|pdf)|{keys})$"
+
+
+def output_key(name: str) -> str:
+    """The key of a figure file in a result's ``outputs``: ``qc_key_cd125.png`` -> ``qc_key_cd125_png``."""
+    path = Path(name)
+    return f"{path.stem}_{path.suffix[1:]}"
+
+
+@functools.cache
+def _ours() -> re.Pattern:
+    from cd125gate.figures.plots import key_panel_files
+
+    return re.compile(OURS.format(keys="|".join(map(re.escape, key_panel_files("qc")))))
 
 
 def plot_formats(text: str) -> tuple[str, ...]:
@@ -109,7 +123,7 @@ def _write_all(analysis: SampleAnalysis, folder: Path, formats: Iterable[str],
         results.prepare_validation()
         figures = drawn()
     # One key per file: "qc_png", "qc_key_cd125_png", "qc_control_png", "qc_svg", ...
-    outputs.update({f"{Path(f).stem}_{Path(f).suffix[1:]}": Path(f).name for f in figures})
+    outputs.update({output_key(f.name): f.name for f in figures})
     atomic_write_text(folder / outputs["counts"], results.counts_tsv(result))
     result = result.replace(outputs=outputs)
     results.validate(result)
@@ -137,7 +151,7 @@ def _move_into_place(staging, out_dir, outputs):
     (out_dir / RESULT).unlink(missing_ok=True)
     new = set(outputs.values())
     for path in out_dir.iterdir():
-        if OURS.match(path.name) and path.name not in new and path.is_file():
+        if _ours().match(path.name) and path.name not in new and path.is_file():
             path.unlink()
     for name in sorted(new - {RESULT}):
         os.replace(staging / name, out_dir / name)

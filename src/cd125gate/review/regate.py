@@ -250,6 +250,7 @@ def regate_result(result_path: Path | str, gates_path: Path | str, out_path: Pat
     figures_at = out_path.parent
     if figures:
         from cd125gate.figures.regate_figure import draw_reviewed, figure_files, figure_stem
+        from cd125gate.results.outputs import output_key
 
         stem = figure_stem(out_path)
         note = draw_reviewed(result, reviewed, load_gates(gates_path), figures_at, settings, stem)
@@ -257,7 +258,7 @@ def regate_result(result_path: Path | str, gates_path: Path | str, out_path: Pat
         outputs = {k: v for k, v in reviewed.outputs.items() if not k.startswith("qc_")}
         for drawn, name in zip(figure_files("qc"), figure_files(stem)):
             if (figures_at / name).is_file():
-                outputs[drawn.replace(".", "_")] = name  # the key the automatic result has for it
+                outputs[output_key(drawn)] = name  # the key the automatic result has for it
         reviewed = reviewed.replace(review={**reviewed.review, "figure_note": note}, outputs=outputs)
     # Written whole or not at all: a failing later REGATE never leaves a torn file behind.
     # Each copy gets the figures before the result that names them.
