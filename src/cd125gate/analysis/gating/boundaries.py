@@ -11,13 +11,12 @@ is applied again (``reapplied``).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cd125gate.analysis.gating import gates
-from cd125gate.analysis.gating.gatestep import apply_gate, frame
+from cd125gate.analysis.gating.gatestep import frame, gate_step
 
 if TYPE_CHECKING:
     from cd125gate.analysis.compensation import Compensation
@@ -78,13 +77,9 @@ def exact_logicle_in_place(data: np.ndarray, rows: np.ndarray, raw: np.ndarray, 
 
 def reapplied(tube: TubeAnalysis) -> list[GateStep]:
     """The tube's steps with every gate applied again, in hierarchy order (after its events changed)."""
-    done: dict[str, GateStep] = {}
-    steps = []
-    for step in tube.steps:
-        parent = done[step.parent].mask if step.parent else np.ones(len(tube.data), dtype=bool)
-        new = replace(step, mask=apply_gate(step.gate, tube, parent, done), parent_count=int(np.count_nonzero(parent)))
-        done[step.name] = new
-        steps.append(new)
+    steps: list[GateStep] = []
+    for s in tube.steps:
+        steps.append(gate_step(tube, s.name, s.parent, s.gate, s.x, s.y, s.note, s.exclusion, among=steps))
     return steps
 
 
