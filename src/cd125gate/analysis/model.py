@@ -40,8 +40,7 @@ class GateStep:
     """One gate of the hierarchy, applied to one tube.
 
     Built once by ``gatestep.gate_step`` and replaced, not changed, when its
-    gate is applied again (``boundaries.reapplied``). Not frozen: the re-gating
-    figure still rewrites ``note`` of the steps it shows.
+    gate is applied again (``boundaries.reapplied``) or its note is rewritten.
     """
 
     name: str               # one of GATE_ORDER, or an annotation population ("basophils", ...)

@@ -20,16 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cd125gate.analysis import compensation, transforms
+from cd125gate.analysis.gating.gatestep import COMP_ID
 
 if TYPE_CHECKING:
     from cd125gate.analysis.compensation import Compensation
     from cd125gate.analysis.model import GateStep, TubeAnalysis
     from cd125gate.analysis.transforms import Scale
-
-# The spillover matrix's Gating-ML id (gatestep.COMP_ID; repeated here so that
-# writing Gating-ML does not import the gating module and, through it, FlowKit).
-COMP_ID = "spill"
-
 
 def gate_path(tube: TubeAnalysis, step: GateStep) -> tuple[str, ...]:
     """FlowKit's path of a step: ("root", ancestors...)."""

@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 # Backbone markers used to find populations, in this order, when the panel has them.
 BACKBONE = ("CD45", "CD34", "CD117", "HLA-DR", "CD123", "CD33")
 SCATTER = ("FSC-A", "SSC-A")
-# Level names per feature (the settings check the phenotype table against them).
-LEVELS, MARKER_LEVELS = LEVEL_NAMES, MARKER_LEVEL_NAMES
 LEUKOCYTES = ("lymphocytes", "monocytes", "neutrophils", "eosinophils", "basophils", "blasts",
               "immature_granulocytes", "pdc", "hematogones")
 
@@ -216,7 +214,7 @@ def component_levels(diff: np.ndarray, features: Sequence[str],
     """feature -> level name for one component (``diff`` = its mean minus the reference's, decades)."""
     out = {}
     for j, name in enumerate(features):
-        names = LEVELS.get(name, MARKER_LEVELS)
+        names = LEVEL_NAMES.get(name, MARKER_LEVEL_NAMES)
         edges = level_settings.get(name, level_settings["markers"])
         out[name] = level_of(float(diff[j]), edges, names)
     return out

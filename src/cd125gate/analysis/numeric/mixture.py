@@ -40,10 +40,6 @@ class Mixture:
     mean_log_likelihood: float
     converged: bool
 
-    def log_resp(self, x: ArrayLike) -> np.ndarray:
-        """(n, k) weighted log densities of every event under every component."""
-        return _weighted_log_prob(_columns(x), self.weights, self.means, self.covariances).T
-
     def predict(self, x: ArrayLike) -> np.ndarray:
         """The most likely component of every event."""
         return np.argmax(_weighted_log_prob(_columns(x), self.weights, self.means, self.covariances), axis=0)
