@@ -227,3 +227,8 @@ MARROW = {
     "monocytes": [4.90, 4.65, 3.26, 1.1, 0.6, 2.86, 1.85, 3.39],
     "debris": [3.9, 3.65, 1.2, 1.1, 1.1, 1.0, 1.0, 1.0],
 }
+
+
+def normal(mean, sd, n, seed):
+    """``n`` values drawn from a normal distribution, the same for the same seed."""
+    return np.random.default_rng(seed).normal(mean, sd, n)

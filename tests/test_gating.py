@@ -29,7 +29,7 @@ from cd125gate.analysis.transforms import Scale
 from cd125gate.errors import InputError
 from cd125gate.settings import load_settings
 from cd125gate.simulation.simulate import CaseSpec, write_case
-from conftest import MARROW, MARROW_FEATURES
+from conftest import MARROW, MARROW_FEATURES, normal
 
 SETTINGS = load_settings()
 LINEAR = ("FSC-A", "FSC-H", "SSC-A", "Time")
@@ -56,10 +56,6 @@ def root(tube, name, mask=None):
         tube.steps.append(gate_step(tube, name, None, gate, tube.channels[0], None, ""))
     else:
         tube.steps.append(GateStep(name, None, None, tube.channels[0], None, mask, n))
-
-
-def normal(mean, sd, n, seed):
-    return np.random.default_rng(seed).normal(mean, sd, n)
 
 
 def take(tube, proposal):

@@ -16,6 +16,7 @@ from cd125gate.analysis import threshold
 from cd125gate.analysis.model import GateStep, Threshold, TubeAnalysis
 from cd125gate.analysis.transforms import Scale
 from cd125gate.settings import load_settings
+from conftest import normal
 
 CH = "CD125-A"
 LINEAR = Scale(CH, "linear", {})
@@ -23,10 +24,6 @@ LOGICLE = Scale(CH, "logicle", {"T": 262144.0, "W": 0.5, "M": 4.5, "A": 0.0})
 SETTINGS = load_settings().threshold
 PCT = SETTINGS.internal_percentile
 Z = NormalDist().inv_cdf(PCT / 100)
-
-
-def normal(mean, sd, n, seed):
-    return np.random.default_rng(seed).normal(mean, sd, n)
 
 
 def tube(blasts, lymphocytes=(), others=(), populations=None, role="stained"):
