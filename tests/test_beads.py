@@ -286,7 +286,7 @@ def test_the_screening_table_carries_the_density_lot_and_fit(batch):
     from cd125gate.review import screening
 
     _, cases = batch
-    rows = [screening.screening_row(result) for _, result in cases.values()]
+    rows = [screening.ScreeningRow.of_result(result) for _, result in cases.values()]
     document = screening.screening_document(rows)
     assert results.schema_error(json.loads(json.dumps(document)), "screening.schema.json") is None
     row = next(r for r in rows if r.sample_id == "high_fmo_stained")
@@ -303,7 +303,7 @@ def test_a_result_without_beads_has_no_density_and_empty_columns(batch):
 
     result = batch[1]["high_fmo"][1].replace(density=None)
     assert "density" not in result.to_json()
-    row = screening.screening_row(result)
+    row = screening.ScreeningRow.of_result(result)
     assert {getattr(row, name) for name in beads.SCREENING_COLUMNS} == {None}
 
 

@@ -39,11 +39,16 @@ class NoFigure(Exception):
     """The re-gated figure would not be the evidence of the reviewed numbers (the message says why)."""
 
 
+def page_files(stem: str) -> list[str]:
+    """The pages drawn for ``stem``: the stained tube's, then the control's."""
+    return [f"{stem}.png", f"{stem}_control.png"]
+
+
 def figure_files(stem: str) -> list[str]:
-    """The figure files drawn for ``stem``: the stained tube's page, the control's, then the key panels."""
+    """The figure files drawn for ``stem``: its pages (`page_files`), then the key panels."""
     from cd125gate.figures.plots import key_panel_files
 
-    return [f"{stem}.png", f"{stem}_control.png", *key_panel_files(stem)]
+    return [*page_files(stem), *key_panel_files(stem)]
 
 
 def figure_stem(reviewed_path: Path | str) -> str:

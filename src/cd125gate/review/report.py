@@ -29,6 +29,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
 
+from cd125gate.figures.raster import DPI
 from cd125gate.io.fileio import atomic_write_text
 from cd125gate.review import report_sections as sections
 from cd125gate.version import __version__
@@ -43,7 +44,7 @@ THUMBNAIL_PX = 240          # width of the inline thumbnail of the stained tube'
 # printed at PRINT_SCALE times their size it is at least 8 pt.
 KEY_PANEL_MIN_FONT_PT = 6.5
 PRINT_SCALE = 1.25
-FIGURE_DPI = 100            # cd125gate.figures.plots.DPI: pixels per inch of the QC figures
+FIGURE_DPI = DPI            # pixels per inch of the QC figures
 
 
 def write_page(samples: list[Sample], out: Path | str, earlier: Iterable[dict] = ()) -> None:

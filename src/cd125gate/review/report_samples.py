@@ -14,6 +14,7 @@ from pathlib import Path
 from cd125gate import results
 from cd125gate.errors import InputError
 from cd125gate.results import SampleResult
+from cd125gate.review import reviews
 from cd125gate.review.screening import ScreeningRow
 
 
@@ -46,7 +47,7 @@ class Sample:
         """The final status: from the screening row, else what the automatic result is worth unreviewed."""
         if self.row is not None and self.row.final:
             return self.row.final
-        return self.criterion if self.criterion in ("MET", "NOT_MET", "FAILED") else "PENDING_REVIEW"
+        return reviews.final_status(self.criterion, None).final
 
     @property
     def decision(self) -> str:
@@ -119,14 +120,14 @@ def load_samples(results_dir: Path | str, screening: Path | str | None = None) -
 
 def _attach_reviewed(sample: Sample, folder: Path) -> None:
     """Make a re-gated sample's record its reviewed result: its figures first, the automatic ones after."""
-    from cd125gate.figures.regate_figure import REVIEWED_QC
+    from cd125gate.figures.regate_figure import REVIEWED_QC, page_files
     from cd125gate.review.signout import reviewed_record
 
     sample.reviewed = reviewed_record(folder, sample.row)
     if sample.reviewed is not None:
         automatic = [(name, png) for name, png in sample.figures if not name.startswith("reviewed_")]
         reviewed = [(name, (folder / name).read_bytes())
-                    for name in (f"{REVIEWED_QC}.png", f"{REVIEWED_QC}_control.png") if (folder / name).is_file()]
+                    for name in page_files(REVIEWED_QC) if (folder / name).is_file()]
         sample.figures = reviewed + automatic
 
 

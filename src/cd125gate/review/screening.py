@@ -41,8 +41,6 @@ COLUMNS = (
     "cd125_median_ratio", *ASSAY_COLUMNS, *beads.SCREENING_COLUMNS,
 )
 LIST_SEPARATOR = "; "
-# Tabs and line breaks inside a cell would shift or split the row.
-BLANK_CONTROL = str.maketrans("\t\r\n", "   ")
 
 
 @dataclass(frozen=True)
@@ -155,7 +153,8 @@ class ScreeningRow:
                 return ""
             if isinstance(value, tuple):
                 value = LIST_SEPARATOR.join(value)
-            return str(value).translate(BLANK_CONTROL)
+            # Tabs and line breaks inside a cell would shift or split the row.
+            return str(value).translate(audit.BLANK_CONTROL)
 
         return [cell(getattr(self, name)) for name in COLUMNS]
 
@@ -177,11 +176,6 @@ class ScreeningRow:
 # The columns are the row's fields: a column added to assay or beads needs a field here.
 if tuple(f.name for f in fields(ScreeningRow)) != COLUMNS:
     raise ImportError("screening.ScreeningRow's fields are not the screening COLUMNS")
-
-
-def screening_row(result: SampleResult) -> ScreeningRow:
-    """The screening-table row of one ``SampleResult``, no review applied."""
-    return ScreeningRow.of_result(result)
 
 
 def read_assay_metadata(result: SampleResult, base: Path | str | None = None) -> dict:
