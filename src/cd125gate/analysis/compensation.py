@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cd125gate.errors import InputError
+from cd125gate.io.samplesheet import PRECOMPENSATED
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -45,9 +46,6 @@ DIAGONAL_TOLERANCE = 1e-6
 # six decimals, and its unmixed files' identity matrices carry stray 0.000001 entries.
 IDENTITY_TOLERANCE = 1e-5
 
-# The word that declares a tube already compensated, in place of a matrix CSV
-# (the sample sheet's `compensation` column, `cd125gate analyze --compensation`).
-PRECOMPENSATED = "precompensated"
 # Sources whose matrix is applied to the events ("precompensated" and "none" apply none).
 APPLIED = ("file", "override")
 

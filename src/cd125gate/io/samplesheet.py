@@ -23,8 +23,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cd125gate.analysis.compensation import PRECOMPENSATED
 from cd125gate.errors import InputError
+
+# The word that declares a tube already compensated, in place of a matrix CSV (the
+# sample sheet's `compensation` column, `cd125gate analyze --compensation`). Defined
+# here, with the sheet that reads it, so that checking a sheet never loads numpy.
+PRECOMPENSATED = "precompensated"
 
 REQUIRED_COLUMNS = ("sample_id", "fcs")
 OPTIONAL_COLUMNS = ("control", "patient_id", "specimen", "compensation", "notes", "cd125_clone",
