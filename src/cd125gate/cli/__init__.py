@@ -8,7 +8,6 @@ so that `cd125gate inspect` does not pay for matplotlib.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib
 import os
 import sys
@@ -50,6 +49,8 @@ def keep_freed_memory() -> None:
     the heap serve) then come from a heap that stays mapped; peak memory grows
     by ~10 MB. Elsewhere (no glibc) this does nothing.
     """
+    import ctypes  # here: only the analysing commands pay for it
+
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

@@ -127,7 +127,7 @@ def write_fcs(path: str | Path, events: ArrayLike, channels: Sequence[str], *,
               stains: Sequence[str | None] | None = None, ranges: Sequence[float] | None = None,
               keywords: Mapping[str, object] | None = None, version: str = "3.1", byte_order: str = "little",
               spillover: ArrayLike | None = None, spill_keyword: str = "$SPILLOVER",
-              spill_channels: Sequence[str] | None = None) -> None:
+              spill_channels: Sequence[str] | None = None) -> int:
     """Write float32 list-mode events to an FCS file, atomically.
 
     Parameters

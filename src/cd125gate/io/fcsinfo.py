@@ -1,4 +1,4 @@
-"""What an FCS file holds, as a JSON-ready summary and as text (`cd125gate inspect`, in cli_inspect).
+"""What an FCS file holds, as a JSON-ready summary and as text (`cd125gate inspect`, in cli.inspect).
 
 (Named ``fcsinfo`` rather than ``inspect``, which would shadow the standard library module.)
 """

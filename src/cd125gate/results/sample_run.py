@@ -1,6 +1,6 @@
 """One sample's run: analyse its tubes, write its folder, and say how it went (``run_sample``).
 
-What `cd125gate analyze` does (its arguments: ``cli_analyze``), at the bench
+What `cd125gate analyze` does (its arguments: ``cli.analyze``), at the bench
 or as one job of a batch, and what each sample of `cd125gate analyze-chunk`
 runs in its own process. Exit status tells the outcomes apart: 0 MET or
 NOT_MET, 3 REVIEW, 4 FAILED (the result is written for each), 2 an input that

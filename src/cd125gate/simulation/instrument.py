@@ -4,8 +4,8 @@ Each event's true dye abundances go through the instrument: dyes spill into
 neighbouring detectors through the spillover matrix written into the file,
 autofluorescence adds to every detector, photon counting spreads a signal by
 ~sqrt(signal), electronic noise adds a constant spread, and detectors clip at
-their range. Shared by the cell tubes (``simulate_specimen``) and the bead
-tubes (``simulate_beads``).
+their range. Shared by the cell tubes (``specimen``) and the bead
+tubes (``beads``).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def measure(rng: np.random.Generator, cells: dict[str, np.ndarray], scatter_gain
 
     Scatter detectors see the cells through their gains (FSC, SSC); every detector clips at its
     ceiling, and ``digitisation`` writes the same signal at a finer resolution (20-bit data: x4,
-    with $PnR x4; see ``simulate_specimen.digitisation_factor``), as newer instruments do.
+    with $PnR x4; see ``specimen.digitisation_factor``), as newer instruments do.
     """
     signal = cells["abundance"] @ spillover_matrix() + cells["af"][:, None] * AF_SPECTRUM
     spread = np.sqrt(PHOTON_K * np.clip(signal, 0.0, None))

@@ -2,8 +2,8 @@
 
 No public CD125-stained leukemia data exist, so cd125gate's accuracy tests,
 README demo and benchmarks run on cases simulated here. The cells come from
-``simulate_specimen``, the instrument that measures them from
-``simulate_instrument``; this module puts a case together, says what the
+``specimen``, the instrument that measures them from
+``instrument``; this module puts a case together, says what the
 analysis should conclude from it, and writes its files, ``truth.json`` and a
 sample sheet. See docs/simulator.md for the populations and the numbers chosen.
 """

@@ -3,7 +3,7 @@
 No public CD125-stained leukemia data exist, so cd125gate's accuracy tests,
 README demo and benchmarks run on tubes simulated here. Each event gets a true
 abundance of every dye (``CaseSpec`` says how many cells of which population),
-and the instrument of ``simulate_instrument`` measures them. See
+and the instrument of ``instrument`` measures them. See
 docs/simulator.md for the populations and the numbers chosen.
 """
 
@@ -132,7 +132,7 @@ class CaseSpec:
     drop_markers: tuple[str, ...] = ()
     bits: int = 18
     scatter_gain: tuple[float, float] = (1.0, 1.0)
-    # A calibration bead tube beside the case (simulate_beads): the sheet names it, the tubes carry
+    # A calibration bead tube beside the case (simulation.beads): the sheet names it, the tubes carry
     # the instrument's serial and detector voltages, and the truth holds the CD125 molecules (ABC).
     beads: bool = False
 
