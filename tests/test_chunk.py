@@ -50,6 +50,8 @@ def dying(monkeypatch):
             if args.sample_id == "bad":
                 if how == "SIGKILL":  # what the kernel's out-of-memory killer sends
                     os.kill(os.getpid(), signal.SIGKILL)
+                if how == "raise":  # a bug of ours escaping the analysis
+                    raise RuntimeError("a bug")
                 os._exit(7)  # an exit no analyze run gives
             return real_run(args)
 
@@ -61,6 +63,7 @@ def dying(monkeypatch):
 @pytest.mark.parametrize("how, what", [
     ("SIGKILL", "the analysis process was killed by SIGKILL, out of memory?"),
     ("exit 7", "the analysis process exited with status 7"),
+    ("raise", "the analysis process exited with status 1"),
 ])
 def test_a_dead_child_is_its_samples_failed_result_and_the_chunk_goes_on(tmp_path, dying, capfd, how, what):
     dying(how)
@@ -84,6 +87,8 @@ def test_a_dead_child_is_its_samples_failed_result_and_the_chunk_goes_on(tmp_pat
     assert all(log.startswith("slurm_job_id=none\n") for log in logs.values())
     assert "first: NOT_MET" in logs["first"] and "last: FAILED" in logs["last"]
     assert logs["bad"].endswith(f"cd125gate analyze-chunk: {what}; writing the sample's FAILED result\n")
+    if how == "raise":  # the bug's traceback is the report, in the sample's log
+        assert "RuntimeError: a bug" in logs["bad"]
 
 
 @pytest.mark.slow

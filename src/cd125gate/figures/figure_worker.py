@@ -97,9 +97,7 @@ def _serve(jobs, answers, shared):
             name, args = _receive(pickle.load(job_pipe), shared)
         except EOFError:
             return 0  # closed unused
-        except BaseException:
-            traceback.print_exc()
-            return 1
+        # Anything else leaves through processes.start: its traceback, exit status 1.
         try:
             answer = ("value", getattr(plots, name)(*args))
         except BaseException as exc:

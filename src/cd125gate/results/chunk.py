@@ -175,17 +175,13 @@ def _child(sample_args: argparse.Namespace, log: str, run_sample: RunSample) -> 
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     # As the workflow's own per-sample job writes it first: which batch job ran the sample.
     print(f"slurm_job_id={os.environ.get('SLURM_JOB_ID', 'none')}", flush=True)
+    # Anything but an InputError is a bug of ours: processes.start writes its traceback
+    # to the log (the report), flushes the log and exits 1.
     try:
         return run_sample(sample_args)
     except InputError as exc:  # as cli.main: one line, exit 2
         print(f"cd125gate: {exc}", file=sys.stderr)
         return 2
-    except BaseException:  # only a bug of ours gets here: its traceback is the report
-        traceback.print_exc()
-        return 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
 
 
 # --- a child that died: the sample's FAILED result, from the parent --------------------------------
