@@ -183,9 +183,7 @@ def _tube_figure(tube: TubeAnalysis, stained: TubeAnalysis, control: TubeAnalysi
     """
     contexts = _with_contexts(contexts, tube, stained, control)
     panels = [draw for _, draw in _named_panels(tube, stained, control, threshold, result, contexts)]
-    nrows = -(-len(panels) // NCOLS)
-    width = PANEL_INCHES[0] * NCOLS
-    height = PANEL_INCHES[1] * nrows + HEADER_INCHES + FOOTER_INCHES
+    nrows, width, height = _page_inches(len(panels))
     fig = page_figure((width, height))
     grid = fig.add_gridspec(nrows, NCOLS, left=GRID_LEFT, right=GRID_RIGHT,
                             bottom=(FOOTER_INCHES + GRID_BOTTOM_INCHES) / height,
@@ -219,11 +217,16 @@ def _named_panels(tube: TubeAnalysis, stained: TubeAnalysis, control: TubeAnalys
     return _panels(tube) + [cd125]
 
 
+def _page_inches(count: int) -> tuple[int, float, float]:
+    """(rows, width, height in inches) of a page of ``count`` panels."""
+    nrows = -(-count // NCOLS)
+    return nrows, PANEL_INCHES[0] * NCOLS, PANEL_INCHES[1] * nrows + HEADER_INCHES + FOOTER_INCHES
+
+
 def _panel_inches(count: int) -> tuple[float, float]:
     """(width, height) in inches of a panel's Axes on a page of ``count`` panels."""
-    nrows = -(-count // NCOLS)
-    height = PANEL_INCHES[1] * nrows + HEADER_INCHES + FOOTER_INCHES
-    grid_width = PANEL_INCHES[0] * NCOLS * (GRID_RIGHT - GRID_LEFT)
+    nrows, width, height = _page_inches(count)
+    grid_width = width * (GRID_RIGHT - GRID_LEFT)
     grid_height = height - HEADER_INCHES - GRID_TOP_INCHES - FOOTER_INCHES - GRID_BOTTOM_INCHES
     return grid_width / (NCOLS + (NCOLS - 1) * WSPACE), grid_height / (nrows + (nrows - 1) * HSPACE)
 
