@@ -9,6 +9,7 @@ import pytest
 from cd125gate.analysis import checks
 from cd125gate.analysis.gating import blastgate, exclusions, gatestep, geometry, populations, scatter
 from cd125gate.analysis.model import Threshold
+from cd125gate.analysis.numeric import density
 from cd125gate.analysis.pipeline import analyze_sample
 from cd125gate.analysis.transforms import Scale
 from cd125gate.errors import InputError
@@ -41,9 +42,9 @@ def test_debris_cut_of_a_constant_channel_is_none():
 
 
 def test_boundary_moves_towards_the_smaller_population():
-    even = geometry.boundary((0.0, 1.0, 0.5), (4.0, 1.0, 0.5))
+    even = density.boundary((0.0, 1.0, 0.5), (4.0, 1.0, 0.5))
     assert even == pytest.approx(2.0, abs=0.02)
-    assert geometry.boundary((0.0, 1.0, 0.01), (4.0, 1.0, 0.99)) < even
+    assert density.boundary((0.0, 1.0, 0.01), (4.0, 1.0, 0.99)) < even
 
 
 def test_hull_and_clip_of_a_square():

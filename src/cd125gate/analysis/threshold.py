@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cd125gate.analysis.gating.geometry import Normal, boundary
 from cd125gate.analysis.model import Threshold
 from cd125gate.analysis.numeric import density
 
@@ -87,7 +86,7 @@ def from_internal_negative(stained: TubeAnalysis, cd125_scale: Scale, settings: 
     return _blast_valley(fit, lymph, cd125_scale, blasts.size) or lymph
 
 
-def _blast_valley(fit: tuple[Normal, Normal] | None, lymph: Threshold | None, cd125_scale: Scale,
+def _blast_valley(fit: tuple[density.Component, density.Component] | None, lymph: Threshold | None, cd125_scale: Scale,
                   n_blasts: int) -> Threshold | None:
     """The valley between the blasts' negative and positive CD125 peaks, when the lymphocytes' cut-off
     lies inside the negative one; else None.
@@ -98,7 +97,7 @@ def _blast_valley(fit: tuple[Normal, Normal] | None, lymph: Threshold | None, cd
     at the negative level (its centre under the lymphocytes' cut-off, so not dim positives), more than
     ``NEGATIVE_LEAK`` of it lies above that cut-off, and the two peaks are told apart by a valley
     (``VALLEY_SEPARATION``, ``VALLEY_DEPTH``). The cut-off is where the two weighted peaks are
-    equally dense (``geometry.boundary``): the fewest blasts on the wrong side of it.
+    equally dense (``density.boundary``): the fewest blasts on the wrong side of it.
     """
     if fit is None or lymph is None:
         return None
@@ -109,7 +108,7 @@ def _blast_valley(fit: tuple[Normal, Normal] | None, lymph: Threshold | None, cd
     share = 1.0 - NormalDist(m1, s1).cdf(lymph.value)  # of the negative blasts, above the lymphocytes' cut-off
     if m1 > lymph.value or share <= NEGATIVE_LEAK:
         return None
-    cut = boundary(lower, upper)
+    cut = density.boundary(lower, upper)
 
     def height(x):
         return w1 * NormalDist(m1, s1).pdf(x) + w2 * NormalDist(m2, s2).pdf(x)

@@ -10,8 +10,9 @@ import numpy as np
 
 from cd125gate.analysis.gating import gates
 from cd125gate.analysis.gating.gatestep import FAR, Proposal, dim, gate_step
-from cd125gate.analysis.gating.geometry import boundary, moments
+from cd125gate.analysis.gating.geometry import moments
 from cd125gate.analysis.numeric import density
+from cd125gate.analysis.numeric.density import boundary
 
 if TYPE_CHECKING:
     from cd125gate.analysis.gating.populations import Populations

@@ -16,14 +16,13 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
     from cd125gate.analysis.gating.populations import Populations
+    from cd125gate.analysis.numeric.density import Component
 
-# (mean, sd, weight) of a population along one feature.
-Normal = tuple[float, float, float]
 # (mean, covariance, weight) of a population in a plane of two features.
 PlaneNormal = tuple[np.ndarray, np.ndarray, float]
 
 
-def moments(pops: Populations, comps: Sequence[int], j: int) -> Normal:
+def moments(pops: Populations, comps: Sequence[int], j: int) -> Component:
     """(mean, sd, weight) of the mixture of components ``comps`` along feature ``j`` (decades)."""
     w = pops.weights[comps]
     means = pops.means[comps, j]
@@ -32,24 +31,6 @@ def moments(pops: Populations, comps: Sequence[int], j: int) -> Normal:
     mean = float((w * means).sum() / total)
     second = float((w * (var + means ** 2)).sum() / total)
     return mean, math.sqrt(max(second - mean ** 2, 1e-12)), total
-
-
-def boundary(lower: Normal, upper: Normal, points: int = 400) -> float:
-    """Where the weighted normal densities of two populations cross, between their means.
-
-    ``lower`` and ``upper`` are (mean, sd, weight) with lower's mean below
-    upper's; a small population's boundary moves towards it, which keeps the
-    larger one's tail out of its gate. Without a crossing between the means
-    (one population dominates everywhere), the midpoint in SD units.
-    """
-    (m1, s1, w1), (m2, s2, w2) = lower, upper
-    x = np.linspace(m1, m2, points)
-    diff = (np.log(w1) - np.log(s1) - 0.5 * ((x - m1) / s1) ** 2
-            - np.log(w2) + np.log(s2) + 0.5 * ((x - m2) / s2) ** 2)
-    crossing = np.flatnonzero(np.diff(np.sign(diff)) != 0)
-    if crossing.size:
-        return float(x[crossing[0]])
-    return float(m1 + (m2 - m1) * s1 / (s1 + s2))
 
 
 def ellipse_points(mean: ArrayLike, cov: ArrayLike, radius: float, n: int = 12) -> np.ndarray:

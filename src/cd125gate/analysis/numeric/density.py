@@ -92,6 +92,24 @@ def separation(lower: Component, upper: Component) -> float:
     return (upper[0] - lower[0]) / float(np.hypot(lower[1], upper[1]))
 
 
+def boundary(lower: Component, upper: Component, points: int = 400) -> float:
+    """Where the weighted normal densities of two populations cross, between their means.
+
+    ``lower`` and ``upper`` are (mean, sd, weight) with lower's mean below
+    upper's; a small population's boundary moves towards it, which keeps the
+    larger one's tail out of its gate. Without a crossing between the means
+    (one population dominates everywhere), the midpoint in SD units.
+    """
+    (m1, s1, w1), (m2, s2, w2) = lower, upper
+    x = np.linspace(m1, m2, points)
+    diff = (np.log(w1) - np.log(s1) - 0.5 * ((x - m1) / s1) ** 2
+            - np.log(w2) + np.log(s2) + 0.5 * ((x - m2) / s2) ** 2)
+    crossing = np.flatnonzero(np.diff(np.sign(diff)) != 0)
+    if crossing.size:
+        return float(x[crossing[0]])
+    return float(m1 + (m2 - m1) * s1 / (s1 + s2))
+
+
 def lower_peak(values: np.ndarray, seed: int, min_separation: float = 3.0, min_weight: float = 0.05,
                max_fit: int = 50000, fit: tuple[Component, Component] | None = None) -> Component | None:
     """(mean, sd, weight) of the lower of two well-separated Gaussian components of ``values``, or None.
