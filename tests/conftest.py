@@ -232,3 +232,20 @@ MARROW = {
 def normal(mean, sd, n, seed):
     """``n`` values drawn from a normal distribution, the same for the same seed."""
     return np.random.default_rng(seed).normal(mean, sd, n)
+
+
+def write_lock(outdir, host, pid, workdir="/other/checkout", start=None):
+    """An output-folder lock as a run on ``host`` with ``pid`` would leave it."""
+    from cd125gate.io import outputlock
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    lock = outdir / outputlock.LOCK_NAME
+    lock.write_text(json.dumps({"host": host, "pid": pid, "start": start, "workdir": workdir}))
+    return lock
+
+
+def gone_pid():
+    """A pid whose process no longer exists."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

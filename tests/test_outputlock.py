@@ -14,20 +14,7 @@ import pytest
 
 from cd125gate.io import outputlock
 from cd125gate.io.outputlock import OutdirLocked
-
-
-def write_lock(outdir, host, pid, workdir="/other/checkout", start=None):
-    outdir.mkdir(parents=True, exist_ok=True)
-    lock = outdir / outputlock.LOCK_NAME
-    lock.write_text(json.dumps({"host": host, "pid": pid, "start": start, "workdir": workdir}))
-    return lock
-
-
-def gone_pid():
-    """A pid whose process no longer exists."""
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
+from conftest import gone_pid, write_lock
 
 
 def in_use_message(outdir, lock, host, pid, workdir="/other/checkout"):

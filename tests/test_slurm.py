@@ -8,16 +8,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import write_subset_sheet
+from conftest import snakemake_command, write_subset_sheet
 
 ROOT = Path(__file__).parents[1]
 HPC = ROOT / "tools/hpc"
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 SUBSET = ("low_fmo", "high_fmo", "low_nocontrol", "corrupt")
 
 pytestmark = pytest.mark.slow
@@ -35,12 +33,8 @@ def slurm_cluster(tmp_path_factory):
 
 
 def run(workdir, sheet, *extra, timeout):
-    command = [
-        "timeout", "-k", "30", str(timeout), str(SNAKEMAKE),
-        "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(workdir),
-        "--configfile", str(ROOT / "config/config.yaml"),
-        "--config", f"samples={sheet}", f"outdir={workdir / 'results'}", "analyze_chunk=2", *extra,
-    ]
+    command = ["timeout", "-k", "30", str(timeout),
+               *snakemake_command(workdir, sheet, workdir / "results", "analyze_chunk=2", *extra)]
     # timeout -k: a stuck status query makes Snakemake ignore SIGTERM (tools/hpc/README.md).
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout + 60)
 

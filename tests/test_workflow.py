@@ -17,7 +17,15 @@ from jsonschema import Draft202012Validator
 from cd125gate import results
 from cd125gate.io import samplesheet
 from cd125gate.settings import default_settings_dict
-from conftest import cd125gate_lines, run_snakemake, screening_rows, snakemake_command, write_subset_sheet
+from conftest import (
+    cd125gate_lines,
+    gone_pid,
+    run_snakemake,
+    screening_rows,
+    snakemake_command,
+    write_lock,
+    write_subset_sheet,
+)
 
 ROOT = Path(__file__).parents[1]
 SAMPLE_FILES = ("result.json", "gates.xml", "gate_counts.tsv", "qc.png")
@@ -93,7 +101,7 @@ def test_bad_sheet_stops_the_run_with_one_line(tmp_path, text, message):
     sheet.write_text(text.format(fcs=ROOT / "test_data/low_fmo_stained.fcs"))
     proc = run_snakemake(tmp_path, sheet, tmp_path / "out")
     assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("cd125gate:")]
+    errors = cd125gate_lines(proc.stderr)
     assert len(errors) == 1 and errors[0].startswith(f"cd125gate: {sheet}: {message}")
     assert "Traceback" not in proc.stderr and "File \"" not in proc.stderr
     assert not (tmp_path / "out").exists()
@@ -106,7 +114,7 @@ def test_a_sheet_with_an_unmappable_panel_stops_before_any_job(tmp_path):
     sheet.write_text(f"sample_id\tfcs\nok\t{ROOT / 'test_data/low_fmo_stained.fcs'}\nfc500\t{fc500}\n")
     proc = run_snakemake(tmp_path, sheet, tmp_path / "out")
     assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("cd125gate:")]
+    errors = cd125gate_lines(proc.stderr)
     assert errors == [
         f"cd125gate: sample fc500: stained tube {fc500}: required marker(s) CD125 not found; unrecognised "
         "channel(s): FL5 Log (CD38-PC7) (add the spelling to panel.markers if one of them is it)",
@@ -442,13 +450,6 @@ def test_degenerate_tubes_are_failed_rows_and_leave_the_other_samples_unchanged(
 
 # --- one run at a time per output folder ---------------------------------------------------------
 
-def write_lock(outdir, host, pid, workdir):
-    outdir.mkdir(parents=True, exist_ok=True)
-    lock = outdir / ".cd125gate.lock"
-    lock.write_text(json.dumps({"host": host, "pid": pid, "start": None, "workdir": str(workdir)}))
-    return lock
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("host", ["this", "another"])
 def test_a_run_into_a_locked_folder_is_refused_before_any_job(tmp_path, host):
@@ -483,9 +484,8 @@ def test_a_second_run_is_refused_while_the_first_runs_and_a_gone_runs_lock_is_ta
 
     sheet = write_subset_sheet(tmp_path / "two.tsv", {"corrupt", "few_blasts"})
     outdir = tmp_path / "out"
-    gone_pid = subprocess.Popen(["true"])  # a pid whose process no longer exists
-    gone_pid.wait()
-    lock = write_lock(outdir, socket.gethostname(), gone_pid.pid, "/killed/checkout")
+    gone = gone_pid()
+    lock = write_lock(outdir, socket.gethostname(), gone, "/killed/checkout")
     first = subprocess.Popen(snakemake_command(tmp_path / "a", sheet, outdir),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -505,7 +505,7 @@ def test_a_second_run_is_refused_while_the_first_runs_and_a_gone_runs_lock_is_ta
     assert first.returncode == 0, first_stderr[-3000:]
     assert cd125gate_lines(first_stderr)[0] == (
         f"cd125gate: {outdir}: taking over the lock of a run that is gone "
-        f"(host {socket.gethostname()}, pid {gone_pid.pid}, working directory /killed/checkout)")
+        f"(host {socket.gethostname()}, pid {gone}, working directory /killed/checkout)")
     assert not lock.exists()  # released at the end
     assert not list(outdir.glob(".cd125gate.lock*"))
     assert set(screening_rows(outdir)) == {"corrupt", "few_blasts"}
