@@ -107,8 +107,8 @@ def load_samples(results_dir: Path | str, screening: Path | str | None = None) -
     if screening is None:
         samples = [found[k] for k in sorted(found)]
     else:
-        samples = _in_screening_order(found, _screening_ids(screening))
-        rows = _screening_rows(screening)
+        rows = _read_screening(screening)
+        samples = _in_screening_order(found, list(rows))
         for sample in samples:
             sample.row = rows.get(sample.sample_id)
             _attach_reviewed(sample, results_dir / sample.sample_id)
@@ -142,12 +142,6 @@ def _attach_key_panels(sample: Sample, folder: Path) -> None:
         sample.problems.append(panels.missing)
 
 
-def _screening_rows(path: Path | str) -> dict[str, ScreeningRow]:
-    """sample_id -> screening row (final status, review, assay metadata), from a valid screening file."""
-    rows = json.loads(Path(path).read_text(encoding="utf-8"))["samples"]
-    return {str(row["sample_id"]): ScreeningRow.from_json(row) for row in rows if isinstance(row, dict)}
-
-
 def _figures(sample_dir: Path, result: SampleResult) -> list[tuple[str, bytes]]:
     """(name, bytes) of the sample's PNG figures: qc.png first, then the others by name.
 
@@ -164,7 +158,8 @@ def _figures(sample_dir: Path, result: SampleResult) -> list[tuple[str, bytes]]:
     return [(n, (sample_dir / n).read_bytes()) for n in ordered if (sample_dir / n).is_file()]
 
 
-def _screening_ids(path: Path | str) -> list[str]:
+def _read_screening(path: Path | str) -> dict[str, ScreeningRow]:
+    """sample_id -> screening row (final status, review, assay metadata), in the file's order."""
     try:
         rows = json.loads(Path(path).read_text(encoding="utf-8"))["samples"]
         ids = [str(row["sample_id"]) for row in rows]
@@ -172,7 +167,7 @@ def _screening_ids(path: Path | str) -> list[str]:
         raise InputError(path, f"cannot read screening file: {exc}") from None
     except (KeyError, TypeError) as exc:
         raise InputError(path, f"screening file needs a 'samples' list of rows with 'sample_id' ({exc})") from None
-    return ids
+    return {sample_id: ScreeningRow.from_json(row) for sample_id, row in zip(ids, rows)}
 
 
 def _in_screening_order(found: dict[str, Sample], ids: list[str]) -> list[Sample]:
