@@ -21,13 +21,15 @@ import numpy as np
 from cd125gate.io.fileio import atomic_write_bytes, atomic_write_text
 from cd125gate.simulation.instrument import (
     CD125,
+    CHANNELS,
     DETECTORS,
     DURATION,
     PANEL,
     RANGE,
-    SCATTER,
+    TIME_RANGE,
     TIMESTEP,
     SimulatedTube,
+    instrument_keywords,
     measure,
     spillover_matrix,
     tube_bytes,
@@ -36,9 +38,6 @@ from cd125gate.simulation.instrument import (
 # A QuantiBRITE-PE-like lot: PE molecules per bead of its four levels, dimmest first.
 LOT = {"lot": "SIM-QB-0001", "dye": "PE", "molecules": [474.0, 5359.0, 23843.0, 62336.0]}
 UNITS_PER_MOLECULE = 0.5   # PE-A units per PE molecule at the simulated PE-A voltage
-SERIAL = "SIM-0001"
-VOLTAGES = {"FITC-A": "495", "PE-A": "480", "PerCP-Cy5-5-A": "560", "PE-Cy7-A": "620", "APC-A": "610",
-            "APC-H7-A": "560", "BV421-A": "410", "BV510-A": "440"}
 BEAD_SD = 0.03             # log10 spread of PE molecules within a level
 
 
@@ -54,15 +53,6 @@ class BeadSpec:
     instrument: str | None = None  # $CYT, when not the tubes' instrument
     voltage: str | None = None    # PE-A $PnV, when not the tubes'
     doublet_fraction: float = 0.05
-
-
-def instrument_keywords(channels: list[str]) -> dict[str, str]:
-    """$CYTSN and the $PnV of every detector: what a bead tube is checked against."""
-    keywords = {"$CYTSN": SERIAL}
-    for i, name in enumerate(channels, start=1):
-        if name in VOLTAGES:
-            keywords[f"$P{i}V"] = VOLTAGES[name]
-    return keywords
 
 
 def molecules(abundance: np.ndarray) -> np.ndarray:
@@ -106,8 +96,8 @@ def simulate_beads(spec: BeadSpec, seed: int) -> SimulatedTube:
     labels = np.array([f"level{v}" for v in level] + ["doublet"] * n_doublets, dtype="<U16")[order]
     t = np.sort(rng.uniform(0, DURATION, spec.n_events))
     events = np.column_stack([measure(rng, cells), t / TIMESTEP]).astype(np.float32)
-    channels = list(SCATTER) + list(DETECTORS) + ["Time"]
-    ranges = [RANGE] * (len(channels) - 1) + [float(np.ceil(DURATION / TIMESTEP * 1.1))]
+    channels = list(CHANNELS)
+    ranges = [RANGE] * (len(channels) - 1) + [TIME_RANGE]
     keywords = {"$CYT": spec.instrument or "cd125gate simulator", "$DATE": "01-JAN-2025",
                 "$BTIM": "08:50:00", "$TIMESTEP": str(TIMESTEP), "$SRC": spec.name,
                 "TUBE NAME": "PE calibration beads", "CD125GATE_SIMULATED": "1", "CD125GATE_SEED": str(seed),

@@ -33,6 +33,11 @@ PANEL = (
     ("BV510-A", "CD45"),
 )
 DETECTORS = tuple(d for d, _ in PANEL)
+CHANNELS = (*SCATTER, *DETECTORS, "Time")   # the columns of every simulated tube, in order
+TIME_RANGE = float(np.ceil(DURATION / TIMESTEP * 1.1))  # $PnR of the Time channel
+SERIAL = "SIM-0001"
+VOLTAGES = {"FITC-A": "495", "PE-A": "480", "PerCP-Cy5-5-A": "560", "PE-Cy7-A": "620", "APC-A": "610",
+            "APC-H7-A": "560", "BV421-A": "410", "BV510-A": "440"}
 MARKERS = tuple(m for _, m in PANEL)
 CD125 = MARKERS.index("CD125")
 VIABILITY = MARKERS.index("Viability")
@@ -62,6 +67,15 @@ SCATTER_SD = 300.0
 BLAST_LABELS = ("blast_cd125pos", "blast_cd125neg", "blast2_cd125pos", "blast2_cd125neg")
 POSITIVE_BLASTS = ("blast_cd125pos", "blast2_cd125pos")
 
+
+
+def instrument_keywords(channels: list[str]) -> dict[str, str]:
+    """$CYTSN and the $PnV of every detector: what a bead tube is checked against."""
+    keywords = {"$CYTSN": SERIAL}
+    for i, name in enumerate(channels, start=1):
+        if name in VOLTAGES:
+            keywords[f"$P{i}V"] = VOLTAGES[name]
+    return keywords
 
 @dataclass
 class SimulatedTube:

@@ -14,19 +14,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cd125gate.simulation.beads import instrument_keywords, molecules
+from cd125gate.simulation.beads import molecules
 from cd125gate.simulation.instrument import (
     ANTIBODIES,
     CD125,
+    CHANNELS,
     DETECTORS,
     DURATION,
     MARKERS,
     PANEL,
     RANGE,
-    SCATTER,
+    TIME_RANGE,
     TIMESTEP,
     VIABILITY,
     SimulatedTube,
+    instrument_keywords,
     measure,
     spillover_matrix,
 )
@@ -371,7 +373,7 @@ def _tube(spec, role, events, labels, seed, t):
     stains = [None] * 4 + list(MARKERS) + [None]
     if role == "control":
         stains[4 + CD125] = spec.control_cd125_stain
-    channels = list(SCATTER) + list(DETECTORS) + ["Time"]
+    channels = list(CHANNELS)
     fluor = list(DETECTORS)
     spill = spillover_matrix()
     dropped = {MARKERS.index(m) for m in spec.drop_markers} | ({CD125} if spec.drop_cd125_channel else set())
@@ -382,7 +384,7 @@ def _tube(spec, role, events, labels, seed, t):
         spill, fluor = spill[np.ix_(fluor_keep, fluor_keep)], [fluor[i] for i in fluor_keep]
     channels = [spec.rename.get(c, c) for c in channels]
     fluor = [spec.rename.get(c, c) for c in fluor]
-    ranges = [RANGE * digitisation_factor(spec)] * (len(channels) - 1) + [float(np.ceil(DURATION / TIMESTEP * 1.1))]
+    ranges = [RANGE * digitisation_factor(spec)] * (len(channels) - 1) + [TIME_RANGE]
     keywords = _keywords(spec, role, seed, t)
     return SimulatedTube(events, channels, stains, ranges, spill, fluor, labels, keywords)
 
