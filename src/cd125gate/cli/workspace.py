@@ -21,8 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = []
     for path in map(Path, args.results):
-        result = results.load(path)
-        loaded.append((result.sample_id, path.parent, result))
+        loaded.append((path.parent, results.load(path)))
     reviewed = []
     for path in map(Path, args.reviewed):
         if path.is_dir():  # the workflow's folder of one REGATE decision
@@ -30,8 +29,7 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"no reviewed result in {path.parent} (the re-gating failed): its sample is not re-gated here")
             continue
-        result = results.load(path)
-        reviewed.append((result.sample_id, result))
+        reviewed.append(results.load(path))
     samples = gated_samples(loaded) + regated_samples(reviewed)
     skipped = []
     atomic_write_bytes(args.out, batch_wsp(samples, Path(args.out).parent, skipped))

@@ -299,16 +299,17 @@ def _renumber(sample_el, number):
     sample_el.find("SampleNode").set("sampleID", number)
 
 
-def gated_samples(results: Iterable[tuple[str, Path, SampleResult]]) -> list[WorkspaceSample]:
-    """WorkspaceSample of each tube of each (sample_id, result folder, result) that has gates.
+def gated_samples(results: Iterable[tuple[Path, SampleResult]]) -> list[WorkspaceSample]:
+    """WorkspaceSample of each tube of each (result folder, result) that has gates.
 
     FAILED results have no gates; a control tube is included when the result
     wrote its gates (``control_gates.xml``: its own time QC).
     """
     chosen = []
-    for sample_id, folder, result in results:
+    for folder, result in results:
         if result.criterion == "FAILED" or not result.gates:
             continue
+        sample_id = result.sample_id
         stained, control = result.input_file("fcs"), result.input_file("control")
         chosen.append(WorkspaceSample(f"{sample_id} stained", Path(folder) / (result.output("gates") or "gates.xml"),
                                       Path(stained.path)))
@@ -318,13 +319,14 @@ def gated_samples(results: Iterable[tuple[str, Path, SampleResult]]) -> list[Wor
     return chosen
 
 
-def regated_samples(reviewed: Iterable[tuple[str, SampleResult]]) -> list[WorkspaceSample]:
-    """WorkspaceSample of both tubes of each (sample_id, reviewed result), under the reviewer's gates.
+def regated_samples(reviewed: Iterable[SampleResult]) -> list[WorkspaceSample]:
+    """WorkspaceSample of both tubes of each reviewed result, under the reviewer's gates.
 
     The edited gates count the control too (as `cd125gate regate` counted them).
     """
     chosen = []
-    for sample_id, result in reviewed:
+    for result in reviewed:
+        sample_id = result.sample_id
         gates, control = Path(result.regate.gates), result.input_file("control")
         chosen.append(WorkspaceSample(f"{sample_id} stained re-gated", gates, Path(result.input_file("fcs").path),
                                       REGATED))
