@@ -32,6 +32,20 @@ MAX_WARNINGS_PER_KIND = 5
 _CACHED_LENGTH = 64
 
 
+def _cached_when_short(parse):
+    """``parse(text, ...)`` cached for texts of at most _CACHED_LENGTH characters.
+
+    A file with 50,000 channels repeats the same few range, gain and width strings.
+    """
+    cached = functools.lru_cache(maxsize=4096)(parse)
+
+    @functools.wraps(parse)
+    def call(text, *args):
+        return cached(text, *args) if len(text) <= _CACHED_LENGTH else parse(text, *args)
+
+    return call
+
+
 @dataclass(frozen=True)
 class Channel:
     index: int            # n of $PnN (1-based)
@@ -167,11 +181,10 @@ def int_keyword(keywords: dict[str, str], key: str, path: str, what: str) -> int
 def whole_number(text: str, *, signed: bool = False) -> int | None:
     """``text`` as an int if it is a whole number in ASCII digits (a sign only when ``signed``)
     of at most MAX_DIGITS significant digits, else None. Surrounding spaces are allowed."""
-    if len(text) <= _CACHED_LENGTH:
-        return _whole_number_cached(text, signed)
     return _whole_number(text, signed)
 
 
+@_cached_when_short
 def _whole_number(text, signed):
     text = text.strip()
     if not _WHOLE_NUMBER.fullmatch(text) or (not signed and text[0] in "+-"):
@@ -179,9 +192,6 @@ def _whole_number(text, signed):
     if significant_digits(text) > MAX_DIGITS:
         return None
     return _to_int(text)
-
-
-_whole_number_cached = functools.lru_cache(maxsize=4096)(_whole_number)
 
 
 def too_many_digits(text: str) -> bool:
@@ -218,16 +228,9 @@ def float_keyword(keywords: dict[str, str], key: str, path: str) -> float:
     return number
 
 
+@_cached_when_short
 def finite_number(text: str) -> float | None:
-    """``float(text)`` if it is a finite number written in ASCII, else None.
-
-    Cached: a file with 50,000 channels repeats the same few range and gain strings.
-    """
-    return _finite_cached(text) if len(text) <= _CACHED_LENGTH else _finite_cached.__wrapped__(text)
-
-
-@functools.lru_cache(maxsize=4096)
-def _finite_cached(text):
+    """``float(text)`` if it is a finite number written in ASCII, else None."""
     text = text.strip()
     if not text.isascii() or "_" in text:
         return None
@@ -334,12 +337,8 @@ def _amplification(keywords, n, path):
     return amplification
 
 
+@_cached_when_short
 def _decades_offset(value):
-    return _decades_offset_cached(value) if len(value) <= _CACHED_LENGTH else _decades_offset_cached.__wrapped__(value)
-
-
-@functools.lru_cache(maxsize=4096)
-def _decades_offset_cached(value):
     parts = [finite_number(part) for part in value.split(",")]
     if len(parts) != 2 or None in parts or parts[0] < 0:
         return None
